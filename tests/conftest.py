@@ -1,0 +1,60 @@
+"""Shared fixtures: the tiny model (built once, cached), a workspace, CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Never reach a hub from a test, and keep library chatter out of outputs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The tiny chat model folder (built offline on first use, cached across sessions)."""
+    from tuitune.sample import tiny_model_path
+
+    return tiny_model_path()
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    from tuitune.workspace import Workspace
+
+    return Workspace.at(tmp_path / "ws").ensure().root
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 300, env: dict | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m tuitune ARGS`` in a subprocess, as a user would from a shell."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tuitune", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
+        input=input, stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """A user error: exit 2, one ``error:`` line on stderr naming what is wrong, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    return lines[0]

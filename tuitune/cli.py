@@ -1,0 +1,84 @@
+"""The ``tuitune`` command line.
+
+A bare ``tuitune`` opens the TUI on the workspace in the current folder;
+``tuitune <verb>`` runs one step headless. Each verb lives in
+``tuitune/commands/<verb>.py`` with ``register(subparsers)``; those modules stay
+light (heavy imports happen inside the functions they call), so ``tuitune
+--help`` never imports torch.
+
+A user's mistake raises :class:`tuitune.errors.TuituneError`; it is printed as one
+``error:`` line on stderr and the exit code is 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from tuitune import __version__
+from tuitune.errors import TuituneError
+
+# The verbs, in the order the product walks through them. Each is a module in
+# tuitune/commands/ with register(subparsers); a verb whose module is not there
+# yet is simply not offered.
+COMMANDS = ("demo", "env", "data", "config", "train", "runs", "merge", "chat")
+
+
+def available_commands() -> list[str]:
+    return [n for n in COMMANDS if importlib.util.find_spec(f"tuitune.commands.{n}") is not None]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: ...`` and exit 2, like every other failure."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tuitune",
+        description="Fine-tune an LLM from the terminal. Without a verb, opens the TUI "
+        "on the workspace in the current folder.",
+    )
+    parser.add_argument("--version", action="version", version=f"tuitune {__version__}")
+    parser.add_argument(
+        "-w", "--workspace", default=".", metavar="DIR",
+        help="workspace folder (default: the current folder)",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for name in available_commands():
+        importlib.import_module(f"tuitune.commands.{name}").register(sub)
+    return parser
+
+
+def open_tui(workspace: str | Path) -> int:
+    """Open the Textual app on ``workspace`` (imported lazily: the CLI stays light)."""
+    from screens.app import run_app
+
+    return run_app(Path(workspace))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.verb is None:
+            return open_tui(args.workspace)
+        return int(args.func(args) or 0)
+    except TuituneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

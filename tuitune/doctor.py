@@ -1,0 +1,358 @@
+"""Environment diagnosis: each check is data (name, status, detail, fix).
+
+A check says what it found and, when that is not ok, what to do about it. Nothing
+here raises for a broken machine: a check that crashes becomes a ``fail`` with the
+exception's text. Heavy imports (torch, bitsandbytes) happen inside the checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+GIB = 1024 ** 3
+
+# Versions below which a package is known not to work with tuitune.
+MIN_VERSIONS = {
+    "transformers": "4.51",
+    "peft": "0.14",
+    "accelerate": "1.0",
+    "datasets": "3.0",
+}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str          # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GPU:
+    index: int
+    name: str
+    total_gib: float
+    free_gib: float
+    capability: str      # e.g. "8.0"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    gpus: list[GPU] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"checks": [c.to_dict() for c in self.checks], "gpus": [g.to_dict() for g in self.gpus]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Report":
+        return cls([Check(**c) for c in d.get("checks", [])], [GPU(**g) for g in d.get("gpus", [])])
+
+    @property
+    def worst(self) -> str:
+        statuses = {c.status for c in self.checks}
+        return FAIL if FAIL in statuses else WARN if WARN in statuses else OK
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+# --- individual checks -------------------------------------------------------------------
+
+def check_python() -> list[Check]:
+    v = platform.python_version()
+    if sys.version_info < (3, 10):
+        return [Check("python", FAIL, f"Python {v}", "use Python 3.10 or newer")]
+    return [Check("python", OK, f"Python {v} ({sys.executable})")]
+
+
+def _nvml():
+    """pynvml (from nvidia-ml-py), initialised, or None where there is no NVIDIA driver."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:
+        return None
+
+
+def gpu_inventory() -> list[GPU]:
+    """The visible GPUs with their free memory: NVML where the driver is there, else torch."""
+    nv = _nvml()
+    gpus: list[GPU] = []
+    if nv is not None:
+        try:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            indices = list(range(nv.nvmlDeviceGetCount()))
+            if visible not in (None, ""):
+                wanted = [int(x) for x in visible.split(",") if x.strip().isdigit()]
+                indices = [i for i in indices if i in wanted]
+            for n, i in enumerate(indices):
+                h = nv.nvmlDeviceGetHandleByIndex(i)
+                mem = nv.nvmlDeviceGetMemoryInfo(h)
+                name = nv.nvmlDeviceGetName(h)
+                name = name.decode() if isinstance(name, bytes) else name
+                major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
+                gpus.append(GPU(n, name, mem.total / GIB, mem.free / GIB, f"{major}.{minor}"))
+            return gpus
+        except Exception:
+            gpus = []
+    try:
+        import torch
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                free, total = torch.cuda.mem_get_info(i)
+                p = torch.cuda.get_device_properties(i)
+                gpus.append(GPU(i, p.name, total / GIB, free / GIB, f"{p.major}.{p.minor}"))
+    except Exception:
+        pass
+    return gpus
+
+
+def check_torch_and_gpus(report: Report) -> list[Check]:
+    out: list[Check] = []
+    try:
+        import torch
+    except Exception as exc:
+        return [Check("torch", FAIL, f"torch does not import: {exc}",
+                      "install a CUDA build of torch that matches your driver (pytorch.org's selector)")]
+    cuda_build = torch.version.cuda
+    if cuda_build:
+        out.append(Check("torch", OK, f"torch {torch.__version__}, CUDA {cuda_build} build"))
+    else:
+        out.append(Check("torch", WARN, f"torch {torch.__version__} is a CPU-only build",
+                         "on a GPU box, install a CUDA build of torch that matches the driver "
+                         "(pytorch.org's install selector); the CPU build is fine for `tuitune demo`"))
+
+    nv = _nvml()
+    driver = None
+    driver_cuda = None
+    if nv is not None:
+        try:
+            driver = nv.nvmlSystemGetDriverVersion()
+            driver = driver.decode() if isinstance(driver, bytes) else driver
+            cv = nv.nvmlSystemGetCudaDriverVersion()
+            driver_cuda = f"{cv // 1000}.{(cv % 1000) // 10}"
+        except Exception:
+            pass
+    if driver:
+        if cuda_build and driver_cuda and _vtuple(driver_cuda) < _vtuple(cuda_build)[:2]:
+            out.append(Check("driver", FAIL,
+                             f"NVIDIA driver {driver} supports CUDA up to {driver_cuda}, torch needs {cuda_build}",
+                             f"update the NVIDIA driver, or install a torch build for CUDA {driver_cuda} or older"))
+        else:
+            out.append(Check("driver", OK, f"NVIDIA driver {driver} (CUDA {driver_cuda or '?'})"))
+    else:
+        out.append(Check("driver", WARN, "no NVIDIA driver found (NVML is not available)",
+                         "on a GPU box, install the NVIDIA driver and check that `nvidia-smi` lists the GPUs"))
+
+    available = False
+    try:
+        available = bool(torch.cuda.is_available())
+    except Exception:
+        available = False
+    report.gpus = gpu_inventory() if (available or driver) else []
+    if available and report.gpus:
+        out.append(Check("cuda", OK, f"CUDA {cuda_build} available, {len(report.gpus)} GPU(s)"))
+        for g in report.gpus:
+            status, fix = OK, ""
+            if _vtuple(g.capability) < (7, 0):
+                status, fix = WARN, "compute capability below 7.0: no fast fp16 kernels; expect slow training"
+            elif g.free_gib < 0.5 * g.total_gib:
+                status, fix = WARN, "over half of its memory is in use: find the process with `nvidia-smi` and stop it"
+            out.append(Check(f"gpu{g.index}", status,
+                             f"{g.name}: {g.free_gib:.1f} of {g.total_gib:.1f} GiB free, compute {g.capability}", fix))
+        try:
+            bf16 = torch.cuda.is_bf16_supported()
+        except Exception:
+            bf16 = False
+        if bf16:
+            out.append(Check("bf16", OK, "bf16 supported"))
+        else:
+            out.append(Check("bf16", WARN, "this GPU has no bf16",
+                             "use `precision: fp16` in the run config (`auto` picks it)"))
+    else:
+        if not cuda_build:
+            why = "torch is a CPU-only build"
+        elif driver:
+            why = "the driver is there but torch cannot use CUDA"
+        else:
+            why = "no NVIDIA GPU or driver"
+        out.append(Check("cuda", FAIL, f"no CUDA GPU available: {why}; only the tiny demo model can train here",
+                         "run tuitune on the GPU box (over SSH); there check `nvidia-smi` and "
+                         "CUDA_VISIBLE_DEVICES, and that torch is a CUDA build"))
+        out.append(Check("bf16", WARN, "no GPU: training here runs in fp32 on the CPU",
+                         "nothing to do for the demo; on a GPU box Ampere or newer has bf16"))
+    return out
+
+
+def check_bitsandbytes() -> list[Check]:
+    version = _version("bitsandbytes")
+    if version is None:
+        return [Check("bitsandbytes", WARN, "not installed: QLoRA (4-bit) and 8-bit loading are unavailable",
+                      "pip install bitsandbytes")]
+    try:
+        import torch
+        with contextlib.redirect_stdout(sys.stderr):
+            import bitsandbytes.functional as F
+    except Exception as exc:
+        return [Check("bitsandbytes", FAIL, f"bitsandbytes {version} does not import: {exc}",
+                      "pip install -U bitsandbytes; on a GPU box its CUDA libraries must match torch's CUDA")]
+    works, broken = [], []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        try:
+            x = torch.randn(64, 64, device=dev)
+            q, state = F.quantize_4bit(x, quant_type="nf4")
+            y = F.dequantize_4bit(q, state)
+            if float((x - y).abs().mean()) > 0.2:
+                raise RuntimeError("round trip is wrong")
+            works.append(dev.upper())
+        except Exception as exc:
+            broken.append(f"{dev.upper()} ({str(exc).splitlines()[0][:80]})")
+    if "CUDA" in works:
+        return [Check("bitsandbytes", OK, f"bitsandbytes {version}: 4-bit works on {', '.join(works)}")]
+    if works:
+        detail = f"bitsandbytes {version}: 4-bit works on {', '.join(works)} only"
+        if broken:
+            detail += f"; fails on {', '.join(broken)}"
+        return [Check("bitsandbytes", WARN, detail,
+                      "QLoRA runs here with compute dtype float32 (slow); on a GPU box it uses CUDA")]
+    return [Check("bitsandbytes", FAIL, f"bitsandbytes {version}: no working 4-bit backend ({'; '.join(broken)})",
+                  "pip install -U bitsandbytes (its wheel must match torch's CUDA), or use `method: lora`")]
+
+
+def check_optional() -> list[Check]:
+    out = []
+    ds = _version("deepspeed")
+    if ds:
+        out.append(Check("deepspeed", OK, f"deepspeed {ds}"))
+    else:
+        out.append(Check("deepspeed", WARN, "not installed: ZeRO-2/3 and offload are unavailable",
+                         "pip install 'tuitune[deepspeed]' (needed only for `distributed.deepspeed`)"))
+    fa = _version("flash-attn") or _version("flash_attn")
+    if fa:
+        out.append(Check("flash-attn", OK, f"flash-attn {fa}"))
+    else:
+        out.append(Check("flash-attn", WARN, "not installed: attention uses torch's SDPA (works, uses more memory)",
+                         "optional, on an Ampere+ GPU: pip install flash-attn --no-build-isolation"))
+    return out
+
+
+def check_libraries() -> list[Check]:
+    out = []
+    for dist, minimum in MIN_VERSIONS.items():
+        v = _version(dist)
+        if v is None:
+            out.append(Check(dist, FAIL, "not installed", f"pip install '{dist}>={minimum}'"))
+        elif _vtuple(v) < _vtuple(minimum):
+            out.append(Check(dist, FAIL, f"{dist} {v} is older than {minimum}", f"pip install -U '{dist}>={minimum}'"))
+        else:
+            out.append(Check(dist, OK, f"{dist} {v}"))
+    return out
+
+
+def check_disk(workspace: Path) -> list[Check]:
+    path = workspace
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free / GIB
+    detail = f"{free:.0f} GiB free in {workspace}"
+    if free < 5:
+        return [Check("disk", FAIL, detail, "free space: checkpoints of a 7B LoRA run need ~5 GiB, a merge ~15 GiB")]
+    if free < 50:
+        return [Check("disk", WARN, detail, "a 7B run with merge needs ~30-50 GiB; free space or use another workspace")]
+    return [Check("disk", OK, detail)]
+
+
+def check_ram() -> list[Check]:
+    import psutil
+    vm = psutil.virtual_memory()
+    detail = f"{vm.available / GIB:.0f} of {vm.total / GIB:.0f} GiB RAM available"
+    if vm.available / GIB < 8:
+        return [Check("ram", WARN, detail,
+                      "loading a 7B model needs ~16 GiB of RAM at start; close other programs")]
+    return [Check("ram", OK, detail)]
+
+
+def check_hf_cache() -> list[Check]:
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    mode = "offline (models must be local folders or already cached)" if offline else "online"
+    return [Check("hf-cache", OK, f"Hugging Face cache {cache}; hub {mode}")]
+
+
+def check_tmux() -> list[Check]:
+    if shutil.which("tmux"):
+        return [Check("tmux", OK, "tmux found (not needed: tuitune runs outlive the terminal by themselves)")]
+    return [Check("tmux", WARN, "tmux not found; not needed, runs survive SSH drops on their own",
+                  "optional: apt-get install tmux to keep your own shell across disconnects")]
+
+
+def run_checks(workspace: str | Path = ".") -> Report:
+    """Run every check. Never raises: a crashing check becomes a ``fail``."""
+    report = Report()
+    steps: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("python", check_python),
+        ("torch", lambda: check_torch_and_gpus(report)),
+        ("bitsandbytes", check_bitsandbytes),
+        ("optional", check_optional),
+        ("libraries", check_libraries),
+        ("disk", lambda: check_disk(Path(workspace).resolve())),
+        ("ram", check_ram),
+        ("hf-cache", check_hf_cache),
+        ("tmux", check_tmux),
+    ]
+    for name, fn in steps:
+        try:
+            report.checks.extend(fn())
+        except Exception as exc:  # a check must never take the diagnosis down with it
+            report.checks.append(Check(name, FAIL, f"the check itself failed: {exc}",
+                                       "report this as a tuitune bug with `tuitune env --json`"))
+    return report
+
+
+def run_checks_subprocess(workspace: str | Path = ".", timeout: float = 180) -> Report:
+    """``run_checks`` in a child process, so a UI never imports torch or bitsandbytes itself."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuitune", "-w", str(workspace), "env", "--json"],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return Report([Check("doctor", FAIL, f"`tuitune env` failed: {last}", "run `tuitune env` in a shell to see why")])
+    return Report.from_dict(json.loads(proc.stdout))
