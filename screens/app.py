@@ -27,7 +27,9 @@ class TuituneApp(App):
     """The tuitune TUI on one workspace."""
 
     TITLE = "tuitune"
-    CSS_PATH = "tuitune.tcss"
+    # The shell's stylesheet first, then one sheet per step screen (screens/<step>.tcss).
+    CSS_PATH = ["tuitune.tcss", *sorted(p.name for p in Path(__file__).parent.glob("*.tcss")
+                                        if p.name != "tuitune.tcss")]
     MODES = {s.key: _factory(s) for s in STEPS}
     BINDINGS = [
         *[Binding(s.number, f"goto('{s.key}')", s.title, show=False, id=f"goto-{s.key}") for s in STEPS],

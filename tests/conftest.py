@@ -58,3 +58,18 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     for needle in needles:
         assert needle.lower() in lines[0].lower(), (needle, lines[0])
     return lines[0]
+
+
+@pytest.fixture
+def fixed_workspace(request) -> Path:
+    """An empty workspace at a path that is the same on every run (snapshots show the path)."""
+    import re
+    import shutil
+    import tempfile
+
+    from tuitune.workspace import Workspace
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
+    root = Path(tempfile.gettempdir()) / "tuitune-snap" / name
+    shutil.rmtree(root, ignore_errors=True)
+    return Workspace.at(root).ensure().root
