@@ -16,6 +16,7 @@ from textual.screen import Screen
 
 from screens.help import HelpScreen, help_markdown
 from screens.steps import STEPS, Step
+from tuitune.doctor import run_checks_subprocess
 from tuitune.workspace import Workspace
 
 
@@ -36,12 +37,15 @@ class TuituneApp(App):
         Binding("f1", "help", "Help", id="help"),
         Binding("ctrl+p", "command_palette", "Commands", show=False),
         Binding("q", "quit", "Quit", id="quit"),
+        Binding("escape", "leave_field", "Leave field", show=False, id="leave-field"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="ctrl-c-quit"),
     ]
 
-    def __init__(self, workspace: str | Path = ".", start: str | None = None):
+    def __init__(self, workspace: str | Path = ".", start: str | None = None, doctor=None):
         super().__init__()
         self.workspace = Workspace.at(workspace)
+        # How the Environment step gets its report; tests pass a fixed one.
+        self.doctor = doctor or run_checks_subprocess
         self.start_step = start or STEPS[0].key
         self.sub_title = str(self.workspace.root)
 
@@ -51,6 +55,10 @@ class TuituneApp(App):
     def action_goto(self, key: str) -> None:
         if self.current_mode != key:
             self.switch_mode(key)
+
+    def action_leave_field(self) -> None:
+        """Esc leaves a text field, so the number keys switch steps again."""
+        self.screen.set_focus(None)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -22,11 +22,19 @@ def help_markdown(screen, focused) -> str:
         parts.append(screen_help.strip())
     keys = []
     seen = set()
-    for key, active in screen.active_bindings.items():
-        b = active.binding
-        if b.description and (b.action, b.description) not in seen:
-            seen.add((b.action, b.description))
-            keys.append(f"| `{active.binding.key_display or key}` | {b.description} |")
+    # The screen's and the app's own keys (from their public BINDINGS), then the focused
+    # widget's shown ones: not the dozens of editing keys an Input has.
+    sources = [getattr(type(screen), "BINDINGS", []), getattr(type(screen.app), "BINDINGS", [])]
+    if focused is not None:
+        sources.insert(0, [b for b in getattr(type(focused), "BINDINGS", [])
+                           if isinstance(b, Binding) and b.show])
+    for bindings in sources:
+        for b in bindings:
+            if not isinstance(b, Binding):
+                b = Binding(*b)
+            if b.description and b.description not in seen:
+                seen.add(b.description)
+                keys.append(f"| `{b.key_display or b.key}` | {b.description} |")
     if keys:
         parts.append("## Keys\n\n| key | does |\n|---|---|\n" + "\n".join(keys))
     return "\n\n".join(parts) or "No help here."

@@ -73,3 +73,12 @@ def fixed_workspace(request) -> Path:
     root = Path(tempfile.gettempdir()) / "tuitune-snap" / name
     shutil.rmtree(root, ignore_errors=True)
     return Workspace.at(root).ensure().root
+
+
+def widget_text(widget, width: int = 100) -> str:
+    """What a Static shows, as plain text (rich renderables rendered at ``width``)."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)
+    console.print(widget.content)
+    return console.export_text()

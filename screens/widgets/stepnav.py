@@ -16,15 +16,16 @@ class StepNav(Static):
     """
 
     def __init__(self, current: str, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(self._text(current), **kwargs)
         self.current = current
 
-    def render(self) -> Text:
+    @staticmethod
+    def _text(current: str) -> Text:
         text = Text()
-        text.append("tuitune\n\n", style="bold")
+        text.append("steps\n\n", style="bold")
         for s in STEPS:
             line = f"{s.number} {s.title}\n"
-            if s.key == self.current:
+            if s.key == current:
                 text.append("▶ " + line, style="bold reverse")
             else:
                 text.append("  " + line)

@@ -1,0 +1,209 @@
+"""Step 1, Environment: the diagnosis of this machine and a VRAM go/no-go for a model.
+
+The checks run in a child process (``tuitune env --json``) from a thread worker, so
+the UI never imports torch or bitsandbytes itself and first paint is instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import (Checkbox, DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent,
+                             TabPane)
+from textual.worker import Worker, WorkerState
+
+from screens.base import StepScreen
+from tuitune.render import estimate_settings, estimate_table, status_text
+
+METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("full", "full")]
+
+
+def default_model_dir(workspace) -> str:
+    """The first model folder in the workspace's models/, or empty."""
+    models = Path(workspace.models)
+    if models.is_dir():
+        for p in sorted(models.iterdir()):
+            if (p / "config.json").is_file():
+                return str(p.relative_to(workspace.root)) if p.is_relative_to(workspace.root) else str(p)
+    return ""
+
+
+class EnvScreen(StepScreen):
+    STEP = "env"
+    HELP = """\
+# Environment
+
+What this machine can do for fine-tuning. Each check says what it found and, when
+it is not ok, what to do. **FAIL** blocks real training, **warn** is worth a look.
+
+The **VRAM estimate** tab reads a model's `config.json` (no weights) and sums weights,
+trainable parameters, gradients, optimizer states, activations and CUDA overhead for
+the chosen method, then compares the total with each GPU's free memory.
+The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
+"""
+
+    BINDINGS = [
+        Binding("r", "refresh", "Re-check", id="env-refresh"),
+        Binding("c", "tab('checks')", "Checks", id="env-checks-tab"),
+        Binding("v", "tab('vram')", "VRAM estimate", id="env-vram-tab"),
+    ]
+
+    @dataclass
+    class ChecksReady(Message):
+        report: object
+
+    def compose_body(self) -> ComposeResult:
+        with TabbedContent(initial="checks", id="env-tabs"):
+            with TabPane("Checks", id="checks"):
+                yield Static("Checking this machine: importing torch and bitsandbytes takes a few seconds…",
+                             id="env-summary")
+                yield LoadingIndicator(id="env-loading")
+                table = DataTable(id="env-checks", cursor_type="row", zebra_stripes=True)
+                table.tooltip = "The checks. Move with the arrows; the selected check's fix shows below."
+                yield table
+                yield Static("", id="env-detail")
+            with TabPane("VRAM estimate", id="vram"):
+                with Horizontal(id="env-estimate-form", classes="form-row"):
+                    yield Label("model", classes="field-label")
+                    yield Input(default_model_dir(self.app.workspace), id="est-model", compact=True,
+                                placeholder="model folder with config.json",
+                                tooltip="A model folder (with config.json), absolute or relative to the workspace.")
+                    yield Label("method", classes="field-label")
+                    yield Select(METHODS, value="lora", allow_blank=False, id="est-method", compact=True,
+                                 tooltip="LoRA trains small adapters on 16-bit weights; QLoRA on 4-bit "
+                                 "weights (least memory); full trains every weight (most memory).")
+                with Horizontal(id="env-estimate-form2", classes="form-row"):
+                    yield Label("max length", classes="field-label")
+                    yield Input("2048", id="est-maxlen", type="integer", compact=True,
+                                tooltip="Tokens per sample (max length).")
+                    yield Label("batch", classes="field-label")
+                    yield Input("1", id="est-batch", type="integer", compact=True,
+                                tooltip="Samples per GPU per step.")
+                    yield Checkbox("gradient checkpointing", True, id="est-ckpt", compact=True,
+                                   tooltip="Recompute activations in the backward pass: far less memory, ~30% slower.")
+                with VerticalScroll(id="env-estimate-scroll"):
+                    yield Static("", id="env-estimate")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#env-checks", DataTable)
+        table.add_columns("status", "check", "found")
+        table.display = False
+        self.report = None
+        self.run_checks()
+        self.update_estimate()
+
+    # --- checks -------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="doctor", description="environment checks")
+    def run_checks(self) -> None:
+        report = self.app.doctor(self.app.workspace.root)
+        self.post_message(self.ChecksReady(report))
+
+    def on_env_screen_checks_ready(self, message: ChecksReady) -> None:
+        self.report = message.report
+        checks = self.report.checks
+        self.query_one("#env-loading").display = False
+        table = self.query_one("#env-checks", DataTable)
+        table.clear()
+        for c in checks:
+            table.add_row(status_text(c.status), c.name, c.detail, key=c.name)
+        table.display = True
+        fails = [c.name for c in checks if c.status == "fail"]
+        warns = [c.name for c in checks if c.status == "warn"]
+        summary = Text()
+        if fails:
+            summary.append(f"{len(fails)} to fix: {', '.join(fails)}. ", style="bold red")
+        if warns:
+            summary.append(f"{len(warns)} to look at: {', '.join(warns)}. ", style="yellow")
+        ok = len(checks) - len(fails) - len(warns)
+        summary.append(f"{ok} ok.", style="green")
+        self.query_one("#env-summary", Static).update(summary)
+        self._show_detail(0)
+        self.update_estimate()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "doctor" and event.state == WorkerState.ERROR:
+            self.query_one("#env-loading").display = False
+            self.query_one("#env-summary", Static).update(
+                Text(f"The checks could not run: {event.worker.error}. Press r to try again.", style="bold red"))
+
+    @on(DataTable.RowHighlighted, "#env-checks")
+    def _row(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail(event.cursor_row)
+
+    def _show_detail(self, row: int) -> None:
+        if not self.report or not (0 <= row < len(self.report.checks)):
+            return
+        c = self.report.checks[row]
+        text = Text()
+        text.append_text(status_text(c.status))
+        text.append(f"  {c.name}: ", style="bold")
+        text.append(c.detail)
+        if c.fix:
+            text.append("\nwhat to do: ", style="bold")
+            text.append(c.fix)
+        self.query_one("#env-detail", Static).update(text)
+
+    def action_refresh(self) -> None:
+        self.query_one("#env-loading").display = True
+        self.query_one("#env-summary", Static).update("Checking again…")
+        self.run_checks()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#env-tabs", TabbedContent).active = tab
+        if tab == "vram":
+            self.query_one("#est-model", Input).focus()
+        else:
+            self.query_one("#env-checks", DataTable).focus()
+
+    # --- VRAM estimate ----------------------------------------------------------------------
+
+    @on(Input.Changed, "#env-estimate-form Input, #env-estimate-form2 Input")
+    @on(Select.Changed, "#est-method")
+    @on(Checkbox.Changed, "#est-ckpt")
+    def _estimate_inputs_changed(self) -> None:
+        self.update_estimate()
+
+    def update_estimate(self) -> None:
+        """Recompute the estimate from the form (config.json only: fast enough to run on every key)."""
+        from tuitune.errors import TuituneError
+        from tuitune.vram import advise, estimate_model_dir
+
+        out = self.query_one("#env-estimate", Static)
+        model = self.query_one("#est-model", Input).value.strip()
+        if not model:
+            out.update(Text("Type a model folder (with config.json) to estimate its GPU memory.", style="dim"))
+            return
+        try:
+            max_len = int(self.query_one("#est-maxlen", Input).value or 0)
+            batch = int(self.query_one("#est-batch", Input).value or 0)
+        except ValueError:
+            max_len = batch = 0
+        if max_len <= 0 or batch <= 0:
+            out.update(Text("max length and batch size must be positive whole numbers", style="bold red"))
+            return
+        path = Path(model).expanduser()
+        if not path.is_absolute():
+            path = self.app.workspace.root / path
+        try:
+            est = estimate_model_dir(
+                path, method=self.query_one("#est-method", Select).value, max_length=max_len,
+                batch_size=batch, gradient_checkpointing=self.query_one("#est-ckpt", Checkbox).value)
+        except TuituneError as exc:
+            out.update(Text(str(exc), style="bold red"))
+            return
+        free = [g.free_gib for g in self.report.gpus] if self.report else []
+        advice = advise(est, free)
+        verdict = Text(advice.message, style="green" if advice.fits else "yellow" if advice.fits is None else "bold red")
+        lines = [verdict, *[Text(f"  - {s}") for s in advice.suggestions], Text(""),
+                 Text(estimate_settings(est), style="dim"), estimate_table(est)]
+        out.update(Group(*lines))

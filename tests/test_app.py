@@ -1,0 +1,124 @@
+"""The app shell and the Environment step, driven with Textual's Pilot."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import widget_text
+
+from screens.app import TuituneApp
+from screens.help import HelpScreen
+from screens.steps import STEPS
+from tuitune.doctor import GPU, Check, Report
+
+FIXED_REPORT = Report(
+    checks=[
+        Check("python", "ok", "Python 3.11.7"),
+        Check("torch", "warn", "torch 2.13.0+cpu is a CPU-only build", "install a CUDA build of torch"),
+        Check("cuda", "fail", "no CUDA GPU available: torch is a CPU-only build",
+              "run tuitune on the GPU box; check `nvidia-smi`"),
+        Check("bitsandbytes", "warn", "bitsandbytes 0.50.2: 4-bit works on CPU only", "QLoRA is slow here"),
+        Check("disk", "ok", "80 GiB free"),
+    ],
+    gpus=[],
+)
+
+ONE_GPU = Report(checks=[Check("cuda", "ok", "CUDA 12.4 available, 1 GPU(s)")],
+                 gpus=[GPU(0, "NVIDIA RTX 4090", 23.6, 22.0, "8.9")])
+
+
+def fixed(report):
+    return lambda workspace: report
+
+
+def make_app(root, report=FIXED_REPORT, start=None):
+    return TuituneApp(root, start=start, doctor=fixed(report))
+
+
+def with_model(root, tiny_model):
+    shutil.copytree(tiny_model, root / "models" / "tiny-chat")
+    return root
+
+
+async def test_checks_arrive_and_the_selected_fix_shows(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        summary = widget_text(app.screen.query_one("#env-summary"))
+        assert "1 to fix: cuda" in summary and "2 to look at: torch, bitsandbytes" in summary
+        table = app.screen.query_one("#env-checks")
+        assert table.row_count == 5
+        table.focus()
+        await pilot.press("down", "down")
+        detail = widget_text(app.screen.query_one("#env-detail"))
+        assert "no CUDA GPU" in detail and "what to do: run tuitune on the GPU box" in detail
+
+
+async def test_a_failing_doctor_is_shown_in_place(workspace):
+    def broken(ws):
+        raise RuntimeError("child process died")
+
+    app = TuituneApp(workspace, doctor=broken)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        summary = widget_text(app.screen.query_one("#env-summary"))
+        assert "could not run: child process died" in summary and "Press r" in summary
+
+
+async def test_number_keys_and_palette_switch_steps(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        for step in STEPS:
+            await pilot.press(step.number)
+            await pilot.pause()
+            assert app.current_mode == step.key
+            assert f"▶ {step.number} {step.title}" in widget_text(app.screen.query_one("#stepnav"))
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert [f"Go to {s.title}" for s in STEPS] == [t for t in titles if t.startswith("Go to")]
+
+
+async def test_f1_shows_help_for_the_focused_field(workspace, tiny_model):
+    app = make_app(with_model(workspace, tiny_model))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press("v")  # the VRAM estimate tab, focus on the model folder
+        await pilot.pause()
+        assert app.focused.id == "est-model"
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen._markdown
+        assert "This field: `est-model`" in text and "config.json" in text
+        assert "| `r` | Re-check |" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_estimate_updates_as_settings_change(workspace, tiny_model):
+    app = make_app(with_model(workspace, tiny_model), report=ONE_GPU)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("v")
+        await pilot.pause()
+        out = app.screen.query_one("#env-estimate")
+        assert app.screen.query_one("#est-model").value == "models/tiny-chat"
+        first = widget_text(out)
+        assert "total" in first and "fits" in first.lower()
+        app.screen.query_one("#est-maxlen").value = "8192"
+        await pilot.pause()
+        assert widget_text(out) != first
+        app.screen.query_one("#est-model").value = "models/nothing-here"
+        await pilot.pause()
+        assert "config.json" in widget_text(out)
+
+
+async def test_q_quits(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code in (0, None) and not app.is_running

@@ -1,0 +1,47 @@
+"""Startup stays light: the CLI and the TUI's modules never pull in the heavy ML stack."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "deepspeed", "accelerate")
+
+
+@pytest.mark.parametrize("module", ["tuitune.cli", "screens.app", "tuitune.doctor", "tuitune.vram",
+                                    "tuitune.workspace"])
+def test_import_leaves_heavy_modules_out(module):
+    code = (f"import sys, {module}; heavy = {HEAVY!r}; "
+            "print(','.join(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"importing {module} imported {out.stdout.strip()}"
+
+
+def test_help_of_every_verb_leaves_heavy_modules_out():
+    """`tuitune --help` and each verb's parser are built without importing torch & co."""
+    code = (
+        "import sys\n"
+        "from tuitune.cli import build_parser\n"
+        "p = build_parser()\n"
+        "try:\n    p.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "usage: tuitune" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_engine_never_imports_textual():
+    """The headless engine: importing every tuitune module leaves textual out."""
+    code = (
+        "import importlib, pkgutil, sys, tuitune\n"
+        "for m in pkgutil.walk_packages(tuitune.__path__, 'tuitune.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print('textual' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

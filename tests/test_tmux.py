@@ -1,0 +1,87 @@
+"""End to end: the real `tuitune` in a real terminal (tmux), driven by keys, read off the screen."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"),
+]
+
+
+class Tmux:
+    def __init__(self, cwd: Path, width: int = 100, height: int = 32):
+        self.name = f"tuitune-test-{uuid.uuid4().hex[:8]}"
+        self.cwd = cwd
+        self.size = (width, height)
+
+    def start(self, command: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
+        env["TERM"] = "xterm-256color"
+        # After the app exits, the pane shows this marker, so the test can see a clean exit.
+        script = f"{command}; echo TUITUNE-EXITED-$?; sleep 60"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(self.size[0]),
+                        "-y", str(self.size[1]), "-c", str(self.cwd), script], check=True, env=env)
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True,
+                              text=True, check=True).stdout
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} did not appear within {timeout}s; the screen was:\n{screen}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    t = Tmux(tmp_path)
+    yield t
+    t.kill()
+
+
+def test_real_app_in_tmux_moves_between_steps_and_quits(tmux, tmp_path, tiny_model):
+    from screens.steps import STEPS
+    from tuitune.sample import write_demo_workspace
+
+    ws = write_demo_workspace(tmp_path / "demo").root
+    tmux.cwd = ws
+    tmux.start(f"{shlex.quote(sys.executable)} -m tuitune")
+    # First paint, then the checks arrive from the child process.
+    tmux.wait_for("▶ 1 Environment")
+    tmux.wait_for("to fix", timeout=120)
+    assert "cuda" in tmux.screen()
+    for step in list(STEPS[1:]) + [STEPS[0]]:
+        tmux.keys(step.number)
+        tmux.wait_for(f"▶ {step.number} {step.title}")
+    # The command palette can take you to a step by name.
+    tmux.keys("C-p")
+    tmux.wait_for("Search for commands")
+    tmux.keys("Help")
+    tmux.wait_for("Help for the focused field")
+    tmux.keys("Enter")
+    tmux.wait_for("Keys")
+    tmux.keys("Escape")
+    tmux.keys("q")
+    tmux.wait_for("TUITUNE-EXITED-0", timeout=30)
