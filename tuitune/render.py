@@ -39,3 +39,7 @@ def estimate_table(est) -> Table:
         table.add_row(name, f"{gib:.2f}")
     table.add_row(Text("total", style="bold"), Text(f"{est.total_gib:.2f}", style="bold"))
     return table
+
+
+RUN_STATUS_STYLE = {"starting": "cyan", "running": "bold cyan", "stopping": "yellow", "stopped": "yellow",
+                    "finished": "green", "failed": "bold red"}

@@ -1,0 +1,176 @@
+"""``tuitune runs``: list, follow, stop, save and resume runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("runs", help="list, follow, stop, save or resume training runs",
+                       description="Runs live in the workspace's runs/ folder. Without an action: list them.")
+    acts = p.add_subparsers(dest="action", metavar="ACTION")
+    p.set_defaults(func=run_list, json=False)
+    ls = acts.add_parser("list", help="each run's status, step, loss and age")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=run_list)
+    f = acts.add_parser("follow", help="print a run's events as they come, until it ends")
+    f.add_argument("run", help="run id (or a unique part of it)")
+    f.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
+    f.set_defaults(func=run_follow)
+    s = acts.add_parser("stop", help="checkpoint and stop a run (--kill: end it now)")
+    s.add_argument("run")
+    s.add_argument("--kill", action="store_true", help="kill the run's processes at once (no checkpoint)")
+    s.add_argument("--wait", type=float, default=0, metavar="S", help="wait up to S seconds for it to stop")
+    s.set_defaults(func=run_stop)
+    sv = acts.add_parser("save", help="write a checkpoint at the next step")
+    sv.add_argument("run")
+    sv.set_defaults(func=run_save)
+    r = acts.add_parser("resume", help="continue a stopped or failed run from its newest checkpoint")
+    r.add_argument("run")
+    r.add_argument("--foreground", action="store_true", help="run attached to this terminal")
+    r.set_defaults(func=run_resume)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def runs_table(workspace) -> list[dict]:
+    from tuitune.train.runfolder import list_runs
+
+    rows = []
+    now = time.time()
+    for r in list_runs(workspace):
+        st = r.status()
+        rows.append({"id": r.id, "status": st.get("status", "unknown"), "step": st.get("step") or 0,
+                     "total_steps": st.get("total_steps"), "last_loss": st.get("last_loss"),
+                     "age": now - st.get("created", now), "method": st.get("method"), "model": st.get("model"),
+                     "error": st.get("error"), "path": str(r.path)})
+    return rows
+
+
+def run_list(args) -> int:
+    rows = runs_table(args.workspace)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no runs yet; start one with `tuitune train configs/NAME.yaml`")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    from tuitune.render import RUN_STATUS_STYLE
+
+    table = Table(expand=False)
+    for col in ("run", "status", "step", "loss", "age", "method", "model"):
+        table.add_column(col, justify="right" if col in ("step", "loss", "age") else "left",
+                         no_wrap=col != "model", overflow="ellipsis" if col == "model" else "fold")
+    for r in rows:
+        total = r["total_steps"]
+        step = f"{r['step']}/{total}" if total else str(r["step"])
+        loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-"
+        table.add_row(r["id"], f"[{RUN_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", step, loss,
+                      _age(r["age"]), r["method"] or "", r["model"] or "")
+    console = Console()
+    console.print(table)
+    for r in rows:
+        if r["status"] == "failed" and r["error"]:
+            console.print(f"[red]{r['id']}[/]: {r['error']}", highlight=False)
+    return 0
+
+
+def format_event(e: dict) -> str | None:
+    t = e.get("type")
+    if t == "train":
+        parts = [f"step {e.get('step')}/{e.get('total_steps')}", f"loss {e.get('loss'):.4f}"]
+        if e.get("lr") is not None:
+            parts.append(f"lr {e['lr']:.2e}")
+        if e.get("tokens_per_s"):
+            parts.append(f"{e['tokens_per_s']:.0f} tok/s")
+        if e.get("eta") is not None:
+            parts.append(f"eta {_age(e['eta'])}")
+        return "  ".join(parts)
+    if t == "eval":
+        return f"step {e.get('step')}  eval loss {e.get('eval_loss'):.4f}"
+    if t == "sample":
+        lines = [f"step {e.get('step')}  sample answers ({e.get('when')}):"]
+        for a in e.get("answers", []):
+            lines.append(f"  Q: {a['prompt']}\n  A: {a['answer']}")
+        return "\n".join(lines)
+    if t == "checkpoint":
+        return f"step {e.get('step')}  checkpoint saved: {e.get('path')}"
+    if t == "lifecycle":
+        ev = e.get("event")
+        extra = e.get("error") or e.get("output") or e.get("checkpoint") or ""
+        return f"[{ev}] {extra}".rstrip()
+    return None
+
+
+def run_follow(args) -> int:
+    from tuitune.train.runfolder import ENDED, find_run
+
+    run = find_run(args.workspace, args.run)
+    offset = 0
+    while True:
+        events, offset = run.read_events(offset)
+        for e in events:
+            if args.json:
+                print(json.dumps(e, ensure_ascii=False))
+            else:
+                line = format_event(e)
+                if line:
+                    print(line)
+        sys.stdout.flush()
+        st = run.status()
+        if st.get("status") in ENDED:
+            events, offset = run.read_events(offset)
+            for e in events:
+                line = json.dumps(e, ensure_ascii=False) if args.json else format_event(e)
+                if line:
+                    print(line)
+            print(f"run {run.id} {st['status']}" + (f": {st['error']}" if st.get("error") else ""),
+                  file=sys.stderr)
+            return 0 if st["status"] != "failed" else 1
+        time.sleep(0.5)
+
+
+def run_stop(args) -> int:
+    from tuitune.train.launcher import stop_run
+
+    run = stop_run(args.workspace, args.run, kill=args.kill, wait=args.wait)
+    st = run.status()
+    if args.kill:
+        print(f"killed run {run.id}")
+    elif st.get("status") in ("stopped", "finished", "failed"):
+        print(f"run {run.id} {st['status']}" + (f" at {st.get('last_checkpoint')}" if st.get("last_checkpoint") else ""))
+    else:
+        print(f"asked run {run.id} to stop: it checkpoints after its current step, then exits")
+    return 0
+
+
+def run_save(args) -> int:
+    from tuitune.train.launcher import save_now
+
+    run = save_now(args.workspace, args.run)
+    print(f"asked run {run.id} to save a checkpoint at its next step")
+    return 0
+
+
+def run_resume(args) -> int:
+    from tuitune.train.launcher import resume_run
+
+    run, result = resume_run(args.workspace, args.run, foreground=args.foreground)
+    if args.foreground:
+        print(f"run {run.id}: {run.status().get('status')}")
+        return 0 if run.status().get("status") != "failed" else 1
+    print(f"resumed run {run.id} (pid {result}); follow it with `tuitune runs follow {run.id}`")
+    return 0

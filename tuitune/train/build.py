@@ -1,0 +1,228 @@
+"""From a run config to a ready ``transformers.Trainer``: tokenizer, model, data, collator.
+
+Training runs on transformers' Trainer (with accelerate and DeepSpeed underneath) and
+peft for adapters; this module only wires the config into them. What is written by hand:
+the tokenized-dataset cache key (no library keys a cache on data file + tokenizer +
+template + length) and a padding collator that keeps per-sample ``position_ids`` of packed
+rows (transformers' DataCollatorWithFlattening needs flash-attention; ours pads, which
+works with every attention implementation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tuitune.errors import TuituneError
+
+#: Bump when the encoding changes, so cached datasets are rebuilt.
+ENCODING_VERSION = "1"
+
+
+def load_tokenizer(cfg):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.model_path(), trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        # Many base models ship without a pad token; padding is masked out anyway.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_model_folder(cfg) -> None:
+    if cfg.model_is_local():
+        path = Path(cfg.model_path())
+        if not (path / "config.json").is_file():
+            raise TuituneError(f"model: {path} is not a model folder (no config.json); "
+                               "point `model:` at a folder saved with save_pretrained, or a hub id")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    """A digest of what the tokenizer does: vocabulary, special tokens and chat template."""
+    h = hashlib.sha256()
+    h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    h.update(json.dumps(tokenizer.all_special_tokens).encode())
+    h.update(str(getattr(tokenizer, "chat_template", None)).encode())
+    h.update(str(tokenizer.bos_token_id).encode() + str(tokenizer.eos_token_id).encode())
+    return h.hexdigest()
+
+
+def dataset_cache_key(cfg, path: Path, tokenizer, pack: bool) -> str:
+    parts = [ENCODING_VERSION, _file_digest(path), _tokenizer_digest(tokenizer), cfg.template, cfg.task,
+             str(cfg.data.max_length), str(pack), cfg.data.system or ""]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def _with_system(record: dict, system: str | None) -> dict:
+    turns = [dict(t) for t in record["conversation"]]
+    if system and not turns[0].get("system"):
+        turns[0]["system"] = system
+    return {"conversation": turns}
+
+
+def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, log=print):
+    """Tokenize ``path`` with the config's template (cached by content), optionally packed."""
+    import datasets
+    from datasets import Dataset
+
+    from tuitune.data import load_records
+    from tuitune.encode import encode_conversation
+    from tuitune.encode import pack as pack_samples
+
+    path = Path(path)
+    if not path.is_file():
+        raise TuituneError(f"data: {path} does not exist; convert your data with `tuitune data convert` "
+                           "and point data.train at the .jsonl it writes")
+    key = dataset_cache_key(cfg, path, tokenizer, pack)
+    target = Path(cache_dir) / key
+    if (target / "dataset_info.json").is_file():
+        log(f"tokenized data from cache {target}")
+        return datasets.load_from_disk(str(target))
+    records = load_records(path)
+    if not records:
+        raise TuituneError(f"data: {path} has no records; check the file or convert it again")
+    template, max_length, task, system = cfg.template, cfg.data.max_length, cfg.task, cfg.data.system
+
+    def encode(batch):
+        out = {"input_ids": [], "labels": []}
+        for conv in batch["conversation"]:
+            enc = encode_conversation(tokenizer, _with_system({"conversation": conv}, system), template,
+                                      max_length, task=task)
+            out["input_ids"].append(enc["input_ids"])
+            out["labels"].append(enc["labels"])
+        return out
+
+    raw = Dataset.from_dict({"conversation": [r["conversation"] for r in records]})
+    ds = raw.map(encode, batched=True, remove_columns=["conversation"], desc=f"tokenizing {path.name}")
+    usable = ds.filter(lambda ex: any(l != -100 for l in ex["labels"]), desc="dropping untrainable records")
+    if len(usable) == 0:
+        raise TuituneError(f"data: no record of {path} has a trainable token after the template and "
+                           f"max_length {max_length}; check that the outputs are not empty")
+    if len(usable) < len(ds):
+        log(f"{len(ds) - len(usable)} records of {path.name} have nothing to train after truncation; skipped")
+    ds = usable
+    if pack:
+        ds = Dataset.from_list(list(pack_samples(ds, max_length)))
+    tmp = target.with_name(f".{key}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process cached the same data first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(target))
+
+
+class PadCollator:
+    """Right-pad a batch: input_ids with pad, labels with -100, position_ids per sample."""
+
+    def __init__(self, pad_id: int, use_attention_mask: bool = True):
+        self.pad_id = pad_id
+        self.use_attention_mask = use_attention_mask
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids, labels, pos, mask = [], [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            pad = width - n
+            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
+            labels.append(list(f["labels"]) + [-100] * pad)
+            p = list(f["position_ids"]) if "position_ids" in f else list(range(n))
+            pos.append(p + [0] * pad)
+            mask.append([1] * n + [0] * pad)
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                 "position_ids": torch.tensor(pos)}
+        if self.use_attention_mask:
+            batch["attention_mask"] = torch.tensor(mask)
+        return batch
+
+
+def model_max_positions(model_dir: str, trust_remote_code: bool) -> int | None:
+    from transformers import AutoConfig
+
+    conf = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    conf = getattr(conf, "text_config", None) or conf
+    return getattr(conf, "max_position_embeddings", None)
+
+
+def load_model(cfg, log=print):
+    """The model to train: full weights, or a peft model (LoRA on 16-bit, QLoRA on 4/8-bit)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuitune.config import to_lora_config, to_model_kwargs
+
+    kwargs = to_model_kwargs(cfg)
+    quant = kwargs.get("quantization_config")
+    if quant is None:
+        kwargs.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_pretrained(**kwargs)
+    model.config.use_cache = False  # no KV cache while training (and with checkpointing)
+    if cfg.method == "full":
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif cfg.training.gradient_checkpointing:
+        # Checkpointed layers need an input that requires grad when the embeddings are frozen.
+        model.enable_input_require_grads()
+    model = get_peft_model(model, to_lora_config(cfg))
+    trainable, total = model.get_nb_trainable_parameters()
+    log(f"{cfg.method}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)")
+    return model
+
+
+def steps_per_epoch(n_rows: int, cfg) -> int:
+    world = cfg.distributed.gpus * cfg.distributed.nnodes
+    batches = math.ceil(n_rows / (cfg.training.batch_size * world))
+    return max(1, batches // cfg.training.grad_accum)
+
+
+def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
+    """A ``transformers.Trainer`` for the run folder ``run`` (a RunFolder)."""
+    from transformers import Trainer
+
+    from tuitune.config import to_training_arguments
+
+    check_model_folder(cfg)
+    tokenizer = load_tokenizer(cfg)
+    max_pos = model_max_positions(cfg.model_path(), cfg.trust_remote_code)
+    if max_pos and cfg.data.max_length > max_pos:
+        raise TuituneError(f"data.max_length {cfg.data.max_length} is beyond what {cfg.model} supports "
+                           f"({max_pos} positions); set data.max_length to {max_pos} or less")
+    cache_dir = Path(cfg.workspace) / ".cache" / "tokenized"
+    train_ds = build_dataset(cfg, tokenizer, cfg.resolve(cfg.data.train), pack=cfg.data.pack,
+                             cache_dir=cache_dir, log=log)
+    eval_ds = None
+    if cfg.data.eval and cfg.evaluation.eval_loss:
+        eval_ds = build_dataset(cfg, tokenizer, cfg.resolve(cfg.data.eval), pack=False,
+                                cache_dir=cache_dir, log=log)
+    model = load_model(cfg, log=log)
+    # tokens/s in the events counts real (non-padding) tokens.
+    args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    # Packed rows with flash-attention: leave the mask out so position_ids split the samples.
+    collator = PadCollator(tokenizer.pad_token_id,
+                           use_attention_mask=not (cfg.data.pack and attn == "flash_attention_2"))
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
+    return trainer, tokenizer

@@ -1,0 +1,180 @@
+"""Trainer callbacks that turn a run into events.jsonl + state.json, and obey control/.
+
+Only the main process (rank 0) writes files; every rank takes part in generation so
+that ZeRO-3, where each rank holds a shard of the weights, does not deadlock.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from transformers import TrainerCallback
+
+
+def _float(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+class RunCallback(TrainerCallback):
+    """Events for every log, evaluation, checkpoint and lifecycle step; stop and save on request."""
+
+    def __init__(self, run, cfg, tokenizer, *, is_main: bool, distributed: bool = False, zero3: bool = False):
+        self.run = run
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.is_main = is_main
+        self.distributed = distributed
+        self.zero3 = zero3
+        self.t0 = None
+        self.step0 = 0
+        self.tokens0 = 0
+        self.last_tokens = (None, None)  # (time, tokens) at the previous log
+        self.stop_signal = False
+        self.stopped_on_request = False
+        self._prev_sigterm = None
+
+    # --- helpers -------------------------------------------------------------------------
+    def event(self, **event) -> None:
+        if self.is_main:
+            self.run.append_event(event)
+
+    def state(self, **changes) -> None:
+        if self.is_main:
+            self.run.write_state(**changes)
+
+    def _sigterm(self, signum, frame):
+        # A polite kill (SIGTERM from a scheduler, or ctrl+c in --foreground): checkpoint, then
+        # exit. A second ctrl+c interrupts at once.
+        self.stop_signal = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _requested(self, what: str) -> bool:
+        """Whether ``what`` was requested; the same answer on every rank."""
+        mine = self.run.take_request(what) if self.is_main else False
+        if what == "stop":
+            mine = mine or self.stop_signal
+        if not self.distributed:
+            return mine
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if mine else 0], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    # --- samples -------------------------------------------------------------------------
+    def sample_answers(self, model, step: int, when: str) -> None:
+        prompts = self.cfg.evaluation.prompts
+        if not prompts:
+            return
+        import torch
+
+        from tuitune.templates import render_prompt, stop_words
+
+        messages_sys = [{"role": "system", "content": self.cfg.data.system}] if self.cfg.data.system else []
+        was_training = model.training
+        model.eval()
+        answers = []
+        t = time.time()
+        try:
+            device = next(model.parameters()).device
+            for prompt in prompts:
+                text = render_prompt(self.tokenizer, self.cfg.template,
+                                     messages_sys + [{"role": "user", "content": prompt}])
+                enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+                with torch.no_grad():
+                    out = model.generate(
+                        **enc, max_new_tokens=self.cfg.evaluation.max_new_tokens, do_sample=False,
+                        pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+                        stop_strings=stop_words(self.tokenizer, self.cfg.template) or None,
+                        tokenizer=self.tokenizer,
+                        # ZeRO-3: every rank must run the same forward passes to gather weights.
+                        synced_gpus=self.zero3,
+                    )
+                answer = self.tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                for word in stop_words(self.tokenizer, self.cfg.template):
+                    answer = answer.split(word)[0]
+                answers.append({"prompt": prompt, "answer": answer.strip()})
+        finally:
+            if was_training:
+                model.train()
+        self.event(type="sample", step=step, when=when, answers=answers, seconds=round(time.time() - t, 3))
+
+    # --- the callback API ----------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.t0 = time.time()
+        self.step0 = state.global_step
+        self.tokens0 = getattr(state, "num_input_tokens_seen", 0) or 0
+        self.last_tokens = (self.t0, self.tokens0)
+        try:
+            self._prev_sigterm = signal.signal(signal.SIGTERM, self._sigterm)
+            signal.signal(signal.SIGINT, self._sigterm)
+        except ValueError:  # not the main thread
+            self._prev_sigterm = None
+        self.state(status="running", step=state.global_step, total_steps=state.max_steps,
+                   epochs=args.num_train_epochs)
+        self.event(type="lifecycle", event="train_begin", step=state.global_step, total_steps=state.max_steps,
+                   resumed=state.global_step > 0)
+        if model is not None:
+            self.sample_answers(model, state.global_step, "before")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        now = time.time()
+        step = state.global_step
+        if "eval_loss" in logs:
+            self.event(type="eval", step=step, epoch=_float(state.epoch), eval_loss=_float(logs["eval_loss"]))
+            self.state(last_eval_loss=_float(logs["eval_loss"]))
+            return
+        if "loss" not in logs:
+            return
+        tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+        t_prev, tok_prev = self.last_tokens
+        tps = (tokens - tok_prev) / (now - t_prev) if tok_prev is not None and now > t_prev else None
+        self.last_tokens = (now, tokens)
+        elapsed = now - (self.t0 or now)
+        done = step - self.step0
+        remaining = max(0, state.max_steps - step)
+        eta = elapsed / done * remaining if done > 0 else None
+        self.event(type="train", step=step, total_steps=state.max_steps, epoch=_float(state.epoch),
+                   loss=_float(logs.get("loss")), lr=_float(logs.get("learning_rate")),
+                   grad_norm=_float(logs.get("grad_norm")), tokens=tokens,
+                   tokens_per_s=round(tps, 1) if tps is not None else None,
+                   elapsed=round(elapsed, 2), eta=round(eta, 1) if eta is not None else None)
+        self.state(step=step, total_steps=state.max_steps, last_loss=_float(logs.get("loss")),
+                   eta=round(eta, 1) if eta is not None else None)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        step = state.global_step
+        if self._requested("save"):
+            control.should_save = True
+            self.event(type="lifecycle", event="save_requested", step=step)
+        if self._requested("stop"):
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_on_request = True
+            self.state(status="stopping")
+            self.event(type="lifecycle", event="stop_requested", step=step)
+        every = self.cfg.evaluation.every
+        if (model is not None and every and step % every == 0 and step < state.max_steps
+                and not control.should_training_stop):
+            self.sample_answers(model, step, "during")
+
+    def on_save(self, args, state, control, **kw):
+        path = f"{args.output_dir}/checkpoint-{state.global_step}"
+        self.event(type="checkpoint", step=state.global_step, path=path)
+        self.state(last_checkpoint=path)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        if model is not None and not self.stopped_on_request:
+            self.sample_answers(model, state.global_step, "after")
+        if self._prev_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+            signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,172 @@
+"""Starting, resuming and stopping runs as detached processes.
+
+A run's worker is started in a session of its own (``start_new_session=True``), with
+stdin from /dev/null and its output appended to ``train.log``: closing the terminal,
+losing SSH or quitting the TUI sends it nothing, and no pipe to a UI can fill and stall it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tuitune.errors import TuituneError
+from tuitune.train.runfolder import LIVE, RunFolder, find_run, process_start_time, runs_dir
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return s[:60] or "run"
+
+
+def prepare_run(config_path: str | Path, workspace: str | Path, name: str | None = None) -> RunFolder:
+    """Validate the config and write the run folder (frozen config, state ``starting``)."""
+    from tuitune.config import ERROR, check_config, load_config, save_config
+
+    workspace = Path(workspace).resolve()
+    cfg = load_config(config_path, workspace=workspace)
+    problems = [i for i in check_config(cfg) if i.level == ERROR]
+    if problems:
+        p = problems[0]
+        more = f" (and {len(problems) - 1} more: `tuitune config check {config_path}`)" if len(problems) > 1 else ""
+        raise TuituneError(f"{config_path}: {p.field}: {p.message}{more}")
+    root = runs_dir(workspace)
+    if name:
+        run_id = _slug(name)
+        existing = RunFolder(root / run_id)
+        if existing.path.exists():
+            status = existing.status().get("status", "unknown")
+            if status in LIVE:
+                raise TuituneError(f"run {run_id} is {status} in {existing.path}; pick another --name, or "
+                                   f"`tuitune runs stop {run_id}` first")
+            raise TuituneError(f"run {run_id} already exists ({status}); pick another --name, or continue it "
+                               f"with `tuitune runs resume {run_id}`")
+    else:
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(Path(config_path).stem)}"
+        n = 2
+        base = run_id
+        while (root / run_id).exists():
+            run_id, n = f"{base}-{n}", n + 1
+    run = RunFolder(root / run_id)
+    run.path.mkdir(parents=True)
+    save_config(cfg, run.config_path)
+    run.write_state(status="starting", created=time.time(), host=socket.gethostname(), workspace=str(workspace),
+                    config_source=str(Path(config_path).resolve()), name=run_id, model=cfg.model,
+                    method=cfg.method, task=cfg.task, step=0, total_steps=None)
+    run.append_event({"type": "lifecycle", "event": "created", "config": str(Path(config_path).resolve())})
+    return run
+
+
+def worker_command(run: RunFolder, resume: bool) -> list[str]:
+    from tuitune.config import load_config, to_launch_command
+
+    cfg = load_config(run.config_path, workspace=run.read_state().get("workspace"))
+    argv = ["-m", "tuitune.train.worker", str(run.path)] + (["--resume"] if resume else [])
+    return to_launch_command(cfg, argv)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def spawn(run: RunFolder, resume: bool = False) -> int:
+    """Start the worker detached; returns its pid (also the process group and session id)."""
+    cmd = worker_command(run, resume)
+    ws = run.read_state().get("workspace") or str(run.path.parent.parent)
+    with open(run.log_path, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=ws, env=_env(), close_fds=True)
+    run.write_state(status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process_start_time(proc.pid),
+                    host=socket.gethostname(), started=time.time(), command=cmd, error=None)
+    return proc.pid
+
+
+def run_foreground(run: RunFolder, resume: bool = False) -> int:
+    """Run the worker attached to this terminal (its output also goes to train.log)."""
+    cmd = worker_command(run, resume)
+    ws = run.read_state().get("workspace") or str(run.path.parent.parent)
+    with open(run.log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=ws, env=_env())
+        run.write_state(pid=proc.pid, pgid=os.getpgid(proc.pid), pid_start=process_start_time(proc.pid),
+                        started=time.time(), command=cmd)
+        try:
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                log.write(chunk)
+                log.flush()
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            # The worker got the same ctrl+c: it checkpoints and stops; wait for it.
+            pass
+        return proc.wait()
+
+
+def start_run(config_path, workspace, name: str | None = None, foreground: bool = False) -> tuple[RunFolder, int]:
+    run = prepare_run(config_path, workspace, name)
+    if foreground:
+        return run, run_foreground(run)
+    return run, spawn(run)
+
+
+def resume_run(workspace, run_id: str, foreground: bool = False) -> tuple[RunFolder, int]:
+    run = find_run(workspace, run_id)
+    status = run.status()
+    if status.get("status") in LIVE:
+        raise TuituneError(f"run {run.id} is {status['status']}; it is training already "
+                           f"(`tuitune runs follow {run.id}`)")
+    if status.get("status") == "finished":
+        raise TuituneError(f"run {run.id} finished; start a new run to train further")
+    latest = run.latest_checkpoint()
+    if latest is None:
+        raise TuituneError(f"run {run.id} has no complete checkpoint to resume from; start it again with "
+                           f"`tuitune train {run.config_path}`")
+    run.write_state(status="starting", error=None, resumed_from=str(latest))
+    if foreground:
+        return run, run_foreground(run, resume=True)
+    return run, spawn(run, resume=True)
+
+
+def stop_run(workspace, run_id: str, kill: bool = False, wait: float = 0) -> RunFolder:
+    """Ask a run to checkpoint and stop; ``kill`` ends its whole process group now."""
+    run = find_run(workspace, run_id)
+    status = run.status()
+    if status.get("status") not in LIVE:
+        raise TuituneError(f"run {run.id} is not running (it is {status.get('status', 'unknown')})")
+    if kill:
+        pgid = status.get("pgid") or status.get("pid")
+        try:
+            os.killpg(int(pgid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        latest = run.latest_checkpoint()
+        run.write_state(status="stopped", error="killed by the user"
+                        + (f"; resume continues from {latest.name}" if latest else "; no checkpoint was saved"))
+        run.append_event({"type": "lifecycle", "event": "killed"})
+        return run
+    run.request("stop")  # the worker marks itself "stopping" when it sees this, after its current step
+    deadline = time.time() + wait
+    while time.time() < deadline and run.status().get("status") in LIVE:
+        time.sleep(0.5)
+    return run
+
+
+def save_now(workspace, run_id: str) -> RunFolder:
+    run = find_run(workspace, run_id)
+    status = run.status()
+    if status.get("status") not in LIVE:
+        raise TuituneError(f"run {run.id} is not running (it is {status.get('status', 'unknown')}); "
+                           "there is nothing to save")
+    run.request("save")
+    return run

@@ -1,0 +1,260 @@
+"""The run folder contract (see DESIGN.md): state.json, events.jsonl, train.log, control/.
+
+Everything a UI knows about a run it learns here, from files: the worker writes
+``state.json`` atomically and appends one JSON object a line to ``events.jsonl``;
+readers follow the events by byte offset. Liveness is judged from the pid *and* that
+pid's start time, so a recycled pid never makes a dead run look alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from tuitune.errors import TuituneError
+from tuitune.fsutil import atomic_write_json
+
+LIVE = ("starting", "running", "stopping")
+ENDED = ("stopped", "finished", "failed")
+
+
+def process_start_time(pid: int) -> float | None:
+    """The start time of ``pid`` (seconds since the epoch), or None if there is no such process."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def is_alive(pid: int | None, start_time: float | None) -> bool:
+    """True when ``pid`` runs and started when we recorded (within a second): not a recycled pid."""
+    if not pid:
+        return False
+    started = process_start_time(pid)
+    if started is None:
+        return False
+    try:
+        import psutil
+
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return False
+    except Exception:
+        return False
+    return start_time is None or abs(started - float(start_time)) < 1.0
+
+
+@dataclass
+class RunFolder:
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+
+    # --- paths ---------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def exists(self) -> bool:
+        return self.state_path.exists() or self.config_path.exists()
+
+    # --- state ---------------------------------------------------------------------------
+    def read_state(self) -> dict:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, OSError):
+            # state.json is replaced atomically, so this is a damaged file, not a half-written one.
+            return {"status": "failed", "error": f"{self.state_path}: unreadable state file"}
+
+    def write_state(self, **changes: Any) -> dict:
+        state = self.read_state()
+        state.update(changes)
+        state["updated"] = time.time()
+        atomic_write_json(self.state_path, state)
+        return state
+
+    def status(self) -> dict:
+        """The state as a user should see it: a live status whose worker is gone is ``failed``."""
+        state = self.read_state()
+        status = state.get("status", "unknown")
+        if status in LIVE and state.get("host", socket.gethostname()) == socket.gethostname():
+            if not is_alive(state.get("pid"), state.get("pid_start")):
+                # Give a worker that is just being spawned a moment before calling it dead.
+                if not (status == "starting" and time.time() - state.get("updated", 0) < 30
+                        and not state.get("pid")):
+                    state["status"] = "failed"
+                    state["error"] = state.get("error") or (
+                        "the worker died without writing its end (killed, out of memory or a reboot); "
+                        f"last log lines: {' | '.join(self.log_tail(3)) or 'none'}")
+        return state
+
+    # --- events --------------------------------------------------------------------------
+    def append_event(self, event: dict) -> None:
+        """Append one event as one line (a single write on an O_APPEND file: lines never interleave)."""
+        event = {"time": time.time(), **event}
+        line = (json.dumps(event, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8")
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def read_events(self, offset: int = 0, max_bytes: int | None = None) -> tuple[list[dict], int]:
+        """Complete event lines from byte ``offset`` on: (events, new offset).
+
+        A line still being written (no newline yet) is left for the next read.
+        """
+        try:
+            with open(self.events_path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read() if max_bytes is None else fh.read(max_bytes)
+        except FileNotFoundError:
+            return [], offset
+        end = data.rfind(b"\n")
+        if end < 0:
+            return [], offset
+        events = []
+        for raw in data[: end + 1].splitlines():
+            if raw.strip():
+                try:
+                    events.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    continue
+        return events, offset + end + 1
+
+    def iter_events(self) -> Iterator[dict]:
+        events, _ = self.read_events(0)
+        yield from events
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def list_checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (a checkpoint is complete once trainer_state.json is in it)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for p in self.checkpoints.glob("checkpoint-*"):
+            step = p.name.rsplit("-", 1)[-1]
+            if step.isdigit() and (p / "trainer_state.json").is_file():
+                found.append((int(step), p))
+        return [p for _, p in sorted(found)]
+
+    def latest_checkpoint(self) -> Path | None:
+        cps = self.list_checkpoints()
+        return cps[-1] if cps else None
+
+    # --- control -------------------------------------------------------------------------
+    def request(self, what: str) -> Path:
+        """Ask the worker to ``stop`` or ``save`` (it looks at control/ after every step)."""
+        if what not in ("stop", "save"):
+            raise ValueError(what)
+        self.control.mkdir(parents=True, exist_ok=True)
+        p = self.control / what
+        p.write_text(str(time.time()))
+        return p
+
+    def take_request(self, what: str) -> bool:
+        """For the worker: True (once) if ``what`` was requested."""
+        p = self.control / what
+        try:
+            p.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    # --- log -----------------------------------------------------------------------------
+    def log_tail(self, lines: int = 20, max_bytes: int = 64_000) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                data = fh.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        # Progress bars redraw with \r: keep what the line finally showed.
+        out = [l.rsplit("\r", 1)[-1].rstrip() for l in data.splitlines()]
+        return [l for l in out if l.strip()][-lines:]
+
+
+def _jsonable(obj):
+    try:
+        return float(obj)
+    except Exception:
+        return str(obj)
+
+
+def runs_dir(workspace) -> Path:
+    return Path(workspace) / "runs"
+
+
+def list_runs(workspace) -> list[RunFolder]:
+    """The workspace's runs, newest first."""
+    root = runs_dir(workspace)
+    if not root.is_dir():
+        return []
+    runs = [RunFolder(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    runs = [r for r in runs if r.exists()]
+    return sorted(runs, key=lambda r: (r.read_state().get("created", 0), r.id), reverse=True)
+
+
+def find_run(workspace, run: str) -> RunFolder:
+    """A run by id, unique id prefix, or path."""
+    p = Path(run)
+    if p.is_dir() and (p / "state.json").exists():
+        return RunFolder(p)
+    root = runs_dir(workspace)
+    exact = root / run
+    if exact.is_dir():
+        return RunFolder(exact)
+    matches = [r for r in list_runs(workspace) if r.id.startswith(run) or r.id.endswith(run)]
+    if len(matches) == 1:
+        return matches[0]
+    names = ", ".join(r.id for r in list_runs(workspace)[:8]) or "none yet"
+    if not matches:
+        raise TuituneError(f"no run {run!r} in {root}; runs: {names}")
+    raise TuituneError(f"{run!r} matches several runs ({', '.join(m.id for m in matches)}); give more of the id")

@@ -1,0 +1,144 @@
+"""The training worker: ``python -m tuitune.train.worker RUN_DIR [--resume]``.
+
+Started by the launcher in its own session (stdin /dev/null, output to train.log), or
+by torchrun for several GPUs. It owns the run folder while it runs (a lock file), writes
+state.json and events.jsonl, and leaves either a final adapter/model (``finished``),
+a checkpoint to resume from (``stopped``), or an error line (``failed``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tuitune.errors import TuituneError
+from tuitune.train.runfolder import RunFolder
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def acquire_lock(run: RunFolder):
+    """Hold ``run/.lock`` for the worker's life; a second worker on the same folder is refused."""
+    fh = open(run.lock_path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise TuituneError(f"{run.path}: another worker is training in this run folder; "
+                           "follow it with `tuitune runs follow` or stop it first") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def save_final(trainer, tokenizer, run: RunFolder, adapter: bool, is_main: bool) -> Path:
+    """Save the final adapter or model with its tokenizer; it appears only when complete."""
+    target = run.adapter_dir if adapter else run.model_dir
+    tmp = target.with_name(f".{target.name}.partial")
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # every rank: ZeRO-3 gathers the shards here
+    if is_main:
+        tokenizer.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    return target
+
+
+def run_worker(run_dir: str, resume: bool = False) -> int:
+    run = RunFolder(Path(run_dir))
+    rank, world = _rank()
+    is_main = rank == 0
+    lock = acquire_lock(run) if is_main else None
+    state = run.read_state()
+    if is_main:
+        run.write_state(status="starting", host=socket.gethostname(),
+                        worker_pid=os.getpid(), world_size=world, error=None)
+        run.append_event({"type": "lifecycle", "event": "worker_start", "pid": os.getpid(), "resume": resume,
+                           "world_size": world})
+    stopped = False
+    try:
+        from tuitune.config import load_config
+
+        cfg = load_config(run.config_path, workspace=state.get("workspace"))
+        from tuitune.train.build import build_trainer
+        from tuitune.train.callbacks import RunCallback
+
+        log = (lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None)
+        trainer, tokenizer = build_trainer(cfg, run, log=log)
+        cb = RunCallback(run, cfg, tokenizer, is_main=is_main, distributed=world > 1,
+                         zero3=cfg.distributed.deepspeed.startswith("zero3"))
+        trainer.add_callback(cb)
+        checkpoint = None
+        if resume:
+            latest = run.latest_checkpoint()
+            if latest is None:
+                raise TuituneError(f"{run.path}: no complete checkpoint to resume from; start a new run "
+                                   "with `tuitune train CONFIG`")
+            checkpoint = str(latest)
+            log(f"resuming from {latest.name}")
+            if is_main:
+                run.append_event({"type": "lifecycle", "event": "resume", "checkpoint": checkpoint})
+        trainer.train(resume_from_checkpoint=checkpoint)
+        stopped = cb.stopped_on_request
+        if stopped:
+            latest = run.latest_checkpoint()
+            if is_main:
+                run.write_state(status="stopped", stopped_at=time.time(),
+                                last_checkpoint=str(latest) if latest else None)
+                run.append_event({"type": "lifecycle", "event": "stopped", "step": trainer.state.global_step,
+                                  "checkpoint": str(latest) if latest else None})
+            log(f"stopped at step {trainer.state.global_step}; resume with `tuitune runs resume {run.id}`")
+            return 0
+        final = save_final(trainer, tokenizer, run, adapter=cfg.method != "full", is_main=is_main)
+        if is_main:
+            run.write_state(status="finished", finished_at=time.time(), output=str(final),
+                            step=trainer.state.global_step)
+            run.append_event({"type": "lifecycle", "event": "finished", "step": trainer.state.global_step,
+                              "output": str(final)})
+        log(f"finished: {final}")
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the run must say why it ended, whatever it was
+        if isinstance(exc, TuituneError):
+            line = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            line = "interrupted (ctrl+c) before a checkpoint could be written"
+        else:
+            traceback.print_exc()
+            line = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+                line = f"disk full while writing ({exc}); free space, then `tuitune runs resume {run.id}` "\
+                       "continues from the last complete checkpoint"
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        if is_main:
+            run.write_state(status="failed", error=line, failed_at=time.time())
+            run.append_event({"type": "lifecycle", "event": "failed", "error": line})
+        return 2 if isinstance(exc, TuituneError) else 1
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    resume = "--resume" in argv
+    args = [a for a in argv if a != "--resume"]
+    if len(args) != 1:
+        print("usage: python -m tuitune.train.worker RUN_DIR [--resume]", file=sys.stderr)
+        return 2
+    return run_worker(args[0], resume=resume)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
