@@ -216,6 +216,11 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     if cfg.data.eval and cfg.evaluation.eval_loss:
         eval_ds = build_dataset(cfg, tokenizer, cfg.resolve(cfg.data.eval), pack=False,
                                 cache_dir=cache_dir, log=log)
+    # Seed before the model is built: LoRA's A matrices are drawn at random when the adapter is
+    # added, and the Trainer only seeds later. Same seed, same run.
+    from transformers import set_seed
+
+    set_seed(cfg.training.seed)
     model = load_model(cfg, log=log)
     # tokens/s in the events counts real (non-padding) tokens.
     args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")

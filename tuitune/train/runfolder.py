@@ -173,13 +173,17 @@ class RunFolder:
 
     # --- checkpoints ---------------------------------------------------------------------
     def list_checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first (a checkpoint is complete once trainer_state.json is in it)."""
+        """Complete checkpoints, oldest first.
+
+        The Trainer writes ``trainer_state.json`` last, so a checkpoint is complete once that
+        file is there and parses: a save cut short (full disk, kill -9) is never offered.
+        """
         if not self.checkpoints.is_dir():
             return []
         found = []
         for p in self.checkpoints.glob("checkpoint-*"):
             step = p.name.rsplit("-", 1)[-1]
-            if step.isdigit() and (p / "trainer_state.json").is_file():
+            if step.isdigit() and _complete(p):
                 found.append((int(step), p))
         return [p for _, p in sorted(found)]
 
@@ -219,6 +223,14 @@ class RunFolder:
         # Progress bars redraw with \r: keep what the line finally showed.
         out = [l.rsplit("\r", 1)[-1].rstrip() for l in data.splitlines()]
         return [l for l in out if l.strip()][-lines:]
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _jsonable(obj):

@@ -41,6 +41,28 @@ def acquire_lock(run: RunFolder):
     return fh
 
 
+def disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether ``exc`` is a write that failed for lack of space.
+
+    torch.save and safetensors wrap ENOSPC in their own errors, so look at the whole
+    chain, the message, and the free space that is left.
+    """
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == 28:
+            return True
+        text = str(seen)
+        if "No space left" in text or "StorageFull" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if "write" in str(exc).lower():
+        try:
+            return shutil.disk_usage(where).free < 64 * 1024 * 1024
+        except OSError:
+            return False
+    return False
+
+
 def save_final(trainer, tokenizer, run: RunFolder, adapter: bool, is_main: bool) -> Path:
     """Save the final adapter or model with its tokenizer; it appears only when complete."""
     target = run.adapter_dir if adapter else run.model_dir
@@ -117,9 +139,10 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         else:
             traceback.print_exc()
             line = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-                line = f"disk full while writing ({exc}); free space, then `tuitune runs resume {run.id}` "\
-                       "continues from the last complete checkpoint"
+            if disk_full(exc, run.path):
+                latest = run.latest_checkpoint()
+                line = (f"disk full in {run.path} while saving; free space, then `tuitune runs resume {run.id}` "
+                        f"continues from {latest.name if latest else 'the start'} (it is intact)")
         print(f"error: {line}", file=sys.stderr, flush=True)
         if is_main:
             run.write_state(status="failed", error=line, failed_at=time.time())
@@ -137,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m tuitune.train.worker RUN_DIR [--resume]", file=sys.stderr)
         return 2
-    return run_worker(args[0], resume=resume)
+    try:
+        return run_worker(args[0], resume=resume)
+    except TuituneError as exc:  # refused before it started (the folder is locked): leave the run alone
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
