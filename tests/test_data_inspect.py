@@ -1,0 +1,48 @@
+"""tuitune data inspect: validation, token statistics and the trained/masked view."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+
+def test_inspect_prints_stats_truncation_and_marks_trained_text(tmp_path, tiny_model):
+    src = ROOT / "sample_data/self_cognition.jsonl"
+    lines = src.read_text(encoding="utf-8").splitlines()
+    n = next(i for i, l in enumerate(lines, 1) if "请介绍一下你自己" in l)
+    proc = run_cli("data", "inspect", src, "--model", tiny_model, "--max-length", "30", "--record", n)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "150 records, all valid" in out
+    assert "min " in out and "median " in out and "p95 " in out and "max " in out
+    assert "truncated at 30:" in out
+    truncated = int(out.split("truncated at 30: ")[1].split(" of")[0])
+    assert 0 < truncated < 150
+    # The record asks 请介绍一下你自己: the question is masked, the answer is trained (cut at 30 tokens).
+    assert "user↵\n请介绍一下你自己<|im_end|>↵\n<|im_start|>assistant↵\n⟦我是Alice" in out
+    full = run_cli("data", "inspect", src, "--model", tiny_model, "--record", n).stdout
+    assert "⟦我是Alice的小助手，很高兴为你服务。<|im_end|>⟧↵" in full  # the end-of-turn is trained, the newline not
+    assert "truncated at 2048: 0 of 150" in full
+
+
+def test_inspect_json_and_named_template(tmp_path, tiny_model):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"conversation": [{"system": "S", "input": "Q1", "output": "A1"},
+                                              {"input": "Q2", "output": "A2"}]}, ensure_ascii=False) + "\n")
+    proc = run_cli("data", "inspect", f, "--model", tiny_model, "--template", "qwen_chat", "--json")
+    res = json.loads(proc.stdout)
+    trained = [t for t, flag in res["spans"] if flag]
+    assert trained == ["A1<|im_end|>", "A2<|im_end|>"]
+    assert res["truncated"] == 0 and res["records"] == 1
+
+
+def test_inspect_bad_input(tmp_path, tiny_model):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"conversation": [{"input": "Q", "output": 3}]}) + "\n")
+    assert_one_line_error(run_cli("data", "inspect", f, "--model", tiny_model), "c.jsonl", "line 1", "output")
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(json.dumps({"conversation": [{"input": "Q", "output": "A"}]}) + "\n")
+    assert_one_line_error(run_cli("data", "inspect", ok, "--model", tmp_path / "nomodel"), "nomodel")
+    assert_one_line_error(run_cli("data", "inspect", ok, "--model", tiny_model, "--template", "nope"),
+                          "nope", "qwen_chat", "auto")

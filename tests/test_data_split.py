@@ -1,0 +1,64 @@
+"""tuitune data split: seeded, reproducible, and leak-free with --group-by input."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tuitune.data import convert, load_records, split_records
+from tuitune.data.split import group_key
+
+
+def _records(n_questions=40, per_q=3):
+    return [{"conversation": [{"input": f"question {q}", "output": f"answer {q}.{k}"}]}
+            for q in range(n_questions) for k in range(per_q)]
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path):
+    src = tmp_path / "all.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    for d in ("a", "b", "c"):
+        proc = run_cli("data", "split", src, "-o", tmp_path / d, "--seed", "7" if d != "c" else "8")
+        assert proc.returncode == 0, proc.stderr
+        assert "train: 84 records" in proc.stdout and "test:  36 records" in proc.stdout
+    assert (tmp_path / "a/train.jsonl").read_bytes() == (tmp_path / "b/train.jsonl").read_bytes()
+    assert (tmp_path / "a/test.jsonl").read_bytes() == (tmp_path / "b/test.jsonl").read_bytes()
+    assert (tmp_path / "a/test.jsonl").read_bytes() != (tmp_path / "c/test.jsonl").read_bytes()
+    # Nothing lost, nothing doubled.
+    both = load_records(tmp_path / "a/train.jsonl") + load_records(tmp_path / "a/test.jsonl")
+    assert sorted(map(json.dumps, both)) == sorted(map(json.dumps, _records()))
+
+
+def test_ungrouped_split_leaks_questions_and_grouped_split_does_not():
+    recs = _records()
+    train, test = split_records(recs, 0.3, seed=1)
+    assert {group_key(r) for r in train} & {group_key(r) for r in test}  # the leak exists without grouping
+    train, test = split_records(recs, 0.3, seed=1, group_by="input")
+    assert not {group_key(r) for r in train} & {group_key(r) for r in test}
+    assert len(test) == 36 and len(train) == 84
+
+
+def test_group_by_input_treats_nbsp_and_spacing_as_the_same_question(tmp_path):
+    out = tmp_path / "m.jsonl"
+    convert(ROOT / "sample_data/medqa_sample.xlsx", out, preset="medqa")
+    proc = run_cli("data", "split", out, "-o", tmp_path / "s", "--group-by", "input", "--test-ratio", "0.3")
+    assert proc.returncode == 0, proc.stderr
+    train = load_records(tmp_path / "s/train.jsonl")
+    test = load_records(tmp_path / "s/test.jsonl")
+    assert len(train) + len(test) == 41
+    assert not {group_key(r) for r in train} & {group_key(r) for r in test}
+    metformin = [r for r in train + test if "Metformin?" in r["conversation"][0]["input"]
+                 and "side effects" in r["conversation"][0]["input"]]
+    assert len(metformin) >= 3
+    side = {id(r) in {id(x) for x in train} for r in metformin}
+    assert len(side) == 1
+
+
+def test_bad_ratio_and_bad_file(tmp_path):
+    src = tmp_path / "all.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _records(3, 1)))
+    assert_one_line_error(run_cli("data", "split", src, "--test-ratio", "1.5"), "--test-ratio")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "x", "output": "y"}\n')
+    assert_one_line_error(run_cli("data", "split", bad, "-o", tmp_path / "o"), "bad.jsonl", "line 1", "conversation")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

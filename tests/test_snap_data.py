@@ -1,0 +1,77 @@
+"""Snapshots of the Data screen's main states (review the SVGs before accepting a change)."""
+
+from __future__ import annotations
+
+from tests.test_data_screen import fill_workspace, open_file, settle
+
+
+async def _stable(app, pilot):
+    from screens.widgets.data_filetree import DataFileTree
+
+    await settle(app, pilot)
+    await app.screen.query_one(DataFileTree).reload()
+    app.screen.set_focus(None)  # no blinking cursor in the picture
+    await pilot.pause()
+
+
+def test_snap_data_file_preview(snap_compare, fixed_workspace):
+    from screens.app import TuituneApp
+
+    fill_workspace(fixed_workspace)
+
+    async def run_before(pilot):
+        await settle(pilot.app, pilot)
+        await open_file(pilot.app, pilot, "medqa_sample.xlsx")
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_snap_data_convert_report(snap_compare, fixed_workspace):
+    from screens.app import TuituneApp
+
+    fill_workspace(fixed_workspace)
+
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(app, pilot)
+        await open_file(app, pilot, "medqa_sample.xlsx")
+        await pilot.press("f3")
+        app.screen.query_one("#conv-preset").press()
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await _stable(app, pilot)
+        app.screen.query_one("#convert-result").scroll_visible(animate=False)
+        await pilot.pause()
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_snap_data_tokens(snap_compare, fixed_workspace, tiny_model):
+    from screens.app import TuituneApp
+
+    fill_workspace(fixed_workspace, tiny_model)
+
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(app, pilot)
+        await pilot.press("f5")
+        app.screen.query_one("#tok-file").value = "data/self_cognition.jsonl"
+        app.screen.query_one("#tok-record").value = "2"
+        await pilot.press("ctrl+r")
+        await _stable(app, pilot)
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_snap_data_selfcog_80x24(snap_compare, fixed_workspace):
+    from screens.app import TuituneApp
+
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(app, pilot)
+        await pilot.press("f6")
+        app.screen.query_one("#sc-name").focus()
+        await pilot.press(*"Alice", "enter")
+        await _stable(app, pilot)
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)

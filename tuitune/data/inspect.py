@@ -1,0 +1,125 @@
+"""``inspect``: validate a conversation file and show how a template tokenizes it."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tuitune.errors import TuituneError
+
+
+@dataclass
+class InspectResult:
+    path: str
+    model: str
+    template: str
+    task: str
+    max_length: int
+    records: int
+    min: int
+    median: float
+    p95: int
+    max: int
+    truncated: int
+    record: int
+    record_where: str
+    record_tokens: int
+    record_trained: int
+    spans: list[tuple[str, bool]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        return [
+            f"file: {self.path}: {self.records} records, all valid",
+            f"template: {self.template}   task: {self.task}   max_length: {self.max_length}",
+            *(f"note: {n}" for n in self.notes),
+            f"tokens per record: min {self.min}, median {self.median:g}, p95 {self.p95}, max {self.max}",
+            f"truncated at {self.max_length}: {self.truncated} of {self.records} records",
+        ]
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    p = Path(model_dir)
+    if not p.exists():
+        raise TuituneError(f"{p}: model folder not found")
+    try:
+        return AutoTokenizer.from_pretrained(str(p))
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad folder for the user
+        raise TuituneError(f"{p}: can't load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                           "give a model folder with tokenizer files") from None
+
+
+def default_template(tokenizer) -> str:
+    return "auto" if getattr(tokenizer, "chat_template", None) else "default"
+
+
+def guess_task(records: list[dict]) -> str:
+    """``pretrain`` when every record is bare text (one turn, no input, no system)."""
+    for r in records:
+        c = r["conversation"]
+        if len(c) != 1 or (c[0].get("input") or "").strip() or c[0].get("system"):
+            return "sft"
+    return "pretrain"
+
+
+def _percentile(sorted_vals: list[int], q: float) -> int:
+    if not sorted_vals:
+        return 0
+    k = max(0, min(len(sorted_vals) - 1, int(round(q * (len(sorted_vals) - 1)))))
+    return sorted_vals[k]
+
+
+def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: str | None = None,
+                 max_length: int = 2048, record: int = 1, task: str | None = None, tokenizer=None) -> InspectResult:
+    """Validate ``path``, measure token lengths, and render record ``record`` (1-based)."""
+    from tuitune.data.io import iter_records
+    from tuitune.encode import encode_conversation, token_spans
+    from tuitune.templates import get_template
+
+    path = Path(path)
+    pairs = list(iter_records(path))
+    if not pairs:
+        raise TuituneError(f"{path}: no records")
+    if not 1 <= record <= len(pairs):
+        raise TuituneError(f"--record {record}: the file has records 1 to {len(pairs)}")
+    tok = tokenizer or load_tokenizer(model)
+    notes = []
+    if template is None:
+        template = default_template(tok)
+        notes.append(f"template {template!r} chosen" + (" (the tokenizer's chat template)" if template == "auto"
+                                                         else " (the tokenizer has no chat template)"))
+    get_template(template)
+    records = [r for _, r in pairs]
+    task = task or guess_task(records)
+    lengths = []
+    for where, rec in pairs:
+        try:
+            lengths.append(len(encode_conversation(tok, rec, template, max_length=0, task=task)["input_ids"]))
+        except TuituneError as exc:
+            raise TuituneError(f"{path}: {where}: {exc}") from None
+    where, rec = pairs[record - 1]
+    enc = encode_conversation(tok, rec, template, max_length, task)
+    s = sorted(lengths)
+    return InspectResult(
+        path=str(path), model=str(model), template=template, task=task, max_length=max_length,
+        records=len(s), min=s[0], median=statistics.median(s), p95=_percentile(s, 0.95), max=s[-1],
+        truncated=sum(1 for n in s if n > max_length), record=record, record_where=where,
+        record_tokens=len(enc["input_ids"]), record_trained=sum(1 for x in enc["labels"] if x != -100),
+        spans=token_spans(tok, enc["input_ids"], enc["labels"]), notes=notes,
+    )
+
+
+def render_spans_plain(spans: list[tuple[str, bool]]) -> str:
+    """Trained text between ⟦ and ⟧, masked text as is; newlines shown as ↵ then a line break."""
+    out = []
+    for text, trained in spans:
+        shown = text.replace("\n", "↵\n")
+        out.append(f"⟦{shown}⟧" if trained else shown)
+    return "".join(out)
