@@ -55,6 +55,7 @@ Turn a spreadsheet or JSON file into training conversations.
 
 The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`.
 """
+    AUTO_FOCUS = "#data-tree"  # arrow keys move in the file browser as soon as the step opens
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", id="data-run", tooltip="Run this tab's action"),
         Binding("f2", "tab('tab-file')", "File", id="data-tab-file"),

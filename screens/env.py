@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import (Checkbox, DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent,
+from textual.widgets import (Checkbox, DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent, Tabs,
                              TabPane)
 from textual.worker import Worker, WorkerState
 
@@ -116,6 +116,8 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
         for c in checks:
             table.add_row(status_text(c.status), c.name, c.detail, key=c.name)
         table.display = True
+        if self.focused is None or isinstance(self.focused, Tabs):
+            table.focus()  # arrow keys move through the checks, the fix of each shows below
         fails = [c.name for c in checks if c.status == "fail"]
         warns = [c.name for c in checks if c.status == "warn"]
         summary = Text()

@@ -50,6 +50,14 @@ class Tmux:
             time.sleep(0.2)
         raise AssertionError(f"{text!r} did not appear within {timeout}s; the screen was:\n{screen}")
 
+    def wait_gone(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text not in self.screen():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} still on screen after {timeout}s:\n{self.screen()}")
+
     def kill(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
@@ -83,5 +91,7 @@ def test_real_app_in_tmux_moves_between_steps_and_quits(tmux, tmp_path, tiny_mod
     tmux.keys("Enter")
     tmux.wait_for("Keys")
     tmux.keys("Escape")
+    # (Esc then q at once would reach the app as alt+q, as in any terminal.)
+    tmux.wait_gone("What this machine can do")
     tmux.keys("q")
     tmux.wait_for("TUITUNE-EXITED-0", timeout=30)

@@ -1,0 +1,60 @@
+"""Snapshots of the Config screen: a valid form, and one with a bad value marked."""
+
+from __future__ import annotations
+
+import shutil
+
+from tests.test_config import write_data
+from tuitune.config import get_preset, save_config
+
+
+def _workspace(root, tiny_model):
+    shutil.copytree(tiny_model, root / "models" / "tiny-chat")
+    write_data(root)
+    save_config(get_preset("tiny-demo"), root / "configs" / "tiny-demo.yaml")
+    return root
+
+
+def make_app(root):
+    from screens.app import TuituneApp
+
+    return TuituneApp(root, start="config")
+
+
+async def _settle(pilot):
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_config_valid_form(snap_compare, fixed_workspace, tiny_model):
+    ws = _workspace(fixed_workspace, tiny_model)
+
+    async def run_before(pilot):
+        await _settle(pilot)
+        r = pilot.app.screen.query_one("#f-lora-r")
+        r.cursor_blink = False  # a blinking cursor makes the snapshot flaky
+        r.focus()  # help for the focused field
+        await _settle(pilot)
+
+    assert snap_compare(make_app(ws), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_config_field_with_an_error(snap_compare, fixed_workspace, tiny_model):
+    ws = _workspace(fixed_workspace, tiny_model)
+
+    async def run_before(pilot):
+        await _settle(pilot)
+        lr = pilot.app.screen.query_one("#f-lora-r")
+        lr.cursor_blink = False  # a blinking cursor makes the snapshot flaky
+        lr.focus()
+        lr.value = ""
+        await pilot.press("0")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(ws), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_config_80x24(snap_compare, fixed_workspace, tiny_model):
+    ws = _workspace(fixed_workspace, tiny_model)
+    assert snap_compare(make_app(ws), terminal_size=(80, 24), run_before=_settle)

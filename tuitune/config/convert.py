@@ -1,0 +1,239 @@
+"""Config -> what the libraries take. transformers / peft / torch are imported inside.
+
+Every schema field ends up in one of these (a test walks them all):
+``to_training_arguments`` (TrainingArguments), ``to_lora_config`` (peft LoraConfig),
+``to_bnb_config`` (BitsAndBytesConfig), ``to_deepspeed_config`` (DeepSpeed JSON),
+``to_model_kwargs`` (``from_pretrained``), ``to_data_settings`` (the encoder),
+``to_eval_settings`` (the evaluation callback), ``to_launch_command`` (torchrun).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tuitune.config.schema import RunConfig
+
+#: Fields that are not settings of any library: the config's own bookkeeping.
+METADATA_FIELDS = ("preset",)
+
+
+def _cuda() -> tuple[bool, bool]:
+    try:
+        import torch
+        cuda = bool(torch.cuda.is_available())
+        return cuda, cuda and bool(torch.cuda.is_bf16_supported())
+    except Exception:
+        return False, False
+
+
+def resolve_precision(cfg: RunConfig) -> str:
+    """``auto`` made concrete for this machine: bf16 where the GPU has it, else fp16; fp32 on the CPU."""
+    if cfg.training.precision != "auto":
+        return cfg.training.precision
+    cuda, bf16 = _cuda()
+    return "bf16" if bf16 else "fp16" if cuda else "fp32"
+
+
+def resolve_compute_dtype(cfg: RunConfig) -> str:
+    q = cfg.quantization.compute_dtype
+    if q != "auto":
+        return q
+    cuda, bf16 = _cuda()
+    return "bfloat16" if bf16 else "float16" if cuda else "float32"
+
+
+def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
+    """``transformers.TrainingArguments`` for this run; ``overrides`` win (e.g. ``report_to``)."""
+    from transformers import TrainingArguments
+
+    t, ev = cfg.training, cfg.evaluation
+    precision = resolve_precision(cfg)
+    cuda, _ = _cuda()
+    do_eval = bool(cfg.data.eval) and ev.eval_loss
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=float(t.epochs),
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.scheduler,
+        # transformers 5 dropped warmup_ratio: a float below 1 in warmup_steps is the ratio.
+        warmup_steps=float(t.warmup_ratio),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optimizer,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        seed=t.seed,
+        data_seed=t.seed,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if do_eval else "no",
+        eval_steps=ev.every if do_eval else None,
+        do_eval=do_eval,
+        report_to="none",
+        remove_unused_columns=False,
+        deepspeed=to_deepspeed_config(cfg),
+        ddp_find_unused_parameters=False if cfg.distributed.gpus * cfg.distributed.nnodes > 1 else None,
+    )
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing.
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in _init_params(TrainingArguments) \
+        else "gradient_checkpointing"
+    kwargs[ckpt] = t.gradient_checkpointing
+    kwargs[f"{ckpt}_kwargs"] = {"use_reentrant": False} if t.gradient_checkpointing else None
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def _init_params(cls) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def to_lora_config(cfg: RunConfig):
+    """``peft.LoraConfig``, or None for ``method: full``."""
+    if not cfg.uses_adapter:
+        return None
+    from peft import LoraConfig, TaskType
+
+    lo = cfg.lora
+    extra = {}
+    if lo.modules_to_save and "ensure_weight_tying" in _init_params(LoraConfig):
+        # embed_tokens and lm_head trained in full on a model with tied embeddings stay one
+        # matrix (peft >= 0.18); without it the adapter saves two diverging copies.
+        extra["ensure_weight_tying"] = True
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=lo.target_modules if lo.target_modules == "all-linear" else list(lo.target_modules),
+        modules_to_save=list(lo.modules_to_save) or None,
+        bias="none",
+        **extra,
+    )
+
+
+def to_bnb_config(cfg: RunConfig):
+    """``transformers.BitsAndBytesConfig`` for ``method: qlora``, else None."""
+    if cfg.method != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    q = cfg.quantization
+    dtype = getattr(torch, resolve_compute_dtype(cfg))
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, bnb_4bit_quant_type=q.quant_type,
+                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+def to_deepspeed_config(cfg: RunConfig) -> dict | None:
+    """The DeepSpeed JSON for ``distributed.deepspeed`` (None for ``none``).
+
+    Batch sizes and clipping are written from the config; the precision flags stay
+    ``auto`` so the HF integration fills them from TrainingArguments, and there is no
+    optimizer/scheduler block, so ``training.optimizer`` and ``training.scheduler`` apply.
+    """
+    stage = cfg.distributed.deepspeed
+    if stage == "none":
+        return None
+    t = cfg.training
+    zero: dict[str, Any] = {
+        "stage": 3 if stage.startswith("zero3") else 2,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": "auto",
+    }
+    if zero["stage"] == 2:
+        zero.update({"allgather_partitions": True, "allgather_bucket_size": 2e8, "reduce_scatter": True})
+    else:
+        zero.update({"sub_group_size": 1e9, "stage3_prefetch_bucket_size": "auto",
+                     "stage3_param_persistence_threshold": "auto",
+                     "stage3_max_live_parameters": 1e9, "stage3_max_reuse_distance": 1e9,
+                     "stage3_gather_16bit_weights_on_model_save": True})
+    if stage.endswith("_offload"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if zero["stage"] == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": t.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "train_batch_size": "auto",
+        "gradient_clipping": t.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto", "loss_scale": 0, "initial_scale_power": 16},
+        "steps_per_print": t.logging_steps,
+        "wall_clock_breakdown": False,
+    }
+    if stage.endswith("_offload"):
+        # No "optimizer" block: the Trainer builds training.optimizer with training.scheduler
+        # (as XTuner's ZeRO JSONs leave it to the runner); allow it with CPU offload.
+        ds["zero_force_ds_cpu_optimizer"] = False
+    return ds
+
+
+def to_model_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """Keyword arguments for ``AutoModelForCausalLM.from_pretrained`` (and the tokenizer's)."""
+    import torch
+
+    if cfg.method == "qlora":
+        dtype = getattr(torch, resolve_compute_dtype(cfg))
+    else:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[resolve_precision(cfg)]
+        if cfg.method == "full" and dtype is not torch.float32:
+            dtype = torch.float32  # mixed precision keeps fp32 master weights for full fine-tuning
+    return {
+        "pretrained_model_name_or_path": cfg.model_path(),
+        "trust_remote_code": cfg.trust_remote_code,
+        "dtype": dtype,
+        "quantization_config": to_bnb_config(cfg),
+    }
+
+
+def to_data_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What the encoder needs: files (absolute), template, system prompt, length, packing, task."""
+    d = cfg.data
+    return {
+        "train": str(cfg.resolve(d.train)),
+        "eval": str(cfg.resolve(d.eval)) if d.eval else None,
+        "template": cfg.template,
+        "system": d.system,
+        "max_length": d.max_length,
+        "pack": d.pack,
+        "task": cfg.task,
+    }
+
+
+def to_eval_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What the evaluation callback needs: when, which prompts, how long the answers."""
+    ev = cfg.evaluation
+    return {"every": ev.every, "prompts": list(ev.prompts), "max_new_tokens": ev.max_new_tokens,
+            "eval_loss": ev.eval_loss, "system": cfg.data.system, "template": cfg.template}
+
+
+def to_launch_command(cfg: RunConfig, argv: list[str]) -> list[str]:
+    """The command that starts the worker ``argv`` (a Python module and its args): plain
+    Python on one device, torchrun across several GPUs or nodes."""
+    d = cfg.distributed
+    if d.gpus * d.nnodes == 1:
+        return [sys.executable, *argv]
+    return [sys.executable, "-m", "torch.distributed.run",
+            f"--nproc_per_node={d.gpus}", f"--nnodes={d.nnodes}", f"--node_rank={d.node_rank}",
+            f"--master_addr={d.master_addr}", f"--master_port={d.master_port}", *argv]
