@@ -54,7 +54,9 @@ def test_tiny_demo_learns_the_name(ws):
     after = {a["prompt"]: a["answer"] for a in samples[-1]["answers"]}
     assert "Alice" in after["请介绍一下你自己"], after
     assert "Alice" not in {a["prompt"]: a["answer"] for a in samples[0]["answers"]}["请介绍一下你自己"]
-    assert len(events(run, "checkpoint")) == 4
+    from tuitune.config import get_preset
+
+    assert len(events(run, "checkpoint")) == 100 // get_preset("tiny-demo").training.save_steps
     print(f"\ntiny-demo trained 100 steps in {train[-1]['elapsed']:.1f} s")
     # The adapter loads on the base the normal way and answers with the name.
     from peft import PeftModel
@@ -255,7 +257,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_full_disk_while_saving_keeps_the_last_checkpoint_and_says_why(ws):
-    """runs/ on a 12 MB filesystem: checkpoint-2 (8 MB) fits, checkpoint-4 does not."""
+    """runs/ on a 12 MB filesystem: a checkpoint or two fit, then saving fails for lack of space."""
     runs = ws / "runs"
     if not _mount_tmpfs(runs, "12M"):
         pytest.skip("a small tmpfs cannot be mounted here (needs root)")
@@ -266,10 +268,17 @@ def test_full_disk_while_saving_keeps_the_last_checkpoint_and_says_why(ws):
         assert proc.returncode == 2, proc.stdout[-2000:]
         run = runs / "disk"
         st = state(run)
-        assert st["status"] == "failed" and "disk full" in st["error"] and "checkpoint-2" in st["error"]
+        assert st["status"] == "failed" and "disk full" in st["error"]
         from tuitune.train.runfolder import RunFolder
 
-        assert [p.name for p in RunFolder(run).list_checkpoints()] == ["checkpoint-2"]
+        complete = RunFolder(run).list_checkpoints()
+        assert complete, "no checkpoint survived"
+        # The error names the newest complete checkpoint, the one resume will use; the save that
+        # ran out of space left no complete checkpoint or final adapter behind.
+        assert f"from {complete[-1].name} (it is intact)" in st["error"]
+        assert not (run / "adapter").exists()
+        started = [p for p in (run / "checkpoints").iterdir() if p.name.startswith("checkpoint-")]
+        assert len(started) > len(complete) or (run / ".adapter.partial").exists()
         # Free space; the run resumes from the intact checkpoint and finishes.
         subprocess.run(["mount", "-o", "remount,size=64M", str(runs)], check=True)
         proc = run_cli("-w", ws, "runs", "resume", "disk", "--foreground", timeout=600)

@@ -35,7 +35,7 @@ def prepare_run(config_path: str | Path, workspace: str | Path, name: str | None
     if problems:
         p = problems[0]
         more = f" (and {len(problems) - 1} more: `tuitune config check {config_path}`)" if len(problems) > 1 else ""
-        raise TuituneError(f"{config_path}: {p.field}: {p.message}{more}")
+        raise TuituneError(p.format(config_path) + more)
     root = runs_dir(workspace)
     if name:
         run_id = _slug(name)
