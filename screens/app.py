@@ -6,6 +6,7 @@ is first opened, and heavy work runs in workers or separate processes.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from typing import Iterable
@@ -46,6 +47,13 @@ class TuituneApp(App):
         self.workspace = Workspace.at(workspace)
         # How the Environment step gets its report; tests pass a fixed one.
         self.doctor = doctor or run_checks_subprocess
+        # Hand-over between steps: Train sets selected_run before opening Merge or Chat;
+        # Merge sets selected_model before opening Chat.
+        self.selected_run: str | None = None
+        self.selected_model: str | None = None
+        # The Train screen's clock and GPU probe (tests inject fixed ones).
+        self.clock = time.time
+        self.gpu_probe = None
         self.start_step = start or STEPS[0].key
         self.sub_title = str(self.workspace.root)
 

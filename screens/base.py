@@ -26,7 +26,7 @@ class StepScreen(Screen):
             yield StepNav(self.STEP, id="stepnav")
             with Vertical(id="body"):
                 yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:  # pragma: no cover - abstract
         raise NotImplementedError

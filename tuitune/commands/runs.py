@@ -33,28 +33,14 @@ def register(sub) -> None:
     r.set_defaults(func=run_resume)
 
 
-def _age(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.0f}d"
+def runs_table(workspace, now: float | None = None) -> list[dict]:
+    """Each run as a dict (``runs list --json``), from the same rows the Train screen shows."""
+    from dataclasses import asdict
 
+    from tuitune.train.dashboard import run_rows
 
-def runs_table(workspace) -> list[dict]:
-    from tuitune.train.runfolder import list_runs
-
-    rows = []
-    now = time.time()
-    for r in list_runs(workspace):
-        st = r.status()
-        rows.append({"id": r.id, "status": st.get("status", "unknown"), "step": st.get("step") or 0,
-                     "total_steps": st.get("total_steps"), "last_loss": st.get("last_loss"),
-                     "age": now - st.get("created", now), "method": st.get("method"), "model": st.get("model"),
-                     "error": st.get("error"), "path": str(r.path)})
-    return rows
+    now = time.time() if now is None else now
+    return [{**asdict(r), "age": now - r.created if r.created else None} for r in run_rows(workspace)]
 
 
 def run_list(args) -> int:
@@ -69,6 +55,7 @@ def run_list(args) -> int:
     from rich.table import Table
 
     from tuitune.render import RUN_STATUS_STYLE
+    from tuitune.train.dashboard import format_age
 
     table = Table(expand=False)
     for col in ("run", "status", "step", "loss", "age", "method", "model"):
@@ -79,7 +66,7 @@ def run_list(args) -> int:
         step = f"{r['step']}/{total}" if total else str(r["step"])
         loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-"
         table.add_row(r["id"], f"[{RUN_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", step, loss,
-                      _age(r["age"]), r["method"] or "", r["model"] or "")
+                      format_age(r["age"]), r["method"] or "", r["model"] or "")
     console = Console()
     console.print(table)
     for r in rows:
@@ -89,6 +76,8 @@ def run_list(args) -> int:
 
 
 def format_event(e: dict) -> str | None:
+    from tuitune.train.dashboard import format_duration
+
     t = e.get("type")
     if t == "train":
         parts = [f"step {e.get('step')}/{e.get('total_steps')}", f"loss {e.get('loss'):.4f}"]
@@ -97,7 +86,7 @@ def format_event(e: dict) -> str | None:
         if e.get("tokens_per_s"):
             parts.append(f"{e['tokens_per_s']:.0f} tok/s")
         if e.get("eta") is not None:
-            parts.append(f"eta {_age(e['eta'])}")
+            parts.append(f"eta {format_duration(e['eta'])}")
         return "  ".join(parts)
     if t == "eval":
         return f"step {e.get('step')}  eval loss {e.get('eval_loss'):.4f}"

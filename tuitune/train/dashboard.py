@@ -120,7 +120,10 @@ class Series:
                 if self._open_n == 0:
                     self._open_x = head[0][0]
                 ys = [y for _, y in head]
-                self._open_sum += sum(ys)
+                acc = self._open_sum
+                for y in ys:  # in order, as add() would: the same sums to the last bit
+                    acc += y
+                self._open_sum = acc
                 self._open_n += len(head)
                 self.count += len(head)
                 low = min(ys)
@@ -194,6 +197,7 @@ class Snapshot:
     events: int
     log_tail: tuple[str, ...] = ()
     gpus: tuple | None = None
+    caught_up: bool = True  # False while a long backlog of events is still being read
 
     @property
     def live(self) -> bool:
@@ -343,7 +347,7 @@ class RunView:
         if (state.get("step") or 0) > self.step:
             self.step = state["step"]
 
-    def snapshot(self, log_tail: Iterable[str] = (), gpus=None) -> Snapshot:
+    def snapshot(self, log_tail: Iterable[str] = (), gpus=None, caught_up: bool = True) -> Snapshot:
         return Snapshot(
             run_id=self.run_id, status=self.status, error=self.error, step=self.step,
             total_steps=self.total_steps, epoch=self.epoch, loss=self.last_loss, best_loss=self.loss.min,
@@ -352,7 +356,7 @@ class RunView:
             loss_points=tuple(self.loss.points()), eval_points=tuple(self.eval.points()),
             samples=tuple(self.samples.values()), checkpoints=tuple(self.checkpoints),
             lifecycle=tuple(self.lifecycle), events=self.events, log_tail=tuple(log_tail),
-            gpus=tuple(gpus) if gpus is not None else None)
+            gpus=tuple(gpus) if gpus is not None else None, caught_up=caught_up)
 
 
 # --- following events.jsonl -------------------------------------------------------------------------
@@ -453,6 +457,8 @@ class RunRow:
     created: float | None
     error: str | None
     path: str
+    method: str | None = None
+    model: str | None = None
 
 
 def run_rows(workspace) -> list[RunRow]:
@@ -461,7 +467,8 @@ def run_rows(workspace) -> list[RunRow]:
     for r in list_runs(workspace):
         st = r.status()
         rows.append(RunRow(r.id, st.get("status", "unknown"), st.get("step") or 0, st.get("total_steps"),
-                           st.get("last_loss"), st.get("created"), st.get("error"), str(r.path)))
+                           st.get("last_loss"), st.get("created"), st.get("error"), str(r.path),
+                           st.get("method"), st.get("model")))
     return rows
 
 

@@ -156,6 +156,8 @@ class RunFolder:
         except FileNotFoundError:
             return [], offset
         end = data.rfind(b"\n")
+        if end < 0 and max_bytes is not None and len(data) == max_bytes:
+            return self.read_events(offset, None)  # one line longer than max_bytes: read it whole
         if end < 0:
             return [], offset
         events = []

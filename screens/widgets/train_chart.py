@@ -1,0 +1,78 @@
+"""The loss chart of the Train step: train and eval loss against the step, drawn with plotext.
+
+One plot object per widget (textual-plotext's ``self.plt``), never plotext's global one.
+New data can arrive many times a second while a run streams in; the chart redraws at
+most ``MIN_INTERVAL`` apart and always ends on the newest data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from textual_plotext import PlotextPlot
+
+Points = Sequence[tuple[float, float]]
+
+
+class LossChart(PlotextPlot):
+    """Loss (and eval loss) by step. Call ``set_data``; the redraw is throttled."""
+
+    MIN_INTERVAL = 0.5  # seconds between redraws: at most 2 a second
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._loss: Points = ()
+        self._eval: Points = ()
+        self._title = ""
+        self._last_draw = float("-inf")
+        self._pending = None
+        self.draws = 0  # how many times new data was drawn (tests look at it)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._draw()
+        self.draws = 0
+
+    def set_data(self, loss: Points, eval_loss: Points = (), title: str = "") -> None:
+        if (loss, eval_loss, title) == (self._loss, self._eval, self._title):
+            return
+        self._loss, self._eval, self._title = loss, eval_loss, title
+        wait = self._last_draw + self.MIN_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._draw()
+        elif self._pending is None:
+            self._pending = self.set_timer(wait, self._draw_pending)
+
+    def _draw_pending(self) -> None:
+        self._pending = None
+        self._draw()
+
+    @property
+    def points(self) -> tuple[Points, Points]:
+        """The data last given (drawn now, or at the next redraw)."""
+        return self._loss, self._eval
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when what is drawn is the data last given (no redraw is waiting)."""
+        return self._pending is None
+
+    def _draw(self) -> None:
+        self._last_draw = time.monotonic()
+        self.draws += 1
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self._title or "loss")
+        plt.xlabel("step")
+        if self._loss:
+            xs, ys = zip(*self._loss)
+            plt.plot(list(xs), list(ys), label="train", marker="braille", color="cyan")
+        if self._eval:
+            xs, ys = zip(*self._eval)
+            plt.plot(list(xs), list(ys), label="eval", marker="braille" if len(xs) > 1 else "dot",
+                     color="orange")
+        if not self._loss and not self._eval:
+            plt.title("no loss logged yet")
+        self.refresh()
