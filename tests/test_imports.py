@@ -9,7 +9,10 @@ HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "deepspeed
 
 
 @pytest.mark.parametrize("module", ["tuitune.cli", "screens.app", "tuitune.doctor", "tuitune.vram",
-                                    "tuitune.workspace"])
+                                    "tuitune.workspace", "tuitune.merge", "tuitune.chat", "tuitune.config",
+                                    "tuitune.data", "tuitune.train.launcher", "tuitune.train.dashboard",
+                                    "screens.env", "screens.data", "screens.config", "screens.train",
+                                    "screens.merge", "screens.chat"])
 def test_import_leaves_heavy_modules_out(module):
     code = (f"import sys, {module}; heavy = {HEAVY!r}; "
             "print(','.join(m for m in heavy if m in sys.modules))")

@@ -1,0 +1,274 @@
+"""Step 5, Merge: a run's adapter + its base → a standalone model, shard by shard, verified.
+
+The merge itself is ``tuitune.merge.merge`` (headless, streamed, checked against peft);
+this screen picks the adapter, the output folder, the shard size and dtype, runs the
+merge in a thread worker, shows its progress by tensor and shard, and the verification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Checkbox, Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from screens.base import StepScreen
+from screens.steps import STEPS
+from screens.widgets.merge_sources import MergeSources
+
+DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
+_HAS_CHAT = "chat" in {s.key for s in STEPS}
+
+
+def _chat_bindings() -> list[Binding]:
+    if not _HAS_CHAT:
+        return []
+    return [Binding("o", "open_chat", "Open in Chat", id="merge-open-chat",
+                    tooltip="Chat with the merged model")]
+
+
+class MergeScreen(StepScreen):
+    STEP = "merge"
+    HELP = """\
+# Merge
+
+Merge a run's LoRA adapter (its final adapter or a checkpoint) into its base model and
+write a standalone model folder: safetensors shards with an index, config, generation
+config, the tokenizer with its chat template, and a model card. It loads with
+`AutoModelForCausalLM.from_pretrained`, without peft.
+
+The merge **streams**: one shard of the base is read, the LoRA update `B·A·alpha/r` is
+added to its weights, and the output shard is written, so it needs about one shard of
+memory, not the whole model. DoRA and other layouts that cannot be streamed are merged
+by peft instead (the result says so).
+
+Afterwards the merged model's logits are compared with base + adapter (peft) on a few
+prompts; the result is shown here and stored in the model card. The output folder
+appears only when everything is written and checked.
+
+**QLoRA** adapters are merged into the 16-bit base weights, not 4-bit ones: 4-bit
+weights cannot hold the small LoRA update, and a 16-bit model is what loaders and
+quantizers start from.
+
+- **m** (or Enter in a field) merges the selected adapter.
+- **x** stops a merge (nothing is written). **r** re-reads the runs.
+- **o** opens the merged model in Chat, once merged.
+
+The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-size 2GB] [--dtype bf16]`.
+"""
+
+    BINDINGS = [
+        Binding("m", "merge", "Merge", id="merge-start", tooltip="Merge the selected adapter"),
+        Binding("x", "cancel", "Stop", id="merge-cancel", tooltip="Stop the merge; nothing is written"),
+        Binding("r", "refresh", "Re-read runs", id="merge-refresh"),
+        *_chat_bindings(),
+    ]
+
+    @dataclass
+    class Progress(Message):
+        done: int
+        total: int
+        shard: int
+        shards: int
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, MergeScreen.Progress)
+
+    @dataclass
+    class Log(Message):
+        text: str
+
+    @dataclass
+    class Done(Message):
+        result: object
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.merged: Path | None = None
+        self._seen_handover: str | None = None
+        self._auto_output: str | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("Adapters in this workspace", classes="section-title", id="merge-title")
+        yield MergeSources(id="merge-sources")
+        with Horizontal(classes="form-row", id="merge-form"):
+            yield Label("output", classes="field-label")
+            yield Input(id="merge-out", compact=True, placeholder="folder for the merged model",
+                        tooltip="Where the merged model goes (relative to the workspace). It must not exist or "
+                        "be empty; it appears only when the merge is complete and verified.")
+        with Horizontal(classes="form-row", id="merge-form2"):
+            yield Label("max shard", classes="field-label")
+            yield Input("2GB", id="merge-shard", compact=True,
+                        tooltip="Largest output shard, e.g. 500MB, 2GB, 5GB.")
+            yield Label("dtype", classes="field-label")
+            yield Select(DTYPE_CHOICES, value="auto", allow_blank=False, id="merge-dtype", compact=True,
+                         tooltip="The merged weights' dtype: as the base (default), bf16, fp16 or fp32.")
+            yield Checkbox("verify", True, id="merge-verify", compact=True,
+                           tooltip="Compare the merged model's logits with base + adapter (loads each once).")
+        with Horizontal(id="merge-progress-row"):
+            yield Static("", id="merge-status")
+            yield ProgressBar(id="merge-progress", show_eta=False)
+        yield Static("", id="merge-result")
+
+    def on_mount(self) -> None:
+        self.query_one("#merge-progress", ProgressBar).display = False
+        self.refresh_sources()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted:
+            self.refresh_sources()
+
+    # --- the adapters ---------------------------------------------------------------------------
+
+    def refresh_sources(self) -> None:
+        from tuitune.merge import list_sources
+
+        table = self.query_one(MergeSources)
+        wanted = getattr(self.app, "selected_run", None)
+        select = None
+        if wanted and wanted != self._seen_handover:
+            self._seen_handover = wanted
+            select = wanted
+        table.fill(list_sources(self.workspace.root), select=select)
+        if not table.row_count:
+            self._status(Text("No adapters yet: train a LoRA run in the Train step (4), then merge it here.",
+                              style="dim"))
+        self._source_changed()
+
+    @on(MergeSources.RowHighlighted, "#merge-sources")
+    def _highlighted(self) -> None:
+        self._source_changed()
+
+    def _source_changed(self) -> None:
+        row = self.query_one(MergeSources).current()
+        out = self.query_one("#merge-out", Input)
+        if row is None:
+            return
+        # The output follows the selection until the user types their own.
+        if not out.value or out.value == self._auto_output:
+            self._auto_output = str(row.default_output(Path(".")))
+            out.value = self._auto_output
+        if self.merged is None and not self._merging():
+            self._status(Text(f"{row.run_id}, {row.what}: press m to merge", style="dim"))
+
+    def _merging(self) -> bool:
+        return any(w.group == "merge" and w.is_running for w in self.workers)
+
+    # --- merging --------------------------------------------------------------------------------
+
+    def _out_path(self) -> Path:
+        p = Path(self.query_one("#merge-out", Input).value.strip()).expanduser()
+        return p if p.is_absolute() else self.workspace.root / p
+
+    @on(Input.Submitted, "#merge-out, #merge-shard")
+    def action_merge(self) -> None:
+        row = self.query_one(MergeSources).current()
+        if row is None:
+            self._status(Text("Pick an adapter first (train a LoRA run in step 4).", style="bold red"))
+            return
+        if self._merging():
+            self._status(Text("A merge is already running; x stops it.", style="yellow"))
+            return
+        if not self.query_one("#merge-out", Input).value.strip():
+            self._status(Text("Type an output folder.", style="bold red"))
+            return
+        dtype = self.query_one("#merge-dtype", Select).value
+        self.merged = None
+        self.query_one("#merge-result", Static).update("")
+        bar = self.query_one("#merge-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
+        self._status(Text(f"merging {row.run_id}, {row.what}…"))
+        self.run_merge(row.run_id, row.checkpoint, self._out_path(), self.query_one("#merge-shard", Input).value,
+                       None if dtype == "auto" else dtype, self.query_one("#merge-verify", Checkbox).value)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="merge")
+    def run_merge(self, run_id: str, checkpoint: int | None, out: Path, shard: str, dtype: str | None,
+                  verify: bool) -> None:
+        from tuitune.merge import merge, resolve_source
+
+        worker = get_current_worker()
+        src = resolve_source(self.workspace.root, run_id, checkpoint=checkpoint)
+        result = merge(src, out, max_shard_size=shard.strip() or "2GB", dtype=dtype, verify_result=verify,
+                       on_progress=lambda *a: self.post_message(self.Progress(*a)),
+                       log=lambda line: self.post_message(self.Log(line)),
+                       cancelled=lambda: worker.is_cancelled)
+        self.post_message(self.Done(result))
+
+    def on_merge_screen_progress(self, message: Progress) -> None:
+        self.query_one("#merge-progress", ProgressBar).update(total=message.total, progress=message.done)
+        self._status(Text(f"shard {message.shard}/{message.shards}, tensor {message.done}/{message.total}"))
+
+    def on_merge_screen_log(self, message: Log) -> None:
+        self._status(Text(message.text))
+
+    def on_merge_screen_done(self, message: Done) -> None:
+        r = message.result
+        self.merged = r.out
+        self.query_one("#merge-progress", ProgressBar).update(total=max(r.tensors, 1), progress=max(r.tensors, 1))
+        self._status(Text(f"merged in {r.seconds:.1f} s", style="green"))
+        self.show_result(r)
+
+    def show_result(self, r) -> None:
+        from tuitune.merge import human_size
+
+        text = Text()
+        text.append("wrote ", style="bold")
+        text.append(f"{self._shown_path(r.out)}\n")
+        how = "streamed shard by shard" if r.streamed else f"merged by peft ({r.fallback})"
+        text.append(f"{r.shards} shard(s), {r.tensors} tensors, {human_size(r.bytes)}, {r.dtype}, {how}\n")
+        if r.untied:
+            text.append("embeddings untied: the adapter changed the input embeddings and the output head "
+                        "differently\n", style="yellow")
+        v = r.verification
+        if v is None:
+            text.append(f"verification {r.verify_note or 'skipped'}", style="yellow")
+        else:
+            text.append(v.line(), style="green" if v.ok else "bold red")
+        if r.replaced_to:
+            text.append(f"\nthe folder that was there is now {r.replaced_to}", style="dim")
+        if _HAS_CHAT:
+            text.append("\npress o to chat with it", style="dim")
+        self.query_one("#merge-result", Static).update(text)
+
+    def _shown_path(self, p: Path) -> str:
+        try:
+            return str(Path(p).relative_to(self.workspace.root))
+        except ValueError:
+            return str(p)
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "merge":
+            return
+        if event.state == WorkerState.ERROR:
+            self.query_one("#merge-progress", ProgressBar).display = False
+            self._status(Text(f"error: {event.worker.error}", style="bold red"))
+        elif event.state == WorkerState.CANCELLED:
+            self.query_one("#merge-progress", ProgressBar).display = False
+            self._status(Text("merge stopped; nothing was written", style="yellow"))
+
+    def action_cancel(self) -> None:
+        if self._merging():
+            self.workers.cancel_group(self, "merge")
+
+    def action_refresh(self) -> None:
+        self.refresh_sources()
+
+    def action_open_chat(self) -> None:
+        if self.merged is None:
+            self._status(Text("Merge first (m); then o opens the merged model in Chat.", style="yellow"))
+            return
+        self.app.selected_model = str(self.merged)
+        if _HAS_CHAT:
+            self.app.switch_mode("chat")
+
+    def _status(self, text: Text) -> None:
+        self.query_one("#merge-status", Static).update(text)

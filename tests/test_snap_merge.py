@@ -1,0 +1,46 @@
+"""Snapshots of the Merge step: the adapters to pick from, and a finished, verified merge.
+
+The run folders are written by hand (no model is loaded); the finished state is the
+screen's own Done message carrying a fixed result, so every figure is the same each run.
+"""
+
+from __future__ import annotations
+
+from test_merge_screen import RUN, make_app, workspace_with_runs
+
+from tuitune.merge import MergeResult, Verification
+
+
+async def _settled(pilot):
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
+def test_adapters_to_pick_from_100x32(snap_compare, fixed_workspace):
+    app = make_app(workspace_with_runs(fixed_workspace))
+    assert snap_compare(app, terminal_size=(100, 32), run_before=_settled)
+
+
+def test_a_verified_merge_100x32(snap_compare, fixed_workspace):
+    ws = workspace_with_runs(fixed_workspace)
+    app = make_app(ws)
+
+    async def finished(pilot):
+        await pilot.pause()
+        screen = app.screen
+        result = MergeResult(out=ws / "models" / f"{RUN}-merged", shards=3, tensors=26, bytes=2_497_536,
+                             dtype="fp32", streamed=True, fallback=None, untied=False, seconds=4.2,
+                             verification=Verification(ok=True, max_abs_diff=8.9e-07, tolerance=1.3e-4,
+                                                       top1_agree=1.0, prompts=3, dtype="fp32"))
+        screen.query_one("#merge-progress").display = True
+        screen.post_message(screen.Progress(26, 26, 3, 3))
+        screen.post_message(screen.Done(result))
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=(100, 32), run_before=finished)
+
+
+def test_adapters_to_pick_from_80x24(snap_compare, fixed_workspace):
+    app = make_app(workspace_with_runs(fixed_workspace))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settled)
