@@ -1,0 +1,477 @@
+"""Step 6, Chat: talk to a model, an adapter, a run or a checkpoint; compare two side by side.
+
+All logic lives in ``tuitune.chat`` (headless). This screen gathers input and runs the
+engine in thread workers: one loads (with a progress line; loading frees the models
+loaded before), one generates and posts the answer's pieces as they stream, coalesced to
+a few updates a second. Compare mode sends one prompt to two models in turn with the
+same settings and seed; when both sit on one base (base vs run, two checkpoints) the
+base is loaded once. torch is imported only inside the workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Input, Label, LoadingIndicator, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from screens.base import StepScreen
+from screens.widgets.chat_input import ChatInput
+from screens.widgets.chat_settings import ChatSettings
+from screens.widgets.chat_transcript import ChatTranscript
+from tuitune.chat import GenerationSettings
+
+POST_EVERY = 0.05          # seconds between streamed updates to the view
+DEFAULT_SAVE = "data/chat-transcripts.jsonl"
+
+
+def default_model(workspace) -> str:
+    """The first model folder in the workspace's models/ (relative), or empty."""
+    models = Path(workspace.models)
+    if models.is_dir():
+        for p in sorted(models.iterdir()):
+            if (p / "config.json").is_file():
+                return str(p.relative_to(workspace.root))
+    return ""
+
+
+class ChatScreen(StepScreen):
+    STEP = "chat"
+    HELP = """\
+# Chat
+
+Talk to a model in the terminal. The **model** field takes a model folder, an adapter
+folder, a run id (its adapter on its base; a run still training: its newest checkpoint),
+`RUN:checkpoint-N` or `RUN:base`. **Enter** in the field (or **ctrl+l**) loads it; loading
+another model frees the one before.
+
+Type below and press **Enter** to send; **ctrl+j** starts a new line; **Esc** stops an answer. Answers stream in;
+the view follows them while you are at the bottom and stays put when you scroll up.
+
+**Compare** (**ctrl+t**) sends each prompt to two models with the same settings and seed,
+side by side: a run's base and the run, or two checkpoints of a run (even while it
+trains). With a run in the first field, switching compare on fills in `RUN:base` vs `RUN`.
+
+The settings panel (**ctrl+b** shows or hides it) holds temperature (0 is greedy), top-p,
+top-k, repetition penalty, max tokens, the seed (set before every answer: the same
+seed, settings, model and prompt give the same answer) and the system prompt.
+**ctrl+s** appends the conversation to the file named there as JSONL in tuitune's data
+format, so good answers can become training data.
+
+The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
+"""
+
+    BINDINGS = [
+        # Shown (and taking Esc) only while an answer is being written; otherwise Esc leaves the field.
+        Binding("escape", "stop", "Stop", id="chat-stop", tooltip="Stop the answer being written"),
+        Binding("ctrl+r", "reset", "Reset", id="chat-reset", tooltip="Forget the conversation"),
+        Binding("ctrl+s", "save", "Save", id="chat-save", tooltip="Append the conversation to the transcript file"),
+        Binding("ctrl+t", "compare", "Compare", id="chat-compare", tooltip="Two models side by side"),
+        Binding("ctrl+l", "load", "Load", id="chat-load", tooltip="Load the model(s) named above"),
+        Binding("ctrl+b", "toggle_settings", "Settings", id="chat-settings-toggle"),
+    ]
+
+    # --- messages from the workers --------------------------------------------------------------
+
+    @dataclass
+    class LoadProgress(Message):
+        text: str
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, ChatScreen.LoadProgress)
+
+    @dataclass
+    class Loaded(Message):
+        sessions: list
+        notes: list[str]
+        seconds: float
+
+    @dataclass
+    class AnswerStarted(Message):
+        side: int
+        who: str
+
+    @dataclass
+    class Piece(Message):
+        side: int
+        text: str
+
+    @dataclass
+    class AnswerDone(Message):
+        side: int
+        stats: object
+        error: str = ""
+
+    @dataclass
+    class GenerationOver(Message):
+        pass
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sessions: list = []
+        self.settings = GenerationSettings()
+        self.compare_mode = False
+        self.generating = False
+        self.loading = False
+        self._blocks: dict[int, object] = {}
+        self._handover: tuple = (None, None)
+        self.template: str | None = None
+
+    # --- layout --------------------------------------------------------------------------------
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="chat-models"):
+            yield Label("model", classes="field-label")
+            yield Input(default_model(self.app.workspace), id="chat-model", compact=True,
+                        placeholder="model folder, run id, RUN:checkpoint-N or RUN:base",
+                        tooltip="A model folder (config.json), an adapter folder, a run id (its adapter on "
+                        "its base), RUN:checkpoint-N or RUN:base. Enter loads it.")
+            yield Label("vs", classes="field-label", id="chat-vs")
+            yield Input("", id="chat-model-b", compact=True, placeholder="second model to compare",
+                        tooltip="The second model of compare mode (same forms as the first). Enter loads both.")
+        with Horizontal(id="chat-status-row"):
+            yield LoadingIndicator(id="chat-loading")
+            yield Static(Text("No model loaded: press Enter in the model field (or ctrl+l) to load it.",
+                              style="dim"), id="chat-status")
+        with Horizontal(id="chat-main"):
+            with Horizontal(id="chat-columns"):
+                for side in "ab":
+                    with Vertical(id=f"chat-col-{side}", classes="chat-column"):
+                        yield Static("", id=f"chat-title-{side}", classes="chat-title")
+                        yield ChatTranscript(id=f"chat-{side}")
+            yield ChatSettings(self.settings, DEFAULT_SAVE, id="chat-settings")
+        yield ChatInput(id="chat-input", placeholder="Message (Enter sends, ctrl+j new line)")
+
+    def on_mount(self) -> None:
+        self.query_one("#chat-loading").display = False
+        self._show_compare(False)
+        self.query_one("#chat-input", ChatInput).focus()
+        self._take_handover()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted:
+            self._take_handover()
+
+    def _take_handover(self) -> None:
+        """A model from Merge (app.selected_model) or a run from Train (app.selected_run): load it."""
+        handover = (getattr(self.app, "selected_model", None), getattr(self.app, "selected_run", None))
+        if handover == self._handover:
+            return
+        model, run = handover
+        old_model, _ = self._handover
+        self._handover = handover
+        wanted = model if model and model != old_model else run
+        if not wanted:
+            return
+        field = self.query_one("#chat-model", Input)
+        if field.value == wanted and self.sessions:
+            return
+        field.value = wanted
+        self.action_load()
+
+    # --- status line ---------------------------------------------------------------------------
+
+    def _status(self, text: str | Text, style: str = "") -> None:
+        self.query_one("#chat-status", Static).update(text if isinstance(text, Text) else Text(text, style=style))
+
+    def _describe(self) -> Text:
+        out = Text()
+        for i, s in enumerate(self.sessions):
+            if i:
+                out.append("   vs   ", style="dim")
+            if len(self.sessions) > 1:
+                out.append(f"{'AB'[i]}: ", style="bold")
+            out.append(s.describe())
+        return out
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def action_load(self) -> None:
+        a = self.query_one("#chat-model", Input).value.strip()
+        b = self.query_one("#chat-model-b", Input).value.strip() if self.compare_mode else ""
+        if not a:
+            self._status("Type a model folder, a run id or RUN:checkpoint-N in the model field.", "bold red")
+            self.query_one("#chat-model", Input).focus()
+            return
+        if self.compare_mode and not b:
+            self._status("Compare mode: type the second model in the field after 'vs'.", "bold red")
+            self.query_one("#chat-model-b", Input).focus()
+            return
+        self.action_stop()
+        old, self.sessions = self.sessions, []
+        self.loading = True
+        self.template = self.query_one(ChatSettings).template
+        self.query_one("#chat-loading").display = True
+        self._status(f"Loading {a}{' and ' + b if b else ''}…", "dim")
+        self.load_models(a, b or None, old)
+
+    @on(Input.Submitted, "#chat-model, #chat-model-b")
+    def _model_submitted(self) -> None:
+        self.action_load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-load", description="load the chat model")
+    def load_models(self, a: str, b: str | None, old: list) -> None:
+        from tuitune.chat import ChatSession, load_pair, resolve_source
+
+        t0 = time.perf_counter()
+        for s in old:  # free the previous model(s) before loading the next
+            s.unload()
+        old.clear()
+        ws = self.app.workspace.root
+        progress = lambda text: self.post_message(self.LoadProgress(text))  # noqa: E731
+        src_a = resolve_source(a, ws)
+        if b:
+            src_b = resolve_source(b, ws)
+            sessions = list(load_pair(src_a, src_b, settings=self.settings, template=self.template,
+                                      progress=progress))
+        else:
+            sessions = [ChatSession(self.settings).load(src_a, template=self.template, progress=progress)]
+        if get_current_worker().is_cancelled:  # a newer load took over: this one is not wanted
+            for s in sessions:
+                s.unload()
+            return
+        notes = [n for src in ([src_a, src_b] if b else [src_a]) for n in src.notes]
+        self.post_message(self.Loaded(sessions, notes, time.perf_counter() - t0))
+
+    def on_chat_screen_load_progress(self, message: LoadProgress) -> None:
+        if self.loading:
+            self._status(f"{message.text}…", "dim")
+
+    async def on_chat_screen_loaded(self, message: Loaded) -> None:
+        self.loading = False
+        self.sessions = message.sessions
+        self.query_one("#chat-loading").display = False
+        status = self._describe()
+        for note in message.notes:
+            status.append(f"\nnote: {note}", style="yellow")
+        self._status(status)
+        for i, s in enumerate(self.sessions):
+            await self._column(i).clear()
+            self._set_title(i, f"{'AB'[i]}: {s.source.label}")
+        self.query_one("#chat-input", ChatInput).focus()
+
+    @on(Worker.StateChanged)
+    async def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = _one_line(event.worker.error)
+        if event.worker.group == "chat-load":
+            self.loading = False
+            self.query_one("#chat-loading").display = False
+            self._status(f"Could not load: {error}", "bold red")
+        elif event.worker.group == "chat-generate":
+            self.generating = False
+            self.refresh_bindings()
+            blocks, self._blocks = list(self._blocks.values()), {}
+            for block in blocks:
+                await block.finish(error, error=True)
+            if not blocks:
+                await self._column(0).add_note(error, error=True)
+
+    # --- chatting ------------------------------------------------------------------------------
+
+    def _set_title(self, side: int, title: str) -> None:
+        self.query_one(f"#chat-title-{'ab'[side]}", Static).update(Text(title))
+
+    def _column(self, side: int) -> ChatTranscript:
+        return self.query_one("#chat-b" if side else "#chat-a", ChatTranscript)
+
+    @on(ChatInput.Submitted, "#chat-input")
+    async def _send(self, message: ChatInput.Submitted) -> None:
+        await self.send(message.text)
+
+    async def send(self, prompt: str) -> None:
+        """Send ``prompt`` to the loaded model(s); the answers stream into the transcript(s)."""
+        if self.loading:
+            self._status("Still loading; send again once the model is ready.", "yellow")
+            return
+        if not self.sessions:
+            self._status("Load a model first: Enter in the model field (or ctrl+l).", "bold red")
+            self.query_one("#chat-input", ChatInput).text = prompt
+            return
+        if self.generating:
+            self._status("Still answering: esc stops it.", "yellow")
+            self.query_one("#chat-input", ChatInput).text = prompt
+            return
+        for s in self.sessions:
+            s.settings = self.settings
+        for i in range(len(self.sessions)):
+            await self._column(i).add_user(prompt)
+        self.generating = True
+        self.refresh_bindings()
+        self.generate(prompt, list(self.sessions))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-generate", description="answer")
+    def generate(self, prompt: str, sessions: list) -> None:
+        worker = get_current_worker()
+        for side, session in enumerate(sessions):
+            if worker.is_cancelled or (side and sessions[0].last and sessions[0].last.stats.finish == "stopped"):
+                break
+            who = session.source.label if session.source else "model"
+            self.post_message(self.AnswerStarted(side, who))
+            buf: list[str] = []
+            last = 0.0
+            error = ""
+            try:
+                for piece in session.stream(prompt):
+                    buf.append(piece)
+                    now = time.monotonic()
+                    if now - last >= POST_EVERY:
+                        self.post_message(self.Piece(side, "".join(buf)))
+                        buf.clear()
+                        last = now
+                    if worker.is_cancelled:
+                        session.stop()
+            except Exception as exc:  # noqa: BLE001 - shown under the answer, the other side still runs
+                error = _one_line(exc)
+            if buf:
+                self.post_message(self.Piece(side, "".join(buf)))
+            stats = session.last.stats if session.last and not error else None
+            self.post_message(self.AnswerDone(side, stats, error))
+        self.post_message(self.GenerationOver())
+
+    async def on_chat_screen_answer_started(self, message: AnswerStarted) -> None:
+        self._blocks[message.side] = await self._column(message.side).add_answer(message.who)
+
+    async def on_chat_screen_piece(self, message: Piece) -> None:
+        block = self._blocks.get(message.side)
+        if block is not None:
+            await block.write(message.text)
+
+    async def on_chat_screen_answer_done(self, message: AnswerDone) -> None:
+        block = self._blocks.pop(message.side, None)
+        if block is None:
+            return
+        if message.error:
+            await block.finish(message.error, error=True)
+            return
+        st = message.stats
+        await block.finish(st.line(timings=getattr(self.app, "chat_timings", True)))
+        if st.note:
+            await self._column(message.side).add_note(f"note: {st.note}")
+
+    def on_chat_screen_generation_over(self) -> None:
+        self.generating = False
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "stop":
+            return self.generating
+        return True
+
+    def action_stop(self) -> None:
+        if not self.generating:
+            return
+        for s in self.sessions:
+            s.stop()
+        self.workers.cancel_group(self, "chat-generate")
+        self._status(Text("Stopped.", style="yellow") + Text("  ") + self._describe())
+
+    async def action_reset(self) -> None:
+        self.action_stop()
+        for s in self.sessions:
+            s.reset()
+        for i in range(2):
+            await self._column(i).clear()
+        self._status(Text("Conversation reset.  ", style="dim") + self._describe())
+
+    def action_save(self) -> None:
+        from tuitune.chat import save_conversations
+        from tuitune.errors import TuituneError
+
+        if self.generating:
+            self._status("Still answering: save once it is done (or esc to stop).", "yellow")
+            return
+        raw = self.query_one(ChatSettings).save_path or DEFAULT_SAVE
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.app.workspace.root / path
+        try:
+            save_conversations(path, self.sessions)
+        except TuituneError as exc:
+            self._status(f"Not saved: {exc}", "bold red")
+            return
+        n = len(self.sessions)
+        self._status(Text(f"Saved {n} conversation{'s' if n > 1 else ''} to {raw}.", style="green"))
+
+    # --- compare mode & panels -----------------------------------------------------------------
+
+    def _show_compare(self, on: bool) -> None:
+        self.compare_mode = on
+        for sel in ("#chat-vs", "#chat-model-b", "#chat-col-b", "#chat-title-a"):
+            self.query_one(sel).display = on
+        # Two columns need the width: the settings panel steps aside (ctrl+b brings it back).
+        self.query_one(ChatSettings).display = not on
+        self.set_class(on, "-compare")
+
+    def action_compare(self) -> None:
+        on = not self.compare_mode
+        self._show_compare(on)
+        if not on:
+            if len(self.sessions) > 1:
+                # Keep the first model; the second is dropped (its memory goes with it).
+                self.sessions[1].unload()
+                self.sessions = self.sessions[:1]
+                self._set_title(0, f"A: {self.sessions[0].source.label}")
+                self._status(self._describe())
+            return
+        a_field = self.query_one("#chat-model", Input)
+        b_field = self.query_one("#chat-model-b", Input)
+        if not b_field.value.strip():
+            a = a_field.value.strip()
+            run = self._run_of(a)
+            if run and not a.endswith(":base"):
+                a_field.value, b_field.value = f"{run}:base", a
+            else:
+                b_field.focus()
+                self._status("Compare mode: type the second model after 'vs' and press Enter.", "dim")
+                return
+        self.action_load()
+
+    def _run_of(self, spec: str) -> str | None:
+        """The run a spec names (RUN, RUN:checkpoint-N), without loading anything."""
+        from tuitune.chat import resolve_source
+        from tuitune.errors import TuituneError
+
+        if not spec:
+            return None
+        try:
+            return resolve_source(spec, self.app.workspace.root).run
+        except TuituneError:
+            return None
+
+    def action_toggle_settings(self) -> None:
+        panel = self.query_one(ChatSettings)
+        panel.display = not panel.display
+
+    @on(ChatSettings.Changed)
+    def _settings_changed(self, message: ChatSettings.Changed) -> None:
+        self.settings = message.settings
+
+    @on(ChatSettings.TemplateChanged)
+    def _template_changed(self, message: ChatSettings.TemplateChanged) -> None:
+        """A new template applies from the next answer on (no reload needed)."""
+        from tuitune.errors import TuituneError
+
+        self.template = message.template
+        try:
+            for s in self.sessions:
+                s.set_template(message.template)
+        except TuituneError as exc:
+            self._status(f"Template not changed: {exc}", "bold red")
+            return
+        if self.sessions:
+            self._status(self._describe())
+
+
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return text if type(exc).__name__ == "TuituneError" else f"{type(exc).__name__}: {text}"

@@ -1,0 +1,97 @@
+"""Chat with a real run: its adapter, its checkpoints (also while it has no final adapter), its base."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from test_chat import QUESTION
+from train_helpers import make_workspace, write_config
+
+from tuitune.chat import ChatSession, GenerationSettings, load_pair, resolve_source
+from tuitune.errors import TuituneError
+
+pytestmark = pytest.mark.slow
+RUN = "chat-run"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, tiny_model) -> Path:
+    """A workspace with one finished 3-step LoRA run that saved checkpoints 1, 2 and 3."""
+    ws = make_workspace(tmp_path_factory.mktemp("chatruns") / "ws", tiny_model)
+    cfg = write_config(ws, "quick", **{"training.max_steps": 3, "training.save_steps": 1,
+                                       "evaluation.prompts": []})
+    proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", RUN, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return ws
+
+
+def test_run_forms(ws):
+    run = ws / "runs" / RUN
+    base = str((ws / "models" / "tiny-chat").resolve())
+    src = resolve_source(RUN, ws)
+    assert src.adapter == run / "adapter" and src.base == base and src.label == RUN and src.template == "auto"
+    cp = resolve_source(f"{RUN}:checkpoint-2", ws)
+    assert cp.adapter == run / "checkpoints" / "checkpoint-2" and cp.label == f"{RUN}:checkpoint-2"
+    assert resolve_source(f"{RUN}:2", ws).adapter == cp.adapter
+    assert resolve_source(RUN, ws, checkpoint=2).adapter == cp.adapter
+    assert resolve_source(str(run / "checkpoints" / "checkpoint-2")).adapter == cp.adapter
+    assert resolve_source(str(run), ws).adapter == run / "adapter"
+    b = resolve_source(f"{RUN}:base", ws)
+    assert b.adapter is None and b.base == base
+    with pytest.raises(TuituneError, match="no complete checkpoint-9; checkpoints: checkpoint-1, checkpoint-2"):
+        resolve_source(f"{RUN}:checkpoint-9", ws)
+
+
+def test_a_run_still_training_uses_its_latest_checkpoint(ws, tmp_path):
+    """No final adapter yet (as while training): the newest complete checkpoint, and a note."""
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy, symlinks=True)
+    run = copy / "runs" / RUN
+    shutil.rmtree(run / "adapter")
+    (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()  # a save still being written
+    src = resolve_source(RUN, copy)
+    assert src.adapter == run / "checkpoints" / "checkpoint-2"
+    assert "no final adapter yet" in src.notes[0] and "checkpoint-2" in src.notes[0]
+
+
+def test_compare_two_checkpoints_on_one_base(ws):
+    settings = GenerationSettings(temperature=0.8, seed=5, max_new_tokens=16)
+    a, b = load_pair(resolve_source(f"{RUN}:checkpoint-1", ws), resolve_source(f"{RUN}:checkpoint-3", ws),
+                     settings=settings)
+    assert a.loaded is b.loaded and set(a.loaded.adapters) == {"a", "b"}
+    ans_a, ans_b = a.ask(QUESTION), b.ask(QUESTION)
+    single = ChatSession(settings).load(f"{RUN}:checkpoint-1", workspace=ws)
+    assert single.ask(QUESTION) == ans_a
+    assert b.source.label == f"{RUN}:checkpoint-3"
+
+
+def test_cli_chat_with_a_run(ws):
+    proc = run_cli("-w", ws, "chat", RUN, "--prompt", QUESTION, "--temperature", "0", "--max-new-tokens", "12")
+    assert proc.returncode == 0, proc.stderr
+    expected = ChatSession(GenerationSettings(temperature=0, max_new_tokens=12)).load(RUN, workspace=ws).ask(QUESTION)
+    assert proc.stdout == expected + "\n"
+    bad = run_cli("-w", ws, "chat", RUN, "--checkpoint", "7", "--prompt", "hi")
+    assert_one_line_error(bad, "checkpoint-7", "checkpoint-1")
+    both = run_cli("-w", ws, "chat", RUN, "--adapter", ws / "runs" / RUN / "adapter", "--prompt", "hi")
+    assert_one_line_error(both, "is a run")
+
+
+async def test_screen_compare_fills_in_the_runs_base(ws):
+    """A run in the model field, then ctrl+t: RUN:base vs RUN, loaded on one shared base."""
+    from test_chat_screen import SIZE, make_app, until
+
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#chat-model").value = RUN
+        await pilot.press("ctrl+t")
+        assert screen.query_one("#chat-model").value == f"{RUN}:base"
+        assert screen.query_one("#chat-model-b").value == RUN
+        await until(pilot, lambda: len(screen.sessions) == 2 and not screen.loading, "both models")
+        a, b = screen.sessions
+        assert a.loaded is b.loaded and a.source.label == f"{RUN}:base" and b.source.label == RUN
+        assert str(screen.query_one("#chat-title-b").render()) == f"B: {RUN}"

@@ -1,0 +1,293 @@
+"""``tuitune chat``: talk to a model, an adapter, a run or a checkpoint; a REPL or one-shot answers.
+
+Light at import (argparse only): torch and transformers load when a model does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+MODEL_FORMS = """\
+MODEL is one of:
+  models/qwen2-0.5b           a model folder (config.json): base, merged or fully fine-tuned
+  runs/RUN/adapter            an adapter folder (adapter_config.json), on the base of its run,
+                              else on its adapter_config.json's base_model_name_or_path
+  RUN                         a run id (or a unique part of it): its final adapter on the base model
+                              of its config.yaml; a run still training: its latest checkpoint
+  RUN:checkpoint-N, RUN:N     that checkpoint of the run (or RUN --checkpoint N)
+  RUN:base                    the run's base model alone
+  org/name                    a hub id (downloaded by transformers if not cached)
+
+The REPL (without --prompt/--prompts): Enter sends a line; end a line with \\ to go on
+on the next one, or put text between two lines of \"\"\". Commands:
+  /reset (or RESET)           forget the conversation
+  /exit (or EXIT, ctrl+d)     leave
+  /system TEXT                set the system prompt (empty: none)
+  /set NAME VALUE             temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed, stop
+  /seed N                     the seed (random: a new one each answer)
+  /save FILE                  append the conversation to FILE as one JSONL record (tuitune's data format)
+  /settings, /help            show the settings, this help
+ctrl+c stops the answer being written.
+"""
+
+
+def _nonneg_float(name: str, what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if value != value or value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be 0 or more{what}, got {text}")
+        return value
+
+    return parse
+
+
+def _int(name: str, low: int = 0):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be {low} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _seed(text: str):
+    if text.strip().lower() in ("random", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be a whole number (or 'random'), got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed must be from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    from tuitune.templates import TEMPLATE_NAMES
+
+    p = sub.add_parser(
+        "chat", help="chat with a model, an adapter, a run or a checkpoint (a REPL, or --prompt for one answer)",
+        description="Chat with a model in the terminal, with every generation control and a seed:\n"
+        "the same seed, settings, model and prompt give the same answer.\n"
+        "Without --prompt/--prompts, an interactive REPL.", epilog=MODEL_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="model folder, adapter folder, run id, RUN:checkpoint-N or RUN:base")
+    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply on MODEL (a model folder)")
+    p.add_argument("--checkpoint", type=_int("--checkpoint", 1), metavar="N",
+                   help="with a run: chat with its checkpoint-N instead of the final adapter")
+    once = p.add_mutually_exclusive_group()
+    once.add_argument("--prompt", metavar="TEXT", help="answer TEXT once and exit; only the answer goes to stdout")
+    once.add_argument("--prompts", metavar="FILE",
+                      help="answer each non-empty line of FILE (each on its own, without history); "
+                      "prints one JSON object a line: prompt, answer, stats")
+    g = p.add_argument_group("generation")
+    g.add_argument("--temperature", type=_nonneg_float("--temperature", " (0 means greedy)"), default=0.7,
+                   metavar="T", help="sampling temperature; 0 is greedy (default: 0.7)")
+    g.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus sampling mass, (0, 1] (default: 0.9)")
+    g.add_argument("--top-k", type=_int("--top-k"), default=40, metavar="K",
+                   help="sample from the K likeliest tokens; 0 turns it off (default: 40)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
+                   help="above 1 discourages repeats (default: 1.0, off)")
+    g.add_argument("--max-new-tokens", type=_int("--max-new-tokens", 1), default=512, metavar="N",
+                   help="longest answer in tokens (default: 512)")
+    g.add_argument("--seed", type=_seed, default=0, metavar="S",
+                   help="random seed, set before each answer; 'random' for a new one each time (default: 0)")
+    g.add_argument("--system", default="", metavar="TEXT", help="system prompt")
+    g.add_argument("--stop", action="append", default=[], metavar="WORD",
+                   help="end the answer at WORD (repeatable), on top of the template's stop words")
+    m = p.add_argument_group("model")
+    m.add_argument("--template", choices=TEMPLATE_NAMES, default=None, metavar="T",
+                   help="prompt template: auto (the tokenizer's chat template) or one of "
+                   f"{', '.join(n for n in TEMPLATE_NAMES if n != 'auto')} (default: the run's, else auto)")
+    m.add_argument("--bits", type=int, choices=(4, 8), default=None,
+                   help="load the weights in 4 or 8 bits with bitsandbytes (needs a CUDA GPU)")
+    m.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="weights dtype (default: auto: fp32 on CPU, bf16 or fp16 on GPU)")
+    m.add_argument("--trust-remote-code", action="store_true",
+                   help="run Python code shipped with the model (only for models you trust)")
+    p.add_argument("--stats", action="store_true",
+                   help="with --prompt: print tokens, time to first token and tokens/s to stderr")
+    p.set_defaults(func=run)
+
+
+def settings_from(args):
+    from tuitune.chat import GenerationSettings
+
+    return GenerationSettings(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        system=args.system, stop=tuple(args.stop)).validate()
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from tuitune.chat import ChatSession, resolve_source
+    from tuitune.errors import TuituneError
+
+    settings = settings_from(args)
+    lines = None
+    if args.prompts:
+        path = Path(args.prompts).expanduser()
+        try:
+            lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+        except FileNotFoundError:
+            raise TuituneError(f"{path}: no such file; give a text file with one prompt a line") from None
+        except UnicodeDecodeError:
+            raise TuituneError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    source = resolve_source(args.model, args.workspace, adapter=args.adapter, checkpoint=args.checkpoint)
+    if args.trust_remote_code:
+        source.trust_remote_code = True
+    interactive = args.prompt is None and lines is None
+    for note in source.notes:
+        print(f"note: {note}", file=sys.stderr)
+    session = ChatSession(settings).load(
+        source, template=args.template, dtype=args.dtype, bits=args.bits,
+        progress=(lambda msg: print(f"{msg}…", file=sys.stderr)) if interactive else None)
+    if args.prompt is not None:
+        for piece in session.stream(args.prompt):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        _notes(session)
+        if args.stats:
+            print(session.last.stats.line(), file=sys.stderr)
+        return 0
+    if lines is not None:
+        for line in lines:
+            session.reset()
+            answer = session.ask(line)
+            st = session.last.stats
+            print(json.dumps({"prompt": line, "answer": answer, "tokens": st.new_tokens, "seed": st.seed,
+                              "finish": st.finish, "ttft_ms": round((st.ttft or 0) * 1000, 1),
+                              "tokens_per_s": round(st.tokens_per_s, 1)}, ensure_ascii=False), flush=True)
+        return 0
+    return repl(session)
+
+
+def _notes(session) -> None:
+    st = session.last.stats if session.last else None
+    if st and st.note:
+        print(f"note: {st.note}", file=sys.stderr)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """Control characters (a model may write a bell or escape) as visible symbols."""
+    return _CONTROL.sub(lambda m: chr(0x2400 + ord(m.group())) if m.group() != "\x7f" else "\u2421", text)
+
+
+def read_message(read=input) -> str | None:
+    """One message from the user: a line, lines joined by a trailing \\, or a \"\"\" block. None at EOF."""
+    try:
+        line = read(">>> ")
+    except EOFError:
+        return None
+    if line.strip() == '"""':
+        out = []
+        while True:
+            try:
+                more = read("... ")
+            except EOFError:
+                break
+            if more.strip() == '"""':
+                break
+            out.append(more)
+        return "\n".join(out)
+    out = []
+    while line.endswith("\\"):
+        out.append(line[:-1])
+        try:
+            line = read("... ")
+        except EOFError:
+            line = ""
+            break
+    out.append(line)
+    return "\n".join(out)
+
+
+def repl(session) -> int:
+    from tuitune.chat import save_conversations
+    from tuitune.errors import TuituneError
+
+    print(f"{session.describe()} · context {session.context_length} tokens", file=sys.stderr)
+    print("Enter sends; end a line with \\ for more lines. /help for commands, /exit to leave.", file=sys.stderr)
+    while True:
+        try:
+            text = read_message()
+        except KeyboardInterrupt:
+            print()
+            return 0
+        if text is None:
+            print()
+            return 0
+        cmd = text.strip()
+        if not cmd:
+            continue
+        if cmd in ("EXIT", "/exit", "/quit"):
+            return 0
+        try:
+            if cmd == "RESET" or cmd == "/reset":
+                session.reset()
+                print("(conversation reset)")
+                continue
+            if cmd.startswith("/"):
+                _command(session, cmd, save_conversations)
+                continue
+            answer = session.stream(text)
+            try:
+                for piece in answer:
+                    sys.stdout.write(printable(piece))
+                    sys.stdout.flush()
+            except KeyboardInterrupt:  # ctrl+c stops the answer, not the REPL
+                session.stop()
+                answer.close()
+            print()
+            _notes(session)
+            if session.last:
+                print(f"[{session.last.stats.line()}]", file=sys.stderr)
+        except TuituneError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+
+
+def _command(session, cmd: str, save_conversations) -> None:
+    from tuitune.chat import SETTING_NAMES
+    from tuitune.errors import TuituneError
+
+    name, _, rest = cmd[1:].partition(" ")
+    rest = rest.strip()
+    if name == "help":
+        print(MODEL_FORMS.split("The REPL", 1)[1].split("\n", 1)[1])
+    elif name == "system":
+        session.settings = session.settings.updated("system", rest)
+        print(f"(system prompt {'set' if rest else 'cleared'})")
+    elif name == "seed":
+        session.settings = session.settings.updated("seed", rest)
+        print(f"(seed {session.settings.seed if session.settings.seed is not None else 'random'})")
+    elif name == "set":
+        key, _, value = rest.partition(" ")
+        if not key:
+            raise TuituneError(f"/set NAME VALUE; names: {', '.join(SETTING_NAMES)}")
+        session.settings = session.settings.updated(key, value)
+        print(f"({key} = {value.strip()})")
+    elif name in ("settings", "show"):
+        for k, v in session.settings.to_dict().items():
+            print(f"  {k}: {v!r}")
+    elif name == "save":
+        if not rest:
+            raise TuituneError("/save FILE: give a file name, e.g. /save data/good-answers.jsonl")
+        path = save_conversations(rest, [session])
+        print(f"(saved the conversation to {path})")
+    else:
+        raise TuituneError(f"unknown command /{name}; commands: /reset /exit /system /set /seed /save /settings /help")
