@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import json
 import shutil
 from pathlib import Path
@@ -36,8 +38,17 @@ async def open_file(app, pilot, name: str) -> None:
 
     tree = app.screen.query_one(DataFileTree)
     tree.focus()
-    data = next(n for n in tree.root.children if n.data.path.name == "data")
-    target = next(n for n in data.children if n.data.path.name == name)
+    # The tree reads folders in its own worker: wait (with a deadline) for the file to be listed.
+    deadline = time.monotonic() + 60
+    target = None
+    while target is None:
+        data = next((n for n in tree.root.children if n.data.path.name == "data"), None)
+        target = next((n for n in data.children if n.data.path.name == name), None) if data else None
+        if target is None:
+            assert time.monotonic() < deadline, f"{name} never appeared in the file tree"
+            if data is not None and not data.is_expanded:
+                data.expand()  # as a user would press Enter on data/
+            await pilot.pause(0.05)
     while tree.cursor_node is not target:
         await pilot.press("down")
     await pilot.press("enter")

@@ -86,6 +86,7 @@ def test_real_app_in_tmux_moves_between_steps_and_quits(tmux, tmp_path, tiny_mod
         time.sleep(0.3)  # Esc and a digit at once would arrive as alt+digit, as in any terminal
         tmux.keys(step.number)
         tmux.wait_for(f"▶ {step.number} {step.title}")
+        time.sleep(1.0)  # let the step finish mounting (it focuses its first field) before the next Esc
     # The command palette can take you to a step by name.
     tmux.keys("C-p")
     tmux.wait_for("Search for commands")
