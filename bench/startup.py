@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 FIRST_PAINT = r"""
 import sys, time
@@ -43,8 +44,10 @@ def timed(cmd: list[str]) -> float:
 
 
 def first_paint(workspace: str) -> float:
+    script = Path(workspace) / "first_paint.py"
+    script.write_text(FIRST_PAINT)
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", FIRST_PAINT, str(t0), workspace],
+    out = subprocess.run([sys.executable, str(script), str(t0), workspace],
                          capture_output=True, text=True, check=True)
     paint = [l for l in out.stdout.splitlines() if l.startswith("PAINT ")]
     heavy = [l for l in out.stdout.splitlines() if l.startswith("HEAVY ")]

@@ -30,8 +30,9 @@ class TuituneApp(App):
 
     TITLE = "tuitune"
     # The shell's stylesheet first, then one sheet per step screen (screens/<step>.tcss).
-    CSS_PATH = ["tuitune.tcss", *sorted(p.name for p in Path(__file__).parent.glob("*.tcss")
-                                        if p.name != "tuitune.tcss")]
+    # Absolute paths, so a subclass defined elsewhere (a bench, a test) finds them too.
+    CSS_PATH = [str(Path(__file__).with_name("tuitune.tcss")),
+                *sorted(str(p) for p in Path(__file__).parent.glob("*.tcss") if p.name != "tuitune.tcss")]
     MODES = {s.key: _factory(s) for s in STEPS}
     BINDINGS = [
         *[Binding(s.number, f"goto('{s.key}')", s.title, show=False, id=f"goto-{s.key}") for s in STEPS],
