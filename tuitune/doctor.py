@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tuitune.fsutil import python_cmd
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 1024 ** 3
 
@@ -354,7 +356,7 @@ def run_checks(workspace: str | Path = ".") -> Report:
 def run_checks_subprocess(workspace: str | Path = ".", timeout: float = 180) -> Report:
     """``run_checks`` in a child process, so a UI never imports torch or bitsandbytes itself."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tuitune", "-w", str(workspace), "env", "--json"],
+        [*python_cmd(), "-m", "tuitune", "-w", str(workspace), "env", "--json"],
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
     if proc.returncode != 0:

@@ -34,3 +34,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+def python_cmd() -> list[str]:
+    """The interpreter for our child processes, without the current folder on ``sys.path``.
+
+    ``python -m tuitune`` run from a folder that holds a ``tuitune/`` directory (a clone of
+    this repository, say) would import that directory instead of the installed package;
+    ``-P`` (Python 3.11+) leaves the current folder out.
+    """
+    import sys
+
+    return [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]

@@ -232,8 +232,10 @@ def to_launch_command(cfg: RunConfig, argv: list[str]) -> list[str]:
     """The command that starts the worker ``argv`` (a Python module and its args): plain
     Python on one device, torchrun across several GPUs or nodes."""
     d = cfg.distributed
+    from tuitune.fsutil import python_cmd
+
     if d.gpus * d.nnodes == 1:
-        return [sys.executable, *argv]
-    return [sys.executable, "-m", "torch.distributed.run",
+        return [*python_cmd(), *argv]
+    return [*python_cmd(), "-m", "torch.distributed.run",
             f"--nproc_per_node={d.gpus}", f"--nnodes={d.nnodes}", f"--node_rank={d.node_rank}",
             f"--master_addr={d.master_addr}", f"--master_port={d.master_port}", *argv]
