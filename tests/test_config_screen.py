@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_config import write_data
+from tests.test_config import demo_ws, write_data  # noqa: F401 - demo_ws is a fixture
 from tuitune.config import get_preset, load_config, save_config
 
-
-@pytest.fixture
-def demo_ws(workspace, tiny_model) -> Path:
-    shutil.copytree(tiny_model, workspace / "models" / "tiny-chat")
-    write_data(workspace)
-    save_config(get_preset("tiny-demo"), workspace / "configs" / "tiny-demo.yaml")
-    return workspace
 
 
 def make_app(ws):
