@@ -110,22 +110,16 @@ def run_follow(args) -> int:
     run = find_run(args.workspace, args.run)
     offset = 0
     while True:
+        # Status first, then the events: the worker appends its last event before it writes an
+        # ended status, so once the status says ended, this drain has printed everything.
+        st = run.status()
         events, offset = run.read_events(offset)
         for e in events:
-            if args.json:
-                print(json.dumps(e, ensure_ascii=False))
-            else:
-                line = format_event(e)
-                if line:
-                    print(line)
+            line = json.dumps(e, ensure_ascii=False) if args.json else format_event(e)
+            if line:
+                print(line)
         sys.stdout.flush()
-        st = run.status()
         if st.get("status") in ENDED:
-            events, offset = run.read_events(offset)
-            for e in events:
-                line = json.dumps(e, ensure_ascii=False) if args.json else format_event(e)
-                if line:
-                    print(line)
             print(f"run {run.id} {st['status']}" + (f": {st['error']}" if st.get("error") else ""),
                   file=sys.stderr)
             return 0 if st["status"] != "failed" else 1

@@ -79,6 +79,7 @@ class RunCallback(TrainerCallback):
         from tuitune.templates import render_prompt, stop_words
 
         messages_sys = [{"role": "system", "content": self.cfg.data.system}] if self.cfg.data.system else []
+        stops = stop_words(self.tokenizer, self.cfg.template)
         was_training = model.training
         model.eval()
         answers = []
@@ -93,13 +94,13 @@ class RunCallback(TrainerCallback):
                     out = model.generate(
                         **enc, max_new_tokens=self.cfg.evaluation.max_new_tokens, do_sample=False,
                         pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                        stop_strings=stop_words(self.tokenizer, self.cfg.template) or None,
+                        stop_strings=stops or None,
                         tokenizer=self.tokenizer,
                         # ZeRO-3: every rank must run the same forward passes to gather weights.
                         synced_gpus=self.zero3,
                     )
                 answer = self.tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                for word in stop_words(self.tokenizer, self.cfg.template):
+                for word in stops:
                     answer = answer.split(word)[0]
                 answers.append({"prompt": prompt, "answer": answer.strip()})
         finally:

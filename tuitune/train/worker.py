@@ -4,6 +4,8 @@ Started by the launcher in its own session (stdin /dev/null, output to train.log
 by torchrun for several GPUs. It owns the run folder while it runs (a lock file), writes
 state.json and events.jsonl, and leaves either a final adapter/model (``finished``),
 a checkpoint to resume from (``stopped``), or an error line (``failed``).
+Its last event is appended before the ended status is written, so a reader that sees
+the status end and then drains events.jsonl has every event.
 """
 
 from __future__ import annotations
@@ -117,18 +119,18 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         if stopped:
             latest = run.latest_checkpoint()
             if is_main:
-                run.write_state(status="stopped", stopped_at=time.time(),
-                                last_checkpoint=str(latest) if latest else None)
                 run.append_event({"type": "lifecycle", "event": "stopped", "step": trainer.state.global_step,
                                   "checkpoint": str(latest) if latest else None})
+                run.write_state(status="stopped", stopped_at=time.time(),
+                                last_checkpoint=str(latest) if latest else None)
             log(f"stopped at step {trainer.state.global_step}; resume with `tuitune runs resume {run.id}`")
             return 0
         final = save_final(trainer, tokenizer, run, adapter=cfg.method != "full", is_main=is_main)
         if is_main:
-            run.write_state(status="finished", finished_at=time.time(), output=str(final),
-                            step=trainer.state.global_step)
             run.append_event({"type": "lifecycle", "event": "finished", "step": trainer.state.global_step,
                               "output": str(final)})
+            run.write_state(status="finished", finished_at=time.time(), output=str(final),
+                            step=trainer.state.global_step)
         log(f"finished: {final}")
         return 0
     except BaseException as exc:  # noqa: BLE001 - the run must say why it ended, whatever it was
@@ -145,8 +147,8 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
                         f"continues from {latest.name if latest else 'the start'} (it is intact)")
         print(f"error: {line}", file=sys.stderr, flush=True)
         if is_main:
-            run.write_state(status="failed", error=line, failed_at=time.time())
             run.append_event({"type": "lifecycle", "event": "failed", "error": line})
+            run.write_state(status="failed", error=line, failed_at=time.time())
         return 2 if isinstance(exc, TuituneError) else 1
     finally:
         if lock is not None:
