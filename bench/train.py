@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import subprocess
 import sys
@@ -27,18 +28,33 @@ from pathlib import Path
 SETTINGS = dict(max_length=512, batch=8, lr=5e-3, r=16, alpha=32, warmup=5)
 
 
-def medqa_like(n: int, seed: int = 0) -> list[dict]:
-    """Questions of 10-40 words and answers of 40-300 words, as MedQA's are."""
+def medqa_like(n: int, tokenizer, seed: int = 0) -> list[dict]:
+    """Records with MedQA-like lengths, counted in tokens of ``tokenizer``.
+
+    Assumed shape (the MedQA sheet of the XTuner tutorial: a short medical question, an
+    answer that is mostly a paragraph and sometimes a page): questions of 15-60 tokens,
+    answers log-normal with a median of 90 tokens, clipped to 20-450. Lengths are set in
+    tokens, not words, because the tiny model's tokenizer splits these words into about
+    three tokens each where a real model's splits them into about one.
+    """
     rng = random.Random(seed)
     words = ("dose drug tablet patient blood pressure heart kidney liver take daily doctor symptoms side effect "
              "pain fever children adults weeks months medicine treatment infection risk hospital care test").split()
     zh = list("患者每天服用药物剂量副作用医生治疗症状血压心脏肝肾发烧儿童成人感染风险医院检查")
+    cost = {w: len(tokenizer.encode(" " + w, add_special_tokens=False)) for w in words + zh}
+
+    def text(tokens: int, chinese: bool) -> str:
+        out, used = [], 0
+        while used < tokens:
+            w = rng.choice(zh) if chinese and rng.random() < 0.5 else " " + rng.choice(words)
+            out.append(w)
+            used += cost[w.strip()]
+        return "".join(out).strip()
+
     out = []
     for _ in range(n):
-        q = " ".join(rng.choice(words) for _ in range(rng.randint(10, 40))) + "?"
-        a = " ".join(rng.choice(words) for _ in range(rng.randint(40, 300)))
-        if rng.random() < 0.3:
-            a += "。" + "".join(rng.choice(zh) for _ in range(rng.randint(20, 120)))
+        q = text(rng.randint(15, 60), False) + "?"
+        a = text(int(min(450, max(20, rng.lognormvariate(math.log(90), 0.75)))), rng.random() < 0.3)
         out.append({"conversation": [{"input": q, "output": a}]})
     return out
 
@@ -76,7 +92,9 @@ PLAIN_TRAINER = textwrap.dedent(r'''
     tr = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                  data_collator=DataCollatorForSeq2Seq(tok, padding=True), callbacks=[Clock()])
     tr.train()
-    print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / (time.time() - Clock.t)}))
+    dt = time.time() - Clock.t
+    print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / dt,
+                                "steps_per_s": (steps - S["warmup"]) / dt}))
 ''')
 
 TRL_SFT = textwrap.dedent(r'''
@@ -108,7 +126,9 @@ TRL_SFT = textwrap.dedent(r'''
                                            modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM"),
                     callbacks=[Clock()])
     tr.train()
-    print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / (time.time() - Clock.t)}))
+    dt = time.time() - Clock.t
+    print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / dt,
+                                "steps_per_s": (steps - S["warmup"]) / dt}))
 ''')
 
 
@@ -139,17 +159,24 @@ def _tuitune(ws: Path, steps: int, pack: bool, name: str) -> dict:
     # Trained tokens: count the labels of the rows that were fed (the dataset cache holds them).
     import datasets
 
-    cache = sorted((ws / ".cache" / "tokenized").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
-    ds = datasets.load_from_disk(str(cache))
+    caches = [datasets.load_from_disk(str(p)) for p in (ws / ".cache" / "tokenized").iterdir()]
+    ds = next(d for d in caches if ("position_ids" in d.column_names) == pack)  # packed rows carry positions
     label_frac = sum(sum(l != -100 for l in r) for r in ds["labels"]) / sum(len(r) for r in ds["input_ids"])
     tps = (b["tokens"] - a["tokens"]) / seconds
-    return {"tokens_per_s": tps, "trained_tokens_per_s": tps * label_frac}
+    # Share of real tokens in the padded batches (the Trainer draws batches at random).
+    lengths = [len(r) for r in ds["input_ids"]]
+    random.Random(0).shuffle(lengths)
+    batches = [lengths[i:i + SETTINGS["batch"]] for i in range(0, len(lengths), SETTINGS["batch"])]
+    fill = sum(map(sum, batches)) / sum(max(x) * len(x) for x in batches)
+    return {"tokens_per_s": tps, "trained_tokens_per_s": tps * label_frac, "rows": len(lengths), "fill": fill,
+            "steps_per_s": (steps - SETTINGS["warmup"]) / seconds}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--records", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from train_helpers import make_workspace
@@ -159,24 +186,38 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tuitune-bench-train-"))
     ws = make_workspace(tmp / "ws", tiny_model_path())
     data = ws / "data" / "medqa.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in medqa_like(args.records)),
+    from transformers import AutoTokenizer
+
+    records = medqa_like(args.records, AutoTokenizer.from_pretrained(ws / "models" / "tiny-chat"))
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                     encoding="utf-8")
     model = ws / "models" / "tiny-chat"
     S = json.dumps(SETTINGS)
-    res = {
-        "transformers Trainer script": _script(PLAIN_TRAINER, model, data, args.steps, S, tmp / "o1"),
-        "TRL SFTTrainer script": _script(TRL_SFT, model, data, args.steps, S, tmp / "o2"),
-        "tuitune train": _tuitune(ws, args.steps, pack=False, name="nopack"),
-        "tuitune train, packed": _tuitune(ws, args.steps, pack=True, name="pack"),
+    cases = {
+        "transformers Trainer script": lambda r: _script(PLAIN_TRAINER, model, data, args.steps, S, tmp / f"o1-{r}"),
+        "TRL SFTTrainer script": lambda r: _script(TRL_SFT, model, data, args.steps, S, tmp / f"o2-{r}"),
+        "tuitune train": lambda r: _tuitune(ws, args.steps, pack=False, name=f"nopack-{r}"),
+        "tuitune train, packed": lambda r: _tuitune(ws, args.steps, pack=True, name=f"pack-{r}"),
     }
+    # Rounds interleave the cases, and each case keeps its best round: load from elsewhere on
+    # the machine slows a run down, never speeds it up.
+    res: dict[str, dict] = {}
+    for r in range(args.rounds):
+        for name, run in cases.items():
+            got = run(r)
+            if name not in res or got["tokens_per_s"] > res[name]["tokens_per_s"]:
+                res[name] = got
     base_name = max(("transformers Trainer script", "TRL SFTTrainer script"), key=lambda k: res[k]["tokens_per_s"])
     base = res[base_name]["tokens_per_s"]
-    print(f"{'case':30} {'tokens/s':>10} {'x baseline':>11}")
+    print(f"{'case':30} {'tokens/s':>10} {'x baseline':>11} {'steps/s':>8}")
     for name, r in res.items():
-        print(f"{name:30} {r['tokens_per_s']:10.0f} {r['tokens_per_s'] / base:11.2f}")
+        print(f"{name:30} {r['tokens_per_s']:10.0f} {r['tokens_per_s'] / base:11.2f} {r['steps_per_s']:8.2f}")
     print(f"baseline: {base_name}")
     nopack, packed = res["tuitune train"]["trained_tokens_per_s"], res["tuitune train, packed"]["trained_tokens_per_s"]
     print(f"trained tokens/s without packing {nopack:.0f}, with packing {packed:.0f}: x{packed / nopack:.2f}")
+    for name in ("tuitune train", "tuitune train, packed"):
+        r = res[name]
+        print(f"  {name}: {r['rows']} rows, real tokens {100 * r['fill']:.0f}% of each padded batch")
 
 
 if __name__ == "__main__":

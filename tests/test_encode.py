@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tests.test_data_tokenizers import llama2_tokenizer, llama3_tokenizer, tiny_tokenizer
-from tuitune.encode import IGNORE_INDEX, encode_conversation, pack, token_spans
+from tuitune.encode import IGNORE_INDEX, encode_conversation, pack, pack_bins, token_spans
 
 TWO_TURNS = {"conversation": [
     {"system": "You are a doctor.", "input": "What is the dose?", "output": "Take 5 mg."},
@@ -132,11 +134,24 @@ def test_pack_concatenates_with_per_sample_positions():
                {"input_ids": [6, 7, 8, 9], "labels": [-100, -100, 8, 9]},
                {"input_ids": list(range(10, 20)), "labels": list(range(10, 20))}]
     packed = list(pack(samples, max_length=6))
-    assert [p["input_ids"] for p in packed] == [[1, 2, 3, 4, 5], [6, 7, 8, 9], [10, 11, 12, 13, 14, 15]]
-    assert packed[0]["position_ids"] == [0, 1, 2, 0, 1]
+    # Best fit decreasing: the 2-token sample fills the row that the 4-token one left 2 free.
+    assert [p["input_ids"] for p in packed] == [[10, 11, 12, 13, 14, 15], [6, 7, 8, 9, 4, 5], [1, 2, 3]]
+    assert packed[1]["position_ids"] == [0, 1, 2, 3, 0, 1]
     # The first token of each sample is never a target of the previous sample.
-    assert packed[0]["labels"] == [-100, 2, 3, -100, 5]
+    assert packed[1]["labels"] == [-100, -100, 8, 9, -100, 5]
     assert all(len(p["input_ids"]) == len(p["labels"]) == len(p["position_ids"]) <= 6 for p in packed)
+
+
+def test_pack_bins_fill_rows_where_data_order_would_not():
+    # In data order 300, 300, 200, 200 fills four rows of 512 half-empty; best fit needs two.
+    bins = pack_bins([300, 300, 200, 200], 512)
+    assert len(bins) == 2 and all(sorted(b)[0] in (0, 1) and sorted(b)[1] in (2, 3) for b in bins)
+    rng = random.Random(0)
+    lengths = [min(512, int(rng.lognormvariate(4.5, 0.8))) for _ in range(5000)]
+    bins = pack_bins(lengths, 512)
+    assert sorted(i for b in bins for i in b) == list(range(5000))  # every sample, once
+    assert all(sum(lengths[i] for i in b) <= 512 for b in bins)
+    assert sum(lengths) / (512 * len(bins)) > 0.98
 
 
 def test_pack_real_encodings_keeps_all_trained_tokens(tiny_model):

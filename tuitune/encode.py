@@ -9,7 +9,8 @@ tokens are exact.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+import bisect
+from typing import Iterable, Iterator, Sequence
 
 from tuitune.errors import TuituneError
 
@@ -50,30 +51,73 @@ def encode_conversation(tokenizer, record: dict, template: str, max_length: int,
     return {"input_ids": ids, "labels": labels}
 
 
-def pack(samples: Iterable[dict], max_length: int) -> Iterator[dict]:
-    """Concatenate samples greedily into sequences of at most ``max_length`` tokens.
+def pack_bins(lengths: Sequence[int], max_length: int) -> list[list[int]]:
+    """Group sample indices into rows of at most ``max_length`` tokens, best fit decreasing.
 
-    ``position_ids`` restart at 0 for each sample, so attention implementations that
-    read them (flash-attention 2 through transformers) keep attention within a sample.
-    The first label of each sample is masked, so no sample learns to predict the next
-    one's first token. A sample is never split; a longer one is truncated.
+    Longest samples first, each into the fullest row it still fits (else a new row). On
+    chat data, where most samples are far shorter than ``max_length``, rows come out ~99%
+    full; filling rows in data order leaves a row's tail empty whenever the next sample does
+    not fit. Written here because datasets has no packing and TRL (which has one) is not a
+    dependency. Spaces are integers up to ``max_length``, so a sorted list of the distinct
+    free spaces is short and each step is a bisect.
     """
     if max_length < 1:
         raise TuituneError(f"max_length {max_length}: must be at least 1")
-    buf = {"input_ids": [], "labels": [], "position_ids": []}
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep data order
+    bins: list[list[int]] = []
+    rows_with_space: dict[int, list[int]] = {}  # free space -> rows with exactly that much free
+    spaces: list[int] = []  # the keys of rows_with_space, sorted
+    for i in order:
+        n = min(int(lengths[i]), max_length)
+        if n <= 0:
+            continue
+        k = bisect.bisect_left(spaces, n)
+        if k < len(spaces):
+            free = spaces[k]
+            row = rows_with_space[free].pop()
+            if not rows_with_space[free]:
+                del rows_with_space[free], spaces[k]
+        else:
+            free, row = max_length, len(bins)
+            bins.append([])
+        bins[row].append(i)
+        left = free - n
+        if left > 0:
+            if left not in rows_with_space:
+                rows_with_space[left] = []
+                bisect.insort(spaces, left)
+            rows_with_space[left].append(row)
+    return bins
+
+
+def pack_row(samples: Iterable[dict], max_length: int) -> dict:
+    """Concatenate ``samples`` (that fit in ``max_length`` together) into one training row.
+
+    ``position_ids`` restart at 0 for each sample; transformers reads them as sample
+    boundaries (a row without an attention mask gets a block-causal mask, flash-attention
+    gets variable-length attention), so no sample attends to another. The first label of
+    each sample is masked, so no sample learns to predict the next one's first token.
+    """
+    row = {"input_ids": [], "labels": [], "position_ids": []}
     for s in samples:
         ids, labels = list(s["input_ids"])[:max_length], list(s["labels"])[:max_length]
         if not ids:
             continue
-        if buf["input_ids"] and len(buf["input_ids"]) + len(ids) > max_length:
-            yield buf
-            buf = {"input_ids": [], "labels": [], "position_ids": []}
         labels[0] = IGNORE_INDEX
-        buf["input_ids"] += ids
-        buf["labels"] += labels
-        buf["position_ids"] += list(range(len(ids)))
-    if buf["input_ids"]:
-        yield buf
+        row["input_ids"] += ids
+        row["labels"] += labels
+        row["position_ids"] += list(range(len(ids)))
+    return row
+
+
+def pack(samples: Sequence[dict], max_length: int) -> Iterator[dict]:
+    """Pack ``samples`` into rows of at most ``max_length`` tokens (see ``pack_bins``).
+
+    A sample is never split; a longer one is truncated.
+    """
+    samples = list(samples)
+    for row in pack_bins([len(s["input_ids"]) for s in samples], max_length):
+        yield pack_row((samples[i] for i in row), max_length)
 
 
 def token_spans(tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:

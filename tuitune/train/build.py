@@ -80,7 +80,6 @@ def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, lo
 
     from tuitune.data import load_records
     from tuitune.encode import encode_conversation
-    from tuitune.encode import pack as pack_samples
 
     path = Path(path)
     if not path.is_file():
@@ -115,7 +114,7 @@ def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, lo
         log(f"{len(ds) - len(usable)} records of {path.name} have nothing to train after truncation; skipped")
     ds = usable
     if pack:
-        ds = Dataset.from_list(list(pack_samples(ds, max_length)))
+        ds = pack_dataset(ds, max_length)
     tmp = target.with_name(f".{key}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
@@ -126,16 +125,51 @@ def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, lo
     return datasets.load_from_disk(str(target))
 
 
-class PadCollator:
-    """Right-pad a batch: input_ids with pad, labels with -100, position_ids per sample."""
+def pack_dataset(ds, max_length: int, chunk_rows: int = 4096):
+    """Pack a tokenized dataset into rows of ``max_length`` (best fit decreasing).
 
-    def __init__(self, pad_id: int, use_attention_mask: bool = True):
+    Reads the lengths from the Arrow column and the samples row by row in packed order, and
+    builds the result a chunk at a time, so peak memory is one chunk of Python lists plus
+    the Arrow tables, not the whole dataset as lists.
+    """
+    import pyarrow.compute as pc
+    from datasets import Dataset, concatenate_datasets
+
+    from tuitune.encode import pack_bins, pack_row
+
+    lengths: list[int] = []
+    for batch in ds.with_format("arrow").iter(batch_size=10_000):  # respects filter()'s index mapping
+        lengths += pc.list_value_length(batch["input_ids"]).to_pylist()
+    bins = pack_bins(lengths, max_length)
+    chunks = []
+    for start in range(0, len(bins), chunk_rows):
+        part = bins[start:start + chunk_rows]
+        picked = ds.select([i for b in part for i in b])
+        it = iter(picked)
+        rows = [pack_row([next(it) for _ in b], max_length) for b in part]
+        chunks.append(Dataset.from_list(rows))
+    return concatenate_datasets(chunks) if len(chunks) > 1 else chunks[0]
+
+
+class PadCollator:
+    """Right-pad a batch: input_ids with pad, labels with -100.
+
+    Plain rows get an attention mask. Packed rows (they carry ``position_ids`` that restart
+    at each sample) get none: transformers then reads the sample boundaries from
+    ``position_ids`` and builds a block-causal mask (sdpa, eager) or runs variable-length
+    attention (flash-attention), so packed samples never see each other. With a padding
+    mask it would fall back to plain causal attention across the whole row. The padding
+    tail gets positions of its own (0, 1, ...), so it is one more "sample" that nothing
+    attends to and that has no labels.
+    """
+
+    def __init__(self, pad_id: int):
         self.pad_id = pad_id
-        self.use_attention_mask = use_attention_mask
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
+        packed = "position_ids" in features[0]
         width = max(len(f["input_ids"]) for f in features)
         ids, labels, pos, mask = [], [], [], []
         for f in features:
@@ -143,12 +177,13 @@ class PadCollator:
             pad = width - n
             ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
             labels.append(list(f["labels"]) + [-100] * pad)
-            p = list(f["position_ids"]) if "position_ids" in f else list(range(n))
-            pos.append(p + [0] * pad)
+            if packed:
+                pos.append(list(f["position_ids"]) + list(range(pad)))
             mask.append([1] * n + [0] * pad)
-        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
-                 "position_ids": torch.tensor(pos)}
-        if self.use_attention_mask:
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        if packed:
+            batch["position_ids"] = torch.tensor(pos)
+        else:
             batch["attention_mask"] = torch.tensor(mask)
         return batch
 
@@ -224,10 +259,7 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     model = load_model(cfg, log=log)
     # tokens/s in the events counts real (non-padding) tokens.
     args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    # Packed rows with flash-attention: leave the mask out so position_ids split the samples.
-    collator = PadCollator(tokenizer.pad_token_id,
-                           use_attention_mask=not (cfg.data.pack and attn == "flash_attention_2"))
+    collator = PadCollator(tokenizer.pad_token_id)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
     return trainer, tokenizer
