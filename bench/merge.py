@@ -11,7 +11,10 @@ every linear layer, non-zero B), then runs, each in a fresh process:
   - `tuitune merge ADAPTER -o OUT` (merge + the built-in logits verification),
 and reports each one's peak RSS (VmHWM) and wall time (process start to end, imports
 included), and the ratios to the baseline. Goals for the merge: peak RSS <= 0.4x and
-wall time <= 1.2x the baseline's.
+wall time <= 1.2x the baseline's. Verification streams both models from disk, so its
+memory is the imports of transformers + peft (~440 MB here, whatever the model's size)
+plus about one module's weights; on a model of a few hundred MB that fixed cost alone
+is near 0.4x of the baseline, on a 7B model it is a small fraction.
 """
 
 from __future__ import annotations
@@ -162,9 +165,10 @@ def main() -> int:
                   "tuitune": "tuitune merge (with verification)"}
         for kind, (rss, wall) in best.items():
             print(f"{labels[kind]:34s}{rss:10.0f}MB{wall:9.1f}s{rss / b_rss:8.2f}{wall / b_wall:8.2f}")
-        rss, wall = best["tuitune-noverify"]
-        print(f"goal (streaming merge): RSS <= 0.4x: {'met' if rss / b_rss <= 0.4 else 'NOT met'}; "
-              f"wall <= 1.2x: {'met' if wall / b_wall <= 1.2 else 'NOT met'}")
+        for kind in ("tuitune-noverify", "tuitune"):
+            rss, wall = best[kind]
+            print(f"goal ({labels[kind]}): RSS <= 0.4x: {'met' if rss / b_rss <= 0.4 else 'NOT met'}; "
+                  f"wall <= 1.2x: {'met' if wall / b_wall <= 1.2 else 'NOT met'}")
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -162,3 +162,33 @@ def test_a_failed_verification_writes_nothing(base, tmp_path, monkeypatch):
     with pytest.raises(TuituneError, match="verification FAILED.*was not written"):
         merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out")
     assert sorted(os.listdir(tmp_path)) == ["adapter"]
+
+
+def test_verification_streams_both_models_and_catches_a_lost_delta(base, tmp_path, monkeypatch):
+    """Verification reads the weights module by module (no model is loaded whole), and still
+    tells a merged model that lost one LoRA delta from a correct one."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from tuitune.merge import verify
+
+    adapter = make_adapter(base, tmp_path / "adapter", r=2)
+    src = resolve_source(tmp_path, str(adapter))
+    merge(src, tmp_path / "out", max_shard_size="700KB", verify_result=False)
+
+    def whole(*a, **k):
+        raise AssertionError("verification loaded a whole model")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", whole)
+    good = verify(src, tmp_path / "out", "fp32")
+    assert good.ok and good.top1_agree == 1.0 and good.max_abs_diff < 1e-4
+    # Put one base tensor back into the merged shards, as if its delta had been lost.
+    key = "model.layers.1.mlp.down_proj.weight"
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())["weight_map"]
+    shard = tmp_path / "out" / index[key]
+    tensors = load_file(shard)
+    base_index = json.loads((base / "model.safetensors.index.json").read_text())["weight_map"]
+    tensors[key] = load_file(base / base_index[key])[key]
+    save_file(tensors, shard, metadata={"format": "pt"})
+    bad = verify(src, tmp_path / "out", "fp32")
+    assert not bad.ok and bad.max_abs_diff > bad.tolerance

@@ -37,9 +37,10 @@ quantized is refused, with the fix (point ``--base`` at the 16-bit original).
 **Verification.** Before the output is renamed into place, the logits of the merged
 model and of base + adapter under peft on a few prompts are compared within a
 tolerance for the dtype; the figures are printed and stored in the model card.
-The models are loaded one after the other, so verification peaks at one model in
-memory (the merge itself stays at about one shard); it is skipped, and the card says
-why, when the model does not fit in free memory, and ``verify_result=False`` skips it.
+Neither model is loaded whole: both are built on the meta device and stream their
+weights from the safetensors files module by module during the forward pass (accelerate's
+offload hooks), so verification, like the merge, needs about one layer's memory and runs
+on a box with less RAM than the model. ``verify_result=False`` skips it.
 
 Output appears only when complete: everything is written to ``OUT.partial-XXXX`` beside
 ``OUT`` and renamed at the end; a failure removes the partial folder.
@@ -585,6 +586,21 @@ def _trim() -> None:
         pass
 
 
+def _return_big_frees() -> None:
+    """Serve allocations of 1 MB and more with mmap from now on, so freeing one hands it back.
+
+    glibc raises its mmap threshold after the first large free, and from then on serves large
+    blocks from the heap, which it rarely shrinks: a forward pass that loads and frees each
+    module's weights in turn would then keep them all, and the peak would grow to the model.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def _reading(path: Path):
     """A damaged base shard is the user's problem to fix: say which file, in one line."""
@@ -726,20 +742,6 @@ def peft_merge(src: Source, tmp: Path, dtype: str, max_shard: int, on_progress: 
     return n, tensors, size
 
 
-def _verify_skip_reason(model_bytes: int) -> str | None:
-    """Verification loads the model (twice, one after the other); skip it when that cannot fit."""
-    try:
-        import psutil
-
-        free = psutil.virtual_memory().available
-    except Exception:
-        return None
-    if model_bytes * 1.3 > free:
-        return (f"skipped: the model ({human_size(model_bytes)}) does not fit in free memory "
-                f"({human_size(free)}); the merge itself streamed, so it did not need that memory")
-    return None
-
-
 def _quiet_transformers() -> None:
     """No loading bars or deprecation chatter in a merge's output."""
     import warnings
@@ -752,8 +754,87 @@ def _quiet_transformers() -> None:
     warnings.filterwarnings("ignore", module="peft")
 
 
+def _safetensors_index(folder: Path, name: str | None = None) -> dict[str, str]:
+    """Tensor name -> the safetensors file in ``folder`` that holds it (``name``: that file only)."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if name is None and index.is_file():
+        return {k: str(folder / f) for k, f in _read_json(index, "the model folder is incomplete")["weight_map"].items()}
+    out: dict[str, str] = {}
+    for f in ([folder / name] if name else sorted(folder.glob("*.safetensors"))):
+        if f.is_file():
+            with safe_open(str(f), "pt") as fh:
+                out.update(dict.fromkeys(fh.keys(), str(f)))
+    return out
+
+
+def _stream_weights(model, locate: Callable[[str], tuple[str, str] | None]):
+    """Leave ``model``'s weights on disk: each module reads its own just for its forward.
+
+    ``model`` was built on the meta device (no memory); accelerate's offload hooks
+    (``attach_align_device_hook`` with an ``OffloadedWeightsLoader`` over the safetensors
+    files) load a module's tensors before its forward and drop them after, so a forward
+    pass holds one module's weights at a time. ``locate(name)`` gives the file and key of
+    a parameter; parameters already in memory (none, usually) are kept as they are.
+    Raises KeyError for a weight that cannot be found.
+    """
+    from accelerate.hooks import attach_align_device_hook
+    from accelerate.utils import OffloadedWeightsLoader
+
+    in_memory, index, by_id = {}, {}, {}
+    params = list(model.named_parameters(remove_duplicate=False))
+    for name, p in params:
+        if p.device.type != "meta":
+            in_memory[name] = p.detach()
+            continue
+        where = locate(name)
+        if where:
+            index[name] = {"safetensors_file": where[0], "weight_name": where[1],
+                           "dtype": str(p.dtype).removeprefix("torch.")}
+            by_id.setdefault(id(p), index[name])
+    for name, p in params:  # a tied weight's second name reads the first one's tensor
+        if p.device.type == "meta" and name not in index:
+            if id(p) not in by_id:
+                raise KeyError(name)
+            index[name] = by_id[id(p)]
+    attach_align_device_hook(model, execution_device="cpu", offload=True,
+                             weights_map=OffloadedWeightsLoader(state_dict=in_memory, index=index))
+    return model
+
+
+def _peft_locator(base_files: dict[str, str], adapter_files: dict[str, str]):
+    """Where a parameter of ``PeftModel(base)`` lives: the adapter file, else the base's files."""
+    def locate(name: str) -> tuple[str, str] | None:
+        # peft's module names carry the adapter name ("lora_A.default.weight"); its file does not.
+        for key in (name, name.replace(".modules_to_save.default.", "."), name.replace(".default.", ".")):
+            if key in adapter_files:
+                return adapter_files[key], key
+        key = name[len(ADAPTER_PREFIX):] if name.startswith(ADAPTER_PREFIX) else name
+        key = key.replace(".base_layer.", ".").replace(".original_module.", ".")
+        return (base_files[key], key) if key in base_files else None
+    return locate
+
+
+def _empty_model(folder: Path, dt):
+    """The model of ``folder``'s config.json, built on the meta device (no weights, no memory)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dt)
+    model.tie_weights()  # from_config on meta leaves tied embeddings as two tensors
+    return model
+
+
 def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None = None) -> Verification:
-    """Logits of the merged model vs base + adapter under peft, one model in memory at a time."""
+    """Logits of the merged model vs base + adapter under peft, both streamed from disk.
+
+    Neither model is loaded whole: both are built on the meta device and read their weights
+    module by module during one forward pass (``_stream_weights``), so verification needs
+    about one layer's memory and runs even where the model does not fit in RAM. A layout
+    whose weights cannot be located that way is loaded whole instead.
+    """
     import gc
 
     import torch
@@ -761,7 +842,10 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
-    dt = getattr(torch, _TORCH_DTYPE[dtype])
+    # Both forwards run in float32 on the CPU, whatever the output dtype: bf16/fp16 weights are
+    # exact in float32, a CPU runs float32 matmuls many times faster than bf16 ones, and the
+    # difference left is the merge's own rounding to the output dtype, which the tolerance bounds.
+    dt = torch.float32
     tok = AutoTokenizer.from_pretrained(src.tokenizer_dir)
     prompts = list(prompts or src.prompts or DEFAULT_PROMPTS)[:4]
     texts = []
@@ -779,16 +863,33 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
     def logits(model):
         model.eval()
         with torch.no_grad():
-            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()[mask]
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         use_cache=False).logits.float()[mask]
 
-    ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(src.base_dir, dtype=dt),
-                                          src.adapter_dir)
-    ref = logits(ref_model)
-    del ref_model
+    def reference():
+        base_files = _safetensors_index(src.base_dir)
+        adapter_files = _safetensors_index(src.adapter_dir, "adapter_model.safetensors")
+        try:
+            ref_model = PeftModel.from_pretrained(_empty_model(src.base_dir, dt), src.adapter_dir,
+                                                  low_cpu_mem_usage=True)
+            _stream_weights(ref_model, _peft_locator(base_files, adapter_files))
+        except KeyError:
+            ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(src.base_dir, dtype=dt),
+                                                  src.adapter_dir)
+        return logits(ref_model)
+
+    def merged():
+        files = _safetensors_index(merged_dir)
+        try:
+            model = _stream_weights(_empty_model(merged_dir, dt), lambda n: (files[n], n) if n in files else None)
+        except KeyError:
+            model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dt)
+        return logits(model)
+
+    _return_big_frees()
+    ref = reference()
     gc.collect()
-    merged_model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dt)
-    got = logits(merged_model)
-    del merged_model
+    got = merged()
     gc.collect()
     diff = float((ref - got).abs().max())
     scale = max(1.0, float(ref.abs().max()))
@@ -796,6 +897,19 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
     tol = TOLERANCE[dtype] * scale
     return Verification(ok=bool(diff <= tol), max_abs_diff=diff, tolerance=tol,
                         top1_agree=agree, prompts=len(prompts), dtype=dtype)
+
+
+def _import_in_background() -> None:
+    """Start importing what verification needs (transformers, peft: ~8 s here) while the merge runs."""
+    import threading
+
+    def work():
+        with contextlib.suppress(Exception):
+            import accelerate.hooks  # noqa: F401
+            import peft  # noqa: F401
+            import transformers  # noqa: F401
+
+    threading.Thread(target=work, name="tuitune-verify-imports", daemon=True).start()
 
 
 def model_card(src: Source, result: MergeResult) -> str:
@@ -840,6 +954,8 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
         raise TuituneError(f"{out}: is the base or adapter folder; choose a new output folder")
     t0 = time.monotonic()
     plan = make_plan(src, dtype)
+    if verify_result:
+        _import_in_background()
     bcfg = _read_json(src.base_dir / "config.json", "the base model folder is incomplete")
     dtype = dtype or _dtype_name(bcfg, plan)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -857,10 +973,9 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
         result = MergeResult(out=out, shards=n, tensors=tensors, bytes=size, dtype=dtype,
                              streamed=plan.fallback is None, fallback=plan.fallback, untied=plan.untie,
                              seconds=0.0, verification=None)
-        skip = _verify_skip_reason(size) if verify_result else "skipped (--no-verify)"
-        result.verify_note = skip
-        if skip:
-            log(f"verification {skip}")
+        if not verify_result:
+            result.verify_note = "skipped (--no-verify)"
+            log(f"verification {result.verify_note}")
         else:
             log("verifying: logits of the merged model vs base + adapter (peft)")
             result.verification = verify(src, tmp, dtype)
