@@ -28,12 +28,13 @@ from pathlib import Path
 SETTINGS = dict(max_length=512, batch=8, lr=5e-3, r=16, alpha=32, warmup=5)
 
 
-def medqa_like(n: int, tokenizer, seed: int = 0) -> list[dict]:
+def medqa_like(n: int, tokenizer, seed: int = 0, longest: int = 450) -> list[dict]:
     """Records with MedQA-like lengths, counted in tokens of ``tokenizer``.
 
     Assumed shape (the MedQA sheet of the XTuner tutorial: a short medical question, an
     answer that is mostly a paragraph and sometimes a page): questions of 15-60 tokens,
-    answers log-normal with a median of 90 tokens, clipped to 20-450. Lengths are set in
+    answers log-normal with a median of 90 tokens, clipped to 20-``longest`` (the bench's
+    max_length less room for the question and template). Lengths are set in
     tokens, not words, because the tiny model's tokenizer splits these words into about
     three tokens each where a real model's splits them into about one.
     """
@@ -54,7 +55,7 @@ def medqa_like(n: int, tokenizer, seed: int = 0) -> list[dict]:
     out = []
     for _ in range(n):
         q = text(rng.randint(15, 60), False) + "?"
-        a = text(int(min(450, max(20, rng.lognormvariate(math.log(90), 0.75)))), rng.random() < 0.3)
+        a = text(int(min(longest, max(20, rng.lognormvariate(math.log(90), 0.75)))), rng.random() < 0.3)
         out.append({"conversation": [{"input": q, "output": a}]})
     return out
 
@@ -177,7 +178,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--records", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=SETTINGS["max_length"],
+                    help="row length (the XTuner MedQA config uses 2048; default 512 to keep this CPU bench short)")
     args = ap.parse_args()
+    SETTINGS["max_length"] = args.max_length
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from train_helpers import make_workspace
 
@@ -188,7 +192,8 @@ def main() -> None:
     data = ws / "data" / "medqa.jsonl"
     from transformers import AutoTokenizer
 
-    records = medqa_like(args.records, AutoTokenizer.from_pretrained(ws / "models" / "tiny-chat"))
+    records = medqa_like(args.records, AutoTokenizer.from_pretrained(ws / "models" / "tiny-chat"),
+                         longest=args.max_length - 62)
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                     encoding="utf-8")
     model = ws / "models" / "tiny-chat"

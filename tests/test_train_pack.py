@@ -48,3 +48,81 @@ def test_packed_rows_keep_every_trained_token_and_isolate_samples(ws):
         for a, b in zip(starts[1:3], starts[2:4]):
             alone = model(input_ids=row[a:b].unsqueeze(0)).logits[0]
             torch.testing.assert_close(logits[0, a:b], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def per_sample_sdpa(monkeypatch):
+    """tuitune's per-sample attention as ``sdpa`` for this test only."""
+    from transformers import AttentionInterface
+
+    import tuitune.train.attention as attention
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, "sdpa", AttentionInterface._global_mapping["sdpa"])
+    monkeypatch.setattr(attention, "_installed", False)
+    attention.install()
+    return attention
+
+
+def _packed_batch(seed: int = 0, rows: int = 3, length: int = 96):
+    import random
+
+    import torch
+
+    rng = random.Random(seed)
+    ids, pos = [], []
+    for _ in range(rows):
+        p: list[int] = []
+        while len(p) < length:
+            p += list(range(min(rng.randint(5, 40), length - len(p))))
+        pos.append(p)
+        ids.append([rng.randint(3, 2000) for _ in range(length)])
+    return torch.tensor(ids), torch.tensor(pos)
+
+
+def _loss_logits_grad(model, ids, pos):
+    model.zero_grad()
+    out = model(input_ids=ids, position_ids=pos, labels=ids, use_cache=False)
+    out.loss.backward()
+    return out.loss.detach(), out.logits.detach(), model.model.layers[0].self_attn.k_proj.weight.grad.clone()
+
+
+def test_per_sample_attention_equals_the_block_mask_in_values_and_gradients(tiny_model, request):
+    """The same loss, logits and gradients as transformers' masked sdpa (grouped-query heads)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # GQA is exercised
+    ids, pos = _packed_batch()
+    masked = _loss_logits_grad(model, ids, pos)
+    attention = request.getfixturevalue("per_sample_sdpa")
+    cut = []
+    real = attention._segments
+    request.getfixturevalue("monkeypatch").setattr(attention, "_segments", lambda p: cut.append(real(p)) or cut[-1])
+    per_sample = _loss_logits_grad(model, ids, pos)
+    assert cut and all(c is not None for c in cut)  # the per-sample path ran, in every layer
+    for a, b in zip(masked, per_sample):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # Each sample of a row sees only itself: its logits equal a forward pass of it alone.
+    starts = [i for i, p in enumerate(pos[1].tolist()) if p == 0] + [pos.shape[1]]
+    for s, e in zip(starts[:2], starts[1:3]):
+        with torch.no_grad():
+            alone = model(input_ids=ids[1:2, s:e], use_cache=False).logits[0]
+        torch.testing.assert_close(per_sample[1][1, s:e], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_per_sample_attention_leaves_other_forwards_to_sdpa(tiny_model, per_sample_sdpa, monkeypatch):
+    """Unpacked rows, padded batches and generation with a KV cache take transformers' sdpa path."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cut = []
+    real = per_sample_sdpa._segments
+    monkeypatch.setattr(per_sample_sdpa, "_segments", lambda p: cut.append(real(p)) or cut[-1])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0]])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2]))
+        out = model.generate(input_ids=ids[:1], max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == 10
+    assert cut and all(c is None for c in cut)  # looked at, and handed on: no row held two samples

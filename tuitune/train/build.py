@@ -260,6 +260,12 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     # tokens/s in the events counts real (non-padding) tokens.
     args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")
     collator = PadCollator(tokenizer.pad_token_id)
+    if cfg.data.pack and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        # Packed rows on sdpa: attend within each sample only, skipping the masked blocks.
+        from tuitune.train.attention import install
+
+        install()
+        log("packed rows: attention runs per sample (sdpa)")
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
     return trainer, tokenizer
