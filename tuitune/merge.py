@@ -832,8 +832,8 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
 
     Neither model is loaded whole: both are built on the meta device and read their weights
     module by module during one forward pass (``_stream_weights``), so verification needs
-    about one layer's memory and runs even where the model does not fit in RAM. A layout
-    whose weights cannot be located that way is loaded whole instead.
+    about one layer's memory and runs even where the model does not fit in RAM. A model
+    that cannot be built or located that way is loaded whole instead.
     """
     import gc
 
@@ -873,7 +873,7 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
             ref_model = PeftModel.from_pretrained(_empty_model(src.base_dir, dt), src.adapter_dir,
                                                   low_cpu_mem_usage=True)
             _stream_weights(ref_model, _peft_locator(base_files, adapter_files))
-        except KeyError:
+        except Exception:  # a layout the meta-device build or the locator does not know: load it whole
             ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(src.base_dir, dtype=dt),
                                                   src.adapter_dir)
         return logits(ref_model)
@@ -882,7 +882,7 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
         files = _safetensors_index(merged_dir)
         try:
             model = _stream_weights(_empty_model(merged_dir, dt), lambda n: (files[n], n) if n in files else None)
-        except KeyError:
+        except Exception:  # as above
             model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dt)
         return logits(model)
 

@@ -21,7 +21,7 @@ from typing import Any
 from tuitune.errors import TuituneError
 
 #: Bump when the encoding changes, so cached datasets are rebuilt.
-ENCODING_VERSION = "1"
+ENCODING_VERSION = "2"  # 2: packing best fit decreasing
 
 
 def load_tokenizer(cfg):
