@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import subprocess
 import sys
@@ -28,36 +27,50 @@ from pathlib import Path
 SETTINGS = dict(max_length=512, batch=8, lr=5e-3, r=16, alpha=32, warmup=5)
 
 
-def medqa_like(n: int, tokenizer, seed: int = 0, longest: int = 450) -> list[dict]:
-    """Records with MedQA-like lengths, counted in tokens of ``tokenizer``.
+#: Percentiles 0, 5, ..., 100 of the answer and question lengths, in characters, of the MedQA file
+#: of the XTuner tutorial (InternLM/Tutorial xtuner/MedQA2019-structured-train.jsonl: 482 records,
+#: all with the same 159-character system prompt). Measured once from that file; only these
+#: figures are kept here, not its text.
+MEDQA_ANSWER_CHARS = (3, 19, 53, 79, 91, 105, 115, 134, 165, 193, 220, 242, 271, 307, 353, 398, 500, 616, 810,
+                      1069, 4139)
+MEDQA_QUESTION_CHARS = (10, 18, 21, 24, 27, 29, 31, 32, 34, 36, 38, 40, 41, 43, 45, 47, 51, 53, 59, 68, 105)
+MEDQA_SYSTEM_CHARS = 159
+CHARS_PER_TOKEN = 4  # English text through a Qwen/InternLM-style BPE
 
-    Assumed shape (the MedQA sheet of the XTuner tutorial: a short medical question, an
-    answer that is mostly a paragraph and sometimes a page): questions of 15-60 tokens,
-    answers log-normal with a median of 90 tokens, clipped to 20-``longest`` (the bench's
-    max_length less room for the question and template). Lengths are set in
-    tokens, not words, because the tiny model's tokenizer splits these words into about
-    three tokens each where a real model's splits them into about one.
+
+def _from_percentiles(rng: random.Random, points: tuple[int, ...]) -> float:
+    """A draw from the distribution whose 5%-step percentiles are ``points`` (linear between them)."""
+    u = rng.random() * (len(points) - 1)
+    i = min(int(u), len(points) - 2)
+    return points[i] + (u - i) * (points[i + 1] - points[i])
+
+
+def medqa_like(n: int, tokenizer, seed: int = 0) -> list[dict]:
+    """Records with the lengths of the tutorial's MedQA file, counted in tokens of ``tokenizer``.
+
+    Each record gets the file's system prompt length, and a question and an answer drawn from
+    its length distribution, converted to tokens at ``CHARS_PER_TOKEN``. Lengths are set in
+    tokens, not words or characters, because the tiny model's tokenizer splits these words
+    into about three tokens each where a real model's splits them into about one.
     """
     rng = random.Random(seed)
     words = ("dose drug tablet patient blood pressure heart kidney liver take daily doctor symptoms side effect "
              "pain fever children adults weeks months medicine treatment infection risk hospital care test").split()
-    zh = list("患者每天服用药物剂量副作用医生治疗症状血压心脏肝肾发烧儿童成人感染风险医院检查")
-    cost = {w: len(tokenizer.encode(" " + w, add_special_tokens=False)) for w in words + zh}
+    cost = {w: len(tokenizer.encode(" " + w, add_special_tokens=False)) for w in words}
 
-    def text(tokens: int, chinese: bool) -> str:
+    def text(tokens: float) -> str:
         out, used = [], 0
-        while used < tokens:
-            w = rng.choice(zh) if chinese and rng.random() < 0.5 else " " + rng.choice(words)
+        while used < max(1, round(tokens)):
+            w = rng.choice(words)
             out.append(w)
-            used += cost[w.strip()]
-        return "".join(out).strip()
+            used += cost[w]
+        return " ".join(out)
 
-    out = []
-    for _ in range(n):
-        q = text(rng.randint(15, 60), False) + "?"
-        a = text(int(min(longest, max(20, rng.lognormvariate(math.log(90), 0.75)))), rng.random() < 0.3)
-        out.append({"conversation": [{"input": q, "output": a}]})
-    return out
+    system = text(MEDQA_SYSTEM_CHARS / CHARS_PER_TOKEN)
+    return [{"conversation": [{"system": system,
+                               "input": text(_from_percentiles(rng, MEDQA_QUESTION_CHARS) / CHARS_PER_TOKEN) + "?",
+                               "output": text(_from_percentiles(rng, MEDQA_ANSWER_CHARS) / CHARS_PER_TOKEN)}]}
+            for _ in range(n)]
 
 
 PLAIN_TRAINER = textwrap.dedent(r'''
@@ -71,8 +84,9 @@ PLAIN_TRAINER = textwrap.dedent(r'''
     rows = []
     for line in open(data, encoding="utf-8"):
         t = json.loads(line)["conversation"][0]
-        p = tok.apply_chat_template([{"role": "user", "content": t["input"]}], add_generation_prompt=True,
-                                    tokenize=False)
+        msgs = ([{"role": "system", "content": t["system"]}] if t.get("system") else []) + \
+            [{"role": "user", "content": t["input"]}]
+        p = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         pi = tok(p, add_special_tokens=False)["input_ids"]
         ai = tok(t["output"] + tok.eos_token, add_special_tokens=False)["input_ids"]
         ids = (pi + ai)[:S["max_length"]]
@@ -109,7 +123,8 @@ TRL_SFT = textwrap.dedent(r'''
     rows = []
     for line in open(data, encoding="utf-8"):
         t = json.loads(line)["conversation"][0]
-        rows.append({"prompt": [{"role": "user", "content": t["input"]}],
+        system = [{"role": "system", "content": t["system"]}] if t.get("system") else []
+        rows.append({"prompt": system + [{"role": "user", "content": t["input"]}],
                      "completion": [{"role": "assistant", "content": t["output"]}]})
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     class Clock(TrainerCallback):
@@ -195,8 +210,7 @@ def main() -> None:
     data = ws / "data" / "medqa.jsonl"
     from transformers import AutoTokenizer
 
-    records = medqa_like(args.records, AutoTokenizer.from_pretrained(ws / "models" / "tiny-chat"),
-                         longest=args.max_length - 62)
+    records = medqa_like(args.records, AutoTokenizer.from_pretrained(ws / "models" / "tiny-chat"))
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                     encoding="utf-8")
     model = ws / "models" / "tiny-chat"

@@ -80,6 +80,9 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
         eval_steps=ev.every if do_eval else None,
         do_eval=do_eval,
         report_to="none",
+        # The run's progress is in events.jsonl; a tqdm bar is for a person watching a terminal, and
+        # in train.log (or a pipe) it is only carriage-return noise.
+        disable_tqdm=not sys.stderr.isatty(),
         remove_unused_columns=False,
         deepspeed=to_deepspeed_config(cfg),
         ddp_find_unused_parameters=False if cfg.distributed.gpus * cfg.distributed.nnodes > 1 else None,

@@ -73,7 +73,8 @@ class TrainingConfig(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the steps spent warming the lr up from 0")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="clip the gradient norm to this value")
-    optimizer: Literal[OPTIMIZERS] = Field("adamw_torch", description="optimizer (paged_adamw_* save memory)")
+    optimizer: Literal[OPTIMIZERS] = Field("adamw_torch_fused",
+                                           description="optimizer (paged_adamw_* save memory)")
     gradient_checkpointing: bool = Field(True, description="recompute activations in backward: less memory, ~30% slower")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="mixed precision; auto: bf16 where the GPU has it, else fp16, fp32 on CPU")

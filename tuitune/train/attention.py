@@ -54,11 +54,14 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
+    # unbind + split, not slicing: the backward of a slice zero-fills a tensor the size of the
+    # whole input for every sample, the backward of split is one concatenation.
     rows = []
-    for b, row in enumerate(segments):
-        parts = [sdpa_attention_forward(module, query[b:b + 1, :, s:e], key[b:b + 1, :, s:e],
-                                        value[b:b + 1, :, s:e], None, dropout=dropout, scaling=scaling,
-                                        is_causal=True)[0] for s, e in row]
+    for row, q, k, v in zip(segments, query.unbind(0), key.unbind(0), value.unbind(0)):
+        sizes = [e - s for s, e in row]
+        parts = [sdpa_attention_forward(module, qs.unsqueeze(0), ks.unsqueeze(0), vs.unsqueeze(0), None,
+                                        dropout=dropout, scaling=scaling, is_causal=True)[0]
+                 for qs, ks, vs in zip(q.split(sizes, dim=1), k.split(sizes, dim=1), v.split(sizes, dim=1))]
         rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
     return torch.cat(rows, dim=0), None
 
