@@ -73,12 +73,32 @@ def medqa_like(n: int, tokenizer, seed: int = 0) -> list[dict]:
             for _ in range(n)]
 
 
-PLAIN_TRAINER = textwrap.dedent(r'''
+# Both baseline scripts: a clock that starts after the warm-up steps, and the result line.
+CLOCK = textwrap.dedent(r'''
+    import json, time
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        t = tok = None
+        def __init__(self, warmup):
+            self.warmup = warmup
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == self.warmup:
+                Clock.t, Clock.tok = time.time(), state.num_input_tokens_seen
+
+    def train_and_report(tr, steps, S):
+        tr.train()
+        dt = time.time() - Clock.t
+        print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / dt,
+                                    "steps_per_s": (steps - S["warmup"]) / dt}))
+''')
+
+PLAIN_TRAINER = CLOCK + textwrap.dedent(r'''
     import json, sys, time, torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
-                              TrainerCallback, TrainingArguments)
+                              TrainingArguments)
     model_dir, data, steps, S = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows = []
@@ -95,28 +115,20 @@ PLAIN_TRAINER = textwrap.dedent(r'''
     model = get_peft_model(model, LoraConfig(r=S["r"], lora_alpha=S["alpha"], lora_dropout=0.0,
                            target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"],
                            task_type="CAUSAL_LM"))
-    class Clock(TrainerCallback):
-        t = None
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == S["warmup"]:
-                Clock.t, Clock.tok = time.time(), state.num_input_tokens_seen
     args = TrainingArguments(output_dir=sys.argv[5], max_steps=steps, per_device_train_batch_size=S["batch"],
                              learning_rate=S["lr"], use_cpu=True, report_to="none", save_strategy="no",
                              logging_steps=1000, seed=42, include_num_input_tokens_seen="non_padding",
                              disable_tqdm=True)
     tr = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                 data_collator=DataCollatorForSeq2Seq(tok, padding=True), callbacks=[Clock()])
-    tr.train()
-    dt = time.time() - Clock.t
-    print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / dt,
-                                "steps_per_s": (steps - S["warmup"]) / dt}))
+                 data_collator=DataCollatorForSeq2Seq(tok, padding=True), callbacks=[Clock(S["warmup"])])
+    train_and_report(tr, steps, S)
 ''')
 
-TRL_SFT = textwrap.dedent(r'''
+TRL_SFT = CLOCK + textwrap.dedent(r'''
     import json, sys, time, torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
     model_dir, data, steps, S = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -127,11 +139,6 @@ TRL_SFT = textwrap.dedent(r'''
         rows.append({"prompt": system + [{"role": "user", "content": t["input"]}],
                      "completion": [{"role": "assistant", "content": t["output"]}]})
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    class Clock(TrainerCallback):
-        t = None
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == S["warmup"]:
-                Clock.t, Clock.tok = time.time(), state.num_input_tokens_seen
     cfg = SFTConfig(output_dir=sys.argv[5], max_steps=steps, per_device_train_batch_size=S["batch"],
                     learning_rate=S["lr"], use_cpu=True, report_to="none", save_strategy="no", logging_steps=1000,
                     seed=42, include_num_input_tokens_seen="non_padding", disable_tqdm=True, bf16=False,
@@ -140,11 +147,8 @@ TRL_SFT = textwrap.dedent(r'''
                     peft_config=LoraConfig(r=S["r"], lora_alpha=S["alpha"], lora_dropout=0.0,
                                            target_modules="all-linear",
                                            modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM"),
-                    callbacks=[Clock()])
-    tr.train()
-    dt = time.time() - Clock.t
-    print("RESULT", json.dumps({"tokens_per_s": (tr.state.num_input_tokens_seen - Clock.tok) / dt,
-                                "steps_per_s": (steps - S["warmup"]) / dt}))
+                    callbacks=[Clock(S["warmup"])])
+    train_and_report(tr, steps, S)
 ''')
 
 

@@ -754,19 +754,20 @@ def _quiet_transformers() -> None:
     warnings.filterwarnings("ignore", module="peft")
 
 
-def _safetensors_index(folder: Path, name: str | None = None) -> dict[str, str]:
-    """Tensor name -> the safetensors file in ``folder`` that holds it (``name``: that file only)."""
+def _keys_in(path: Path) -> dict[str, str]:
+    """Tensor name -> ``path``, for every tensor of one safetensors file (reads the header only)."""
     from safetensors import safe_open
 
-    index = folder / "model.safetensors.index.json"
-    if name is None and index.is_file():
-        return {k: str(folder / f) for k, f in _read_json(index, "the model folder is incomplete")["weight_map"].items()}
-    out: dict[str, str] = {}
-    for f in ([folder / name] if name else sorted(folder.glob("*.safetensors"))):
-        if f.is_file():
-            with safe_open(str(f), "pt") as fh:
-                out.update(dict.fromkeys(fh.keys(), str(f)))
-    return out
+    with safe_open(str(path), "pt") as fh:
+        return dict.fromkeys(fh.keys(), str(path))
+
+
+def _key_files(folder: Path) -> dict[str, str]:
+    """Tensor name -> the safetensors file of ``folder`` that holds it (sharded or single file)."""
+    shards, weight_map = _base_index(folder)
+    if weight_map:
+        return {k: str(folder / f) for k, f in weight_map.items()}
+    return {k: f for shard in shards for k, f in _keys_in(folder / shard).items()}
 
 
 def _stream_weights(model, locate: Callable[[str], tuple[str, str] | None]):
@@ -867,9 +868,9 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
                          use_cache=False).logits.float()[mask]
 
     def reference():
-        base_files = _safetensors_index(src.base_dir)
-        adapter_files = _safetensors_index(src.adapter_dir, "adapter_model.safetensors")
         try:
+            base_files = _key_files(src.base_dir)
+            adapter_files = _keys_in(src.adapter_dir / "adapter_model.safetensors")
             ref_model = PeftModel.from_pretrained(_empty_model(src.base_dir, dt), src.adapter_dir,
                                                   low_cpu_mem_usage=True)
             _stream_weights(ref_model, _peft_locator(base_files, adapter_files))
@@ -879,8 +880,8 @@ def verify(src: Source, merged_dir: Path, dtype: str, prompts: list[str] | None 
         return logits(ref_model)
 
     def merged():
-        files = _safetensors_index(merged_dir)
         try:
+            files = _key_files(merged_dir)
             model = _stream_weights(_empty_model(merged_dir, dt), lambda n: (files[n], n) if n in files else None)
         except Exception:  # as above
             model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dt)

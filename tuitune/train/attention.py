@@ -20,6 +20,9 @@ process only: the training worker). Anything that is not a packed training forwa
 from __future__ import annotations
 
 _installed = False
+#: (position_ids, its segments) of the last packed forward: every layer gets the same tensor,
+#: so the boundaries are found once per forward (on a GPU, ``tolist`` waits for the device).
+_last: tuple = (None, None)
 
 
 def _segments(position_ids) -> list[list[tuple[int, int]]] | None:
@@ -50,7 +53,10 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     segments = None
     if (position_ids is not None and q_len == kv_len and q_len > 1 and position_ids.dim() == 2
             and position_ids.shape[-1] == q_len and getattr(module, "is_causal", True) and is_causal is not False):
-        segments = _segments(position_ids)
+        global _last
+        if _last[0] is not position_ids:
+            _last = (position_ids, _segments(position_ids))
+        segments = _last[1]
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
