@@ -27,7 +27,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from screens.base import StepScreen
 from screens.steps import STEPS
 from screens.widgets.train_chart import LossChart
-from screens.widgets.train_modals import ConfirmModal, NewRunModal, one_line
+from screens.widgets.train_modals import ConfirmModal, NewRunModal, ResumeModal, one_line
 from tuitune.render import RUN_STATUS_STYLE
 from tuitune.train.dashboard import (GpuProbe, RunFollower, RunRow, RunView, Snapshot, format_age, format_duration,
                                      format_gpus, format_loss, format_steps, run_rows)
@@ -66,15 +66,23 @@ to your evaluation prompts, and the end of `train.log`.
 A run is a separate process: it keeps going when you quit tuitune or lose SSH, and
 this screen shows it where it is whenever you come back.
 
-- **n** starts a run from a config in `configs/` (make one in the Config step).
+- **n** starts a run from a config in `configs/` (make one in the Config step), with an
+  optional run name.
 - **s** asks the run to checkpoint and stop after its current step; **r** resumes a
-  stopped or failed run from its newest checkpoint.
+  stopped or failed run from the checkpoint you pick (the newest first).
 - **w** saves a checkpoint at the next step.
 - **K** (or **S**) kills the run at once, after you confirm: no checkpoint is written.
+- **d** deletes the run's folder, after you confirm (never a running run).
 - **m** / **c** open the run in Merge / Chat, which pick it up as their source.
 - **g**, **a**, **l** show the loss chart, the sample answers, the log.
+- **v** switches the loss chart between a linear and a log scale.
+- **[** / **]** show the sample answers of an earlier / later evaluation round.
 
-The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|save|resume`.
+Steps, elapsed time and the ETA come from the run folder and continue across resumes;
+the ETA uses a smoothed time per step.
+
+The same from a shell: `tuitune train CONFIG [--name N]`,
+`tuitune runs list|follow|stop|save|resume [--checkpoint N]|delete`.
 """
 
     BINDINGS = [
@@ -84,8 +92,13 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
                 tooltip="End the run now (asks first)"),
         Binding("S,shift+s", "kill", "Kill", show=False, id="train-kill-shift-s"),
         Binding("w", "save", "Save", id="train-save", tooltip="Write a checkpoint at the next step"),
-        Binding("r", "resume", "Resume", id="train-resume", tooltip="Continue from the newest checkpoint"),
+        Binding("r", "resume", "Resume", id="train-resume", tooltip="Continue from a checkpoint (pick one)"),
+        Binding("d", "delete", "Delete", id="train-delete", tooltip="Delete the run's folder (asks first)"),
         *_handover_bindings(),
+        Binding("v", "log_scale", "Log scale", show=False, id="train-log-scale",
+                tooltip="Loss chart: linear or log scale"),
+        Binding("left_square_bracket", "sample_round(-1)", "Older samples", show=False, id="train-samples-older"),
+        Binding("right_square_bracket", "sample_round(1)", "Newer samples", show=False, id="train-samples-newer"),
         Binding("g", "tab('tab-loss')", "Loss chart", show=False, id="train-tab-loss"),
         Binding("a", "tab('tab-samples')", "Sample answers", show=False, id="train-tab-samples"),
         Binding("l", "tab('tab-log')", "Log", show=False, id="train-tab-log"),
@@ -122,7 +135,9 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
         self.rows: list[RunRow] = []
         self._want_run: str | None = None
         self._message_about: str | None = None
+        self._message_live_only = False  # the message is about a live run ("left running"): cleared when it ends
         self._seen_handover: str | None = None
+        self._round: int | None = None  # the sample round shown (an index), None: the newest
 
     # --- injectable for tests and snapshots ------------------------------------------------------
 
@@ -253,6 +268,7 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
             return
         self.run_id = run_id
         self.snapshot = None
+        self._round = None
         if run_id is None:
             self.workers.cancel_group(self, "train-follow")
             self._show_empty()
@@ -330,8 +346,18 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
         best = f"  best {snap.best_loss[1]:.4f} @ {snap.best_loss[0]:g}" if snap.best_loss else ""
         self.query_one("#train-chart", LossChart).set_data(snap.loss_points, snap.eval_points,
                                                            f"loss{best}")
-        self.query_one("#train-samples", Static).update(_samples_text(snap))
+        self._show_samples()
         self._show_log(snap.log_tail)
+        if self._message_live_only and not snap.live and self._message_about == snap.run_id:
+            self._message("")  # "left running" no longer holds once the run has ended
+
+    def _show_samples(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        rounds = snap.sample_rounds
+        index = None if self._round is None or not rounds else min(self._round, len(rounds) - 1)
+        self.query_one("#train-samples", Static).update(_samples_text(snap, index))
 
     def _show_log(self, lines) -> None:
         log = self.query_one("#train-log", Log)
@@ -399,11 +425,13 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
 
     # --- actions --------------------------------------------------------------------------------
 
-    def _message(self, text: str | Text, error: bool = False, about: str | None = None) -> None:
-        """One line under the dashboard: what an action did, or why it could not."""
+    def _message(self, text: str | Text, error: bool = False, about: str | None = None,
+                 live_only: bool = False) -> None:
+        """A line under the dashboard (wrapped, never cut): what an action did, or why it could not."""
         self._message_about = about or self.run_id
+        self._message_live_only = live_only
         if isinstance(text, str):
-            text = Text(text, style="bold red" if error else "green", no_wrap=True, overflow="ellipsis")
+            text = Text(text, style="bold red" if error else "green")
         line = self.query_one("#train-message", Static)
         line.update(text)
         line.tooltip = text.plain or None  # the whole line, if the screen is too narrow for it
@@ -431,8 +459,62 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
             self.control("save", run_id)
 
     def action_resume(self) -> None:
-        if run_id := self._selected():
+        run_id = self._selected()
+        if not run_id:
+            return
+        snap = self.snapshot
+        steps = self._checkpoint_steps(run_id)
+        if (snap is None or snap.run_id != run_id or snap.live or snap.status == "finished"
+                or len(steps) < 2):
+            # Nothing to choose: the engine resumes from the newest, or says why it cannot.
             self.control("resume", run_id)
+            return
+
+        def picked(step: int | None) -> None:
+            if step is None:
+                self._message(Text(f"run {run_id} not resumed", style="dim"), about=run_id)
+            else:
+                self.control("resume", run_id, step)
+
+        self.app.push_screen(ResumeModal(run_id, steps), picked)
+
+    def _checkpoint_steps(self, run_id: str) -> list[int]:
+        run = RunFolder(self.workspace.runs / run_id)
+        return [int(p.name.rsplit("-", 1)[-1]) for p in run.list_checkpoints()]
+
+    def action_delete(self) -> None:
+        run_id = self._selected()
+        if not run_id:
+            return
+        snap = self.snapshot
+        if snap is not None and snap.run_id == run_id and snap.live:
+            self._message(f"run {run_id} is {snap.status}: stop it first (s), then delete it", error=True)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.control("delete", run_id)
+            else:
+                self._message(Text(f"run {run_id} kept", style="dim"), about=run_id)
+
+        self.app.push_screen(ConfirmModal(f"Delete run {run_id}?\n\nIts folder goes: checkpoints, adapter, "
+                                          "events and log. This cannot be undone."), answered)
+
+    def action_log_scale(self) -> None:
+        chart = self.query_one("#train-chart", LossChart)
+        chart.set_log_scale(not chart.log_scale)
+        self.action_tab("tab-loss")
+
+    def action_sample_round(self, delta: int) -> None:
+        snap = self.snapshot
+        self.action_tab("tab-samples")
+        if snap is None or not snap.sample_rounds:
+            return
+        last = len(snap.sample_rounds) - 1
+        current = last if self._round is None else min(self._round, last)
+        new = max(0, min(last, current + delta))
+        self._round = None if new == last else new  # at the newest: follow new rounds as they come
+        self._show_samples()
 
     def action_kill(self) -> None:
         run_id = self._selected()
@@ -447,7 +529,7 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
             if yes:
                 self.control("kill", run_id)
             else:
-                self._message(Text(f"run {run_id} left running", style="dim"))
+                self._message(Text(f"run {run_id} left running", style="dim"), about=run_id, live_only=True)
 
         self.app.push_screen(ConfirmModal(f"Kill run {run_id} now?\n\nIts processes end at once; no checkpoint "
                                       "is written (resume continues from the last one)."), answered)
@@ -474,7 +556,7 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
             self._message(f"cannot open {step}: {one_line(exc)}", error=True)
 
     @work(thread=True, exit_on_error=False, group="train-control", description="run control")
-    def control(self, what: str, run_id: str) -> None:
+    def control(self, what: str, run_id: str, checkpoint: int | None = None) -> None:
         from tuitune.train import launcher
 
         ws = self.workspace.root
@@ -488,8 +570,12 @@ The same from a shell: `tuitune train CONFIG`, `tuitune runs list|follow|stop|sa
             launcher.save_now(ws, run_id)
             text = f"asked run {run_id} to save a checkpoint at its next step"
         elif what == "resume":
-            _, pid = launcher.resume_run(ws, run_id)
-            text = f"resumed run {run_id} (pid {pid})"
+            run, pid = launcher.resume_run(ws, run_id, checkpoint=checkpoint)
+            frm = Path(run.read_state().get("resumed_from") or "").name
+            text = f"resumed run {run_id} from {frm} (pid {pid})"
+        elif what == "delete":
+            launcher.delete_run(ws, run_id)
+            text = f"deleted run {run_id}"
         else:  # pragma: no cover - a typo in a binding
             raise ValueError(what)
         self.post_message(self.ControlDone(text, run_id))
@@ -517,12 +603,22 @@ def _stat_key(path: Path):
     return st.st_size, st.st_mtime_ns
 
 
-def _samples_text(snap: Snapshot):
+def _samples_text(snap: Snapshot, index: int | None = None):
+    """One evaluation round's answers (the newest unless ``index``), with where it sits in the history."""
     if not snap.samples:
         return Text("No sample answers yet: the run answers the config's evaluation prompts "
                     "before training, every `evaluation.every` steps, and at the end.", style="dim")
     parts = []
-    for s in snap.samples:
+    rounds = snap.sample_rounds
+    samples = snap.samples
+    if rounds:
+        i = len(rounds) - 1 if index is None else index
+        samples = rounds[i].answers
+        head = Text()
+        head.append(f"round {i + 1} of {len(rounds)}: {rounds[i].label()}", style="bold")
+        head.append("  [ older · ] newer" + ("" if index is not None else " · showing the newest"), style="dim")
+        parts.append(head)
+    for s in samples:
         t = Text()
         t.append("Q ", style="bold cyan")
         t.append(s.prompt, style="bold")

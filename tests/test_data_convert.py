@@ -227,7 +227,7 @@ def test_an_existing_output_survives_a_failed_convert(tmp_path):
     out.write_text("precious\n")
     bad = tmp_path / "bad.json"
     bad.write_text("[{")
-    proc = run_cli("data", "convert", bad, "-o", out)
+    proc = run_cli("data", "convert", bad, "-o", out, "--force")
     assert_one_line_error(proc, "bad.json")
     assert out.read_text() == "precious\n"
 
@@ -236,7 +236,7 @@ def test_cli_prints_detection_and_report(tmp_path):
     proc = run_cli("data", "convert", MEDQA, "-o", tmp_path / "m.jsonl", "--preset", "medqa")
     assert proc.returncode == 0, proc.stderr
     assert "format: xlsx" in proc.stdout and "kept 41 of 44" in proc.stdout
-    proc = run_cli("data", "convert", MEDQA, "-o", tmp_path / "m.jsonl", "--json")
+    proc = run_cli("data", "convert", MEDQA, "-o", tmp_path / "m.jsonl", "--json", "--force")
     rep = json.loads(proc.stdout)
     assert rep["kept"] == 41 and rep["placeholder_count"] == 3 and rep["duplicate_count"] == 1
 

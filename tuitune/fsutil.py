@@ -1,12 +1,99 @@
-"""Atomic writes: an interrupted command leaves the old file or the new one, never half."""
+"""Atomic writes, file modes and output checks shared by every writer.
+
+An interrupted command leaves the old file or the new one, never half. Every file and
+folder tuitune writes gets the mode ``open()``/``mkdir()`` would give under the current
+umask (files ``0666 & ~umask``, folders ``0777 & ~umask``), temp names and renames
+included: ``mkstemp``/``mkdtemp`` make 0600/0700 and safetensors writes 0600 shards, so
+those are widened here, never left private by accident.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # set-and-restore: the only portable way to read it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode(executable: bool = False) -> int:
+    """The mode ``open(path, "w")`` gives a new file (``0777 & ~umask`` for an executable)."""
+    return (0o777 if executable else 0o666) & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir()`` gives a new folder."""
+    return 0o777 & ~current_umask()
+
+
+def make_temp_dir(prefix: str = "tmp", dir: str | os.PathLike | None = None) -> Path:
+    """``tempfile.mkdtemp`` with the mode ``mkdir`` would give (mkdtemp makes 0700).
+
+    For a folder that is renamed into place as the user's output; scratch folders that
+    are removed afterwards may stay private.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(path, dir_mode())
+    return path
+
+
+def fix_modes(tree: str | os.PathLike) -> Path:
+    """Give ``tree`` (a file or a folder written by us or a library) the umask's modes.
+
+    Folders get ``0777 & ~umask``; files ``0666 & ~umask``, or ``0777 & ~umask`` when they
+    carry an execute bit. Links are left alone.
+    """
+    tree = Path(tree)
+    fmode, xmode, dmode = file_mode(), file_mode(True), dir_mode()
+
+    def fix(p: str, is_dir: bool) -> None:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            return
+        want = dmode if is_dir else (xmode if st.st_mode & 0o111 else fmode)
+        if stat.S_IMODE(st.st_mode) != want:
+            os.chmod(p, want)
+
+    if tree.is_dir() and not tree.is_symlink():
+        fix(str(tree), True)
+        for root, dirs, files in os.walk(tree):
+            for d in dirs:
+                fix(os.path.join(root, d), True)
+            for f in files:
+                fix(os.path.join(root, f), False)
+    elif tree.exists():
+        fix(str(tree), False)
+    return tree
+
+
+def mkdirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` (modes from the umask, as mkdir gives them)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -14,6 +101,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; the file gets what open() would give
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -34,6 +122,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+# --- existing outputs ----------------------------------------------------------------------
+
+def output_exists(path: str | os.PathLike) -> bool:
+    """Whether writing ``path`` would replace something: a file, or a non-empty folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return any(p.iterdir())
+    return p.exists() or p.is_symlink()
+
+
+def refuse_existing(path: str | os.PathLike, force: bool = False) -> None:
+    """Raise the one-line error for an existing output unless ``force``.
+
+    The CLI passes ``--force``; the TUI asks first (overwrite / new name / cancel) and then
+    passes ``force=True``.
+    """
+    if force or not output_exists(path):
+        return
+    from tuitune.errors import TuituneError
+
+    kind = "folder exists and is not empty" if Path(path).expanduser().is_dir() else "exists"
+    raise TuituneError(f"{path}: {kind}; choose another output, or pass --force to overwrite it")
+
+
+_NUMBERED = re.compile(r"^(?P<stem>.*?)-(?P<n>\d+)$")
+
+
+def next_free_path(path: str | os.PathLike) -> Path:
+    """``path`` if nothing is there, else the first free ``stem-2.ext``, ``stem-3.ext``, ...
+
+    ``data/x.jsonl`` → ``data/x-2.jsonl``; ``data/x-2.jsonl`` → ``data/x-3.jsonl``;
+    a folder ``models/r1-merged`` → ``models/r1-merged-2``. An empty folder counts as free.
+    """
+    p = Path(path)
+    if not output_exists(p):
+        return p
+    name = p.name
+    # Only the last suffix counts (x.tar.gz is rare; model folders have dots: Qwen2.5-7B).
+    suffix = p.suffix if p.suffix and not p.is_dir() and len(p.suffix) <= 8 and p.suffix[1:].isalnum() else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    m = _NUMBERED.match(stem)
+    base, n = (m.group("stem"), int(m.group("n"))) if m and int(m.group("n")) >= 2 else (stem, 1)
+    while True:
+        n += 1
+        cand = p.with_name(f"{base}-{n}{suffix}")
+        if not output_exists(cand):
+            return cand
 
 
 def python_cmd() -> list[str]:

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuitune.errors import TuituneError
-from tuitune.fsutil import atomic_write_json, atomic_write_text
+from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir
 
 DTYPES = ("fp16", "bf16", "fp32")
 _TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -960,7 +960,7 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
     bcfg = _read_json(src.base_dir / "config.json", "the base model folder is incomplete")
     dtype = dtype or _dtype_name(bcfg, plan)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    tmp = make_temp_dir(prefix=f"{out.name}.partial-", dir=out.parent)  # the umask's mode, not 0700
     try:
         if plan.fallback is None:
             log(f"streaming {len(plan.shards)} base shard(s) from {src.base_dir}")
@@ -990,6 +990,7 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
                                             "run": str(src.run_dir) if src.run_dir else None,
                                             "checkpoint": src.checkpoint, "config": str(src.config_path or "") or None,
                                             "data": src.data_files, **result.to_dict()})
+        fix_modes(tmp)  # safetensors and copy2 leave 0600 shards; files get what open() gives
         result.replaced_to = _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1005,7 +1006,7 @@ def export_adapter(src: Source, out: str | Path, force: bool = False) -> Path:
     if not weights.is_file():
         raise TuituneError(f"{src.adapter_dir}: no adapter_model.safetensors to export; save the adapter again")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    tmp = make_temp_dir(prefix=f"{out.name}.partial-", dir=out.parent)
     try:
         acfg = _read_json(src.adapter_dir / "adapter_config.json", "save the adapter again")
         acfg["inference_mode"] = True
@@ -1020,6 +1021,7 @@ def export_adapter(src: Source, out: str | Path, force: bool = False) -> Path:
         if src.data_files:
             lines.append("- **data**: " + ", ".join(f"`{d}`" for d in src.data_files))
         atomic_write_text(tmp / "README.md", "\n".join(lines) + "\n")
+        fix_modes(tmp)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

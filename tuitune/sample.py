@@ -164,11 +164,14 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, max_shard_size: str | i
         bos_token_id=pad_id, eos_token_id=[eos_id, pad_id], pad_token_id=pad_id,
         max_new_tokens=64,
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None))
+    from tuitune.fsutil import fix_modes, make_temp_dir
+
+    tmp = make_temp_dir(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None)
     try:
         kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
         model.save_pretrained(tmp, safe_serialization=True, **kwargs)
         tokenizer.save_pretrained(tmp)
+        fix_modes(tmp)  # safetensors writes 0600 shards
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         if out_dir.exists():
             out_dir.rmdir()

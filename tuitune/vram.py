@@ -89,6 +89,8 @@ read) and, for MoE models, LoRA on every expert's linears.
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -413,12 +415,65 @@ def _vision_params(vis: dict) -> int:
     return n * (4 * h * h + 2 * h * int(i))
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """``owner/name`` (what Config accepts as a hub model id), not a path like ``./x`` or ``/x``."""
+    return bool(_HUB_ID.match(str(text))) and not str(text).startswith((".", "~"))
+
+
+def _hub_cache_dir() -> str:
+    """The hub cache as the environment says now (HF_HUB_CACHE, else HF_HOME/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_config_path(repo_id: str) -> Path:
+    """``config.json`` of hub model ``repo_id``: from the local hub cache, else downloaded (when online).
+
+    Offline (HF_HUB_OFFLINE=1) only the cache is read. Raises one TuituneError when neither has it.
+    """
+    cache = _hub_cache_dir()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError as e:  # pragma: no cover - transformers brings it
+        raise TuituneError(f"{repo_id}: reading a hub model needs huggingface_hub (pip install huggingface_hub)") from e
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+    if isinstance(found, str) and os.path.isfile(found):
+        return Path(found)
+    if _offline():
+        raise TuituneError(f"{repo_id}: not a folder, and its config.json is not in the hub cache ({cache}) "
+                           "while offline (HF_HUB_OFFLINE); download it once with `huggingface-cli download "
+                           f"{repo_id} config.json`, or give a local model folder")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=10))
+    except Exception as e:  # noqa: BLE001 - network, 404, gated: one line either way
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TuituneError(f"{repo_id}: not a folder, not in the hub cache ({cache}), and the hub did not give "
+                           f"its config.json ({type(e).__name__}: {why[:160]}); check the id and the network, "
+                           "or give a local model folder") from e
+
+
 def read_model_shape(model_dir: Union[str, Path]) -> ModelShape:
-    """Read ``MODEL_DIR/config.json`` (or a path to the config file itself)."""
+    """Read ``MODEL_DIR/config.json`` (or a path to the config file itself, or a hub id's config)."""
     path = Path(model_dir).expanduser()
+    if not path.exists() and looks_like_hub_id(str(model_dir)):
+        path = hub_config_path(str(model_dir))
     cfg_path = path if path.is_file() else path / "config.json"
     if not path.exists():
-        raise TuituneError(f"model folder {path} does not exist: give the folder that holds config.json")
+        raise TuituneError(f"model folder {path} does not exist: give the folder that holds config.json, "
+                           "or a hub id such as Qwen/Qwen2.5-0.5B-Instruct")
     if not cfg_path.is_file():
         raise TuituneError(f"{path} has no config.json: point at a Hugging Face model folder "
                            "(the one with config.json and the *.safetensors files)")

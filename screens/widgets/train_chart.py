@@ -2,7 +2,8 @@
 
 One plot object per widget (textual-plotext's ``self.plt``), never plotext's global one.
 New data can arrive many times a second while a run streams in; the chart redraws at
-most ``MIN_INTERVAL`` apart and always ends on the newest data.
+most ``MIN_INTERVAL`` apart and always ends on the newest data. ``log_scale`` draws the
+loss on a log axis, so a long flat tail still shows its slope.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class LossChart(PlotextPlot):
         self._title = ""
         self._last_draw = float("-inf")
         self._pending = None
+        self.log_scale = False
         self.draws = 0  # how many times new data was drawn (tests look at it)
 
     def on_mount(self) -> None:
@@ -43,6 +45,22 @@ class LossChart(PlotextPlot):
             self._draw()
         elif self._pending is None:
             self._pending = self.set_timer(wait, self._draw_pending)
+
+    def set_log_scale(self, on: bool) -> None:
+        """Log (True) or linear (False) loss axis; redraws at once."""
+        if on == self.log_scale:
+            return
+        self.log_scale = on
+        if self._pending is not None:
+            self._pending.stop()
+            self._pending = None
+        self._draw()
+
+    @property
+    def scale_shown(self) -> str:
+        """``log`` or ``linear``: what the axis is drawn with (log needs every loss above zero)."""
+        values = [y for _, y in (*self._loss, *self._eval)]
+        return "log" if self.log_scale and all(y > 0 for y in values) else "linear"
 
     def _draw_pending(self) -> None:
         self._pending = None
@@ -64,8 +82,13 @@ class LossChart(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self._title or "loss")
+        scale = self.scale_shown
+        note = "" if scale == "linear" or not self.log_scale else "  (log scale)"
+        if self.log_scale and scale == "linear":
+            note = "  (log scale needs losses above 0: linear)"
+        plt.title((self._title or "loss") + note)
         plt.xlabel("step")
+        plt.yscale(scale)
         if self._loss:
             xs, ys = zip(*self._loss)
             plt.plot(list(xs), list(ys), label="train", marker="braille", color="cyan")

@@ -37,6 +37,7 @@ def register(sub) -> None:
     c.add_argument("--skip-bad-lines", action="store_true", help="JSONL: skip lines that are not valid JSON "
                    "and report them")
     c.add_argument("--output-format", choices=["jsonl", "json"], help="default: from OUT's extension")
+    c.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=run_convert)
 
@@ -48,6 +49,7 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=42, help="shuffle seed (default 42); same seed, same files")
     s.add_argument("--group-by", choices=["none", "input"], default="none",
                    help="input: every record with the same question goes to the same side")
+    s.add_argument("--force", action="store_true", help="overwrite DIR/train.jsonl and DIR/test.jsonl if they exist")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_split)
 
@@ -58,6 +60,7 @@ def register(sub) -> None:
     g.add_argument("--count", type=int, default=150, help="records to write (default 150)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-o", "--output", metavar="OUT", required=True)
+    g.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=run_selfcog)
 
@@ -86,7 +89,8 @@ def run_convert(args) -> int:
     rep = convert(args.input, args.output, format=args.format, preset=args.preset, sheet=args.sheet,
                   input_col=args.input_col, output_col=args.output_col, system_col=args.system_col,
                   system=args.system, drop_placeholders=args.drop_placeholders, dedupe=args.dedupe,
-                  skip_bad_lines=args.skip_bad_lines, output_format=args.output_format, progress=progress)
+                  skip_bad_lines=args.skip_bad_lines, output_format=args.output_format, force=args.force,
+                  progress=progress)
     if args.json:
         print(json.dumps(rep.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -95,8 +99,14 @@ def run_convert(args) -> int:
 
 
 def run_split(args) -> int:
-    from tuitune.data.split import split_file
+    from pathlib import Path
 
+    from tuitune.data.split import split_file
+    from tuitune.fsutil import refuse_existing
+
+    out = Path(args.output) if args.output else Path(args.input).parent
+    for name in ("train.jsonl", "test.jsonl"):  # split_file's outputs
+        refuse_existing(out / name, args.force)
     res = split_file(args.input, args.output, args.test_ratio, args.seed, args.group_by)
     if args.json:
         from dataclasses import asdict
@@ -109,7 +119,9 @@ def run_split(args) -> int:
 
 def run_selfcog(args) -> int:
     from tuitune.data.selfcog import write_self_cognition
+    from tuitune.fsutil import refuse_existing
 
+    refuse_existing(args.output, args.force)
     n = write_self_cognition(args.output, args.name, args.count, args.seed)
     if args.json:
         print(json.dumps({"output": args.output, "records": n, "name": args.name, "seed": args.seed},

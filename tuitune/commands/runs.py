@@ -1,4 +1,4 @@
-"""``tuitune runs``: list, follow, stop, save and resume runs."""
+"""``tuitune runs``: list, follow, stop, save, resume and delete runs."""
 
 from __future__ import annotations
 
@@ -29,8 +29,14 @@ def register(sub) -> None:
     sv.set_defaults(func=run_save)
     r = acts.add_parser("resume", help="continue a stopped or failed run from its newest checkpoint")
     r.add_argument("run")
+    r.add_argument("--checkpoint", metavar="N", help="resume from checkpoint-N instead of the newest "
+                   "(later checkpoints are moved to checkpoints/.superseded-*/, not deleted)")
     r.add_argument("--foreground", action="store_true", help="run attached to this terminal")
     r.set_defaults(func=run_resume)
+    d = acts.add_parser("delete", help="delete a run folder (never a running run)")
+    d.add_argument("run")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=run_delete)
 
 
 def runs_table(workspace, now: float | None = None) -> list[dict]:
@@ -151,9 +157,24 @@ def run_save(args) -> int:
 def run_resume(args) -> int:
     from tuitune.train.launcher import resume_run
 
-    run, result = resume_run(args.workspace, args.run, foreground=args.foreground)
+    run, result = resume_run(args.workspace, args.run, foreground=args.foreground, checkpoint=args.checkpoint)
+    st = run.read_state()
+    if args.checkpoint is not None:
+        aside = f"; later checkpoints moved to {st['superseded']}" if st.get("superseded") else ""
+        print(f"resuming run {run.id} from {st.get('resumed_from')}{aside}", flush=True)
     if args.foreground:
         print(f"run {run.id}: {run.status().get('status')}")
         return 0 if run.status().get("status") != "failed" else 1
     print(f"resumed run {run.id} (pid {result}); follow it with `tuitune runs follow {run.id}`")
+    return 0
+
+
+def run_delete(args) -> int:
+    from tuitune.train.launcher import delete_run
+
+    run = delete_run(args.workspace, args.run)
+    if args.json:
+        print(json.dumps({"deleted": run.id, "path": str(run.path)}))
+    else:
+        print(f"deleted run {run.id} ({run.path})")
     return 0

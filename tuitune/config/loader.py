@@ -258,9 +258,17 @@ def dump_config(cfg: RunConfig | dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def save_config(cfg: RunConfig, path: str | Path) -> Path:
-    """Write ``cfg`` as commented YAML, atomically (the old file or the new one, never half)."""
-    return atomic_write_text(Path(path).expanduser(), dump_config(cfg))
+def save_config(cfg: RunConfig, path: str | Path, force: bool = True) -> Path:
+    """Write ``cfg`` as commented YAML, atomically (the old file or the new one, never half).
+
+    ``force=False`` refuses an existing file (``config new`` without ``--force``; a TUI asks
+    first). Saving the file being edited is an overwrite by intent, hence the default.
+    """
+    from tuitune.fsutil import refuse_existing
+
+    path = Path(path).expanduser()
+    refuse_existing(path, force)
+    return atomic_write_text(path, dump_config(cfg))
 
 
 def all_fields() -> list[str]:

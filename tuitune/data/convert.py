@@ -153,12 +153,13 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             preset: str | None = None, sheet: str | None = None, input_col: str | None = None,
             output_col: str | None = None, system_col: str | None = None, system: str | None = None,
             drop_placeholders: bool = False, dedupe: bool = False, skip_bad_lines: bool = False,
-            output_format: str | None = None,
+            output_format: str | None = None, force: bool = False,
             progress: Callable[[int, int | None], None] | None = None,
             cancelled: Callable[[], bool] | None = None) -> Report:
     """Convert ``src`` to conversation records written to ``out`` (JSONL unless .json).
 
-    With ``out=None`` nothing is written (a dry run that still builds the report).
+    With ``out=None`` nothing is written (a dry run that still builds the report). An
+    existing ``out`` is refused unless ``force`` (the CLI's ``--force``; the TUI asks first).
     Raises TuituneError (and leaves no output file) on input it can't read.
     """
     from tuitune.data import formats as F
@@ -167,6 +168,10 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
     src = Path(src)
     if out is not None and Path(out).resolve() == src.resolve():
         raise TuituneError(f"{out}: is the input file; choose another output path")
+    if out is not None:
+        from tuitune.fsutil import refuse_existing
+
+        refuse_existing(out, force)
     opts = resolve_preset(preset)
     user_sheet = sheet
     sheet = sheet or opts.get("sheet")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from tuitune.errors import TuituneError
+from tuitune.fsutil import file_mode, refuse_existing
 
 
 @contextlib.contextmanager
@@ -29,22 +30,16 @@ def atomic_writer(path: str | os.PathLike, encoding: str = "utf-8"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; a data file gets what open() would give
         with os.fdopen(fd, "w", encoding=encoding, newline="\n") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a data file is the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def dumps_record(rec: dict) -> str:
@@ -79,7 +74,10 @@ def wants_array(path: str | os.PathLike, output_format: str | None = None) -> bo
     return Path(path).suffix.lower() == ".json"
 
 
-def write_records(path: str | os.PathLike, records: Iterable[dict], output_format: str | None = None) -> int:
+def write_records(path: str | os.PathLike, records: Iterable[dict], output_format: str | None = None,
+                  force: bool = True) -> int:
+    """Write ``records`` to ``path`` atomically; with ``force=False`` an existing file is refused."""
+    refuse_existing(path, force)
     with atomic_writer(path) as fh:
         w = RecordWriter(fh, wants_array(path, output_format))
         for rec in records:

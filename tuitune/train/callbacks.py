@@ -12,6 +12,9 @@ import time
 from transformers import TrainerCallback
 
 
+EMA_ALPHA = 0.3  # weight of the newest interval in the smoothed seconds per step
+
+
 def _float(x):
     try:
         return float(x)
@@ -33,6 +36,11 @@ class RunCallback(TrainerCallback):
         self.step0 = 0
         self.tokens0 = 0
         self.last_tokens = (None, None)  # (time, tokens) at the previous log
+        # Time across resumes: training seconds of earlier sessions (from state.json), the
+        # smoothed seconds per step, and the (time, step) the next interval is measured from.
+        self.elapsed0 = 0.0
+        self.sec_per_step = None
+        self.mark = None
         self.stop_signal = False
         self.stopped_on_request = False
         self._prev_sigterm = None
@@ -108,9 +116,36 @@ class RunCallback(TrainerCallback):
                 model.train()
         self.event(type="sample", step=step, when=when, answers=answers, seconds=round(time.time() - t, 3))
 
+    # --- time ----------------------------------------------------------------------------
+    def elapsed(self, now: float | None = None) -> float:
+        """Training seconds over every session of this run (a resume continues the count)."""
+        now = time.time() if now is None else now
+        return self.elapsed0 + max(0.0, now - (self.t0 or now))
+
+    def _rate(self, now: float, step: int) -> float | None:
+        """Seconds per step, an EMA of the intervals between logs; the resume gap never counts."""
+        if self.mark is not None:
+            t_prev, s_prev = self.mark
+            if step > s_prev and now > t_prev:
+                dt = (now - t_prev) / (step - s_prev)
+                self.sec_per_step = dt if self.sec_per_step is None else (
+                    EMA_ALPHA * dt + (1 - EMA_ALPHA) * self.sec_per_step)
+        self.mark = (now, step)
+        return self.sec_per_step
+
+    def _eta(self, step: int, max_steps: int) -> float | None:
+        if self.sec_per_step is None:
+            return None
+        return round(self.sec_per_step * max(0, max_steps - step), 1)
+
     # --- the callback API ----------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kw):
         self.t0 = time.time()
+        prev = self.run.read_state() if self.is_main else {}
+        if state.global_step > 0:
+            # Resumed: continue the earlier sessions' clock and rate (state.json is the one record).
+            self.elapsed0 = float(prev.get("elapsed") or 0.0)
+            self.sec_per_step = _float(prev.get("sec_per_step"))
         self.step0 = state.global_step
         self.tokens0 = getattr(state, "num_input_tokens_seen", 0) or 0
         self.last_tokens = (self.t0, self.tokens0)
@@ -125,6 +160,7 @@ class RunCallback(TrainerCallback):
                    resumed=state.global_step > 0)
         if model is not None:
             self.sample_answers(model, state.global_step, "before")
+        self.mark = (time.time(), state.global_step)  # measured from here: load and samples are no step
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -140,17 +176,17 @@ class RunCallback(TrainerCallback):
         t_prev, tok_prev = self.last_tokens
         tps = (tokens - tok_prev) / (now - t_prev) if tok_prev is not None and now > t_prev else None
         self.last_tokens = (now, tokens)
-        elapsed = now - (self.t0 or now)
-        done = step - self.step0
-        remaining = max(0, state.max_steps - step)
-        eta = elapsed / done * remaining if done > 0 else None
+        elapsed = self.elapsed(now)
+        rate = self._rate(now, step)
+        eta = self._eta(step, state.max_steps)
         self.event(type="train", step=step, total_steps=state.max_steps, epoch=_float(state.epoch),
                    loss=_float(logs.get("loss")), lr=_float(logs.get("learning_rate")),
                    grad_norm=_float(logs.get("grad_norm")), tokens=tokens,
                    tokens_per_s=round(tps, 1) if tps is not None else None,
-                   elapsed=round(elapsed, 2), eta=round(eta, 1) if eta is not None else None)
+                   elapsed=round(elapsed, 2), eta=eta)
         self.state(step=step, total_steps=state.max_steps, last_loss=_float(logs.get("loss")),
-                   eta=round(eta, 1) if eta is not None else None)
+                   eta=eta, elapsed=round(elapsed, 2),
+                   sec_per_step=round(rate, 4) if rate is not None else None)
 
     def on_step_end(self, args, state, control, model=None, **kw):
         step = state.global_step
@@ -170,10 +206,16 @@ class RunCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
+        if self.is_main:
+            from tuitune.fsutil import fix_modes
+
+            fix_modes(path)  # safetensors and torch.save leave 0600 files; the umask's modes instead
         self.event(type="checkpoint", step=state.global_step, path=path)
-        self.state(last_checkpoint=path)
+        # The step goes with the checkpoint: a stop between two logs must not show an older step.
+        self.state(last_checkpoint=path, step=state.global_step, elapsed=round(self.elapsed(), 2))
 
     def on_train_end(self, args, state, control, model=None, **kw):
+        self.state(step=state.global_step, elapsed=round(self.elapsed(), 2))
         if model is not None and not self.stopped_on_request:
             self.sample_answers(model, state.global_step, "after")
         if self._prev_sigterm is not None:

@@ -27,6 +27,7 @@ from tuitune.train.runfolder import LIVE, RunFolder, list_runs
 MAX_POINTS = 2000
 CHUNK_BYTES = 1 << 20
 MAX_LIFECYCLE = 50
+MAX_SAMPLE_ROUNDS = 500  # evaluation rounds of sample answers kept (each is a few short strings)
 
 
 # --- a bounded series --------------------------------------------------------------------------------
@@ -170,6 +171,18 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class SampleRound:
+    """One evaluation round: the answers to every evaluation prompt at one step."""
+
+    step: int | None
+    when: str | None
+    answers: tuple[Sample, ...]
+
+    def label(self) -> str:
+        return f"step {self.step}" + (f", {self.when}" if self.when else "")
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """An immutable copy of a ``RunView`` (safe to hand from a thread to the UI)."""
 
@@ -198,6 +211,7 @@ class Snapshot:
     log_tail: tuple[str, ...] = ()
     gpus: tuple | None = None
     caught_up: bool = True  # False while a long backlog of events is still being read
+    sample_rounds: tuple[SampleRound, ...] = ()  # every evaluation round, oldest first
 
     @property
     def live(self) -> bool:
@@ -251,6 +265,8 @@ class RunView:
         self.eta: float | None = None
         self.metrics_time: float | None = None
         self.samples: dict[str, Sample] = {}
+        self.rounds: list[SampleRound] = []
+        self._elapsed_base = 0.0  # training seconds before the latest resume (for workers that restart the count)
         self.checkpoints: list[tuple[int, str]] = []
         self.lifecycle: list[dict] = []
         self.events = 0
@@ -277,7 +293,10 @@ class RunView:
                 self.grad_norm = e.get("grad_norm")
                 self.tokens = e.get("tokens")
                 self.tokens_per_s = e.get("tokens_per_s")
-                self.elapsed = e.get("elapsed")
+                elapsed = e.get("elapsed")
+                if elapsed is not None and self._elapsed_base and elapsed < self._elapsed_base:
+                    elapsed += self._elapsed_base  # an older worker restarted its count at the resume
+                self.elapsed = elapsed if elapsed is not None else self.elapsed
                 self.eta = e.get("eta")
                 self.metrics_time = e.get("time")
             elif t == "eval":
@@ -285,12 +304,20 @@ class RunView:
                     self.eval.add(e["step"], e["eval_loss"])
                     self.last_eval = e["eval_loss"]
             elif t == "sample":
+                answers = []
                 for a in e.get("answers") or ():
                     prompt = str(a.get("prompt", ""))
-                    self.samples[prompt] = Sample(prompt, str(a.get("answer", "")), e.get("step"), e.get("when"))
+                    s = Sample(prompt, str(a.get("answer", "")), e.get("step"), e.get("when"))
+                    self.samples[prompt] = s
+                    answers.append(s)
+                self.rounds.append(SampleRound(e.get("step"), e.get("when"), tuple(answers)))
+                del self.rounds[:-MAX_SAMPLE_ROUNDS]
             elif t == "checkpoint":
-                self.checkpoints.append((e.get("step") or 0, str(e.get("path", ""))))
+                step = e.get("step") or 0
+                self.checkpoints.append((step, str(e.get("path", ""))))
                 del self.checkpoints[:-MAX_LIFECYCLE]
+                # A checkpoint is written at its step: the step shown is never behind it.
+                self.step = max(self.step, step)
             elif t == "lifecycle":
                 self.lifecycle.append(e)
                 del self.lifecycle[:-MAX_LIFECYCLE]
@@ -300,9 +327,22 @@ class RunView:
                         self.total_steps = e["total_steps"]
                     if e.get("step") is not None:
                         self.step = e["step"]
-                    # A resumed run's timing starts over: the old ETA no longer counts down.
+                        if e["step"] == 0:
+                            self._elapsed_base = 0.0
+                    if e.get("resumed") or (e.get("step") or 0) > 0:
+                        # Time continues across a resume; the gap while stopped does not count.
+                        self._elapsed_base = self.elapsed or 0.0
+                    # The old ETA no longer counts down (the next train event brings a fresh one).
                     self.eta = None
                     self.metrics_time = None
+                elif ev in ("stopped", "finished") and e.get("step") is not None:
+                    self.step = max(self.step, e["step"])
+                elif ev == "resume" and e.get("checkpoint"):
+                    # Resumed from a checkpoint: the run continues from that step (perhaps an earlier one).
+                    m = re.search(r"checkpoint-(\d+)$", str(e["checkpoint"]))
+                    if m:
+                        self.step = int(m.group(1))
+                        self.checkpoints = [c for c in self.checkpoints if c[0] <= self.step]
         self.events += n
 
     def feed_bytes(self, data: bytes) -> None:
@@ -356,7 +396,8 @@ class RunView:
             loss_points=tuple(self.loss.points()), eval_points=tuple(self.eval.points()),
             samples=tuple(self.samples.values()), checkpoints=tuple(self.checkpoints),
             lifecycle=tuple(self.lifecycle), events=self.events, log_tail=tuple(log_tail),
-            gpus=tuple(gpus) if gpus is not None else None, caught_up=caught_up)
+            gpus=tuple(gpus) if gpus is not None else None, caught_up=caught_up,
+            sample_rounds=tuple(self.rounds))
 
 
 # --- following events.jsonl -------------------------------------------------------------------------

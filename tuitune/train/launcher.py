@@ -120,7 +120,12 @@ def start_run(config_path, workspace, name: str | None = None, foreground: bool 
     return run, spawn(run)
 
 
-def resume_run(workspace, run_id: str, foreground: bool = False) -> tuple[RunFolder, int]:
+def resume_run(workspace, run_id: str, foreground: bool = False,
+               checkpoint: int | str | None = None) -> tuple[RunFolder, int]:
+    """Continue a stopped or failed run from its newest checkpoint, or from ``checkpoint`` (a step).
+
+    Resuming from an earlier checkpoint moves the later ones aside (``RunFolder.rewind_to``).
+    """
     run = find_run(workspace, run_id)
     status = run.status()
     if status.get("status") in LIVE:
@@ -132,10 +137,27 @@ def resume_run(workspace, run_id: str, foreground: bool = False) -> tuple[RunFol
     if latest is None:
         raise TuituneError(f"run {run.id} has no complete checkpoint to resume from; start it again with "
                            f"`tuitune train {run.config_path}`")
-    run.write_state(status="starting", error=None, resumed_from=str(latest))
+    superseded = None
+    if checkpoint is not None:
+        latest = run.checkpoint(checkpoint)
+        superseded = run.rewind_to(latest)
+    changes = {"superseded": str(superseded)} if superseded else {}
+    run.write_state(status="starting", error=None, resumed_from=str(latest), step=_step(latest),
+                    last_checkpoint=str(latest), **changes)
     if foreground:
         return run, run_foreground(run, resume=True)
     return run, spawn(run, resume=True)
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
+def delete_run(workspace, run_id: str) -> RunFolder:
+    """Delete a run folder (refused while it is starting, running or stopping)."""
+    run = find_run(workspace, run_id)
+    run.delete()
+    return run
 
 
 def stop_run(workspace, run_id: str, kill: bool = False, wait: float = 0) -> RunFolder:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tuitune.errors import TuituneError
-from tuitune.fsutil import atomic_write_json
+from tuitune.fsutil import atomic_write_json, fix_modes
 
 LIVE = ("starting", "running", "stopping")
 ENDED = ("stopped", "finished", "failed")
@@ -116,6 +116,9 @@ class RunFolder:
         state.update(changes)
         state["updated"] = time.time()
         atomic_write_json(self.state_path, state)
+        if changes.get("status") == "finished" and changes.get("output"):
+            # The final adapter/model (safetensors writes 0600): readable as the umask allows.
+            fix_modes(changes["output"])
         return state
 
     def status(self) -> dict:
@@ -138,7 +141,7 @@ class RunFolder:
         """Append one event as one line (a single write on an O_APPEND file: lines never interleave)."""
         event = {"time": time.time(), **event}
         line = (json.dumps(event, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8")
-        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides
         try:
             os.write(fd, line)
         finally:
@@ -193,6 +196,49 @@ class RunFolder:
         cps = self.list_checkpoints()
         return cps[-1] if cps else None
 
+    def checkpoint(self, step: int | str) -> Path:
+        """Checkpoint ``step`` (``58`` or ``checkpoint-58``) if complete; else a one-line error listing them."""
+        name = str(step)
+        name = name if name.startswith("checkpoint-") else f"checkpoint-{name}"
+        cps = self.list_checkpoints()
+        for cp in cps:
+            if cp.name == name:
+                return cp
+        have = ", ".join(cp.name.rsplit("-", 1)[-1] for cp in cps) or "none"
+        raise TuituneError(f"{self.id}: no complete {name}; checkpoints: {have}")
+
+    def rewind_to(self, checkpoint: Path) -> Path | None:
+        """Make ``checkpoint`` the newest: later ones move to ``checkpoints/.superseded-<time>/``.
+
+        Resuming from an earlier checkpoint starts a new trajectory from there; the later
+        checkpoints belong to the old one. They are kept (moved aside, never deleted) and no
+        longer listed, so every "latest checkpoint" afterwards agrees with the run's step.
+        """
+        later = [cp for cp in self.list_checkpoints() if _step_of(cp) > _step_of(checkpoint)]
+        if not later:
+            return None
+        aside = self.checkpoints / f".superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 2
+        while aside.exists():
+            aside, n = self.checkpoints / f".superseded-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+        aside.mkdir()
+        for cp in later:
+            os.replace(cp, aside / cp.name)
+        return aside
+
+    def delete(self) -> None:
+        """Remove the run folder; refused while its worker is alive (stop it first)."""
+        import shutil
+
+        st = self.status()
+        if st.get("status") in LIVE:
+            raise TuituneError(f"{self.id}: is {st.get('status')} (pid {st.get('pid')}); stop it first with "
+                               f"`tuitune runs stop {self.id}`, then delete it")
+        # Rename first, so a half-deleted folder is never listed as a run.
+        gone = self.path.with_name(f".{self.id}.deleting-{os.getpid()}")
+        os.replace(self.path, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+
     # --- control -------------------------------------------------------------------------
     def request(self, what: str) -> Path:
         """Ask the worker to ``stop`` or ``save`` (it looks at control/ after every step)."""
@@ -225,6 +271,10 @@ class RunFolder:
         # Progress bars redraw with \r: keep what the line finally showed.
         out = [l.rsplit("\r", 1)[-1].rstrip() for l in data.splitlines()]
         return [l for l in out if l.strip()][-lines:]
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
 
 
 def _complete(checkpoint: Path) -> bool:
