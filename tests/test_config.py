@@ -61,7 +61,7 @@ def line_of(path: Path, needle: str) -> int:
 # --- presets and round trips ----------------------------------------------------------------
 
 def test_presets_are_the_tutorials_jobs_and_all_valid():
-    assert set(PRESETS) == {"assistant", "medqa", "pretrain", "full-small", "tiny-demo"}
+    assert set(PRESETS) == {"assistant", "medqa", "pretrain", "full-small", "tiny-demo", "smol-demo"}
     for name in PRESETS:
         cfg = get_preset(name)
         assert cfg.preset == name
@@ -106,9 +106,10 @@ def test_save_then_load_gives_the_same_config(name, workspace):
     assert diff_against(again) == []
 
 
-def test_shipped_tiny_demo_yaml_is_the_preset():
-    shipped = ROOT / "sample_data" / "configs" / "tiny-demo.yaml"
-    assert shipped.read_text(encoding="utf-8") == dump_config(get_preset("tiny-demo"))
+@pytest.mark.parametrize("name, where", [("tiny-demo", "configs"), ("smol-demo", "real/configs")])
+def test_shipped_demo_yamls_are_the_presets(name, where):
+    shipped = ROOT / "sample_data" / where / f"{name}.yaml"
+    assert shipped.read_text(encoding="utf-8") == dump_config(get_preset(name))
 
 
 def test_demo_workspace_gets_the_tiny_demo_config(tmp_path, tiny_model):

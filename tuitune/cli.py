@@ -24,7 +24,7 @@ from tuitune.errors import TuituneError
 # The verbs, in the order the product walks through them. Each is a module in
 # tuitune/commands/ with register(subparsers); a verb whose module is not there
 # yet is simply not offered.
-COMMANDS = ("demo", "env", "data", "config", "train", "runs", "merge", "chat")
+COMMANDS = ("demo", "env", "data", "config", "train", "runs", "merge", "chat", "model")
 
 
 def available_commands() -> list[str]:

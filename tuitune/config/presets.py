@@ -77,6 +77,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "evaluation": {"every": 20, "prompts": ["请介绍一下你自己", "你是谁"], "max_new_tokens": 48,
                        "eval_loss": False},
     }),
+    Preset("smol-demo", "a real model (SmolLM2-135M-Instruct, `tuitune demo --real`) learns a name by LoRA "
+           "in a few minutes on a CPU", {
+        "model": "models/smollm2-135m-instruct",
+        "method": "lora",
+        "data": {"train": "data/self_cognition_en.jsonl", "max_length": 128, "pack": True},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"max_steps": 40, "batch_size": 8, "grad_accum": 1, "lr": 1e-3, "warmup_ratio": 0.05,
+                     "gradient_checkpointing": False, "save_steps": 20, "save_total_limit": 2,
+                     "logging_steps": 5},
+        "evaluation": {"every": 20, "prompts": ["Who are you?", "What is the capital of France?"],
+                       "max_new_tokens": 32, "eval_loss": False},
+    }),
 ]}
 
 
