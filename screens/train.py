@@ -38,6 +38,7 @@ FOLLOW_EVERY = 0.5    # seconds between polls of the selected run's files once c
 GPU_EVERY = 2.0
 CATCH_UP_EVERY = 1.0    # seconds between snapshots while reading a long file's backlog (each costs a redraw)
 LOG_LINES = 200
+WORKSPACE_WIDE = "*"  # a message about the workspace, not one run (kept when the selection moves)
 
 _STEP_KEYS = {s.key for s in STEPS}
 # The runs table's columns: label, key, narrowest width.
@@ -273,7 +274,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self.workers.cancel_group(self, "train-follow")
             self._show_empty()
             return
-        if self._message_about != run_id:
+        if self._message_about not in (run_id, WORKSPACE_WIDE):
             self._message("")  # what was said about another run
         self.query_one("#train-status", Static).update(Text(f"{run_id}: reading…", style="dim"))
         self.follow(run_id, str(self.workspace.runs / run_id))
@@ -575,7 +576,9 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             text = f"resumed run {run_id} from {frm} (pid {pid})"
         elif what == "delete":
             launcher.delete_run(ws, run_id)
-            text = f"deleted run {run_id}"
+            # About no run left to select: it stays when the cursor moves on to another run.
+            self.post_message(self.ControlDone(f"deleted run {run_id}", WORKSPACE_WIDE))
+            return
         else:  # pragma: no cover - a typo in a binding
             raise ValueError(what)
         self.post_message(self.ControlDone(text, run_id))

@@ -304,3 +304,119 @@ def test_dashboard_stays_headless():
             "print(','.join(m for m in ('textual', 'torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+
+
+# --- one source of truth for step and time (issue 12, item 11) ----------------------------------------------
+
+def _train(step, t, elapsed, eta=None, loss=1.0, total=300):
+    return {"time": t, "type": "train", "step": step, "total_steps": total, "loss": loss, "elapsed": elapsed,
+            "eta": eta}
+
+
+def test_a_checkpoint_or_a_stop_moves_the_step_shown():
+    view = RunView("r")
+    view.feed([{"type": "lifecycle", "event": "train_begin", "step": 0, "total_steps": 300},
+               _train(55, 1000.0, 55.0), {"type": "checkpoint", "step": 58, "path": "x/checkpoint-58"}])
+    snap = view.snapshot()
+    assert snap.step == 58 and snap.checkpoints[-1] == (58, "x/checkpoint-58")
+    view.feed([{"type": "lifecycle", "event": "stopped", "step": 58, "checkpoint": "x/checkpoint-58"}])
+    assert view.snapshot().step == 58
+
+
+def test_elapsed_continues_across_a_resume_whatever_the_worker_wrote():
+    # An older worker restarted its count at the resume (elapsed 5 after 120): the view adds them up.
+    view = RunView("r")
+    view.feed([{"type": "lifecycle", "event": "train_begin", "step": 0, "total_steps": 300},
+               _train(50, 1000.0, 120.0),
+               {"type": "lifecycle", "event": "resume", "checkpoint": "x/checkpoint-50"},
+               {"type": "lifecycle", "event": "train_begin", "step": 50, "total_steps": 300, "resumed": True},
+               _train(55, 5000.0, 5.0)])
+    assert view.snapshot().elapsed == pytest.approx(125.0)
+    # The new worker writes the whole run's count: nothing is added twice.
+    view = RunView("r")
+    view.feed([_train(50, 1000.0, 120.0),
+               {"type": "lifecycle", "event": "train_begin", "step": 50, "total_steps": 300, "resumed": True},
+               _train(55, 5000.0, 125.0)])
+    assert view.snapshot().elapsed == pytest.approx(125.0)
+
+
+def test_resuming_from_an_earlier_checkpoint_shows_that_step():
+    view = RunView("r")
+    view.feed([_train(70, 1000.0, 70.0), {"type": "checkpoint", "step": 50, "path": "x/checkpoint-50"},
+               {"type": "checkpoint", "step": 60, "path": "x/checkpoint-60"},
+               {"type": "lifecycle", "event": "resume", "checkpoint": "/ws/runs/r/checkpoints/checkpoint-50"}])
+    snap = view.snapshot()
+    assert snap.step == 50 and snap.checkpoints[-1][0] == 50
+
+
+def test_sample_answers_keep_every_round():
+    view = RunView("r")
+    view.feed(recorded())
+    snap = view.snapshot()
+    assert [(r.step, r.when) for r in snap.sample_rounds] == [
+        (0, "before"), (25, "during"), (50, "during"), (75, "during"), (100, "after")]
+    # The latest answer per prompt is still there for a one-glance view.
+    assert {s.step for s in snap.samples} == {100}
+    assert all(r.answers for r in snap.sample_rounds)
+
+
+class _MemRun:
+    """The part of RunFolder the callback uses, in memory."""
+
+    def __init__(self, state=None):
+        self.st = dict(state or {})
+        self.events = []
+
+    def read_state(self):
+        return dict(self.st)
+
+    def write_state(self, **changes):
+        self.st.update(changes)
+        return self.st
+
+    def append_event(self, e):
+        self.events.append(e)
+
+    def take_request(self, what):
+        return False
+
+
+def _drive(cb, clock, monkeypatch, steps, start=0, dt=2.0, pause=0.0):
+    """Run ``cb`` through a session from ``start``: ``steps`` logged steps of ``dt`` seconds each."""
+    import tuitune.train.callbacks as C
+
+    monkeypatch.setattr(C.time, "time", lambda: clock[0])
+    args = types.SimpleNamespace(num_train_epochs=1, output_dir="/nowhere")
+    st = types.SimpleNamespace(global_step=start, max_steps=300, epoch=0.0, num_input_tokens_seen=0)
+    control = types.SimpleNamespace(should_save=False, should_training_stop=False)
+    clock[0] += pause  # model load before train_begin: never a step
+    cb.on_train_begin(args, st, control)
+    etas = []
+    for _ in range(steps):
+        clock[0] += dt
+        st.global_step += 1
+        cb.on_log(args, st, control, logs={"loss": 1.0, "learning_rate": 1e-4})
+        etas.append(cb.run.st["eta"])
+    return etas
+
+
+def test_callback_eta_is_smoothed_and_time_continues_across_a_resume(monkeypatch):
+    from tuitune.train.callbacks import RunCallback
+
+    cfg = types.SimpleNamespace(evaluation=types.SimpleNamespace(prompts=[], every=0))
+    run = _MemRun()
+    clock = [1000.0]
+    cb = RunCallback(run, cfg, None, is_main=True)
+    etas = _drive(cb, clock, monkeypatch, 10)
+    assert run.st["elapsed"] == pytest.approx(20.0) and run.st["sec_per_step"] == pytest.approx(2.0)
+    assert etas[-1] == pytest.approx(2.0 * 290)
+    # Stopped, then resumed an hour later in a new process: the clock goes on from 20 s,
+    # the ETA starts from the smoothed rate (no swing), and the gap never counts.
+    clock[0] += 3600
+    cb2 = RunCallback(run, cfg, None, is_main=True)
+    etas2 = _drive(cb2, clock, monkeypatch, 3, start=10, pause=30.0)
+    assert run.st["elapsed"] == pytest.approx(26.0)
+    assert etas2[0] == pytest.approx(2.0 * 289)
+    # A slower stretch moves the ETA gradually (an EMA), not by the whole jump at once.
+    etas3 = _drive(RunCallback(run, cfg, None, is_main=True), clock, monkeypatch, 1, start=13, dt=20.0)
+    assert 2.0 * 286 < etas3[0] < 20.0 * 286

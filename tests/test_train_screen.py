@@ -391,3 +391,178 @@ def test_run_updates_coalesce_per_run_only():
     assert a1.can_replace(a2) and not a1.can_replace(b) and not b.can_replace(a1)
     listed = TrainScreen.RunsListed([])
     assert listed.can_replace(TrainScreen.RunsListed([])) and not a1.can_replace(listed)
+
+
+# --- issue 12: names, resume points, deletes, the chart's scale, sample history, whole messages ------------
+
+async def test_a_cancelled_kill_says_left_running_only_while_it_runs(workspace):
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        folder = make_run(workspace, lines=first_lines(5), **live_state(sleeper.pid), step=20)
+        app = make_app(workspace)
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: shown(app, RUN_ID), "the dashboard")
+            await pilot.press("K")
+            await pilot.pause()
+            await pilot.press("n")
+            await until(pilot, lambda: "left running" in text(app, "#train-message"), "no kill")
+            # The run ends on its own: "left running" no longer holds.
+            st = json.loads((folder / "state.json").read_text())
+            st.update(status="finished")
+            (folder / "state.json").write_text(json.dumps(st))
+            await until(pilot, lambda: app.screen.snapshot.status == "finished", "the run's end")
+            await until(pilot, lambda: "left running" not in text(app, "#train-message"), "the stale message to go")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+async def test_v_switches_the_loss_chart_to_a_log_scale(workspace):
+    make_run(workspace)
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: shown(app, RUN_ID), "the dashboard")
+        chart = app.screen.query_one("#train-chart")
+        assert chart.scale_shown == "linear"
+        await pilot.press("v")
+        await pilot.pause()
+        assert chart.log_scale and chart.scale_shown == "log"
+        await pilot.press("v")
+        await pilot.pause()
+        assert not chart.log_scale and chart.scale_shown == "linear"
+
+
+async def test_sample_answers_of_every_round_can_be_browsed(workspace):
+    make_run(workspace)
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: shown(app, RUN_ID), "the dashboard")
+        await pilot.press("a")
+        await pilot.pause()
+        assert "round 5 of 5: step 100, after" in text(app, "#train-samples")
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        await pilot.pause()
+        assert "round 3 of 5: step 50, during" in text(app, "#train-samples")
+        for _ in range(5):
+            await pilot.press("left_square_bracket")
+        await pilot.pause()
+        assert "round 1 of 5: step 0, before" in text(app, "#train-samples")
+        for _ in range(6):
+            await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert "round 5 of 5" in text(app, "#train-samples")
+
+
+async def test_resume_lets_the_user_pick_a_checkpoint(workspace, monkeypatch):
+    folder = make_run(workspace, status="stopped", step=75)
+    for n in (25, 50, 75):
+        cp = folder / "checkpoints" / f"checkpoint-{n}"
+        cp.mkdir(parents=True)
+        (cp / "trainer_state.json").write_text("{}")
+    calls = []
+
+    def fake_resume(ws, run_id, foreground=False, checkpoint=None):
+        from tuitune.train.runfolder import RunFolder
+
+        calls.append((run_id, checkpoint))
+        run = RunFolder(folder)
+        run.write_state(resumed_from=str(folder / "checkpoints" / f"checkpoint-{checkpoint}"))
+        return run, 4242
+
+    monkeypatch.setattr("tuitune.train.launcher.resume_run", fake_resume)
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: shown(app, RUN_ID), "the dashboard")
+        await pilot.press("r")
+        await pilot.pause()
+        lst = app.screen.query_one("#train-resume-checkpoints")
+        assert [str(lst.get_option_at_index(i).prompt) for i in range(lst.option_count)] == [
+            "checkpoint-75  (newest)", "checkpoint-50", "checkpoint-25"]
+        await pilot.press("escape")
+        await until(pilot, lambda: "not resumed" in text(app, "#train-message"), "the cancel")
+        assert not calls
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: calls, "the resume")
+        assert calls == [(RUN_ID, 50)]
+        await until(pilot, lambda: "from checkpoint-50" in text(app, "#train-message"), "the resume message")
+
+
+async def test_delete_asks_first_and_never_takes_a_running_run(workspace):
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        live = make_run(workspace, "live-run", lines=first_lines(5), created=CREATED + 10,
+                        **live_state(sleeper.pid), step=20)
+        done = make_run(workspace)
+        app = make_app(workspace)
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: shown(app, "live-run"), "the live run's dashboard")
+            await pilot.press("d")
+            await until(pilot, lambda: "stop it first" in text(app, "#train-message"), "the refusal")
+            assert live.exists() and type(app.screen).__name__ == "TrainScreen"
+            app.screen.query_one("#train-runs").focus()
+            await pilot.press("down")
+            await until(pilot, lambda: shown(app, RUN_ID), "the finished run's dashboard")
+            await pilot.press("d")
+            await pilot.pause()
+            assert "Delete run" in text(app, "#train-confirm-question")
+            await pilot.press("n")
+            await until(pilot, lambda: "kept" in text(app, "#train-message"), "kept")
+            assert done.exists()
+            await pilot.press("d")
+            await pilot.pause()
+            await pilot.press("y")
+            await until(pilot, lambda: not done.exists(), "the folder to go")
+            await until(pilot, lambda: app.screen.query_one("#train-runs").row_count == 1, "the table")
+            assert f"deleted run {RUN_ID}" in text(app, "#train-message")
+            assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+async def test_the_new_run_dialog_takes_a_run_name(workspace, monkeypatch):
+    (workspace / "configs" / "quick.yaml").write_text("model: models/tiny-chat\n")
+    started = []
+
+    def fake_start(config, ws, name=None, foreground=False):
+        started.append((Path(config).name, name))
+        raise __import__("tuitune.errors", fromlist=["TuituneError"]).TuituneError(
+            f"run {name} already exists (stopped); pick another --name")
+
+    monkeypatch.setattr("tuitune.train.launcher.start_run", fake_start)
+    app = make_app(workspace)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("n")
+        await pilot.pause()
+        app.screen.query_one("#train-new-name").focus()
+        await pilot.press(*"my-run", "enter")
+        await until(pilot, lambda: started, "the start")
+        assert started == [("quick.yaml", "my-run")]
+        await until(pilot, lambda: "my-run" in widget_text(app.screen.query_one("#train-new-error")), "the error")
+        # Empty name: the default id.
+        app.screen.query_one("#train-new-name").value = ""
+        app.screen.query_one("#train-new-configs").focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: len(started) == 2, "the second start")
+        assert started[1] == ("quick.yaml", None)
+
+
+async def test_at_80x24_a_long_error_and_message_are_shown_whole(workspace):
+    from test_merge_screen import assert_shown_whole
+
+    long_error = ("the worker died without writing its end (killed, out of memory or a reboot); last log lines: "
+                  "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total capacity; "
+                  "21.10 GiB already allocated) | see train.log for the rest")
+    make_run(workspace, status="failed", error=long_error)
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: shown(app, RUN_ID), "the dashboard")
+        await pilot.pause()
+        assert_shown_whole(app.screen, app.screen.query_one("#train-error"), long_error)
+        await pilot.press("s")
+        await until(pilot, lambda: "is not running" in text(app, "#train-message"), "the stop error")
+        await pilot.pause()
+        assert_shown_whole(app.screen, app.screen.query_one("#train-message"))

@@ -24,8 +24,10 @@ our fixed ``overhead`` part.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 
 from tuitune.errors import TuituneError
 from tuitune.vram import (
@@ -453,3 +455,40 @@ def test_import_is_light():
     code = "import sys, tuitune.vram; print(any(m in sys.modules for m in ('torch', 'transformers')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# --- a hub id: config.json from the local hub cache (issue 12, item 14) ----------------------------------
+
+def _fake_hub_cache(home: Path, repo_id: str, cfg: dict, revision: str = "0" * 40) -> Path:
+    """The hub cache's layout (huggingface_hub's own format): refs/main → snapshots/<rev>/config.json."""
+    repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / revision
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    blob = repo / "blobs" / "c0ffee"
+    blob.parent.mkdir()
+    blob.write_text(json.dumps(cfg))
+    (snap / "config.json").symlink_to(Path("..") / ".." / "blobs" / "c0ffee")
+    return snap / "config.json"
+
+
+def test_estimate_a_hub_id_from_the_local_hub_cache(tmp_path, tiny_model):
+    import json as _json
+
+    cfg = _json.loads((tiny_model / "config.json").read_text())
+    cfg.update(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, vocab_size=32000)
+    _fake_hub_cache(tmp_path / "hf", "internlm/internlm2_5-7b-chat", cfg)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    proc = run_cli("env", "--estimate", "internlm/internlm2_5-7b-chat", "--json", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    est = _json.loads(proc.stdout)
+    n = est.get("n_params") or est["estimate"]["n_params"]
+    assert 5e9 < n < 8e9, n  # a 7B shape (the tiny config ties the embeddings)
+    # Neither a folder nor in the cache, offline: one line that says both and what to do.
+    proc = run_cli("env", "--estimate", "nobody/nothing-7b", env=env, cwd=tmp_path)
+    assert_one_line_error(proc, "nobody/nothing-7b", "hub cache", "offline")
+    # A path that does not exist is still a missing folder.
+    assert_one_line_error(run_cli("env", "--estimate", "./no/such", env=env, cwd=tmp_path), "does not exist")
