@@ -46,8 +46,11 @@ it is not ok, what to do. **FAIL** blocks real training, **warn** is worth a loo
 
 The **VRAM estimate** tab reads a model's `config.json` (no weights) and sums weights,
 trainable parameters, gradients, optimizer states, activations and CUDA overhead for
-the chosen method, then compares the total with each GPU's free memory.
-The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
+the chosen method, then compares the total with each GPU's free memory. The model is
+a folder, or a hub id such as `internlm/internlm2_5-7b-chat`: its `config.json` comes
+from the local hub cache as you type; **Enter** fetches it from the hub when it is not
+cached (and the machine is online).
+The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
 """
 
     BINDINGS = [
@@ -71,31 +74,34 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
                 yield table
                 yield Static("", id="env-detail")
             with TabPane("VRAM estimate", id="vram"):
+                # Three short rows, so that every label reads whole at 80 columns.
                 with Horizontal(id="env-estimate-form", classes="form-row"):
                     yield Label("model", classes="field-label")
                     yield Input(default_model_dir(self.app.workspace), id="est-model", compact=True,
-                                placeholder="model folder with config.json",
-                                tooltip="A model folder (with config.json), absolute or relative to the workspace.")
+                                placeholder="model folder, or a hub id (owner/name)",
+                                tooltip="A model folder (with config.json), absolute or relative to the workspace, "
+                                "or a hub id: its config.json from the hub cache, Enter fetches it.")
+                with Horizontal(id="env-estimate-form2", classes="form-row"):
                     yield Label("method", classes="field-label")
                     yield Select(METHODS, value="lora", allow_blank=False, id="est-method", compact=True,
                                  tooltip="LoRA trains small adapters on 16-bit weights; QLoRA on 4-bit "
                                  "weights (least memory); full trains every weight (most memory).")
-                with Horizontal(id="env-estimate-form2", classes="form-row"):
+                    yield Checkbox("gradient checkpointing", True, id="est-ckpt", compact=True,
+                                   tooltip="Recompute activations in the backward pass: far less memory, ~30% slower.")
+                with Horizontal(id="env-estimate-form3", classes="form-row"):
                     yield Label("max length", classes="field-label")
                     yield Input("2048", id="est-maxlen", type="integer", compact=True,
                                 tooltip="Tokens per sample (max length).")
                     yield Label("batch", classes="field-label")
                     yield Input("1", id="est-batch", type="integer", compact=True,
                                 tooltip="Samples per GPU per step.")
-                    yield Checkbox("gradient checkpointing", True, id="est-ckpt", compact=True,
-                                   tooltip="Recompute activations in the backward pass: far less memory, ~30% slower.")
                 with VerticalScroll(id="env-estimate-scroll"):
                     yield Static("", id="env-estimate")
 
     def on_mount(self) -> None:
         table = self.query_one("#env-checks", DataTable)
-        table.add_columns("status", "check", "found")
         table.display = False
+        self._checks_width = None
         self.report = None
         self.run_checks()
         self.update_estimate()
@@ -112,10 +118,8 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
         checks = self.report.checks
         self.query_one("#env-loading").display = False
         table = self.query_one("#env-checks", DataTable)
-        table.clear()
-        for c in checks:
-            table.add_row(status_text(c.status), c.name, c.detail, key=c.name)
         table.display = True
+        self._fill_checks()
         if self.focused is None or isinstance(self.focused, Tabs):
             table.focus()  # arrow keys move through the checks, the fix of each shows below
         fails = [c.name for c in checks if c.status == "fail"]
@@ -131,8 +135,36 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
         self._show_detail(0)
         self.update_estimate()
 
+    def _fill_checks(self) -> None:
+        """The checks, with the "found" column wrapped to the width there is (never cut)."""
+        if not self.report:
+            return
+        table = self.query_one("#env-checks", DataTable)
+        width = table.size.width or (self.size.width - 22)
+        checks = self.report.checks
+        name_w = max([len("check"), *(len(c.name) for c in checks)])
+        # 3 columns x 2 cells of padding, the status column, a scrollbar's room.
+        found_w = max(16, width - 6 - 6 - name_w - 2)
+        self._checks_width = width
+        row = table.cursor_row
+        table.clear(columns=True)
+        table.add_column("status", width=6)
+        table.add_column("check", width=name_w)
+        table.add_column("found", width=found_w)
+        for c in checks:
+            table.add_row(status_text(c.status), c.name, Text(c.detail), key=c.name, height=None)
+        if 0 <= row < table.row_count:
+            table.move_cursor(row=row)
+
+    def on_resize(self) -> None:
+        if self.report and self.query_one("#env-checks", DataTable).size.width != self._checks_width:
+            self.call_after_refresh(self._fill_checks)
+
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "hub-estimate" and event.state == WorkerState.ERROR:
+            self.query_one("#env-estimate", Static).update(Text(str(event.worker.error), style="bold red"))
+            return
         if event.worker.group == "doctor" and event.state == WorkerState.ERROR:
             self.query_one("#env-loading").display = False
             self.query_one("#env-summary", Static).update(
@@ -169,21 +201,52 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
 
     # --- VRAM estimate ----------------------------------------------------------------------
 
-    @on(Input.Changed, "#env-estimate-form Input, #env-estimate-form2 Input")
+    @on(Input.Changed, "#env-estimate-form Input, #env-estimate-form3 Input")
     @on(Select.Changed, "#est-method")
     @on(Checkbox.Changed, "#est-ckpt")
     def _estimate_inputs_changed(self) -> None:
         self.update_estimate()
 
+    def _model_source(self) -> str | Path:
+        """The model field as the estimator takes it: a folder (relative to the workspace) or a hub id."""
+        from tuitune.vram import looks_like_hub_id
+
+        model = self.query_one("#est-model", Input).value.strip()
+        path = Path(model).expanduser()
+        if not path.is_absolute():
+            path = self.app.workspace.root / path
+        if not path.exists() and looks_like_hub_id(model):
+            return model
+        return path
+
+    @on(Input.Submitted, "#est-model")
+    def _fetch_hub_config(self) -> None:
+        """Enter on a hub id not in the cache: fetch its config.json (a worker: the network may be slow)."""
+        source = self._model_source()
+        if isinstance(source, str):
+            self.query_one("#env-estimate", Static).update(Text(f"fetching {source}'s config.json…", style="dim"))
+            self.fetch_hub_config(source)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="hub-estimate", description="hub config")
+    def fetch_hub_config(self, repo_id: str) -> None:
+        from tuitune.vram import hub_config_path
+
+        hub_config_path(repo_id)  # into the hub cache; the estimate then reads it from there
+        self.app.call_from_thread(self.update_estimate)
+
     def update_estimate(self) -> None:
-        """Recompute the estimate from the form (config.json only: fast enough to run on every key)."""
+        """Recompute the estimate from the form (config.json only: fast enough to run on every key).
+
+        A hub id is read from the hub cache only here (never the network on a key press).
+        """
         from tuitune.errors import TuituneError
         from tuitune.vram import advise, estimate_model_dir
 
         out = self.query_one("#env-estimate", Static)
         model = self.query_one("#est-model", Input).value.strip()
         if not model:
-            out.update(Text("Type a model folder (with config.json) to estimate its GPU memory.", style="dim"))
+            out.update(Text("Type a model folder (with config.json), or a hub id, to estimate its GPU memory.",
+                            style="dim"))
             return
         try:
             max_len = int(self.query_one("#est-maxlen", Input).value or 0)
@@ -193,15 +256,17 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL_DIR`.
         if max_len <= 0 or batch <= 0:
             out.update(Text("max length and batch size must be positive whole numbers", style="bold red"))
             return
-        path = Path(model).expanduser()
-        if not path.is_absolute():
-            path = self.app.workspace.root / path
+        source = self._model_source()
         try:
             est = estimate_model_dir(
-                path, method=self.query_one("#est-method", Select).value, max_length=max_len,
+                source, online=False, method=self.query_one("#est-method", Select).value, max_length=max_len,
                 batch_size=batch, gradient_checkpointing=self.query_one("#est-ckpt", Checkbox).value)
         except TuituneError as exc:
-            out.update(Text(str(exc), style="bold red"))
+            text = Text(str(exc), style="bold red")
+            if isinstance(source, str) and "hub cache" in str(exc):
+                text = Text(f"{source}: not in the hub cache yet; press Enter to fetch its config.json "
+                            "from the hub (or give a local model folder)", style="yellow")
+            out.update(text)
             return
         free = [g.free_gib for g in self.report.gpus] if self.report else []
         advice = advise(est, free)

@@ -492,3 +492,47 @@ def test_estimate_a_hub_id_from_the_local_hub_cache(tmp_path, tiny_model):
     assert_one_line_error(proc, "nobody/nothing-7b", "hub cache", "offline")
     # A path that does not exist is still a missing folder.
     assert_one_line_error(run_cli("env", "--estimate", "./no/such", env=env, cwd=tmp_path), "does not exist")
+
+
+async def test_env_screen_estimates_a_hub_id_from_the_cache_and_wraps_the_checks_at_80x24(
+        tmp_path, tiny_model, workspace, monkeypatch):
+    import json as _json
+
+    from conftest import widget_text
+    from test_app import make_app
+    from test_merge_screen import assert_shown_whole
+
+    cfg = _json.loads((tiny_model / "config.json").read_text())
+    cfg.update(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24)
+    _fake_hub_cache(tmp_path / "hf", "internlm/internlm2_5-7b-chat", cfg)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        # Each check's finding reads whole (wrapped in its cell, not cut).
+        from test_merge_screen import visible_lines
+
+        lines = visible_lines(app.screen, app.screen.query_one("#env-checks"))
+        at = lines[0].index("found")  # the "found" column, read down the table
+        shown = "".join("".join(line[at:] for line in lines[1:]).split())
+        for check in app.screen.report.checks:
+            assert "".join(check.detail.split()) in shown, (check.detail, lines)
+        await pilot.press("v")
+        await pilot.pause()
+        app.screen.query_one("#est-model").value = "internlm/internlm2_5-7b-chat"
+        await pilot.pause()
+        out = widget_text(app.screen.query_one("#env-estimate"))
+        assert "total" in out and "does not exist" not in out, out
+        app.screen.query_one("#est-model").value = "nobody/nothing-7b"
+        await pilot.pause()
+        assert_shown_whole(app.screen, app.screen.query_one("#env-estimate"))
+        assert "not in the hub cache" in widget_text(app.screen.query_one("#env-estimate"))
+        # Enter asks the hub; offline, the one-line reason is shown in place.
+        app.screen.query_one("#est-model").focus()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "offline" in widget_text(app.screen.query_one("#env-estimate"))

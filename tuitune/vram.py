@@ -437,10 +437,12 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def hub_config_path(repo_id: str) -> Path:
+def hub_config_path(repo_id: str, online: bool | None = None) -> Path:
     """``config.json`` of hub model ``repo_id``: from the local hub cache, else downloaded (when online).
 
-    Offline (HF_HUB_OFFLINE=1) only the cache is read. Raises one TuituneError when neither has it.
+    ``online=None`` follows the environment (HF_HUB_OFFLINE=1: the cache only); ``False``
+    reads only the cache (a screen that estimates on every key). Raises one TuituneError
+    when neither has it.
     """
     cache = _hub_cache_dir()
     try:
@@ -450,10 +452,11 @@ def hub_config_path(repo_id: str) -> Path:
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
     if isinstance(found, str) and os.path.isfile(found):
         return Path(found)
-    if _offline():
+    if online is False or (online is None and _offline()):
+        why = "while offline (HF_HUB_OFFLINE)" if online is None else "(not asked online yet)"
         raise TuituneError(f"{repo_id}: not a folder, and its config.json is not in the hub cache ({cache}) "
-                           "while offline (HF_HUB_OFFLINE); download it once with `huggingface-cli download "
-                           f"{repo_id} config.json`, or give a local model folder")
+                           f"{why}; download it once with `huggingface-cli download {repo_id} config.json`, "
+                           "or give a local model folder")
     try:
         from huggingface_hub import hf_hub_download
 
@@ -465,11 +468,14 @@ def hub_config_path(repo_id: str) -> Path:
                            "or give a local model folder") from e
 
 
-def read_model_shape(model_dir: Union[str, Path]) -> ModelShape:
-    """Read ``MODEL_DIR/config.json`` (or a path to the config file itself, or a hub id's config)."""
+def read_model_shape(model_dir: Union[str, Path], online: bool | None = None) -> ModelShape:
+    """Read ``MODEL_DIR/config.json`` (or a path to the config file itself, or a hub id's config).
+
+    A hub id that is not a folder here is read from the hub cache, or the hub (``hub_config_path``).
+    """
     path = Path(model_dir).expanduser()
     if not path.exists() and looks_like_hub_id(str(model_dir)):
-        path = hub_config_path(str(model_dir))
+        path = hub_config_path(str(model_dir), online)
     cfg_path = path if path.is_file() else path / "config.json"
     if not path.exists():
         raise TuituneError(f"model folder {path} does not exist: give the folder that holds config.json, "
@@ -659,9 +665,9 @@ def estimate(shape: ModelShape, method: str = "lora", max_length: int = 2048, ba
     )
 
 
-def estimate_model_dir(model_dir: Union[str, Path], **kwargs) -> Estimate:
-    """:func:`estimate` for the model in ``model_dir`` (reads only its config.json)."""
-    return estimate(read_model_shape(model_dir), **kwargs)
+def estimate_model_dir(model_dir: Union[str, Path], online: bool | None = None, **kwargs) -> Estimate:
+    """:func:`estimate` for the model in ``model_dir`` or hub id (reads only its config.json)."""
+    return estimate(read_model_shape(model_dir, online), **kwargs)
 
 
 # --- advice -----------------------------------------------------------------------------
