@@ -8,7 +8,7 @@ import time
 
 
 def register(sub) -> None:
-    p = sub.add_parser("runs", help="list, follow, stop, save or resume training runs",
+    p = sub.add_parser("runs", help="list, follow, stop, save, resume or delete training runs",
                        description="Runs live in the workspace's runs/ folder. Without an action: list them.")
     acts = p.add_subparsers(dest="action", metavar="ACTION")
     p.set_defaults(func=run_list, json=False)
