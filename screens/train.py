@@ -224,8 +224,13 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         # Columns get explicit widths, fitted to what they hold; when that changes the table
         # is rebuilt (auto widths would be measured only later, on idle, so a frame drawn
         # in between could show the header and the rows at different widths).
-        widths = tuple(min(40, max([min_w, *(c[i].cell_len for c in cells.values())]))
-                       for i, (_, _, min_w) in enumerate(COLUMNS))
+        widths = [min(40, max([min_w, *(c[i].cell_len for c in cells.values())]))
+                  for i, (_, _, min_w) in enumerate(COLUMNS)]
+        # The run id gets what the other columns leave (2 cells of padding each, a scrollbar);
+        # a longer id wraps onto a second line of its row instead of being cut.
+        room = (table.size.width or 80) - sum(widths[1:]) - 2 * len(COLUMNS) - 2
+        widths[0] = max(COLUMNS[0][2], min(max(c[0].cell_len for c in cells.values()) if cells else 0, room))
+        widths = tuple(widths)
         if keys == current and widths == self._widths:
             for r in message.rows:
                 for (_, col, _), value in zip(COLUMNS, cells[r.id]):
@@ -237,7 +242,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
                 table.add_column(label, key=key, width=width)
             self._widths = widths
             for r in message.rows:
-                table.add_row(*cells[r.id], key=r.id)
+                table.add_row(*cells[r.id], key=r.id, height=None)
             if keep in keys:
                 table.move_cursor(row=keys.index(keep))
         if self._want_run in keys:
@@ -254,7 +259,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     def _cells(r: RunRow, now: float) -> tuple[Text, ...]:
         status = Text(r.status, style=RUN_STATUS_STYLE.get(r.status, ""))
         age = format_age(now - r.created) if r.created else "-"
-        return (Text(r.id), status, Text(format_steps(r.step, r.total_steps), justify="right"),
+        return (Text(r.id, overflow="fold"), status, Text(format_steps(r.step, r.total_steps), justify="right"),
                 Text(format_loss(r.last_loss), justify="right"), Text(age, justify="right"))
 
     @on(DataTable.RowHighlighted, "#train-runs")

@@ -566,3 +566,16 @@ async def test_at_80x24_a_long_error_and_message_are_shown_whole(workspace):
         await until(pilot, lambda: "is not running" in text(app, "#train-message"), "the stop error")
         await pilot.pause()
         assert_shown_whole(app.screen, app.screen.query_one("#train-message"))
+
+
+async def test_at_80x24_a_long_run_name_wraps_in_the_runs_table(workspace):
+    from test_merge_screen import visible_lines
+
+    name = "medqa-qwen2.5-7b-lora-r64-lr2e-4-maxlen2048-try3"
+    make_run(workspace, name)
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: shown(app, name), "the dashboard")
+        await pilot.pause()
+        lines = visible_lines(app.screen, app.screen.query_one("#train-runs"))
+        assert name in "".join("".join(line.split()[:1]) for line in lines[1:]), lines
