@@ -23,14 +23,19 @@ class MergeSources(DataTable):
         self.clear(columns=True)
         # Explicit widths fitted to the rows: auto widths are measured only later, on idle,
         # so a frame drawn in between would show the columns cut short.
-        for label, key, values in (("run", "run", [r.run_id for r in rows]),
-                                   ("adapter", "what", [r.what for r in rows]),
-                                   ("run status", "status", [r.status for r in rows])):
-            self.add_column(label, key=key, width=max([len(label), *map(len, values)]))
+        cols = [("run", "run", [r.run_id for r in rows]), ("adapter", "what", [r.what for r in rows]),
+                ("run status", "status", [r.status for r in rows])]
+        widths = [max([len(label), *map(len, values)]) for label, _, values in cols]
+        # The run id takes what the other columns leave (2 cells of padding each, a scrollbar):
+        # a long id wraps onto more lines of its row, never cut.
+        room = (self.size.width or self.app.size.width - 20) - sum(widths[1:]) - 2 * len(cols) - 2
+        widths[0] = max(len("run"), min(widths[0], room))
+        for (label, key, _), width in zip(cols, widths):
+            self.add_column(label, key=key, width=width)
         self.rows_by_key = {r.key: r for r in rows}
         for r in rows:
-            self.add_row(Text(r.run_id), Text(r.what),
-                         Text(r.status, style=RUN_STATUS_STYLE.get(r.status, "")), key=r.key)
+            self.add_row(Text(r.run_id, overflow="fold"), Text(r.what),
+                         Text(r.status, style=RUN_STATUS_STYLE.get(r.status, "")), key=r.key, height=None)
         keys = [r.key for r in rows]
         target = keep if keep in keys else next((k for k in keys if keep and k.startswith(f"{keep}::")), None)
         if target:
