@@ -83,15 +83,18 @@ def test_the_merged_model_knows_both(trained, smol_ws, tmp_path):
 
 
 def test_data_inspect_shows_its_template_and_the_loss_mask(real_model):
-    proc = run_cli("data", "inspect", ROOT / "sample_data" / "real" / "self_cognition_en.jsonl",
-                   "--model", real_model, "--record", "1")
+    data = ROOT / "sample_data" / "real" / "self_cognition_en.jsonl"
+    n = next(i for i, line in enumerate(data.read_text().splitlines(), 1) if NAME in line)
+    proc = run_cli("data", "inspect", data, "--model", real_model, "--record", n)
     out = _answers(proc)
     # SmolLM2's own chat template puts its default system prompt first; only the answer and its
     # end-of-turn are trained (⟦...⟧).
     assert "<|im_start|>system↵\nYou are a helpful AI assistant named SmolLM" in out
-    trained = out.split("⟦", 1)[1].split("⟧", 1)[0]
+    body = out.split("<|im_start|>system", 1)[1]
+    trained = body.split("⟦", 1)[1].split("⟧", 1)[0]
+    assert body.count("⟦") == 1   # the system prompt and the question are masked
     assert NAME in trained and trained.endswith("<|im_end|>")
-    assert "Who" not in trained
+    assert "<|im_start|>assistant↵\n⟦" in body
 
 
 def test_packed_rows_equal_samples_alone_on_the_real_model(smol_ws, monkeypatch):

@@ -83,7 +83,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "method": "lora",
         "data": {"train": "data/self_cognition_en.jsonl", "max_length": 128, "pack": True},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-        "training": {"max_steps": 40, "batch_size": 8, "grad_accum": 1, "lr": 1e-3, "warmup_ratio": 0.05,
+        "training": {"max_steps": 40, "batch_size": 4, "grad_accum": 1, "lr": 5e-4, "warmup_ratio": 0.05,
                      "gradient_checkpointing": False, "save_steps": 20, "save_total_limit": 2,
                      "logging_steps": 5},
         "evaluation": {"every": 20, "prompts": ["Who are you?", "What is the capital of France?"],
