@@ -228,7 +228,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
                   for i, (_, _, min_w) in enumerate(COLUMNS)]
         # The run id gets what the other columns leave (2 cells of padding each, a scrollbar);
         # a longer id wraps onto a second line of its row instead of being cut.
-        room = (table.size.width or 80) - sum(widths[1:]) - 2 * len(COLUMNS) - 2
+        room = (table.size.width or 80) - sum(widths[1:]) - 2 * len(COLUMNS)
         widths[0] = max(COLUMNS[0][2], min(max(c[0].cell_len for c in cells.values()) if cells else 0, room))
         widths = tuple(widths)
         if keys == current and widths == self._widths:
@@ -624,14 +624,17 @@ def _samples_text(snap: Snapshot, index: int | None = None):
         samples = rounds[i].answers
         head = Text()
         head.append(f"round {i + 1} of {len(rounds)}: {rounds[i].label()}", style="bold")
-        head.append("  [ older · ] newer" + ("" if index is not None else " · showing the newest"), style="dim")
+        head.append("  ([ older, ] newer)", style="dim")
         parts.append(head)
     for s in samples:
         t = Text()
         t.append("Q ", style="bold cyan")
         t.append(s.prompt, style="bold")
-        when = f"step {s.step}" + (f", {s.when}" if s.when else "")
-        t.append(f"  ({when})\n", style="dim")
+        if rounds:
+            t.append("\n")  # the round's step is in its heading
+        else:
+            when = f"step {s.step}" + (f", {s.when}" if s.when else "")
+            t.append(f"  ({when})\n", style="dim")
         t.append("A ", style="bold green")
         t.append(s.answer or "(empty)")
         t.append("\n")

@@ -86,3 +86,24 @@ def test_failed_run_80x24(snap_compare, fixed_workspace):
         await settled(run_id="20261123-150102-first-try")(pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_finished_run_log_scale_100x32(snap_compare, fixed_workspace):
+    app = make_app(finished_workspace(fixed_workspace), now=NOW)
+    assert snap_compare(app, terminal_size=(100, 32), run_before=settled("v"))
+
+
+def test_resume_picks_a_checkpoint_80x24(snap_compare, fixed_workspace):
+    folder = make_run(fixed_workspace, status="stopped", step=75)
+    for n in (25, 50, 75):
+        cp = folder / "checkpoints" / f"checkpoint-{n}"
+        cp.mkdir(parents=True)
+        (cp / "trainer_state.json").write_text("{}")
+    app = make_app(fixed_workspace, now=NOW)
+
+    async def run_before(pilot):
+        await settled()(pilot)
+        await pilot.press("r")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
