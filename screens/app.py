@@ -11,10 +11,12 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable
 
+from textual.actions import parse as parse_action
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from screens.base import StepScreen
 from screens.help import HelpScreen, help_markdown
 from screens.steps import STEPS, Step
 from tuitune.doctor import run_checks_subprocess
@@ -41,6 +43,10 @@ class TuituneApp(App):
         Binding("q", "quit", "Quit", id="quit"),
         Binding("escape", "leave_field", "Leave field", show=False, id="leave-field"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="ctrl-c-quit"),
+        # Priority: focus moves when Tab is read, so keys typed right after it (a burst over a
+        # slow link) go to the new field, not into the queue of the field being left.
+        Binding("tab", "focus_next", "Next field", show=False, priority=True, id="focus-next"),
+        Binding("shift+tab", "focus_previous", "Previous field", show=False, priority=True, id="focus-previous"),
     ]
 
     def __init__(self, workspace: str | Path = ".", start: str | None = None, doctor=None):
@@ -57,13 +63,35 @@ class TuituneApp(App):
         self.gpu_probe = None
         self.start_step = start or STEPS[0].key
         self.sub_title = str(self.workspace.root)
+        #: Every step screen opened so far, by step key (StepScreen registers itself on mount).
+        self.step_screens: dict[str, StepScreen] = {}
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_step)
 
     def action_goto(self, key: str) -> None:
-        if self.current_mode != key:
+        """Open step ``key``; a step with unsaved edits asks first (save / discard / stay)."""
+        if self.current_mode == key:
+            return
+        current = self.screen
+        if isinstance(current, StepScreen):
+            title = next((s.title for s in STEPS if s.key == key), key)
+            current.confirm_leave(f"go to {title}", partial(self.switch_mode, key))
+        else:
             self.switch_mode(key)
+
+    async def action_quit(self) -> None:
+        """Quit; with unsaved edits in a step, ask first (a second ctrl+c while asked quits)."""
+        from screens.widgets.choice import ChoiceScreen
+
+        if isinstance(self.screen, ChoiceScreen):
+            self.exit()
+            return
+        dirty = [s for s in self.step_screens.values() if s.is_attached and s.unsaved_changes()]
+        if not dirty:
+            self.exit()
+            return
+        dirty[0].confirm_leave("quit", self.exit)
 
     def action_leave_field(self) -> None:
         """Esc leaves a text field, so the number keys switch steps again."""
@@ -75,11 +103,68 @@ class TuituneApp(App):
         self.push_screen(HelpScreen(help_markdown(self.screen, self.focused)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette: this step's actions, going to a step, every other step's actions, help."""
+        here = screen if isinstance(screen, StepScreen) else None
+        if here is not None:
+            yield from step_commands(step_of(here.STEP), type(here), lambda action: partial(here.run_action, action),
+                                     here)
         for s in STEPS:
             yield SystemCommand(f"Go to {s.title}", s.summary, partial(self.action_goto, s.key))
+        for s in STEPS:
+            if here is None or s.key != here.STEP:
+                yield from step_commands(s, s.screen_class(), lambda action, s=s: partial(self._run_in, s.key, action))
         yield SystemCommand("Help", "Help for the focused field and this screen's keys", self.action_help)
-        yield SystemCommand("Quit", "Quit tuitune (runs keep going)", self.exit)
+        yield SystemCommand("Quit", "Quit tuitune (runs keep going)", self.action_quit)
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
+
+    def _run_in(self, key: str, action: str) -> None:
+        """Open step ``key``, then run ``action`` there (a palette entry of another step)."""
+        def run() -> None:
+            if self.current_mode == key:
+                self.call_after_refresh(lambda: self.screen.run_action(action))
+
+        if self.current_mode == key:
+            run()
+            return
+        current = self.screen
+        go = lambda: (self.switch_mode(key), run())  # noqa: E731
+        if isinstance(current, StepScreen):
+            current.confirm_leave(f"go to {step_of(key).title}", go)
+        else:
+            go()
+
+
+#: Actions the app itself offers (navigation, help, quit): not repeated per step.
+APP_ACTIONS = {"goto", "help", "command_palette", "quit", "leave_field"}
+
+
+def step_of(key: str) -> Step:
+    return next(s for s in STEPS if s.key == key)
+
+
+def step_commands(step: Step, cls: type, callback, screen: Screen | None = None) -> Iterable[SystemCommand]:
+    """A step's palette entries, from its screen's BINDINGS (and ``ACTIONS`` for keyless ones).
+
+    ``callback(action)`` makes the command's callback; with the live ``screen``, actions it
+    disables right now (``check_action``) are left out.
+    """
+    seen: set[str] = set()
+    entries: list[tuple[str, str, str]] = []
+    for b in getattr(cls, "BINDINGS", []):
+        b = b if isinstance(b, Binding) else Binding(*b)
+        if not b.description:
+            continue
+        key = b.key_display or b.key.split(",")[0]
+        entries.append((b.description, b.action, f"{b.tooltip or b.description} ({key})"))
+    entries += list(getattr(cls, "ACTIONS", []))
+    for title, action, help_text in entries:
+        name, params = parse_action(action)[1:]
+        if name in APP_ACTIONS or action in seen:
+            continue
+        if screen is not None and screen.check_action(name, params) is False:
+            continue
+        seen.add(action)
+        yield SystemCommand(f"{step.title}: {title}", help_text, callback(action))
 
 
 def run_app(workspace: str | Path = ".") -> int:

@@ -50,8 +50,8 @@ class ChatScreen(StepScreen):
 
 Talk to a model in the terminal. The **model** field takes a model folder, an adapter
 folder, a run id (its adapter on its base; a run still training: its newest checkpoint),
-`RUN:checkpoint-N` or `RUN:base`. **Enter** in the field (or **ctrl+l**) loads it; loading
-another model frees the one before.
+`RUN:checkpoint-N` or `RUN:base`. **Enter** in the field (or **ctrl+l**) loads it; once
+another model has loaded, the one before is freed (a load that fails keeps it).
 
 Type below and press **Enter** to send; **ctrl+j** starts a new line; **Esc** stops an answer. Answers stream in;
 the view follows them while you are at the bottom and stays put when you scroll up.
@@ -78,6 +78,9 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         Binding("ctrl+l", "load", "Load", id="chat-load", tooltip="Load the model(s) named above"),
         Binding("ctrl+b", "toggle_settings", "Settings", id="chat-settings-toggle"),
     ]
+
+    #: Palette entries for what has no key of the screen's own (Enter sends in the prompt box).
+    ACTIONS = [("Send the message", "send_message", "Send what is typed in the prompt box (Enter there)")]
 
     # --- messages from the workers --------------------------------------------------------------
 
@@ -120,7 +123,9 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         self.settings = GenerationSettings()
         self.compare_mode = False
         self.generating = False
-        self.loading = False
+        # Not ``loading``: that name is Textual's own (a reactive that veils the whole screen).
+        self.loading_models = False
+        self._focus_before = None
         self._blocks: dict[int, object] = {}
         self._handover: tuple = (None, None)
         self.template: str | None = None
@@ -206,25 +211,25 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             self.query_one("#chat-model-b", Input).focus()
             return
         self.action_stop()
-        old, self.sessions = self.sessions, []
-        self.loading = True
+        # The loaded model(s) stay until the new ones have loaded: a failed load changes nothing.
+        self.loading_models = True
+        self._focus_before = self.focused
         self.template = self.query_one(ChatSettings).template
         self.query_one("#chat-loading").display = True
+        for field in ("#chat-model", "#chat-model-b"):
+            self.query_one(field, Input).remove_class("-load-failed")
         self._status(f"Loading {a}{' and ' + b if b else ''}…", "dim")
-        self.load_models(a, b or None, old)
+        self.load_models(a, b or None)
 
     @on(Input.Submitted, "#chat-model, #chat-model-b")
     def _model_submitted(self) -> None:
         self.action_load()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat-load", description="load the chat model")
-    def load_models(self, a: str, b: str | None, old: list) -> None:
+    def load_models(self, a: str, b: str | None) -> None:
         from tuitune.chat import ChatSession, load_pair, resolve_source
 
         t0 = time.perf_counter()
-        for s in old:  # free the previous model(s) before loading the next
-            s.unload()
-        old.clear()
         ws = self.app.workspace.root
         progress = lambda text: self.post_message(self.LoadProgress(text))  # noqa: E731
         src_a = resolve_source(a, ws)
@@ -241,13 +246,20 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         notes = [n for src in ([src_a, src_b] if b else [src_a]) for n in src.notes]
         self.post_message(self.Loaded(sessions, notes, time.perf_counter() - t0))
 
+    @work(thread=True, exit_on_error=False, group="chat-unload", description="free the models loaded before")
+    def unload_models(self, old: list) -> None:
+        for s in old:
+            s.unload()
+
     def on_chat_screen_load_progress(self, message: LoadProgress) -> None:
-        if self.loading:
+        if self.loading_models:
             self._status(f"{message.text}…", "dim")
 
     async def on_chat_screen_loaded(self, message: Loaded) -> None:
-        self.loading = False
-        self.sessions = message.sessions
+        self.loading_models = False
+        old, self.sessions = self.sessions, message.sessions
+        if old:
+            self.unload_models(old)  # the new model(s) are in: free the ones before
         self.query_one("#chat-loading").display = False
         status = self._describe()
         for note in message.notes:
@@ -264,9 +276,21 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             return
         error = _one_line(event.worker.error)
         if event.worker.group == "chat-load":
-            self.loading = False
+            self.loading_models = False
             self.query_one("#chat-loading").display = False
-            self._status(f"Could not load: {error}", "bold red")
+            # Right under the field the user typed in, which keeps the focus; the model loaded
+            # before (if any) is still the one answering.
+            status = Text(f"Could not load: {error}", style="bold red")
+            if self.sessions:
+                status.append("\nstill loaded: ", style="dim").append(self._describe())
+            self._status(status)
+            for field in ("#chat-model", "#chat-model-b"):
+                w = self.query_one(field, Input)
+                if w.display:
+                    w.add_class("-load-failed")
+            before = self._focus_before
+            if before is not None and before.is_attached and self.focused is not before:
+                self.set_focus(before)
         elif event.worker.group == "chat-generate":
             self.generating = False
             self.refresh_bindings()
@@ -288,9 +312,12 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
     async def _send(self, message: ChatInput.Submitted) -> None:
         await self.send(message.text)
 
+    def action_send_message(self) -> None:
+        self.query_one("#chat-input", ChatInput).action_submit()
+
     async def send(self, prompt: str) -> None:
         """Send ``prompt`` to the loaded model(s); the answers stream into the transcript(s)."""
-        if self.loading:
+        if self.loading_models:
             self._status("Still loading; send again once the model is ready.", "yellow")
             return
         if not self.sessions:

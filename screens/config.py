@@ -25,6 +25,7 @@ from textual.widgets import Button, Checkbox, Input, Select, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from screens.base import StepScreen
+from screens.widgets.choice import ChoiceScreen, PathScreen, next_free_name, overwrite_choices
 from screens.widgets.config_field import ConfigField
 from tuitune.config import (
     ERROR,
@@ -36,6 +37,7 @@ from tuitune.config import (
     diff_against,
     dump_config,
     errors_of,
+    flatten,
     get_preset,
     parse_yaml,
     save_config,
@@ -98,7 +100,13 @@ The same from a shell: `tuitune config list | new | check | show`.
 
     def __init__(self):
         super().__init__()
+        #: The form's config when every field is valid and its files exist (what Save writes).
         self.cfg: RunConfig | None = None
+        #: The form's config when the schema accepts it, files or not (estimate, checks).
+        self.schema_cfg: RunConfig | None = None
+        #: The file the form was loaded from or last saved to (None: a preset, a new file).
+        self.loaded_path: Path | None = None
+        self._source_key: str | None = None
         self.load_error: str | None = None
         self.machine_issues: list = []
         self.machine_checked = False
@@ -147,6 +155,7 @@ The same from a shell: `tuitune config list | new | check | show`.
     def on_mount(self) -> None:
         self.load_source(self.query_one("#cfg-source", Select).value)
         self.query_one("#cfg-source").focus()
+        self.query_one("#cfg-file", Input).field_label = "File"  # type: ignore[attr-defined]
 
     # --- loading into the form --------------------------------------------------------------
     def fields(self) -> list[ConfigField]:
@@ -172,10 +181,14 @@ The same from a shell: `tuitune config list | new | check | show`.
     def load_source(self, key: str) -> None:
         self.load_error = None
         self._check_key = None  # a loaded config is always checked again
+        self._source_key = key
+        self._select_source(key)
         if key.startswith("preset:"):
+            # A preset is a new, unnamed file: Save asks where (never over the file loaded before).
             name = key.split(":", 1)[1]
             self.fill(get_preset(name).model_dump(mode="json"))
-            self.query_one("#cfg-file", Input).value = f"configs/{name}.yaml"
+            self.query_one("#cfg-file", Input).value = ""
+            self.loaded_path = None
         else:
             path = Path(key.split(":", 1)[1])
             self.load_file(path)
@@ -186,6 +199,7 @@ The same from a shell: `tuitune config list | new | check | show`.
         """Load a YAML file into the form. A bad file still fills what it can; its error shows."""
         rel = path.relative_to(self.workspace.root) if path.is_relative_to(self.workspace.root) else path
         self.query_one("#cfg-file", Input).value = str(rel)
+        self.loaded_path = path
         try:
             data, lines = parse_yaml(path.read_text(encoding="utf-8"), rel)
         except (OSError, UnicodeDecodeError) as exc:
@@ -226,6 +240,12 @@ The same from a shell: `tuitune config list | new | check | show`.
                 if name in ("(top level)",):
                     name = "model"
                 errors.setdefault(name if self._has_field(name) else "model", msg)
+        self.schema_cfg = cfg if not errors else None
+        if self.schema_cfg is not None:
+            # Missing files are errors on their field, as `tuitune config check` reports them.
+            for issue in check_files(self.schema_cfg):
+                if issue.level == ERROR:
+                    errors.setdefault(issue.field if self._has_field(issue.field) else "model", issue.message)
         for f in self.fields():
             f.show_error(errors.get(f.field_name))
         self.cfg = cfg if not errors else None
@@ -241,8 +261,9 @@ The same from a shell: `tuitune config list | new | check | show`.
         return name in self._fields
 
     def _file_ok(self) -> bool:
+        """A name Save can use: empty (Save asks for one) or NAME.yaml."""
         name = self.query_one("#cfg-file", Input).value.strip()
-        return name.endswith((".yaml", ".yml")) and "\n" not in name
+        return not name or (name.endswith((".yaml", ".yml")) and "\n" not in name)
 
     def _show_status(self, errors: dict[str, str]) -> None:
         status = self.query_one("#cfg-status", Static)
@@ -253,16 +274,19 @@ The same from a shell: `tuitune config list | new | check | show`.
         elif self.load_error:
             _put(status, f"[b red]✗[/] {_escape(self.load_error)}")
         elif self.cfg is not None:
-            note = "" if self._file_ok() else "  [yellow]name the file configs/NAME.yaml to save[/]"
-            _put(status, f"[b green]✓ valid[/] {_escape(summary(self.cfg))}{note}")
+            name = self.query_one("#cfg-file", Input).value.strip()
+            note = ("" if name and self._file_ok() else "  [yellow]new file: Save asks for its name[/]" if not name
+                    else "  [yellow]name the file configs/NAME.yaml to save[/]")
+            dirty = "  [yellow]unsaved[/]" if self.unsaved_changes() else ""
+            _put(status, f"[b green]✓ valid[/] {_escape(summary(self.cfg))}{note}{dirty}")
 
     def _show_diff(self) -> None:
         diff_box = self.query_one("#cfg-diff", Static)
-        if self.cfg is None:
+        if self.schema_cfg is None:
             _put(diff_box, "")
             return
-        base = self.cfg.preset or "defaults"
-        rows = diff_against(self.cfg)
+        base = self.schema_cfg.preset or "defaults"
+        rows = diff_against(self.schema_cfg)
         if not rows:
             _put(diff_box, f"[b]Diff[/] same as {base}")
             return
@@ -275,10 +299,10 @@ The same from a shell: `tuitune config list | new | check | show`.
 
     def _show_issues(self) -> None:
         box = self.query_one("#cfg-issues", Static)
-        if self.cfg is None:
+        if self.schema_cfg is None:
             _put(box, "")
             return
-        issues = check_files(self.cfg)
+        issues = check_files(self.schema_cfg)
         seen = {(i.field, i.message) for i in issues}
         issues += [i for i in self.machine_issues if (i.field, i.message) not in seen]
         if not issues:
@@ -305,6 +329,31 @@ The same from a shell: `tuitune config list | new | check | show`.
             return
         self._changed(event.input)
 
+    # --- unsaved edits (the app asks before quitting or leaving the step) ---------------------
+    def unsaved_changes(self) -> str | None:
+        if self._loaded_data is None or not self.is_mounted:
+            return None
+        now, then = flatten(self.form_data()), flatten(self._loaded_data)
+        changed = [k for k in now if now.get(k) != then.get(k)]
+        if not changed:
+            return None
+        where = self.query_one("#cfg-file", Input).value.strip() or "the new config"
+        names = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        return f"{where} has unsaved edits ({names})"
+
+    def save_then(self, then) -> None:
+        self._save(then)
+
+    def discard_changes(self) -> None:
+        if self._source_key:
+            self.load_source(self._source_key)
+
+    def _select_source(self, key: str) -> None:
+        sel = self.query_one("#cfg-source", Select)
+        if sel.value != key and any(k == key for _, k in self._sources()):
+            with self.prevent(Select.Changed):
+                sel.value = key
+
     @on(Checkbox.Changed)
     def _checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._changed(event.checkbox)
@@ -316,7 +365,12 @@ The same from a shell: `tuitune config list | new | check | show`.
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "cfg-source":
-            self.load_source(str(event.value))
+            key = str(event.value)
+            if key == self._source_key:
+                return
+            # Back to the source shown before until the user says what to do with the edits.
+            self._select_source(self._source_key)
+            self.confirm_leave("load another config", lambda: self.load_source(key))
             return
         self._changed(event.select)
 
@@ -340,18 +394,67 @@ The same from a shell: `tuitune config list | new | check | show`.
         return p if p.is_absolute() else self.workspace.root / p
 
     def action_save(self) -> None:
+        self._save(None)
+
+    def _free_name(self) -> str:
+        """A name for a new file: configs/<preset>.yaml, or configs/<preset>-2.yaml when taken."""
+        preset = self._source_key.split(":", 1)[1] if (self._source_key or "").startswith("preset:") else "config"
+        return self._rel(next_free_name(self.workspace.configs / f"{preset}.yaml"))
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.workspace.root)) if path.is_relative_to(self.workspace.root) else str(path)
+
+    def _save(self, then) -> None:
+        """Save the form; a new file asks for its name, another existing file asks before it is
+        replaced. ``then`` runs once saved (not when the save is refused or cancelled)."""
         self.revalidate()
         if self.cfg is None:
             self.notify("Fix the marked fields first: the config is not valid.", severity="error")
+            return
+        name_field = self.query_one("#cfg-file", Input)
+        if not name_field.value.strip():
+            def named(name: str | None) -> None:
+                if not name:
+                    self.notify("Not saved: no file name given.", severity="warning")
+                    return
+                name_field.value = name
+                self._save(then)
+
+            self.app.push_screen(PathScreen("Save as", "A new config: the file to write (in configs/, "
+                                            "ending in .yaml).", self._free_name()), named)
             return
         if not self._file_ok():
             self.notify("Name the file configs/NAME.yaml (it must end in .yaml).", severity="error")
             return
         path = self.target_path()
+        mine = self.loaded_path is not None and path.resolve() == self.loaded_path.resolve()
+        if path.exists() and not mine:
+            fresh = next_free_name(path)
+
+            def answer(choice: str | None) -> None:
+                if choice == "overwrite":
+                    self._write(path, then)
+                elif choice == "new":
+                    name_field.value = self._rel(fresh)
+                    self._write(fresh, then)
+
+            self.app.push_screen(ChoiceScreen("Overwrite?", f"{self._rel(path)} exists. Overwrite it, write "
+                                              f"{self._rel(fresh)} instead, or cancel?",
+                                              overwrite_choices(self._rel(fresh))), answer)
+            return
+        self._write(path, then)
+
+    def _write(self, path: Path, then) -> None:
         save_config(self.cfg, path)
         self.load_error = None
+        self.loaded_path = path
+        self._loaded_data = self.form_data()
         self._refresh_sources(path)
-        self.notify(f"Saved {path.relative_to(self.workspace.root) if path.is_relative_to(self.workspace.root) else path}")
+        self._source_key = _file_key(path)
+        self.revalidate()
+        self.notify(f"Saved {self._rel(path)}")
+        if then is not None:
+            then()
 
     def _refresh_sources(self, selected: Path | None = None) -> None:
         sel = self.query_one("#cfg-source", Select)
@@ -365,9 +468,16 @@ The same from a shell: `tuitune config list | new | check | show`.
 
     def action_edit(self) -> None:
         """Write the form to the file, open it in $EDITOR, load and check it on return."""
+        name_field = self.query_one("#cfg-file", Input)
+        if not name_field.value.strip():
+            name_field.value = self._free_name()  # a new file (a preset): a free name, never another file
         path = self.target_path()
-        if self.cfg is not None:
-            save_config(self.cfg, path)
+        mine = self.loaded_path is not None and path.resolve() == self.loaded_path.resolve()
+        if path.exists() and not mine:
+            self.notify(f"{self._rel(path)} exists: load it (ctrl+l) or give another name first.", severity="error")
+            return
+        if self.schema_cfg is not None:
+            save_config(self.schema_cfg, path)
         else:  # keep the user's (invalid) values so they can fix them in the editor
             atomic_write_text(path, dump_config(self.form_data()))
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
@@ -387,6 +497,7 @@ The same from a shell: `tuitune config list | new | check | show`.
         self.load_error = None
         self._check_key = None
         self.load_file(path)
+        self._source_key = _file_key(path)
         self._loaded_data = self.form_data()
         self.revalidate()
         if self.load_error:
@@ -394,22 +505,22 @@ The same from a shell: `tuitune config list | new | check | show`.
 
     def _maybe_check(self) -> None:
         """Re-run the machine checks when a field they look at changed (not on every keystroke)."""
-        if self.cfg is None:
+        if self.schema_cfg is None:
             return
         key = tuple(str(self.field(n).value) for n in sorted(CHECK_FIELDS))
         if key != self._check_key:
             self._check_key = key
             self.machine_issues, self.machine_checked = [], False
-            self.run_checks(self.cfg)
+            self.run_checks(self.schema_cfg)
 
     def action_check(self) -> None:
         self.revalidate()
-        if self.cfg is None:
+        if self.schema_cfg is None:
             self.notify("Fix the marked fields first: the config is not valid.", severity="error")
             return
         self.machine_issues, self.machine_checked = [], False
         self._show_issues()
-        self.run_checks(self.cfg)
+        self.run_checks(self.schema_cfg)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="config-check",
           description="checking the config against this machine")
@@ -428,7 +539,7 @@ The same from a shell: `tuitune config list | new | check | show`.
 
     # --- VRAM -------------------------------------------------------------------------------
     def _maybe_estimate(self) -> None:
-        cfg = self.cfg
+        cfg = self.schema_cfg
         if cfg is None:
             return
         key = tuple(str(self.field(n).value) for n in sorted(VRAM_FIELDS))

@@ -14,17 +14,31 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import (Button, Checkbox, DataTable, DirectoryTree, Input, Label, ProgressBar, Select,
-                             Static, TabbedContent, TabPane)
+from textual.widgets import (Button, DataTable, DirectoryTree, Input, Label, ProgressBar, Select, Static,
+                             TabbedContent, TabPane)
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import StepScreen
+from screens.widgets.choice import ChoiceScreen, next_free_name, overwrite_choices
 from screens.widgets.data_filetree import DataFileTree
 from screens.widgets.data_tokens import TokenView
+from screens.widgets.fields import NumberInput, Toggle, tui_message
 from tuitune.templates import TEMPLATE_NAMES  # light: no transformers at import
 
 TABS = ("tab-file", "tab-convert", "tab-split", "tab-tokens", "tab-selfcog")
 CELL_WIDTH = 28
+DEFAULT_SELFCOG = "data/self_cognition.jsonl"
+
+#: The engine's errors are written for the CLI; in this step they name the field instead of the flag.
+FLAG_LABELS = {
+    "--test-ratio": "Test ratio", "--seed": "Seed", "--group-by": "Group", "--name": "Name", "--count": "Count",
+    "--max-length": "Max len", "--record": "Record", "--sheet": "Sheet", "--input-col": "Question",
+    "--output-col": "Answer", "--system-col": "System col", "--system": "System", "--model": "Model",
+    "--template": "Template", "--drop-placeholders": "the 'drop placeholders' box",
+    "--dedupe": "the 'dedupe' box", "--group-by input": "'keep each question on one side'",
+}
+#: Per tab, what ``-o`` means there.
+OUTPUT_LABEL = {"convert": "Output", "split": "Folder", "selfcog": "Output"}
 
 
 def _cell(text: str, width: int = CELL_WIDTH) -> str:
@@ -58,11 +72,24 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
     AUTO_FOCUS = "#data-tree"  # arrow keys move in the file browser as soon as the step opens
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", id="data-run", tooltip="Run this tab's action"),
-        Binding("f2", "tab('tab-file')", "File", id="data-tab-file"),
-        Binding("f3", "tab('tab-convert')", "Convert", id="data-tab-convert"),
-        Binding("f4", "tab('tab-split')", "Split", id="data-tab-split"),
-        Binding("f5", "tab('tab-tokens')", "Tokens", id="data-tab-tokens"),
-        Binding("f6", "tab('tab-selfcog')", "Self-cog", id="data-tab-selfcog"),
+        # Priority: the tab keys work whichever widget has focus (a checkbox, a button, the table).
+        Binding("f2", "tab('tab-file')", "File", id="data-tab-file", priority=True,
+                tooltip="The File tab: pick a file"),
+        Binding("f3", "tab('tab-convert')", "Convert", id="data-tab-convert", priority=True,
+                tooltip="The Convert tab: map columns and convert"),
+        Binding("f4", "tab('tab-split')", "Split", id="data-tab-split", priority=True,
+                tooltip="The Split tab: a seeded train/test split"),
+        Binding("f5", "tab('tab-tokens')", "Tokens", id="data-tab-tokens", priority=True,
+                tooltip="The Tokens tab: lengths and the trained text"),
+        Binding("f6", "tab('tab-selfcog')", "Self-cog", id="data-tab-selfcog", priority=True,
+                tooltip="The Self-cognition tab: who-are-you data"),
+    ]
+    #: The palette's entries for what the tabs do (ctrl+p), beside the keys above.
+    ACTIONS = [
+        ("Convert the picked file", "do('tab-convert')", "Convert to conversations with the Convert tab's settings"),
+        ("Split into train and test", "do('tab-split')", "Write train.jsonl and test.jsonl (the Split tab)"),
+        ("Show tokens", "do('tab-tokens')", "Token lengths and one record as the model sees it"),
+        ("Generate self-cognition data", "do('tab-selfcog')", "Who-are-you records with the Self-cognition tab's name"),
     ]
 
     def __init__(self, *args, **kwargs):
@@ -98,8 +125,8 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
                     yield _field("System", Input(placeholder="system prompt for every record (optional)",
                                                  id="conv-system", compact=True))
                     with Horizontal(classes="field"):
-                        yield Checkbox("drop placeholders", id="conv-drop", compact=True)
-                        yield Checkbox("dedupe", id="conv-dedupe", compact=True)
+                        yield Toggle("drop placeholders", id="conv-drop", compact=True)
+                        yield Toggle("dedupe", id="conv-dedupe", compact=True)
                         yield Button("MedQA preset", id="conv-preset", compact=True)
                     yield _field("Output", Input(placeholder="data/out.jsonl", id="conv-out", compact=True))
                     with Horizontal(classes="field"):
@@ -109,10 +136,10 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             with TabPane("Split", id="tab-split"):
                 with VerticalScroll(classes="form"):
                     yield _field("File", Input(placeholder="data/converted.jsonl", id="split-file", compact=True))
-                    yield _field("Test ratio", Input("0.3", id="split-ratio", compact=True, type="number"))
-                    yield _field("Seed", Input("42", id="split-seed", compact=True, type="integer"))
-                    yield _field("Group", Checkbox("keep each question on one side (group by input)",
-                                                   value=True, id="split-group", compact=True))
+                    yield _field("Test ratio", NumberInput("0.3", id="split-ratio", compact=True, kind="number"))
+                    yield _field("Seed", NumberInput("42", id="split-seed", compact=True))
+                    yield _field("Group", Toggle("keep each question on one side (group by input)",
+                                                 value=True, id="split-group", compact=True))
                     yield _field("Folder", Input(placeholder="data", id="split-out", compact=True))
                     yield Button("Split", id="split-run", variant="primary", compact=True)
                     yield Static("", id="split-result")
@@ -126,9 +153,9 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
                         yield Select([(n, n) for n in TEMPLATE_NAMES], value="auto", id="tok-template", compact=True,
                                      allow_blank=False)
                         yield Label(" Max len", classes="field-label short")
-                        yield Input("2048", id="tok-maxlen", compact=True, type="integer")
+                        yield NumberInput("2048", id="tok-maxlen", compact=True)
                         yield Label(" Record", classes="field-label short")
-                        yield Input("1", id="tok-record", compact=True, type="integer")
+                        yield NumberInput("1", id="tok-record", compact=True)
                     yield Button("Show tokens", id="tok-run", variant="primary", compact=True)
                     yield Static("", id="tokens-result")
                     yield TokenView("", id="tok-view")
@@ -136,9 +163,9 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
                 with VerticalScroll(classes="form"):
                     yield _field("Name", Input(placeholder="the name the assistant answers with", id="sc-name",
                                                compact=True))
-                    yield _field("Count", Input("150", id="sc-count", compact=True, type="integer"))
-                    yield _field("Seed", Input("0", id="sc-seed", compact=True, type="integer"))
-                    yield _field("Output", Input("data/self_cognition.jsonl", id="sc-out", compact=True))
+                    yield _field("Count", NumberInput("150", id="sc-count", compact=True))
+                    yield _field("Seed", NumberInput("0", id="sc-seed", compact=True))
+                    yield _field("Output", Input(self._free(DEFAULT_SELFCOG), id="sc-out", compact=True))
                     yield Button("Generate", id="sc-run", variant="primary", compact=True)
                     yield Static("", id="selfcog-result")
 
@@ -167,7 +194,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             "tok-maxlen": "Records longer than this many tokens are truncated in training.",
             "tok-record": "Which record to show (1 = the first).",
             "sc-name": "The name: answers say 'I am <name>'s assistant' / '我是<name>的小助手'.",
-            "sc-count": "How many question/answer records to write.",
+            "sc-count": "How many distinct question/answer records to write (no two alike).",
             "sc-seed": "The seed for the mix of phrasings.",
             "sc-out": "Output file, relative to the workspace.",
         }
@@ -198,6 +225,10 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         p = Path(text.strip()).expanduser()
         return p if p.is_absolute() else self.workspace.root / p
 
+    def _free(self, rel: str) -> str:
+        """``rel`` (workspace-relative) or, when a file is there already, the first free ``x-2`` name."""
+        return self._rel(next_free_name(self._abs(rel)))
+
     def _value(self, wid: str) -> str:
         return self.query_one(f"#{wid}", Input).value.strip()
 
@@ -218,8 +249,33 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         except ValueError:
             raise TuituneError(f"{what}: {self._value(wid)!r} is not a whole number") from None
         if low is not None and v < low:
-            raise TuituneError(f"{what}: must be at least {low}")
+            raise TuituneError(f"{what} {v}: must be at least {low}")
         return v
+
+    def _engine_error(self, tab: str, message: str) -> str:
+        """An engine error (written for the CLI) in this step's words: field labels, not flags."""
+        return tui_message(message, {**FLAG_LABELS, "-o": OUTPUT_LABEL.get(tab, "Output")})
+
+    def _confirm_write(self, tab: str, targets: list[Path], fresh: Path, go) -> None:
+        """Call ``go(None)`` now if nothing in ``targets`` exists; else ask first: overwrite
+        (``go(None)``), write to the free name ``fresh`` instead (``go(fresh)``), or cancel."""
+        there = [t for t in targets if t.exists()]
+        if not there:
+            go(None)
+            return
+        names = " and ".join(self._rel(t) for t in there)
+        verb = "exists" if len(there) == 1 else "exist"
+
+        def answer(choice: str | None) -> None:
+            if choice == "overwrite":
+                go(None)
+            elif choice == "new":
+                go(fresh)
+            else:
+                self._say(tab, f"Not written: {names} {verb} (nothing changed).")
+
+        self.app.push_screen(ChoiceScreen("Overwrite?", f"{names} {verb}. Overwrite, write {self._rel(fresh)} "
+                                          "instead, or cancel?", overwrite_choices(self._rel(fresh))), answer)
 
     def _set_table_controls(self, preview: dict | None) -> None:
         tabular = bool(preview and preview["format"] in ("xlsx", "csv"))
@@ -246,7 +302,24 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
     # --- actions ------------------------------------------------------------------------------
 
     def action_tab(self, tab: str) -> None:
-        self.query_one("#data-tabs", TabbedContent).active = tab
+        """Show ``tab`` and move the focus into it (never left behind in a hidden tab)."""
+        tabs = self.query_one("#data-tabs", TabbedContent)
+        tabs.active = tab
+        pane = self.query_one(f"#{tab}", TabPane)
+        if self.focused is not None and pane in self.focused.ancestors:
+            return
+        # The first field of the tab (not the scrolling form around it), in the order shown.
+        def shown(w) -> bool:
+            return all(n.display for n in [w, *w.ancestors[: w.ancestors.index(pane)]])
+
+        first = next((w for w in pane.query("*") if w.can_focus and not w.disabled and shown(w)
+                      and not w.has_class("form")), None)
+        self.set_focus(first)
+
+    def action_do(self, tab: str) -> None:
+        """Show ``tab`` and run its action (the palette's "Convert", "Split", ...)."""
+        self.action_tab(tab)
+        self.action_run()
 
     def action_run(self) -> None:
         active = self.query_one("#data-tabs", TabbedContent).active
@@ -320,14 +393,27 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             output_col=self._select("conv-output") if tabular else None,
             system_col=system_col,
             system=(self._value("conv-system") or None) if not system_col else None,
-            drop_placeholders=self.query_one("#conv-drop", Checkbox).value,
-            dedupe=self.query_one("#conv-dedupe", Checkbox).value,
+            drop_placeholders=self.query_one("#conv-drop", Toggle).value,
+            dedupe=self.query_one("#conv-dedupe", Toggle).value,
         )
-        bar = self.query_one("#conv-progress", ProgressBar)
-        bar.display = True
-        bar.update(total=None, progress=0)
-        self._say("convert", f"Converting {self._rel(self.source)} …")
-        self.run_convert(self.source, self._abs(out), opts)
+        src, target = self.source, self._abs(out)
+
+        def go(fresh: Path | None) -> None:
+            dest = fresh or target
+            if fresh is not None:
+                self.query_one("#conv-out", Input).value = self._rel(fresh)
+            bar = self.query_one("#conv-progress", ProgressBar)
+            bar.display = True
+            bar.update(total=None, progress=0)
+            self._say("convert", f"Converting {self._rel(src)} …")
+            # force: the user was asked (or nothing was there); the engine refuses an existing
+            # output unless told, as the CLI does without --force.
+            self.run_convert(src, dest, {**opts, "force": True})
+
+        if target.resolve() == src.resolve():
+            go(None)  # the engine's own error: it is the input file
+            return
+        self._confirm_write("convert", [target], next_free_name(target), go)
 
     def start_split(self) -> None:
         from tuitune.errors import TuituneError
@@ -339,15 +425,26 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             try:
                 ratio = float(self._value("split-ratio"))
             except ValueError:
-                raise TuituneError(f"test ratio {self._value('split-ratio')!r} is not a number") from None
-            seed = self._int("split-seed", "seed")
+                raise TuituneError(f"Test ratio {self._value('split-ratio')!r} is not a number (e.g. 0.3)") from None
+            if not 0 < ratio < 1:
+                raise TuituneError(f"Test ratio {ratio:g}: must be between 0 and 1 (e.g. 0.3)")
+            seed = self._int("split-seed", "Seed")
         except TuituneError as exc:
             self._say("split", str(exc), error=True)
             return
-        group = "input" if self.query_one("#split-group", Checkbox).value else None
+        group = "input" if self.query_one("#split-group", Toggle).value else None
         out = self._value("split-out")
-        self._say("split", "Splitting …")
-        self.run_split(self._abs(src), self._abs(out) if out else None, ratio, seed, group)
+        source = self._abs(src)
+        folder = self._abs(out) if out else source.parent
+
+        def go(fresh: Path | None) -> None:
+            if fresh is not None:
+                self.query_one("#split-out", Input).value = self._rel(fresh)
+            self._say("split", "Splitting …")
+            self.run_split(source, fresh or folder, ratio, seed, group)
+
+        targets = [folder / "train.jsonl", folder / "test.jsonl"]
+        self._confirm_write("split", targets, next_free_name(folder / f"{source.stem}-split"), go)
 
     def start_tokens(self) -> None:
         from tuitune.errors import TuituneError
@@ -356,8 +453,8 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             f, m = self._value("tok-file"), self._value("tok-model")
             if not f or not m:
                 raise TuituneError("give a conversation file and a model folder")
-            maxlen = self._int("tok-maxlen", "max length", 1)
-            rec = self._int("tok-record", "record", 1)
+            maxlen = self._int("tok-maxlen", "Max len", 1)
+            rec = self._int("tok-record", "Record", 1)
         except TuituneError as exc:
             self._say("tokens", str(exc), error=True)
             return
@@ -365,19 +462,30 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         self.run_tokens(self._abs(f), self._abs(m), self._select("tok-template"), maxlen, rec)
 
     def start_selfcog(self) -> None:
+        from tuitune.data.selfcog import MAX_RECORDS
         from tuitune.errors import TuituneError
 
         try:
             name = self._value("sc-name")
             if not name:
-                raise TuituneError("give a name")
-            count = self._int("sc-count", "count", 1)
-            seed = self._int("sc-seed", "seed")
-            out = self._value("sc-out") or "data/self_cognition.jsonl"
+                raise TuituneError("Name: give the name the assistant answers with")
+            count = self._int("sc-count", "Count", 1)
+            if count > MAX_RECORDS:
+                raise TuituneError(f"Count {count}: the phrasings make only {MAX_RECORDS} distinct records; "
+                                   f"ask for {MAX_RECORDS} or fewer")
+            seed = self._int("sc-seed", "Seed")
+            out = self._value("sc-out") or DEFAULT_SELFCOG
         except TuituneError as exc:
             self._say("selfcog", str(exc), error=True)
             return
-        self.run_selfcog(name, count, seed, self._abs(out))
+        target = self._abs(out)
+
+        def go(fresh: Path | None) -> None:
+            if fresh is not None:
+                self.query_one("#sc-out", Input).value = self._rel(fresh)
+            self.run_selfcog(name, count, seed, fresh or target)
+
+        self._confirm_write("selfcog", [target], next_free_name(target), go)
 
     # --- workers (threads; results come back through on_worker_state_changed) -----------------
 
@@ -433,7 +541,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
 
             exc = w.error
             msg = str(exc) if isinstance(exc, TuituneError) else f"{type(exc).__name__}: {exc}"
-            self._say(w.name, msg, error=True)
+            self._say(w.name, self._engine_error(w.name, msg), error=True)
             if w.name == "convert":
                 self.query_one("#conv-progress", ProgressBar).display = False
             if w.name == "preview":
@@ -470,7 +578,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         default = self._rel(target / f"{src.stem}.jsonl")
         if default == rel:
             default = self._rel(target / f"{src.stem}.converted.jsonl")
-        out.value = default
+        out.value = self._free(default)  # an existing file is never the default: x.jsonl → x-2.jsonl
         if res["format"] == "xtuner":
             for wid in ("split-file", "tok-file"):
                 self.query_one(f"#{wid}", Input).value = rel
@@ -480,7 +588,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         bar.update(total=max(rep.total, 1), progress=max(rep.total, 1))
         t = Text()
         root = str(self.workspace.root) + "/"
-        for line in (l.replace(root, "") for l in rep.lines()):
+        for line in (self._engine_error("convert", l.replace(root, "")) for l in rep.lines()):
             style = "bold" if line.startswith("kept") else ("yellow" if not line.startswith(("  ", "format",
                                                                                              "mapping", "note",
                                                                                              "encoding")) else "")
@@ -493,7 +601,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         self.query_one(DataFileTree).reload()
 
     def _show_split(self, res) -> None:
-        lines = [l.replace(str(self.workspace.root) + "/", "") for l in res.lines()]
+        lines = [self._engine_error("split", l.replace(str(self.workspace.root) + "/", "")) for l in res.lines()]
         self._say("split", Text("\n".join(lines), style="bold"))
         self.query_one("#tok-file", Input).value = self._rel(Path(res.train_path))
         self.query_one(DataFileTree).reload()

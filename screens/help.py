@@ -8,6 +8,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from screens.widgets.fields import field_label
+
 
 def help_markdown(screen, focused) -> str:
     parts: list[str] = []
@@ -15,8 +17,9 @@ def help_markdown(screen, focused) -> str:
         text = getattr(focused, "help_text", None) or (
             focused.tooltip if isinstance(focused.tooltip, str) else None)
         if text:
-            label = focused.id or type(focused).__name__
-            parts.append(f"## This field: `{label}`\n\n{text}")
+            # The field's label as the user sees it on screen, never a widget id.
+            label = field_label(focused)
+            parts.append(f"## This field: {label}\n\n{text}" if label else f"## This field\n\n{text}")
     screen_help = getattr(screen, "HELP", "")
     if screen_help:
         parts.append(screen_help.strip())

@@ -91,7 +91,7 @@ async def test_f1_shows_help_for_the_focused_field(workspace, tiny_model):
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         text = app.screen._markdown
-        assert "This field: `est-model`" in text and "config.json" in text
+        assert "This field: model" in text and "est-model" not in text and "config.json" in text
         assert "| `r` | Re-check |" in text
         await pilot.press("escape")
         await pilot.pause()
@@ -122,3 +122,48 @@ async def test_q_quits(workspace):
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code in (0, None) and not app.is_running
+
+
+async def test_palette_offers_each_steps_actions_from_its_bindings(workspace):
+    """#17: ctrl+p lists convert, split, generate, save config, load model, send, compare, ... ."""
+    from screens.steps import step
+
+    app = make_app(workspace, start="data")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("Data: Convert the picked file", "Data: Split into train and test",
+                       "Data: Generate self-cognition data", "Data: Show tokens", "Config: Save", "Chat: Load",
+                       "Chat: Compare", "Chat: Send the message"):
+            assert wanted in titles, (wanted, titles)
+        # Derived from the screens' own bindings: every described binding of every step is there.
+        from textual.binding import Binding
+
+        for s in STEPS:
+            for b in s.screen_class().BINDINGS:
+                b = b if isinstance(b, Binding) else Binding(*b)
+                if b.description and not b.action.startswith(("goto", "help", "quit")) and b.action != "stop":
+                    assert f"{s.title}: {b.description}" in titles, (s.key, b.description)
+        # Running one from another step opens that step and runs it.
+        cmd = next(c for c in app.get_system_commands(app.screen) if c.title == "Config: Check")
+        cmd.callback()
+        await pilot.pause()
+        await pilot.pause()
+        assert app.current_mode == "config"
+        assert step("config").title == "Config"
+        await pilot.press("6")
+        await pilot.pause()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert titles[0].startswith("Chat: ")  # this step's actions first
+        assert "Chat: Stop" not in titles  # offered only while there is an answer to stop
+
+
+async def test_q_with_nothing_unsaved_quits_at_once(workspace):
+    app = make_app(workspace, start="config")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.screen.set_focus(None)
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running

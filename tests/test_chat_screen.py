@@ -61,7 +61,7 @@ async def load(pilot, *, compare_with: str | None = None):
         await pilot.press("ctrl+t")
         screen.query_one("#chat-model-b").value = compare_with
     await pilot.press("ctrl+l")
-    await until(pilot, lambda: screen.sessions and not screen.loading, "the model to load")
+    await until(pilot, lambda: screen.sessions and not screen.loading_models, "the model to load")
 
 
 def set_field(screen, name: str, value: str) -> None:
@@ -173,7 +173,7 @@ async def test_bad_settings_and_bad_model_are_shown_in_place(ws):
         await pilot.press("enter")
         await until(pilot, lambda: "Could not load" in status(app), "the error")
         assert "models/nope: no such folder" in status(app)
-        assert field.value == "models/nope" and not screen.loading
+        assert field.value == "models/nope" and not screen.loading_models
         screen.query_one("#chat-input").focus()
         await pilot.press(*"hi", "enter")
         assert "Load a model first" in status(app)
@@ -185,7 +185,7 @@ async def test_handover_from_merge_loads_the_model(ws):
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         assert screen.query_one("#chat-model").value == str(ws / "models" / "tiny-chat")
-        await until(pilot, lambda: screen.sessions and not screen.loading, "the handed-over model")
+        await until(pilot, lambda: screen.sessions and not screen.loading_models, "the handed-over model")
         assert screen.sessions[0].source.label == "tiny-chat"
 
 
@@ -228,9 +228,39 @@ async def test_template_for_a_model_without_one(tmp_path, tiny_model):
         screen.query_one("#chat-template").value = "chatml"
         await pilot.pause()
         await pilot.press("ctrl+l")
-        await until(pilot, lambda: screen.sessions and not screen.loading, "the model")
+        await until(pilot, lambda: screen.sessions and not screen.loading_models, "the model")
         assert screen.sessions[0].template == "chatml" and "template chatml" in status(app)
         # Switching templates on a loaded model needs no reload; a bad choice is refused in place.
         screen.query_one("#chat-template").value = "__default__"
         await pilot.pause()
         assert "Template not changed" in status(app) and screen.sessions[0].template == "chatml"
+
+
+async def test_a_failed_load_keeps_the_model_and_the_focus(ws):
+    """Issue 12 #5: /nope/model fails; tiny-chat stays loaded, focus stays on the model field."""
+    from screens.help import help_markdown
+
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await load(pilot)
+        before = screen.sessions[0]
+        field = screen.query_one("#chat-model")
+        field.focus()
+        await pilot.pause()
+        field.value = ""
+        await pilot.press(*"/nope/model", "enter")
+        await until(pilot, lambda: "Could not load" in status(app), "the error")
+        await until(pilot, lambda: not screen.loading_models, "the load to end")
+        await pilot.pause()
+        assert app.focused is field
+        assert "/nope/model: no such folder" in status(app) and "still loaded: tiny-chat" in status(app)
+        assert field.has_class("-load-failed")
+        assert screen.sessions == [before] and before.loaded is not None
+        assert "This field: model" in help_markdown(screen, app.focused)
+        # The old model still answers.
+        set_field(screen, "max-new-tokens", "4")
+        screen.query_one("#chat-input").focus()
+        await pilot.press(*"hi", "enter")
+        await until(pilot, lambda: before.last and not screen.generating, "the answer")
+        assert screen.query_one("#chat-a").answers

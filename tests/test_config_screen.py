@@ -72,7 +72,7 @@ async def test_wrong_type_and_cross_field_errors(demo_ws):
     app = make_app(demo_ws)
     async with app.run_test(size=(100, 32)) as pilot:
         await settle(app, pilot)
-        await type_into(pilot, app, "#f-lora-r", "abc")
+        await type_into(pilot, app, "#f-lora-r", "1.5")
         assert "wrong type" in str(row(app, "lora.r").query_one(".cfg-error").render())
         await type_into(pilot, app, "#f-lora-r", "8")
         assert not app.screen.query_one("#cfg-save").disabled
@@ -124,7 +124,7 @@ async def test_load_a_preset_and_a_saved_config(demo_ws):
         await settle(app, pilot)
         assert "医生" in app.screen.query_one("#f-data-system").value
         assert app.screen.query_one("#f-method").value == "qlora"
-        assert app.screen.query_one("#cfg-file").value == "configs/medqa.yaml"
+        assert app.screen.query_one("#cfg-file").value == ""  # a preset is a new, unnamed file
         assert "data.train" in text_of(app, "#cfg-issues")  # no medqa data in this workspace
         source.value = f"file:{demo_ws / 'configs' / 'other.yaml'}"
         await settle(app, pilot)
@@ -195,3 +195,99 @@ async def test_a_bad_file_opens_with_its_error_in_place(demo_ws):
         assert "training.lrate" in status and "did you mean 'lr'" in status and "line " in status
         # the rest of the file is in the form, kept as the user wrote it
         assert app.screen.query_one("#f-training-batch-size").value == "16"
+
+
+# --- issue 12 ------------------------------------------------------------------------------------
+
+async def test_quit_with_unsaved_edits_asks(demo_ws):
+    """#3: q with an edit asks: c stays, s saves and quits."""
+    from screens.widgets.choice import ChoiceScreen
+
+    app = make_app(demo_ws)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, app, "#f-training-lr", "0.003")
+        await pilot.press("escape", "q")  # leave the field, then q
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceScreen) and "training.lr" in app.screen.question
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.is_running and app.screen.query_one("#f-training-lr").value == "0.003"
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("s")
+        await pilot.pause()
+    assert not app.is_running
+    assert load_config(demo_ws / "configs" / "tiny-demo.yaml").training.lr == 0.003
+
+
+async def test_switching_steps_or_loading_a_preset_with_edits_asks(demo_ws):
+    """#3: 2 (Data) and loading a preset ask first; d discards; the preset is a new, unnamed file."""
+    from screens.widgets.choice import ChoiceScreen, PathScreen
+
+    app = make_app(demo_ws)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, app, "#f-training-lr", "0.003")
+        await pilot.press("escape", "2")
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceScreen)
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.current_mode == "config"
+        # Loading a preset over the edits: asked; discard.
+        app.screen.query_one("#cfg-source").value = "preset:tiny-demo"
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceScreen)
+        await pilot.press("d")
+        await settle(app, pilot)
+        screen = app.screen
+        assert screen.query_one("#cfg-file").value == "" and screen.loaded_path is None
+        assert screen.query_one("#cfg-source").value == "preset:tiny-demo"
+        # Save asks for a path (a free one offered), never the file loaded before.
+        await type_into(pilot, app, "#f-training-lr", "0.004")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, PathScreen)
+        assert app.screen.query_one("#path-input").value == "configs/tiny-demo-2.yaml"
+        await pilot.press("enter")
+        await settle(app, pilot)
+    assert load_config(demo_ws / "configs" / "tiny-demo.yaml").training.lr == 0.005  # untouched
+    assert load_config(demo_ws / "configs" / "tiny-demo-2.yaml").training.lr == 0.004
+
+
+async def test_a_missing_train_file_is_an_error_on_the_field(demo_ws):
+    """#4: data.train that does not exist: no "✓ valid", the field says so, Save waits."""
+    app = make_app(demo_ws)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, app, "#f-data-train", "data/nope.jsonl")
+        await settle(app, pilot)
+        assert "✓ valid" not in text_of(app, "#cfg-status")
+        assert "data.train" in text_of(app, "#cfg-status")
+        assert row(app, "data.train").has_class("-invalid")
+        assert "does not exist" in str(row(app, "data.train").query_one(".cfg-error").render())
+        assert app.screen.query_one("#cfg-save").disabled
+        assert "GiB" in text_of(app, "#cfg-vram")  # the estimate still follows the form
+
+
+async def test_number_fields_checkboxes_and_help_labels(demo_ws):
+    """#7 number fields take numbers only; #8 a bool reads [x]/[ ]; #13 F1 names training.lr."""
+    from screens.help import HelpScreen
+
+    app = make_app(demo_ws)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, app, "#f-lora-r", "1_6x")
+        assert app.screen.query_one("#f-lora-r").value == "16"
+        pack = app.screen.query_one("#f-data-pack")
+        shown = str(pack.render()).strip()
+        assert shown == ("[x]" if pack.value else "[ ]")
+        pack.focus()
+        await pilot.press("enter")
+        assert str(pack.render()).strip() == ("[x]" if pack.value else "[ ]")
+        app.screen.query_one("#f-training-lr").focus()
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert "This field: training.lr" in app.screen._markdown and "f-training-lr" not in app.screen._markdown

@@ -62,3 +62,21 @@ def test_bad_ratio_and_bad_file(tmp_path):
     bad.write_text('{"instruction": "x", "output": "y"}\n')
     assert_one_line_error(run_cli("data", "split", bad, "-o", tmp_path / "o"), "bad.jsonl", "line 1", "conversation")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_each_side_reports_its_own_counts(tmp_path):
+    """40 questions × 3 answers, 30% test grouped: 12 questions there, 28 in train, none on both."""
+    from tuitune.data.split import split_file
+
+    src = tmp_path / "all.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    res = split_file(src, tmp_path / "g", 0.3, 7, "input")
+    assert (res.train, res.test) == (84, 36)
+    assert (res.train_questions, res.test_questions, res.shared_questions) == (28, 12, 0)
+    lines = res.lines()
+    assert "84 records, 28 distinct questions" in lines[0] and "36 records, 12 distinct questions" in lines[1]
+    assert "40" not in lines[1]  # not the whole file's count
+    assert "no question is on both sides" in lines[2]
+    ungrouped = split_file(src, tmp_path / "u", 0.3, 7, None)
+    assert ungrouped.shared_questions > 0 and "on both sides; group by input" in ungrouped.lines()[2]
+    assert ungrouped.train_questions + ungrouped.test_questions - ungrouped.shared_questions == 40

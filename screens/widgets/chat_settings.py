@@ -15,6 +15,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
+from screens.widgets.fields import NumberInput
 from tuitune.chat import GenerationSettings
 from tuitune.errors import TuituneError
 from tuitune.templates import TEMPLATE_NAMES
@@ -66,8 +67,11 @@ class ChatSettings(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         for name, label, kind, tip in FIELDS:
-            field = Input(_shown(getattr(self.settings, name)), id=f"chat-set-{name.replace('_', '-')}",
-                          type=kind, compact=True, tooltip=tip, select_on_focus=False)
+            value, wid = _shown(getattr(self.settings, name)), f"chat-set-{name.replace('_', '-')}"
+            if kind == "text":
+                field = Input(value, id=wid, compact=True, tooltip=tip, select_on_focus=False)
+            else:  # numbers only: no `_`, no letters
+                field = NumberInput(value, kind=kind, id=wid, compact=True, tooltip=tip, select_on_focus=False)
             if name == "system":  # wide: its label above it
                 yield Label(label)
                 yield field

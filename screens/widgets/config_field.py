@@ -10,6 +10,7 @@ from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static, TextArea
 
+from screens.widgets.fields import NUMBER_RESTRICT, Toggle
 from tuitune.config.fields import FieldSpec, from_text, to_text, validate_field
 
 
@@ -62,7 +63,7 @@ class ConfigField(Vertical):
     def _make_control(self) -> Widget:
         s, cid = self.spec, control_id(self.spec.name)
         if s.kind == "bool":
-            w: Widget = Checkbox("", bool(self._initial), id=cid, compact=True)
+            w: Widget = Toggle("", bool(self._initial), id=cid, compact=True)
         elif s.kind == "choice":
             w = Select([(str(c), c) for c in s.choices], value=self._initial, allow_blank=False, id=cid,
                        compact=True)
@@ -71,11 +72,14 @@ class ConfigField(Vertical):
                          soft_wrap=True)
         else:
             placeholder = "empty: none" if s.optional else ""
+            # A number field takes digits (and sign, point, exponent) only: no `_`, no stray letters.
             w = Input(to_text(s.name, self._initial), id=cid, compact=True, placeholder=placeholder,
-                      validators=[SchemaValidator(s.name)])
+                      validators=[SchemaValidator(s.name)],
+                      restrict=NUMBER_RESTRICT["number"] if s.numeric else None)
         w.add_class("cfg-control")
         w.tooltip = f"{s.name}: {s.description}"
         w.field_name = s.name  # type: ignore[attr-defined]
+        w.field_label = s.name  # type: ignore[attr-defined]  # F1 and errors say "training.lr", not the id
         self._control = w
         return w
 

@@ -14,16 +14,26 @@ GROUP_BY = ("none", "input")
 
 @dataclass
 class SplitResult:
+    """What a split wrote; every count is of its own side (``groups``: the whole file's)."""
+
     train_path: str
     test_path: str
     train: int
     test: int
-    groups: int | None = None  # distinct questions when grouped
+    groups: int | None = None        # distinct questions in the whole file, when grouped
+    train_questions: int = 0         # distinct questions on the train side
+    test_questions: int = 0          # distinct questions on the test side
+    shared_questions: int = 0        # questions on both sides (0 when grouped)
 
     def lines(self) -> list[str]:
-        g = f" ({self.groups} distinct questions, none on both sides)" if self.groups is not None else ""
-        return [f"train: {self.train} records → {self.train_path}",
-                f"test:  {self.test} records → {self.test_path}{g}"]
+        out = [f"train: {self.train} records, {self.train_questions} distinct questions → {self.train_path}",
+               f"test:  {self.test} records, {self.test_questions} distinct questions → {self.test_path}"]
+        if self.shared_questions:
+            out.append(f"{self.shared_questions} questions are on both sides; group by input to keep "
+                       "test questions unseen")
+        else:
+            out.append("no question is on both sides")
+        return out
 
 
 def group_key(rec: dict) -> str:
@@ -86,5 +96,7 @@ def split_file(src: str | os.PathLike, out_dir: str | os.PathLike | None = None,
         raise TuituneError(f"{src}: would be overwritten by the split; choose another -o folder")
     write_records(tp, train)
     write_records(sp, test)
-    groups = len({group_key(r) for r in records}) if group_by == "input" else None
-    return SplitResult(str(tp), str(sp), len(train), len(test), groups)
+    train_q, test_q = {group_key(r) for r in train}, {group_key(r) for r in test}
+    groups = len(train_q | test_q) if group_by == "input" else None
+    return SplitResult(str(tp), str(sp), len(train), len(test), groups,
+                       len(train_q), len(test_q), len(train_q & test_q))
