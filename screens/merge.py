@@ -21,10 +21,15 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import StepScreen
 from screens.steps import STEPS
+from screens.widgets.choice import Choice, ChoiceScreen
 from screens.widgets.merge_sources import MergeSources
+from screens.widgets.train_modals import one_line
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
 _HAS_CHAT = "chat" in {s.key for s in STEPS}
+# The answers when the output folder exists (short labels: the question names the folders).
+OUTPUT_EXISTS_CHOICES = [Choice("overwrite", "Overwrite", "o", "error"), Choice("new", "New name", "n", "primary"),
+                         Choice("cancel", "Cancel", "c")]
 
 
 def _chat_bindings() -> list[Binding]:
@@ -57,7 +62,9 @@ appears only when everything is written and checked.
 weights cannot hold the small LoRA update, and a 16-bit model is what loaders and
 quantizers start from.
 
-- **m** (or Enter in a field) merges the selected adapter.
+- **m** (or Enter in a field) merges the selected adapter. If the output folder exists,
+  you are asked first: overwrite (its files are moved aside, never deleted), write to a
+  new name (`…-merged-2`), or cancel.
 - **x** stops a merge (nothing is written). **r** re-reads the runs.
 - **o** opens the merged model in Chat, once merged.
 
@@ -94,6 +101,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         self.merged: Path | None = None
         self._seen_handover: str | None = None
         self._auto_output: str | None = None
+        self._hinted: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Static("Adapters in this workspace", classes="section-title", id="merge-title")
@@ -155,7 +163,8 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         if not out.value or out.value == self._auto_output:
             self._auto_output = str(row.default_output(Path(".")))
             out.value = self._auto_output
-        if self.merged is None and not self._merging():
+        if self.merged is None and not self._merging() and row.key != self._hinted:
+            self._hinted = row.key  # once per selection: a dialog closing must not wipe what it said
             self._status(Text(f"{row.run_id}, {row.what}: press m to merge", style="dim"))
 
     def _merging(self) -> bool:
@@ -179,6 +188,32 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         if not self.query_one("#merge-out", Input).value.strip():
             self._status(Text("Type an output folder.", style="bold red"))
             return
+        from tuitune.fsutil import next_free_path, output_exists
+
+        out = self._out_path()
+        if out.is_dir() and output_exists(out):
+            free = next_free_path(out)
+            self.app.push_screen(
+                ChoiceScreen("The output folder exists",
+                             f"{self._shown_path(out)} already holds files. Overwrite moves them aside to "
+                             f"{out.name}.replaced-<time> (nothing is deleted); or write "
+                             f"{self._shown_path(free)} instead.",
+                             OUTPUT_EXISTS_CHOICES),
+                lambda answer: self._answered(answer, row, free))
+            return
+        self._start(row, out, force=False)
+
+    def _answered(self, answer: str | None, row, free: Path) -> None:
+        if answer == "overwrite":
+            self._start(row, self._out_path(), force=True)
+        elif answer == "new":
+            out = self.query_one("#merge-out", Input)
+            out.value = self._shown_path(free)  # the user's choice now: kept when the selection moves
+            self._start(row, free, force=False)
+        else:
+            self._status(Text("not merged: the output folder is unchanged", style="yellow"))
+
+    def _start(self, row, out: Path, force: bool) -> None:
         dtype = self.query_one("#merge-dtype", Select).value
         self.merged = None
         self.query_one("#merge-result", Static).update("")
@@ -186,17 +221,17 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         bar.update(total=None, progress=0)
         bar.display = True
         self._status(Text(f"merging {row.run_id}, {row.what}…"))
-        self.run_merge(row.run_id, row.checkpoint, self._out_path(), self.query_one("#merge-shard", Input).value,
-                       None if dtype == "auto" else dtype, self.query_one("#merge-verify", Checkbox).value)
+        self.run_merge(row.run_id, row.checkpoint, out, self.query_one("#merge-shard", Input).value,
+                       None if dtype == "auto" else dtype, self.query_one("#merge-verify", Checkbox).value, force)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="merge")
     def run_merge(self, run_id: str, checkpoint: int | None, out: Path, shard: str, dtype: str | None,
-                  verify: bool) -> None:
+                  verify: bool, force: bool = False) -> None:
         from tuitune.merge import merge, resolve_source
 
         worker = get_current_worker()
         src = resolve_source(self.workspace.root, run_id, checkpoint=checkpoint)
-        result = merge(src, out, max_shard_size=shard.strip() or "2GB", dtype=dtype, verify_result=verify,
+        result = merge(src, out, max_shard_size=shard.strip() or "2GB", dtype=dtype, verify_result=verify, force=force,
                        on_progress=lambda *a: self.post_message(self.Progress(*a)),
                        log=lambda line: self.post_message(self.Log(line)),
                        cancelled=lambda: worker.is_cancelled)
@@ -250,7 +285,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             return
         if event.state == WorkerState.ERROR:
             self.query_one("#merge-progress", ProgressBar).display = False
-            self._status(Text(f"error: {event.worker.error}", style="bold red"))
+            self._status(Text(f"error: {one_line(event.worker.error)}", style="bold red"))
         elif event.state == WorkerState.CANCELLED:
             self.query_one("#merge-progress", ProgressBar).display = False
             self._status(Text("merge stopped; nothing was written", style="yellow"))

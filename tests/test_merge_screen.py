@@ -105,19 +105,77 @@ async def test_merge_from_the_screen_shows_progress_and_verification(workspace, 
         else:
             app.screen.action_open_chat()
         assert app.selected_model == str(workspace / "models" / f"{RUN}-merged")
-        # Merging again into the same folder is refused in place; the form keeps its values.
+        # Merging again into the same folder asks first: overwrite / new name / cancel.
+        out = workspace / "models" / f"{RUN}-merged"
         await pilot.press("m")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ChoiceScreen"
+        question = widget_text(app.screen.query_one(".choice-text"))
+        assert f"models/{RUN}-merged" in question and f"models/{RUN}-merged-2" in question
+        await pilot.press("escape")  # cancel: nothing happens to the folder
+        await pilot.pause()
+        assert type(app.screen).__name__ == "MergeScreen"
+        assert "not merged" in widget_text(app.screen.query_one("#merge-status"))
+        assert sorted(p.name for p in out.parent.iterdir()) == [f"{RUN}-merged", "tiny-chat"]
+        # New name: the bumped folder is written and the field says so.
+        await pilot.press("m")
+        await pilot.pause()
+        await pilot.press("n")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        status = widget_text(app.screen.query_one("#merge-status"))
-        assert "error:" in status and "not empty" in status
-        assert app.screen.query_one("#merge-out").value == f"models/{RUN}-merged"
-
-
-async def test_an_empty_workspace_says_what_to_do(workspace):
-    app = make_app(workspace)
-    async with app.run_test(size=(100, 32)) as pilot:
-        await pilot.pause()
-        assert "train a LoRA run" in widget_text(app.screen.query_one("#merge-status"))
+        assert app.screen.query_one("#merge-out").value == f"models/{RUN}-merged-2"
+        assert (out.parent / f"{RUN}-merged-2" / "config.json").exists()
+        assert f"models/{RUN}-merged-2" in widget_text(app.screen.query_one("#merge-result"))
+        # Overwrite: the merge replaces the folder, whose old files are moved aside (never deleted).
+        app.screen.query_one("#merge-out").value = f"models/{RUN}-merged"
         await pilot.press("m")
-        assert "Pick an adapter first" in widget_text(app.screen.query_one("#merge-status"))
+        await pilot.pause()
+        await pilot.press("o")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        result = widget_text(app.screen.query_one("#merge-result"))
+        assert "verification passed" in result and "is now" in result, result
+        assert (out / "config.json").exists()
+        assert any(p.name.startswith(f"{RUN}-merged.replaced-") for p in out.parent.iterdir())
+
+
+def visible_lines(screen, widget) -> list[str]:
+    """The lines ``widget`` shows on ``screen``, as plain text, after clipping by its containers."""
+    geo = screen.find_widget(widget)
+    region = geo.region.intersection(geo.clip)
+    strips = widget.render_lines(region.reset_offset.translate((region.x - geo.region.x, region.y - geo.region.y)))
+    return [strip.text.rstrip() for strip in strips]
+
+
+def assert_shown_whole(screen, widget, message: str | None = None) -> str:
+    """Every character of ``message`` (default: the widget's whole content) is on screen in
+    ``widget``: wrapped, never cut or clipped. Returns the message."""
+    if message is None:
+        message = widget_text(widget, width=10_000).strip()
+    shown = "".join("".join(visible_lines(screen, widget)).split())
+    assert "".join(message.split()) in shown, (message, visible_lines(screen, widget))
+    return message
+
+
+async def test_a_long_merge_error_wraps_whole_at_80_columns(workspace):
+    ws = workspace_with_runs(workspace)
+    app = make_app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("m")  # the fake run's adapter has no base model: a long one-line error
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        message = assert_shown_whole(app.screen, app.screen.query_one("#merge-status"))
+        assert message.startswith("error:") and len(message) > 2 * 80, message
+        assert message.rstrip().endswith("pass --base DIR"), message
+
+
+async def test_at_80x24_a_long_run_name_wraps_in_the_adapters_table(workspace):
+    name = "medqa-qwen2.5-7b-lora-r64-lr2e-4-maxlen2048-try3"
+    fake_run(workspace, name, 1_700_000_000.0, None, checkpoints=(100,))
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = visible_lines(app.screen, app.screen.query_one("#merge-sources"))
+        assert name in "".join("".join(line.split()[:1]) for line in lines[1:4]), lines
+        assert any("checkpoint 100" in line for line in lines), lines

@@ -44,3 +44,30 @@ def test_a_verified_merge_100x32(snap_compare, fixed_workspace):
 def test_adapters_to_pick_from_80x24(snap_compare, fixed_workspace):
     app = make_app(workspace_with_runs(fixed_workspace))
     assert snap_compare(app, terminal_size=(80, 24), run_before=_settled)
+
+
+def test_the_output_exists_question_80x24(snap_compare, fixed_workspace):
+    ws = workspace_with_runs(fixed_workspace)
+    merged = ws / "models" / f"{RUN}-merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    app = make_app(ws)
+
+    async def asked(pilot):
+        await _settled(pilot)
+        await pilot.press("m")
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=asked)
+
+
+def test_a_long_error_wraps_80x24(snap_compare, fixed_workspace):
+    app = make_app(workspace_with_runs(fixed_workspace))
+
+    async def failed(pilot):
+        await _settled(pilot)
+        await pilot.press("m")  # the hand-written run has no base model: a long one-line error
+        await pilot.app.workers.wait_for_complete()
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=failed)
