@@ -118,3 +118,12 @@ def test_a_run_folder_and_a_merged_model_get_the_umasks_mode(tmp_path, tiny_mode
     proc = run_umask(mask, "-w", ws, "merge", "r1", "--export-adapter", exp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_modes(mask, exp)
+
+
+@pytest.mark.parametrize("mask", [0o002])
+def test_the_demo_workspace_gets_the_umasks_mode(tmp_path, tiny_model, mask):
+    ws = tmp_path / "demo"
+    proc = run_umask(mask, "demo", ws, "--no-open")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert any((ws / "models" / "tiny-chat").glob("*.safetensors"))
+    assert_modes(mask, ws / "models" / "tiny-chat", ws / "data", ws / "configs")
