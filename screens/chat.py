@@ -499,6 +499,16 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             self._status(self._describe())
 
 
+#: The engine's errors are written for the CLI; here they name the field or setting instead.
+FLAG_LABELS = {"--template": "the template setting", "--adapter": "an adapter folder in the model field",
+               "--checkpoint": "RUN:checkpoint-N in the model field", "--bits": "4/8-bit loading",
+               "--system": "the system prompt setting", "--seed": "the seed setting",
+               "--max-new-tokens": "max tokens", "--temperature": "temperature", "--top-p": "top-p",
+               "--top-k": "top-k", "--repetition-penalty": "rep. penalty"}
+
+
 def _one_line(exc) -> str:
-    text = " ".join(str(exc).split())
+    from screens.widgets.fields import tui_message
+
+    text = tui_message(" ".join(str(exc).split()), FLAG_LABELS)
     return text if type(exc).__name__ == "TuituneError" else f"{type(exc).__name__}: {text}"

@@ -440,7 +440,7 @@ The same from a shell: `tuitune config list | new | check | show`.
 
             self.app.push_screen(ChoiceScreen("Overwrite?", f"{self._rel(path)} exists. Overwrite it, write "
                                               f"{self._rel(fresh)} instead, or cancel?",
-                                              overwrite_choices(self._rel(fresh))), answer)
+                                              overwrite_choices()), answer)
             return
         self._write(path, then)
 

@@ -35,7 +35,7 @@ FLAG_LABELS = {
     "--max-length": "Max len", "--record": "Record", "--sheet": "Sheet", "--input-col": "Question",
     "--output-col": "Answer", "--system-col": "System col", "--system": "System", "--model": "Model",
     "--template": "Template", "--drop-placeholders": "the 'drop placeholders' box",
-    "--dedupe": "the 'dedupe' box", "--group-by input": "'keep each question on one side'",
+    "--dedupe": "the 'dedupe' box", "--group-by input": "grouping (Split tab)",
 }
 #: Per tab, what ``-o`` means there.
 OUTPUT_LABEL = {"convert": "Output", "split": "Folder", "selfcog": "Output"}
@@ -275,7 +275,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
                 self._say(tab, f"Not written: {names} {verb} (nothing changed).")
 
         self.app.push_screen(ChoiceScreen("Overwrite?", f"{names} {verb}. Overwrite, write {self._rel(fresh)} "
-                                          "instead, or cancel?", overwrite_choices(self._rel(fresh))), answer)
+                                          "instead, or cancel?", overwrite_choices()), answer)
 
     def _set_table_controls(self, preview: dict | None) -> None:
         tabular = bool(preview and preview["format"] in ("xlsx", "csv"))

@@ -58,3 +58,19 @@ def test_config_field_with_an_error(snap_compare, fixed_workspace, tiny_model):
 def test_config_80x24(snap_compare, fixed_workspace, tiny_model):
     ws = _workspace(fixed_workspace, tiny_model)
     assert snap_compare(make_app(ws), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_config_unsaved_edits_question_80x24(snap_compare, fixed_workspace, tiny_model):
+    """q with an unsaved edit: save / discard / stay, whole at 80x24."""
+    ws = _workspace(fixed_workspace, tiny_model)
+
+    async def run_before(pilot):
+        await _settle(pilot)
+        lr = pilot.app.screen.query_one("#f-training-lr")
+        lr.value = "0.003"
+        pilot.app.screen.set_focus(None)
+        await _settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+
+    assert snap_compare(make_app(ws), terminal_size=(80, 24), run_before=run_before)

@@ -75,3 +75,22 @@ def test_snap_data_selfcog_80x24(snap_compare, fixed_workspace):
         await _stable(app, pilot)
 
     assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snap_data_overwrite_question_80x24(snap_compare, fixed_workspace):
+    """Generate over an existing file: the question (overwrite / new name / cancel), whole at 80x24."""
+    from screens.app import TuituneApp
+
+    fill_workspace(fixed_workspace)
+
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(app, pilot)
+        await pilot.press("f6")
+        app.screen.query_one("#sc-name").value = "Alice"
+        app.screen.query_one("#sc-out").value = "data/self_cognition.jsonl"
+        await _stable(app, pilot)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)

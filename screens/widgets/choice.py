@@ -61,7 +61,10 @@ class ChoiceScreen(ModalScreen[str]):
                     yield Button(f"{c.label} ({c.key})", id=f"choice-{c.value}", variant=c.variant, compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(Button).focus()
+        # Enter takes the safe answer: the primary one (new name, save), else the last (cancel);
+        # never the destructive one by default.
+        pick = next((c for c in self.choices if c.variant == "primary"), self.choices[-1])
+        self.query_one(f"#choice-{pick.value}", Button).focus()
 
     def action_key(self, key: str) -> None:
         for c in self.choices:
@@ -142,7 +145,8 @@ def next_free_name(path: Path) -> Path:
             return cand
 
 
-def overwrite_choices(new_name: str) -> list[Choice]:
+def overwrite_choices() -> list[Choice]:
+    # The question names the new file; the buttons stay short so all three fit at 80 columns.
     return [Choice("overwrite", "Overwrite", "o", "error"),
-            Choice("new", f"Write {new_name}", "n", "primary"),
+            Choice("new", "New name", "n", "primary"),
             Choice("cancel", "Cancel", "c")]
