@@ -379,6 +379,10 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     say = progress or (lambda _msg: None)
     if bits is not None and bits not in BITS:
         raise TuituneError(f"--bits must be 4 or 8, got {bits}")
+    from tuitune.config.convert import allow_bitsandbytes, keep_bitsandbytes_out
+
+    # bitsandbytes only for --bits: peft would import it anyway, and it prints noise on some CPUs.
+    allow_bitsandbytes() if bits is not None else keep_bitsandbytes_out()
     say("importing torch and transformers")
     import torch
     from transformers.utils import logging as hf_logging

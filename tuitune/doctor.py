@@ -221,9 +221,24 @@ def check_torch_and_gpus(report: Report) -> list[Check]:
         out.append(Check("cuda", FAIL, f"no CUDA GPU available: {why}; only the tiny demo model can train here",
                          "run tuitune on the GPU box (over SSH); there check `nvidia-smi` and "
                          "CUDA_VISIBLE_DEVICES, and that torch is a CUDA build"))
-        out.append(Check("bf16", WARN, "no GPU: training here runs in fp32 on the CPU",
-                         "nothing to do for the demo; on a GPU box Ampere or newer has bf16"))
+        from tuitune.config.convert import cpu_bf16_evidence
+
+        cpu_bf16 = cpu_bf16_evidence()
+        if cpu_bf16:
+            out.append(Check("bf16", OK, f"no GPU; this CPU computes bf16 natively: {cpu_bf16}"))
+        else:
+            out.append(Check("bf16", WARN, "no GPU, and this CPU has no native bf16 (neither AMX nor AVX-512 bf16)",
+                             "nothing to do for the demo; on a GPU box Ampere or newer has bf16"))
     return out
+
+
+def check_precision() -> list[Check]:
+    """What ``precision: auto`` picks on this machine, with the reason (the same function training uses)."""
+    from tuitune.config.convert import auto_precision
+
+    precision, why = auto_precision()
+    held = "" if precision == "fp32" else f" (a LoRA base is held in {precision}, trainable weights in fp32)"
+    return [Check("precision", OK, f"auto picks {precision}: {why}{held}")]
 
 
 def check_bitsandbytes() -> list[Check]:
@@ -336,6 +351,7 @@ def run_checks(workspace: str | Path = ".") -> Report:
     steps: list[tuple[str, Callable[[], list[Check]]]] = [
         ("python", check_python),
         ("torch", lambda: check_torch_and_gpus(report)),
+        ("precision", check_precision),
         ("bitsandbytes", check_bitsandbytes),
         ("optional", check_optional),
         ("libraries", check_libraries),

@@ -955,6 +955,9 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
         raise TuituneError(f"{out}: is the base or adapter folder; choose a new output folder")
     t0 = time.monotonic()
     plan = make_plan(src, dtype)
+    from tuitune.config.convert import keep_bitsandbytes_out
+
+    keep_bitsandbytes_out()  # a merge quantizes nothing; peft would import bitsandbytes (and its noise)
     if verify_result:
         _import_in_background()
     bcfg = _read_json(src.base_dir / "config.json", "the base model folder is incomplete")

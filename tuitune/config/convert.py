@@ -10,6 +10,8 @@ Every schema field ends up in one of these (a test walks them all):
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from tuitune.config.schema import RunConfig
@@ -18,29 +20,137 @@ from tuitune.config.schema import RunConfig
 METADATA_FIELDS = ("preset",)
 
 
-def _cuda() -> tuple[bool, bool]:
+@dataclass(frozen=True)
+class Hardware:
+    """What decides ``precision: auto``: the GPU, and where there is none, the CPU's bf16 units.
+
+    ``cpu_bf16`` names the evidence that the CPU computes bf16 natively (e.g. ``"AMX (amx_bf16)"``),
+    empty where it does not. Tests build one by hand instead of probing the machine.
+    """
+    cuda: bool = False
+    cuda_bf16: bool = False
+    gpu_name: str = ""
+    cpu_bf16: str = ""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _torch_cpu_probe(name: str) -> bool:
+    """torch's own CPUID probe (``torch.cpu._is_amx_tile_supported`` etc.), False where it has none.
+
+    They are what oneDNN dispatches on, and they also work where there is no /proc/cpuinfo (macOS,
+    Windows); the AMX one also asks the kernel for the AMX state, so a kernel without AMX support
+    answers False even when the CPU has the flag.
+    """
     try:
         import torch
-        cuda = bool(torch.cuda.is_available())
-        return cuda, cuda and bool(torch.cuda.is_bf16_supported())
+
+        fn = getattr(torch.cpu, name, None)
+        return bool(fn()) if fn is not None else False
     except Exception:
-        return False, False
+        return False
 
 
-def resolve_precision(cfg: RunConfig) -> str:
-    """``auto`` made concrete for this machine: bf16 where the GPU has it, else fp16; fp32 on the CPU."""
+def cpu_bf16_evidence(flags: set[str] | None = None, torch_probe=None) -> str:
+    """Why this CPU computes bf16 natively ("AMX (amx_bf16)", "AVX-512 bf16 (avx512_bf16)"), or "".
+
+    Either source is enough: the /proc/cpuinfo flags, or torch's probe. Without AMX or AVX-512
+    bf16 a bf16 matmul is converted to fp32 and back around every kernel, which is slower than
+    staying in fp32.
+    """
+    flags = _cpu_flags() if flags is None else flags
+    probe = _torch_cpu_probe if torch_probe is None else torch_probe
+    if "amx_bf16" in flags:
+        return "AMX (amx_bf16)"
+    if probe("_is_amx_tile_supported"):
+        return "AMX (torch.cpu reports AMX tiles)"
+    if "avx512_bf16" in flags:
+        return "AVX-512 bf16 (avx512_bf16)"
+    if probe("_is_avx512_bf16_supported"):
+        return "AVX-512 bf16 (torch.cpu reports it)"
+    return ""
+
+
+@lru_cache(maxsize=1)
+def probe_hardware() -> Hardware:
+    """This machine, probed once per process (torch is imported here)."""
+    cuda = bf16 = False
+    name = ""
+    try:
+        import torch
+
+        cuda = bool(torch.cuda.is_available())
+        if cuda:
+            bf16 = bool(torch.cuda.is_bf16_supported())
+            name = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    return Hardware(cuda=cuda, cuda_bf16=bf16, gpu_name=name, cpu_bf16="" if cuda else cpu_bf16_evidence())
+
+
+def auto_precision(hw: Hardware | None = None) -> tuple[str, str]:
+    """What ``precision: auto`` picks on ``hw`` (this machine by default), and why, in words."""
+    hw = probe_hardware() if hw is None else hw
+    gpu = hw.gpu_name or "the GPU"
+    if hw.cuda:
+        if hw.cuda_bf16:
+            return "bf16", f"{gpu} has bf16"
+        return "fp16", f"{gpu} has no bf16 (older than Ampere), so fp16 with loss scaling"
+    if hw.cpu_bf16:
+        return "bf16", f"this CPU has {hw.cpu_bf16}"
+    return "fp32", "no GPU, and this CPU has neither AMX nor AVX-512 bf16"
+
+
+def resolve_precision(cfg: RunConfig, hw: Hardware | None = None) -> str:
+    """``training.precision`` made concrete: ``auto`` is :func:`auto_precision`; the rest is as written."""
     if cfg.training.precision != "auto":
         return cfg.training.precision
-    cuda, bf16 = _cuda()
-    return "bf16" if bf16 else "fp16" if cuda else "fp32"
+    return auto_precision(hw)[0]
 
 
-def resolve_compute_dtype(cfg: RunConfig) -> str:
+def resolve_compute_dtype(cfg: RunConfig, hw: Hardware | None = None) -> str:
+    """QLoRA's compute dtype: ``auto`` follows what ``precision: auto`` picks on this machine."""
     q = cfg.quantization.compute_dtype
     if q != "auto":
         return q
-    cuda, bf16 = _cuda()
-    return "bfloat16" if bf16 else "float16" if cuda else "float32"
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[auto_precision(hw)[0]]
+
+
+def uses_autocast(cfg: RunConfig, hw: Hardware | None = None) -> bool:
+    """Whether training runs under ``torch.autocast`` (TrainingArguments ``bf16``/``fp16``).
+
+    What is held in which dtype (see :func:`to_model_kwargs` and ``build.load_model``): a frozen
+    LoRA base in the 16-bit type, trainable weights (LoRA A/B, ``modules_to_save``, full
+    fine-tuning masters) in fp32.
+
+    - GPU, 16-bit: autocast on. It runs the fp32 LoRA (and full fine-tuning's fp32 master)
+      matmuls in 16-bit on the tensor cores; it is also what turns on fp16's loss scaling,
+      which refuses fp16 gradients, one more reason the trainable weights are fp32.
+    - CPU, LoRA/QLoRA on a 16-bit base: no autocast (as LLaMA-Factory on CPU). The base's
+      matmuls are bf16 by their weights' dtype already; autocast would only add a bf16 copy
+      of every fp32 LoRA weight and of its input each step for matmuls of rank r, which cost
+      next to nothing, and keep the LoRA path's gradients in bf16. Measured on SmolLM2-135M
+      (LoRA r16 all-linear, batch 16, length 128, checkpointing): see the issue 11 note.
+      LoRA's ``modules_to_save`` are fp32 too; ``build.bridge_dtypes`` casts around them.
+    - CPU, full fine-tuning and QLoRA in 16-bit: their weights outside the 4-bit layers are
+      fp32 (full fine-tuning's masters; peft's ``prepare_model_for_kbit_training`` upcasts the
+      rest), so autocast is the only way their matmuls run in bf16: on.
+    - fp32: off.
+    """
+    precision = resolve_precision(cfg, hw)
+    if precision == "fp32":
+        return False
+    hw = probe_hardware() if hw is None else hw
+    return hw.cuda or cfg.method != "lora"
 
 
 def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
@@ -49,7 +159,8 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
 
     t, ev = cfg.training, cfg.evaluation
     precision = resolve_precision(cfg)
-    cuda, _ = _cuda()
+    cuda = probe_hardware().cuda
+    autocast = uses_autocast(cfg)
     do_eval = bool(cfg.data.eval) and ev.eval_loss
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -65,8 +176,8 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=t.optimizer,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        bf16=autocast and precision == "bf16",
+        fp16=autocast and precision == "fp16",
         use_cpu=not cuda,
         seed=t.seed,
         data_seed=t.seed,
@@ -133,6 +244,7 @@ def to_bnb_config(cfg: RunConfig):
     import torch
     from transformers import BitsAndBytesConfig
 
+    allow_bitsandbytes()
     q = cfg.quantization
     dtype = getattr(torch, resolve_compute_dtype(cfg))
     if q.bits == 8:
@@ -192,20 +304,29 @@ def to_deepspeed_config(cfg: RunConfig) -> dict | None:
     return ds
 
 
+def model_dtype(cfg: RunConfig, hw: Hardware | None = None) -> str:
+    """The dtype the base model is loaded in: "bfloat16", "float16" or "float32".
+
+    LoRA: the resolved precision, so the frozen base is held (and multiplied) in 16 bits where
+    that pays; its trainable weights are upcast to fp32 after wrapping (``build.load_model``).
+    Full fine-tuning: fp32 always, the optimizer's master weights; autocast gives the 16-bit
+    compute. QLoRA: the compute dtype (for the layers that stay unquantized).
+    """
+    if cfg.method == "qlora":
+        return resolve_compute_dtype(cfg, hw)
+    if cfg.method == "full":
+        return "float32"
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision(cfg, hw)]
+
+
 def to_model_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """Keyword arguments for ``AutoModelForCausalLM.from_pretrained`` (and the tokenizer's)."""
     import torch
 
-    if cfg.method == "qlora":
-        dtype = getattr(torch, resolve_compute_dtype(cfg))
-    else:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[resolve_precision(cfg)]
-        if cfg.method == "full" and dtype is not torch.float32:
-            dtype = torch.float32  # mixed precision keeps fp32 master weights for full fine-tuning
     return {
         "pretrained_model_name_or_path": cfg.model_path(),
         "trust_remote_code": cfg.trust_remote_code,
-        "dtype": dtype,
+        "dtype": getattr(torch, model_dtype(cfg)),
         "quantization_config": to_bnb_config(cfg),
     }
 
@@ -242,3 +363,69 @@ def to_launch_command(cfg: RunConfig, argv: list[str]) -> list[str]:
     return [*python_cmd(), "-m", "torch.distributed.run",
             f"--nproc_per_node={d.gpus}", f"--nnodes={d.nnodes}", f"--node_rank={d.node_rank}",
             f"--master_addr={d.master_addr}", f"--master_port={d.master_port}", *argv]
+
+
+# --- bitsandbytes only when quantizing ------------------------------------------------------
+#
+# peft imports bitsandbytes whenever it is installed: ``peft/helpers.py`` does it at
+# ``import peft`` (which ``transformers.set_seed`` and the Trainer import too), and LoRA's
+# layer dispatch calls ``is_bnb_4bit_available()``, which imports it. bitsandbytes then prints
+# "Failed to load CPU gemm_4bit_forward from kernels-community ..." on every CPU with
+# AVX-512 bf16 (its CPU backend looks for the optional ``kernels`` package at import), and
+# takes its own import time and memory, in a process that quantizes nothing. Neither library
+# has a switch for it, so a process that will not quantize puts None in
+# ``sys.modules["bitsandbytes"]``: Python's documented way to make an import fail with
+# ImportError (peft then binds ``bnb = None``), and ``importlib.util.find_spec`` answers None,
+# which is how peft and transformers decide that bitsandbytes is not installed.
+
+_BNB = "bitsandbytes"
+
+#: The optimizers (``training.optimizer``) that are not bitsandbytes': everything else (paged_*,
+#: *_8bit, *_bnb, lion, ademamix ...) may need it, so the worker leaves it importable then.
+NON_BNB_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
+
+
+def needs_bitsandbytes(cfg: RunConfig) -> bool:
+    """Whether a training run on ``cfg`` may import bitsandbytes (QLoRA, or one of its optimizers)."""
+    return cfg.method == "qlora" or cfg.training.optimizer not in NON_BNB_OPTIMIZERS
+
+
+def keep_bitsandbytes_out() -> None:
+    """Make this process treat bitsandbytes as absent, unless something already imported it.
+
+    For processes that quantize nothing (chat without --bits, merge, a LoRA/full run); undone
+    by :func:`allow_bitsandbytes` where a later load in the same process quantizes.
+    """
+    if _BNB not in sys.modules:
+        sys.modules[_BNB] = None  # type: ignore[assignment]
+
+
+def allow_bitsandbytes() -> None:
+    """Undo :func:`keep_bitsandbytes_out` before quantizing (a no-op where it was never done).
+
+    The answers that peft and transformers cached while it was hidden are cleared, and the
+    modules that bound ``bnb`` at their import get it now.
+    """
+    if _BNB not in sys.modules or sys.modules[_BNB] is not None:
+        return
+    del sys.modules[_BNB]
+    import importlib
+
+    caches = (("peft.import_utils", ("is_bnb_available", "is_bnb_4bit_available")),
+              ("transformers.utils.import_utils", ("is_bitsandbytes_available",)),
+              ("transformers.utils", ("is_bitsandbytes_available",)))
+    for mod_name, names in caches:
+        mod = sys.modules.get(mod_name)
+        for name in names:
+            clear = getattr(getattr(mod, name, None), "cache_clear", None)
+            if clear is not None:
+                clear()
+    helpers = sys.modules.get("peft.helpers")
+    if helpers is not None and getattr(helpers, "bnb", 0) is None:
+        import bitsandbytes
+
+        helpers.bnb = bitsandbytes
+    for name in ("transformers.integrations.bitsandbytes",):
+        mod = sys.modules.get(name)
+        if mod is not None and not hasattr(mod, "bnb"):
+            importlib.reload(mod)

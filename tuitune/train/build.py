@@ -221,9 +221,64 @@ def load_model(cfg, log=print):
         # Checkpointed layers need an input that requires grad when the embeddings are frozen.
         model.enable_input_require_grads()
     model = get_peft_model(model, to_lora_config(cfg))
+    base_dtype = kwargs["dtype"]
+    if upcast_trainable(model) and cfg.method == "lora":
+        bridge_dtypes(model, base_dtype)
     trainable, total = model.get_nb_trainable_parameters()
     log(f"{cfg.method}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)")
     return model
+
+
+def upcast_trainable(model) -> int:
+    """Hold every trainable weight in fp32 on a 16-bit base; returns how many were cast.
+
+    The frozen base stays 16-bit (half the memory, and fast matmuls where the hardware has
+    them); what the optimizer updates must be fp32: a bf16 weight cannot take an update
+    smaller than 1/256 of itself, so small learning-rate steps vanish, and fp16 loss scaling
+    refuses fp16 gradients. peft already upcasts LoRA's A/B (``autocast_adapter_dtype``), but
+    not the ``modules_to_save`` copies (embed_tokens, lm_head), which are copies of 16-bit base
+    modules. Assigning ``.data`` keeps each Parameter object, so a weight tied between two
+    modules (embed_tokens and lm_head with ``ensure_weight_tying``) stays one weight.
+    """
+    import torch
+
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
+def bridge_dtypes(model, base_dtype) -> None:
+    """Let fp32 ``modules_to_save`` sit in a 16-bit base: their inputs are cast to fp32, their
+    outputs back to the base's dtype (the output head's logits stay fp32, for the loss).
+
+    Without it, the fp32 embeddings' output meets bf16 weights in the first attention matmul,
+    which torch refuses outside autocast: in training on a CPU (no autocast there), and in the
+    sample answers the callback generates everywhere. peft does the same cast inside its LoRA
+    layers (input to the adapter's dtype, result back), but not around modules_to_save.
+    """
+    import torch
+
+    try:
+        from peft.utils.other import ModulesToSaveWrapper
+    except ImportError:  # an older peft: modules_to_save wrappers live elsewhere; leave them
+        return
+    head = model.get_output_embeddings()
+
+    def to_fp32(_module, args, kwargs):
+        cast = lambda t: t.float() if torch.is_tensor(t) and t.is_floating_point() else t  # noqa: E731
+        return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+    def to_base(_module, _args, _kwargs, out):
+        return out.to(base_dtype) if torch.is_tensor(out) and out.is_floating_point() else out
+
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            module.register_forward_pre_hook(to_fp32, with_kwargs=True)
+            if module is not head and getattr(module, "original_module", None) is not head:
+                module.register_forward_hook(to_base, with_kwargs=True)
 
 
 def steps_per_epoch(n_rows: int, cfg) -> int:

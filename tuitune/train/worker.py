@@ -80,7 +80,25 @@ def save_final(trainer, tokenizer, run: RunFolder, adapter: bool, is_main: bool)
     return target
 
 
+def return_freed_memory() -> None:
+    """Serve allocations of 1 MB and more with mmap, so that freeing a tensor hands it back.
+
+    glibc raises its mmap threshold (up to 32 MB) after the first large free, and from then on
+    carves mid-sized blocks (a layer's activations, its recomputation under checkpointing) from
+    the heap, which fragments and seldom shrinks. Measured on SmolLM2-135M (LoRA r16, batch 16,
+    length 128, fp32): RSS after the first step 3.1 GB and a peak of 4.3 GB with glibc's
+    default, 1.2 GB and 2.5 GB with this; the model, optimizer and data are the same 1.1 GB.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (macOS, musl): their allocators differ
+        pass
+
+
 def run_worker(run_dir: str, resume: bool = False) -> int:
+    return_freed_memory()
     run = RunFolder(Path(run_dir))
     rank, world = _rank()
     is_main = rank == 0
@@ -96,6 +114,12 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
+        from tuitune.config.convert import keep_bitsandbytes_out, needs_bitsandbytes
+
+        if not needs_bitsandbytes(cfg):
+            # peft imports bitsandbytes where it is installed; unquantized, it is only import
+            # time, memory and (on CPUs with AVX-512 bf16) a warning in train.log.
+            keep_bitsandbytes_out()
         from tuitune.train.build import build_trainer
         from tuitune.train.callbacks import RunCallback
 
