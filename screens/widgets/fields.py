@@ -25,6 +25,11 @@ class Toggle(Checkbox):
     DEFAULT_CSS = """
     Toggle.-textual-compact > .toggle--button { background: transparent; color: $text-muted; }
     Toggle.-textual-compact.-on > .toggle--button { background: transparent; color: $success; text-style: bold; }
+    /* Focus shows on the mark too: a toggle without a label (the Config form's) has nothing else. */
+    Toggle.-textual-compact:focus > .toggle--button,
+    Toggle.-textual-compact.-on:focus > .toggle--button {
+        background: $block-cursor-background; color: $block-cursor-foreground;
+    }
     """
 
     @property
