@@ -25,7 +25,7 @@ from textual.widgets import Button, Checkbox, Input, Select, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from screens.base import StepScreen
-from screens.widgets.choice import ChoiceScreen, PathScreen, next_free_name, overwrite_choices
+from screens.widgets.choice import ChoiceScreen, PathScreen, overwrite_choices
 from screens.widgets.config_field import ConfigField
 from tuitune.config import (
     ERROR,
@@ -46,7 +46,7 @@ from tuitune.config import (
 )
 from tuitune.config.fields import field_specs
 from tuitune.errors import TuituneError
-from tuitune.fsutil import atomic_write_text
+from tuitune.fsutil import atomic_write_text, next_free_path
 
 #: Fields whose change alters the VRAM estimate.
 VRAM_FIELDS = {"model", "method", "data.max_length", "training.batch_size", "training.gradient_checkpointing",
@@ -399,7 +399,7 @@ The same from a shell: `tuitune config list | new | check | show`.
     def _free_name(self) -> str:
         """A name for a new file: configs/<preset>.yaml, or configs/<preset>-2.yaml when taken."""
         preset = self._source_key.split(":", 1)[1] if (self._source_key or "").startswith("preset:") else "config"
-        return self._rel(next_free_name(self.workspace.configs / f"{preset}.yaml"))
+        return self._rel(next_free_path(self.workspace.configs / f"{preset}.yaml"))
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.workspace.root)) if path.is_relative_to(self.workspace.root) else str(path)
@@ -429,7 +429,7 @@ The same from a shell: `tuitune config list | new | check | show`.
         path = self.target_path()
         mine = self.loaded_path is not None and path.resolve() == self.loaded_path.resolve()
         if path.exists() and not mine:
-            fresh = next_free_name(path)
+            fresh = next_free_path(path)
 
             def answer(choice: str | None) -> None:
                 if choice == "overwrite":

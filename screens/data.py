@@ -19,10 +19,11 @@ from textual.widgets import (Button, DataTable, DirectoryTree, Input, Label, Pro
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import StepScreen
-from screens.widgets.choice import ChoiceScreen, next_free_name, overwrite_choices
+from screens.widgets.choice import ChoiceScreen, overwrite_choices
 from screens.widgets.data_filetree import DataFileTree
 from screens.widgets.data_tokens import TokenView
 from screens.widgets.fields import NumberInput, Toggle, tui_message
+from tuitune.fsutil import next_free_path, output_exists
 from tuitune.templates import TEMPLATE_NAMES  # light: no transformers at import
 
 TABS = ("tab-file", "tab-convert", "tab-split", "tab-tokens", "tab-selfcog")
@@ -227,7 +228,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
 
     def _free(self, rel: str) -> str:
         """``rel`` (workspace-relative) or, when a file is there already, the first free ``x-2`` name."""
-        return self._rel(next_free_name(self._abs(rel)))
+        return self._rel(next_free_path(self._abs(rel)))
 
     def _value(self, wid: str) -> str:
         return self.query_one(f"#{wid}", Input).value.strip()
@@ -259,7 +260,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
     def _confirm_write(self, tab: str, targets: list[Path], fresh: Path, go) -> None:
         """Call ``go(None)`` now if nothing in ``targets`` exists; else ask first: overwrite
         (``go(None)``), write to the free name ``fresh`` instead (``go(fresh)``), or cancel."""
-        there = [t for t in targets if t.exists()]
+        there = [t for t in targets if output_exists(t)]
         if not there:
             go(None)
             return
@@ -413,7 +414,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
         if target.resolve() == src.resolve():
             go(None)  # the engine's own error: it is the input file
             return
-        self._confirm_write("convert", [target], next_free_name(target), go)
+        self._confirm_write("convert", [target], next_free_path(target), go)
 
     def start_split(self) -> None:
         from tuitune.errors import TuituneError
@@ -444,7 +445,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             self.run_split(source, fresh or folder, ratio, seed, group)
 
         targets = [folder / "train.jsonl", folder / "test.jsonl"]
-        self._confirm_write("split", targets, next_free_name(folder / f"{source.stem}-split"), go)
+        self._confirm_write("split", targets, next_free_path(folder / f"{source.stem}-split"), go)
 
     def start_tokens(self) -> None:
         from tuitune.errors import TuituneError
@@ -485,7 +486,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
                 self.query_one("#sc-out", Input).value = self._rel(fresh)
             self.run_selfcog(name, count, seed, fresh or target)
 
-        self._confirm_write("selfcog", [target], next_free_name(target), go)
+        self._confirm_write("selfcog", [target], next_free_path(target), go)
 
     # --- workers (threads; results come back through on_worker_state_changed) -----------------
 

@@ -1,15 +1,14 @@
 """A small modal question with a few answers, each on a key: overwrite / new name / cancel,
-save / discard / stay. Escape always means the harmless answer (cancel).
+save / discard / stay. Escape always means the harmless answer (cancel). And the one that
+asks for a file name (Save of a new config).
 
-Also the helper that finds a free file name (``x.jsonl`` → ``x-2.jsonl``) the Data step
-offers instead of writing over a file; it belongs in ``tuitune.fsutil`` once the engine
-has one (the CLI's ``--force`` work may add it), and lives here until then.
+The free name offered instead of writing over a file (``x.jsonl`` → ``x-2.jsonl``) is
+``tuitune.fsutil.next_free_path``, the engine's, as the CLI's ``--force`` message uses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
@@ -117,32 +116,6 @@ class PathScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
-
-
-def _taken(p: Path) -> bool:
-    """Whether writing ``p`` would replace something: a file, or a folder with files in it."""
-    return any(p.iterdir()) if p.is_dir() else p.exists()
-
-
-def next_free_name(path: Path) -> Path:
-    """``path`` if nothing is there, else the first free ``stem-2.ext``, ``stem-3.ext``, ...
-
-    ``data/x.jsonl`` → ``data/x-2.jsonl``; ``data/x-2.jsonl`` → ``data/x-3.jsonl``; a folder
-    ``data/x-split`` → ``data/x-split-2``. (``tuitune.fsutil.next_free_path`` is the engine's
-    twin, added with the CLI's ``--force``; this one moves there once that is in.)
-    """
-    path = Path(path)
-    if not _taken(path):
-        return path
-    suffix = "" if path.is_dir() else path.suffix
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    head, _, tail = stem.rpartition("-")
-    base, n = (head, int(tail)) if head and tail.isdigit() and 2 <= int(tail) < 1000 else (stem, 1)
-    while True:
-        n += 1
-        cand = path.with_name(f"{base}-{n}{suffix}")
-        if not _taken(cand):
-            return cand
 
 
 def overwrite_choices() -> list[Choice]:
