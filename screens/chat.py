@@ -70,12 +70,14 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 """
 
     BINDINGS = [
+        # Load is not in the footer (Enter in a model field loads; with Stop the footer would be
+        # wider than 80 columns); F1 help and the palette list it.
         # Shown (and taking Esc) only while an answer is being written; otherwise Esc leaves the field.
         Binding("escape", "stop", "Stop", id="chat-stop", tooltip="Stop the answer being written"),
         Binding("ctrl+r", "reset", "Reset", id="chat-reset", tooltip="Forget the conversation"),
         Binding("ctrl+s", "save", "Save", id="chat-save", tooltip="Append the conversation to the transcript file"),
         Binding("ctrl+t", "compare", "Compare", id="chat-compare", tooltip="Two models side by side"),
-        Binding("ctrl+l", "load", "Load", id="chat-load", tooltip="Load the model(s) named above"),
+        Binding("ctrl+l", "load", "Load", id="chat-load", show=False, tooltip="Load the model(s) named above"),
         Binding("ctrl+b", "toggle_settings", "Settings", id="chat-settings-toggle"),
     ]
 
@@ -303,7 +305,9 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
     # --- chatting ------------------------------------------------------------------------------
 
     def _set_title(self, side: int, title: str) -> None:
-        self.query_one(f"#chat-title-{'ab'[side]}", Static).update(Text(title))
+        # Wrapped, and a long name broken anywhere (fold): the model's name reads whole, never
+        # just "A:" with the name pushed below the title's one line.
+        self.query_one(f"#chat-title-{'ab'[side]}", Static).update(Text(title, overflow="fold"))
 
     def _column(self, side: int) -> ChatTranscript:
         return self.query_one("#chat-b" if side else "#chat-a", ChatTranscript)

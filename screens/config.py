@@ -67,6 +67,9 @@ def _file_key(path: Path) -> str:
 
 
 class ConfigScreen(StepScreen):
+    # Below 100 columns a field's label sits above its value, so the value gets the form's whole
+    # width and reads whole ("models/tiny-chat", not "models/tiny-cha"), and so does the label.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     STEP = "config"
     HELP = """\
 # Config

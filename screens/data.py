@@ -74,15 +74,17 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", id="data-run", tooltip="Run this tab's action"),
         # Priority: the tab keys work whichever widget has focus (a checkbox, a button, the table).
-        Binding("f2", "tab('tab-file')", "File", id="data-tab-file", priority=True,
+        # Not in the footer (with them it is wider than 80 columns): the tabs show their names,
+        # F1 help and the palette their keys.
+        Binding("f2", "tab('tab-file')", "File", id="data-tab-file", priority=True, show=False,
                 tooltip="The File tab: pick a file"),
-        Binding("f3", "tab('tab-convert')", "Convert", id="data-tab-convert", priority=True,
+        Binding("f3", "tab('tab-convert')", "Convert", id="data-tab-convert", priority=True, show=False,
                 tooltip="The Convert tab: map columns and convert"),
-        Binding("f4", "tab('tab-split')", "Split", id="data-tab-split", priority=True,
+        Binding("f4", "tab('tab-split')", "Split", id="data-tab-split", priority=True, show=False,
                 tooltip="The Split tab: a seeded train/test split"),
-        Binding("f5", "tab('tab-tokens')", "Tokens", id="data-tab-tokens", priority=True,
+        Binding("f5", "tab('tab-tokens')", "Tokens", id="data-tab-tokens", priority=True, show=False,
                 tooltip="The Tokens tab: lengths and the trained text"),
-        Binding("f6", "tab('tab-selfcog')", "Self-cog", id="data-tab-selfcog", priority=True,
+        Binding("f6", "tab('tab-selfcog')", "Self-cog", id="data-tab-selfcog", priority=True, show=False,
                 tooltip="The Self-cognition tab: who-are-you data"),
     ]
     #: The palette's entries for what the tabs do (ctrl+p), beside the keys above.

@@ -86,13 +86,15 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
 `tuitune runs list|follow|stop|save|resume [--checkpoint N]|delete`.
 """
 
+    # Kill and Save are kept out of the footer (it reads whole at 80 columns with the rest);
+    # F1 help and the palette list them.
     BINDINGS = [
         Binding("n", "new_run", "New", id="train-new", tooltip="Start a run from a config in configs/"),
         Binding("s", "stop", "Stop", id="train-stop", tooltip="Checkpoint and stop after the current step"),
-        Binding("K,shift+k", "kill", "Kill", key_display="K", id="train-kill",
+        Binding("K,shift+k", "kill", "Kill", key_display="K", id="train-kill", show=False,
                 tooltip="End the run now (asks first)"),
         Binding("S,shift+s", "kill", "Kill", show=False, id="train-kill-shift-s"),
-        Binding("w", "save", "Save", id="train-save", tooltip="Write a checkpoint at the next step"),
+        Binding("w", "save", "Save", id="train-save", show=False, tooltip="Write a checkpoint at the next step"),
         Binding("r", "resume", "Resume", id="train-resume", tooltip="Continue from a checkpoint (pick one)"),
         Binding("d", "delete", "Delete", id="train-delete", tooltip="Delete the run's folder (asks first)"),
         *_handover_bindings(),

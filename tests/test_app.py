@@ -167,3 +167,64 @@ async def test_q_with_nothing_unsaved_quits_at_once(workspace):
         await pilot.press("q")
         await pilot.pause()
     assert not app.is_running
+
+
+def footer_labels(screen) -> tuple[list[str], list[str]]:
+    """The footer's key labels ("f1 Help"), and those of them not shown whole on ``screen``."""
+    from test_merge_screen import visible_lines
+
+    labels, cut = [], []
+    for key in screen.query("Footer FooterKey"):
+        label = f"{key.key_display} {key.description}".strip()
+        labels.append(label)
+        shown = " ".join(" ".join(visible_lines(screen, key)).split()) if key.region.width else ""
+        # Every cell of the key is on screen and is the key's own (not under the palette key).
+        r = key.region
+        on_top = all(r.right <= screen.size.width and screen.get_widget_at(x, r.y)[0] is key
+                     for x in range(r.x, r.right))
+        if label not in shown or not on_top:
+            cut.append(f"{label!r} is cut or covered (shows as {shown!r})")
+    return labels, cut
+
+
+@pytest.mark.parametrize("step", [s.key for s in STEPS])
+async def test_at_80x24_every_footer_key_label_reads_whole_on_every_step(workspace, tiny_model, step):
+    """On every step, with nothing focused and with each focusable widget in turn focused, each
+    key label in the footer reads whole at 80 columns (F1 and q included), never cut."""
+    from textual.widgets import Input, TextArea
+
+    with_model(workspace, tiny_model)
+    if step == "train":  # a run to select: Merge and Chat join the footer
+        from test_train_screen import make_run
+
+        make_run(workspace)
+    app = make_app(workspace, start=step)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.pause(0.2)
+        screen = app.screen
+        if step == "train":
+            for _ in range(100):
+                if "m Merge" in footer_labels(screen)[0]:
+                    break
+                await pilot.pause(0.05)
+            assert "m Merge" in footer_labels(screen)[0]
+        states = [None, *[w for w in screen.focus_chain]]
+        for widget in states:
+            screen.set_focus(widget)
+            await pilot.pause()
+            labels, cut = footer_labels(screen)
+            where = f"{step}, focus on {widget!r}"
+            assert not cut, (where, cut)
+            assert "f1 Help" in labels, (where, labels)
+            # q types a letter in a text field, so the footer shows it only elsewhere.
+            typing = isinstance(widget, (Input, TextArea))
+            assert typing or "q Quit" in labels, (where, labels)
+        if step == "chat":  # while an answer is written, Stop (esc) joins the footer
+            screen.set_focus(None)
+            screen.generating = True
+            screen.refresh_bindings()
+            await pilot.pause()
+            labels, cut = footer_labels(screen)
+            assert "esc Stop" in labels and not cut, (labels, cut)
+            screen.generating = False

@@ -264,3 +264,22 @@ async def test_a_failed_load_keeps_the_model_and_the_focus(ws):
         await pilot.press(*"hi", "enter")
         await until(pilot, lambda: before.last and not screen.generating, "the answer")
         assert screen.query_one("#chat-a").answers
+
+
+async def test_at_80x24_compare_titles_show_the_model_names_whole(tmp_path, tiny_model):
+    """Each compare pane's title reads its model's name whole at 80 columns, a long one wrapped
+    (they showed only "A:" and "B:", the name pushed below the title's one line)."""
+    from test_merge_screen import assert_shown_whole
+
+    ws = chat_workspace(tmp_path / "ws", tiny_model, adapter=True)
+    long = "medqa-qwen2.5-7b-lora-r64-lr2e-4-try3"  # a name wider than a pane
+    (ws / "models" / "tiny-lora").rename(ws / "models" / long)
+    app = make_app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await load(pilot, compare_with=f"models/{long}")
+        await pilot.pause()
+        assert long in screen.sessions[1].source.label
+        for side, session in zip("ab", screen.sessions):
+            title = screen.query_one(f"#chat-title-{side}")
+            assert_shown_whole(screen, title, f"{side.upper()}: {session.source.label}")

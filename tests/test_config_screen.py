@@ -291,3 +291,28 @@ async def test_number_fields_checkboxes_and_help_labels(demo_ws):
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         assert "This field: training.lr" in app.screen._markdown and "f-training-lr" not in app.screen._markdown
+
+
+async def test_at_80x24_every_label_and_value_reads_whole(demo_ws):
+    """At 80 columns a field's label sits above its value: each label and each one-line value
+    (``models/tiny-chat``, the data paths) reads whole in the form, none cut."""
+    from test_merge_screen import visible_lines
+    from textual.widgets import Input
+
+    app = make_app(demo_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        assert row(app, "model").control.value == "models/tiny-chat"
+        checked = 0
+        for field in screen.fields():
+            field.scroll_visible(animate=False, immediate=True)
+            await pilot.pause()
+            label = field.query_one(".cfg-label")
+            assert field.spec.key in "".join(visible_lines(screen, label)), (field.spec.key, visible_lines(screen, label))
+            control = field.control
+            if isinstance(control, Input) and control.value:
+                shown = "".join(visible_lines(screen, control)).strip()
+                assert shown == control.value, (field.field_name, shown, control.value)
+                checked += 1
+        assert checked >= 5

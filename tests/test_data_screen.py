@@ -401,3 +401,29 @@ async def test_split_report_counts_each_side(workspace):
         text = str(screen.query_one("#split-result", Static).render())
         assert "test:  36 records, 12 distinct questions" in text
         assert "train: 84 records, 28 distinct questions" in text and "no question is on both sides" in text
+
+
+async def test_at_80x24_file_names_differing_only_in_extension_read_whole_in_the_tree(workspace):
+    """The tree is as wide as its names: ``sharegpt_sample.json`` and ``.jsonl``, both
+    ``alpaca_sample.*`` files, read whole and apart at 80 columns (they were cut alike)."""
+    from test_merge_screen import visible_lines
+
+    from screens.app import TuituneApp
+    from screens.widgets.data_filetree import DataFileTree
+
+    names = ["sharegpt_sample.json", "sharegpt_sample.jsonl", "alpaca_sample.json", "alpaca_sample.jsonl",
+             "self_cognition.jsonl"]
+    for name in names:
+        (workspace / "data" / name).write_text("[]\n" if name.endswith(".json") else "")
+    app = TuituneApp(workspace, start="data")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        tree = app.screen.query_one(DataFileTree)
+        deadline = time.monotonic() + 60
+        while not any(n.data.path.name == "data" and len(n.children) == len(names)
+                                                  for n in tree.root.children):
+            assert time.monotonic() < deadline, "the data folder never listed its files"
+            await pilot.pause(0.05)
+        await pilot.pause()
+        shown = [line.split("📄")[-1].strip(" ▕│") for line in visible_lines(app.screen, tree) if "📄" in line]
+        assert sorted(shown) == sorted(names), shown

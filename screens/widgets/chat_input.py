@@ -13,9 +13,10 @@ class ChatInput(TextArea):
     """Multi-line prompt input. Posts :class:`ChatInput.Submitted` on Enter (and clears itself)."""
 
     BINDINGS = [
+        # Not in the footer: the box's placeholder says them ("Enter sends, ctrl+j new line").
         # Priority, so Enter reaches us before TextArea inserts a newline.
-        Binding("enter", "submit", "Send", priority=True, id="chat-send"),
-        Binding("ctrl+j,shift+enter", "newline", "New line", priority=True, id="chat-newline",
+        Binding("enter", "submit", "Send", priority=True, id="chat-send", show=False),
+        Binding("ctrl+j,shift+enter", "newline", "New line", priority=True, id="chat-newline", show=False,
                 key_display="ctrl+j"),
     ]
 
