@@ -21,6 +21,7 @@ from textual.widgets import (Checkbox, DataTable, Input, Label, LoadingIndicator
 from textual.worker import Worker, WorkerState
 
 from screens.base import StepScreen
+from screens.widgets.fields import NumberInput, Toggle
 from tuitune.render import estimate_settings, estimate_table, status_text
 
 METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("full", "full")]
@@ -86,15 +87,15 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
                     yield Select(METHODS, value="lora", allow_blank=False, id="est-method", compact=True,
                                  tooltip="LoRA trains small adapters on 16-bit weights; QLoRA on 4-bit "
                                  "weights (least memory); full trains every weight (most memory).")
-                    yield Checkbox("gradient checkpointing", True, id="est-ckpt", compact=True,
-                                   tooltip="Recompute activations in the backward pass: far less memory, ~30% slower.")
+                    yield Toggle("gradient checkpointing", True, id="est-ckpt", compact=True,
+                                 tooltip="Recompute activations in the backward pass: far less memory, ~30% slower.")
                 with Horizontal(id="env-estimate-form3", classes="form-row"):
                     yield Label("max length", classes="field-label")
-                    yield Input("2048", id="est-maxlen", type="integer", compact=True,
-                                tooltip="Tokens per sample (max length).")
+                    yield NumberInput("2048", id="est-maxlen", compact=True,
+                                      tooltip="Tokens per sample (max length).")
                     yield Label("batch", classes="field-label")
-                    yield Input("1", id="est-batch", type="integer", compact=True,
-                                tooltip="Samples per GPU per step.")
+                    yield NumberInput("1", id="est-batch", compact=True,
+                                      tooltip="Samples per GPU per step.")
                 with VerticalScroll(id="env-estimate-scroll"):
                     yield Static("", id="env-estimate")
 

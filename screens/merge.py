@@ -16,17 +16,32 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import StepScreen
 from screens.steps import STEPS
 from screens.widgets.choice import Choice, ChoiceScreen
+from screens.widgets.fields import Toggle, tui_message
 from screens.widgets.merge_sources import MergeSources
 from screens.widgets.train_modals import one_line
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
 _HAS_CHAT = "chat" in {s.key for s in STEPS}
+#: The engine's CLI flags as this screen's fields are labelled (errors and notes read "max shard
+#: 'abc': ...", "skipped (verify off)"). The screen has no base-model field (the base is the one
+#: the adapter names): a fix that needs another base says so as the shell command.
+MERGE_LABELS = {
+    "--max-shard-size": "max shard",
+    "--dtype": "dtype",
+    "--no-verify": "verify off",
+    "merge a checkpoint with --checkpoint": "pick a checkpoint's row above, e.g. checkpoint",
+    "--checkpoint": "checkpoint",
+    "pass --force": "choose Overwrite",
+    "pass --base DIR": "merge from a shell with `tuitune merge RUN --base DIR`",
+    "pass --base with": "merge from a shell with `tuitune merge RUN --base DIR`, DIR being",
+}
+
 # The answers when the output folder exists (short labels: the question names the folders).
 OUTPUT_EXISTS_CHOICES = [Choice("overwrite", "Overwrite", "o", "error"), Choice("new", "New name", "n", "primary"),
                          Choice("cancel", "Cancel", "c")]
@@ -118,8 +133,8 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             yield Label("dtype", classes="field-label")
             yield Select(DTYPE_CHOICES, value="auto", allow_blank=False, id="merge-dtype", compact=True,
                          tooltip="The merged weights' dtype: as the base (default), bf16, fp16 or fp32.")
-            yield Checkbox("verify", True, id="merge-verify", compact=True,
-                           tooltip="Compare the merged model's logits with base + adapter (loads each once).")
+            yield Toggle("verify", True, id="merge-verify", compact=True,
+                         tooltip="Compare the merged model's logits with base + adapter (loads each once).")
         with Horizontal(id="merge-progress-row"):
             yield Static("", id="merge-status")
             yield ProgressBar(id="merge-progress", show_eta=False)
@@ -222,7 +237,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         bar.display = True
         self._status(Text(f"merging {row.run_id}, {row.what}…"))
         self.run_merge(row.run_id, row.checkpoint, out, self.query_one("#merge-shard", Input).value,
-                       None if dtype == "auto" else dtype, self.query_one("#merge-verify", Checkbox).value, force)
+                       None if dtype == "auto" else dtype, self.query_one("#merge-verify", Toggle).value, force)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="merge")
     def run_merge(self, run_id: str, checkpoint: int | None, out: Path, shard: str, dtype: str | None,
@@ -242,7 +257,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         self._status(Text(f"shard {message.shard}/{message.shards}, tensor {message.done}/{message.total}"))
 
     def on_merge_screen_log(self, message: Log) -> None:
-        self._status(Text(message.text))
+        self._status(Text(tui_message(message.text, MERGE_LABELS)))
 
     def on_merge_screen_done(self, message: Done) -> None:
         r = message.result
@@ -264,7 +279,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
                         "differently\n", style="yellow")
         v = r.verification
         if v is None:
-            text.append(f"verification {r.verify_note or 'skipped'}", style="yellow")
+            text.append(f"verification {tui_message(r.verify_note or 'skipped', MERGE_LABELS)}", style="yellow")
         else:
             text.append(v.line(), style="green" if v.ok else "bold red")
         if r.replaced_to:
@@ -285,7 +300,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             return
         if event.state == WorkerState.ERROR:
             self.query_one("#merge-progress", ProgressBar).display = False
-            self._status(Text(f"error: {one_line(event.worker.error)}", style="bold red"))
+            self._status(Text(f"error: {tui_message(one_line(event.worker.error), MERGE_LABELS)}", style="bold red"))
         elif event.state == WorkerState.CANCELLED:
             self.query_one("#merge-progress", ProgressBar).display = False
             self._status(Text("merge stopped; nothing was written", style="yellow"))

@@ -116,6 +116,34 @@ async def test_estimate_updates_as_settings_change(workspace, tiny_model):
         assert "config.json" in widget_text(out)
 
 
+
+async def test_estimate_form_checkbox_reads_without_colour_and_numbers_take_digits_only(workspace, tiny_model):
+    """The VRAM form's gradient-checkpointing box reads ``[x]``/``[ ]`` on screen at 80x24, and
+    its max-length and batch fields take digits only (``1_0``, letters and spaces are dropped)."""
+    from test_merge_screen import visible_lines
+
+    app = make_app(with_model(workspace, tiny_model), report=ONE_GPU)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("v")
+        await pilot.pause()
+        screen = app.screen
+        box = screen.query_one("#est-ckpt")
+        assert visible_lines(screen, box)[0].startswith("[x] gradient checkpointing"), visible_lines(screen, box)
+        box.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert box.value is False
+        assert visible_lines(screen, box)[0].startswith("[ ] gradient checkpointing"), visible_lines(screen, box)
+        for field, typed, kept in (("#est-maxlen", "1_0 x24", "1024"), ("#est-batch", "a2_", "2")):
+            w = screen.query_one(field)
+            w.focus()
+            w.value = ""
+            await pilot.press(*typed)
+            await pilot.pause()
+            assert w.value == kept, (field, w.value)
+
+
 async def test_q_quits(workspace):
     app = make_app(workspace)
     async with app.run_test(size=(100, 32)) as pilot:

@@ -91,7 +91,7 @@ async def test_screen_compare_fills_in_the_runs_base(ws):
         await pilot.press("ctrl+t")
         assert screen.query_one("#chat-model").value == f"{RUN}:base"
         assert screen.query_one("#chat-model-b").value == RUN
-        await until(pilot, lambda: len(screen.sessions) == 2 and not screen.loading, "both models")
+        await until(pilot, lambda: len(screen.sessions) == 2 and not screen.loading_models, "both models")
         a, b = screen.sessions
         assert a.loaded is b.loaded and a.source.label == f"{RUN}:base" and b.source.label == RUN
         assert str(screen.query_one("#chat-title-b").render()) == f"B: {RUN}"

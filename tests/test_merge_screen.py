@@ -167,7 +167,8 @@ async def test_a_long_merge_error_wraps_whole_at_80_columns(workspace):
         await pilot.pause()
         message = assert_shown_whole(app.screen, app.screen.query_one("#merge-status"))
         assert message.startswith("error:") and len(message) > 2 * 80, message
-        assert message.rstrip().endswith("pass --base DIR"), message
+        # The fix names the shell command (the screen has no base field), not a bare flag.
+        assert message.rstrip().endswith("merge from a shell with `tuitune merge RUN --base DIR`"), message
 
 
 async def test_at_80x24_a_long_run_name_wraps_in_the_adapters_table(workspace):
@@ -179,3 +180,33 @@ async def test_at_80x24_a_long_run_name_wraps_in_the_adapters_table(workspace):
         lines = visible_lines(app.screen, app.screen.query_one("#merge-sources"))
         assert name in "".join("".join(line.split()[:1]) for line in lines[1:4]), lines
         assert any("checkpoint 100" in line for line in lines), lines
+
+
+async def test_verify_reads_without_colour_and_errors_name_the_fields_not_flags(workspace, tiny_model):
+    """The verify box reads ``[x] verify`` / ``[ ] verify`` at 80x24; a bad max shard size is
+    "max shard 'abc': ..." and a merge without verification says "skipped (verify off)": no
+    ``--max-shard-size`` or ``--no-verify`` on the screen."""
+    app = make_app(workspace_with_runs(workspace, tiny_model))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        box = screen.query_one("#merge-verify")
+        assert visible_lines(screen, box)[0].startswith("[x] verify"), visible_lines(screen, box)
+        screen.query_one("#merge-shard").value = "abc"
+        await pilot.press("m")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        message = assert_shown_whole(screen, screen.query_one("#merge-status"))
+        assert "max shard 'abc'" in message and "--" not in message, message
+        screen.query_one("#merge-shard").value = "2GB"
+        box.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert box.value is False
+        assert visible_lines(screen, box)[0].startswith("[ ] verify"), visible_lines(screen, box)
+        screen.set_focus(None)
+        await pilot.press("m")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        result = widget_text(screen.query_one("#merge-result"))
+        assert "verification skipped (verify off)" in result and "--" not in result, result
