@@ -11,9 +11,11 @@ model card (``README.md`` + ``tuitune-merge.json``).
 target weight gets its LoRA delta ``B @ A * scale`` (scale ``alpha / r``, or
 ``alpha / sqrt(r)`` with rsLoRA; transposed for ``fan_in_fan_out``; LoRA-B biases and
 embedding LoRA too), full tensors the adapter saved (``modules_to_save``, trained
-biases) replace the base's, and the output shards are written with ``save_file``. Peak
-memory is about one input shard, one output shard and the adapter, never the whole
-model. No library streams this (peft's ``merge_and_unload`` needs the whole model in
+biases) replace the base's, and each merged tensor is written to its output shard as soon as
+it is made (``_ShardWriter``: the header first, then the bytes, tensor by tensor). The
+input is read through a 256 MB window of its memory map (``_ShardReader``), so peak memory
+is about the largest tensor (in float32, with its delta), that window and the adapter,
+never a whole shard, let alone the model. No library streams this (peft's ``merge_and_unload`` needs the whole model in
 memory), so the delta arithmetic below is written by hand, following peft's
 ``LoraLayer.get_delta_weight``; peft itself is the reference the result is checked
 against. Layouts that cannot be streamed (DoRA and other PEFT methods, ``.bin``
@@ -620,6 +622,102 @@ def _writing(folder: Path):
                            "another output folder; nothing was written") from None
 
 
+
+class _ShardReader:
+    """``safe_open`` on one shard, reopened after every ``window`` bytes read.
+
+    Reading a tensor touches its pages of the memory-mapped file, and those pages count in the
+    process's resident memory until the file is unmapped; reopening unmaps them, so reading a
+    2 GB shard costs about ``window`` of resident memory, not 2 GB.
+    """
+
+    def __init__(self, path: Path, window: int = 256 << 20):
+        self.path, self.window, self.f, self.read = path, window, None, 0
+
+    def get(self, key: str):
+        from safetensors import safe_open
+
+        if self.f is not None and self.read >= self.window:
+            self.close()
+        if self.f is None:
+            self.f = safe_open(str(self.path), framework="pt").__enter__()
+            self.read = 0
+        t = self.f.get_tensor(key)   # a copy: the mapping may go right after
+        self.read += t.numel() * t.element_size()
+        return t
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.__exit__(None, None, None)
+            self.f = None
+            _trim()
+
+
+class _ShardWriter:
+    """A safetensors file written one tensor at a time, in the order the header lists them.
+
+    safetensors can only save a dict of tensors that are all in memory at once, which would
+    hold a whole output shard; the format is simple (an 8-byte little-endian header length,
+    the JSON header with each tensor's dtype, shape and byte offsets, then the raw bytes), so
+    the header is written first from the plan and each tensor's bytes follow as it is merged,
+    then freed. Tensors are laid out by element size, largest first (as safetensors itself
+    does, so every tensor stays aligned); one that arrives before its turn waits in memory,
+    which never happens when all of a shard's tensors have one dtype, as in every base model.
+    """
+
+    def __init__(self, path: Path, entries: list[tuple[str, str, list[int]]]):
+        import struct
+
+        entries = sorted(entries, key=lambda e: -_ST_SIZE.get(e[1], 4))   # stable: plan order otherwise
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for key, st, shape in entries:
+            n = math.prod(shape) * _ST_SIZE.get(st, 4)
+            header[key] = {"dtype": st, "shape": shape, "data_offsets": [offset, offset + n]}
+            offset += n
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)   # the data starts 8-byte aligned
+        self.path, self.size, self.order = path, offset, [e[0] for e in entries]
+        self.expect = {k: header[k] for k in self.order}
+        self.pending: dict[str, object] = {}
+        self.next = 0
+        self.fh = open(path, "wb")
+        self.fh.write(struct.pack("<Q", len(raw)) + raw)
+
+    def add(self, key: str, t) -> None:
+        want = self.expect[key]
+        if list(t.shape) != want["shape"]:
+            raise RuntimeError(f"{key}: merged shape {list(t.shape)} is not the planned {want['shape']}")
+        self.pending[key] = t
+        while self.next < len(self.order) and self.order[self.next] in self.pending:
+            k = self.order[self.next]
+            self._write(k, self.pending.pop(k))
+            self.next += 1
+
+    def _write(self, key: str, t) -> None:
+        import torch
+
+        t = t.contiguous()
+        # bytes of any dtype (bf16 has no numpy type): view the storage as uint8.
+        data = t.view(torch.uint8) if t.element_size() == 1 else t.view(-1).view(torch.uint8)
+        start, end = self.expect[key]["data_offsets"]
+        if data.numel() != end - start:
+            raise RuntimeError(f"{key}: {data.numel()} bytes, the header planned {end - start}")
+        self.fh.write(data.numpy().tobytes() if data.numel() < (1 << 20) else memoryview(data.numpy()))
+
+    def close(self) -> None:
+        if self.fh is None:
+            return
+        if self.next != len(self.order):
+            missing = [k for k in self.order[self.next:]][:3]
+            self.fh.close()
+            raise RuntimeError(f"{self.path.name}: tensors never written: {missing}")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        self.fh = None
+
+
 def stream_merge(src: Source, plan: Plan, tmp: Path, dtype: str, max_shard: int,
                  on_progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> tuple[int, int, int]:
     """Write the merged shards and index into ``tmp``; returns (shards, tensors, bytes).
@@ -627,8 +725,6 @@ def stream_merge(src: Source, plan: Plan, tmp: Path, dtype: str, max_shard: int,
     The hand-written part: no library streams a LoRA merge shard by shard.
     """
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
     acfg = plan.acfg  # type: ignore[attr-defined]
     out_t = getattr(torch, _TORCH_DTYPE[dtype])
@@ -655,36 +751,45 @@ def stream_merge(src: Source, plan: Plan, tmp: Path, dtype: str, max_shard: int,
         size += nbytes[k]
     n_out = len(groups)
     where = {k: i for i, g in enumerate(groups) for k in g}
+    out_st = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
+
+    def entry(k: str) -> tuple[str, list[int]]:
+        if k in plan.extra:
+            return out_st, list(plan.extra[k].shape)
+        if k in plan.replace:
+            return out_st, list(plan.replace[k].shape)
+        st = plan.dtypes[k]
+        return (out_st if st in _FLOAT else st), list(plan.shapes[k])
+
     total, done, written = len(order), 0, 0
     weight_map: dict[str, str] = {}
-    buffer: dict[str, object] = {}
-    current = 0
+    writer: _ShardWriter | None = None
+    current = -1
 
-    def flush(upto: int) -> None:
-        nonlocal current, buffer, written
-        while current < upto:
-            name = _shard_name(current + 1, n_out)
-            save_file(buffer, str(tmp / name), metadata={"format": "pt"})
-            for k in buffer:
-                weight_map[k] = name
-            written += sum(nbytes[k] for k in buffer)
-            buffer = {}
-            current += 1
-            _trim()
+    def open_shard(i: int) -> None:
+        nonlocal writer, current, written
+        if writer is not None:
+            writer.close()
+            written += writer.size
+        current = i
+        name = _shard_name(i + 1, n_out)
+        for k in groups[i]:
+            weight_map[k] = name
+        writer = _ShardWriter(tmp / name, [(k, *entry(k)) for k in groups[i]])
 
     def finish(k: str, t) -> None:
         nonlocal done
         if t.is_floating_point():
             t = t.to(out_t)
-        flush(where[k])
-        buffer[k] = t.contiguous()
+        while current < where[k]:
+            open_shard(current + 1)
+        writer.add(k, t)
         done += 1
 
     n_in = len(plan.shards) + (1 if plan.extra else 0)
     for i, shard in enumerate(plan.shards, 1):
         path = src.base_dir / shard
-        with _reading(path):
-            f = safe_open(str(path), framework="pt").__enter__()
+        reader = _ShardReader(path)
         try:
             for k in plan.keys_by_shard[shard]:
                 if cancelled and cancelled():
@@ -692,7 +797,7 @@ def stream_merge(src: Source, plan: Plan, tmp: Path, dtype: str, max_shard: int,
                 t = plan.replace.get(k)
                 if t is None:
                     with _reading(path):
-                        t = f.get_tensor(k)
+                        t = reader.get(k)
                 if k in plan.loras:
                     t = delta(plan.loras[k], acfg).add_(t)   # in place: one float32 copy, not two
                 bias_of = k[: -len(".bias")] + ".weight" if k.endswith(".bias") else None
@@ -704,8 +809,7 @@ def stream_merge(src: Source, plan: Plan, tmp: Path, dtype: str, max_shard: int,
                 if on_progress:
                     on_progress(done, total, i, n_in)
         finally:
-            f.__exit__(None, None, None)
-            del f
+            reader.close()
             _trim()
     for k, t in plan.extra.items():
         with _writing(tmp):
@@ -713,7 +817,10 @@ def stream_merge(src: Source, plan: Plan, tmp: Path, dtype: str, max_shard: int,
         if on_progress:
             on_progress(done, total, n_in, n_in)
     with _writing(tmp):
-        flush(n_out)
+        while current < n_out - 1:   # (a group can only be empty when the model has no tensors)
+            open_shard(current + 1)
+        writer.close()
+        written += writer.size
     if n_out > 1:
         atomic_write_json(tmp / "model.safetensors.index.json",
                           {"metadata": {"total_size": written}, "weight_map": dict(sorted(weight_map.items()))})
