@@ -119,7 +119,8 @@ async def test_lists_runs_and_shows_the_selected_ones_dashboard(workspace):
         await pilot.press("a")
         samples = text(app, "#train-samples")
         assert "请介绍一下你自己" in samples and "我是Alice的小助手" in samples
-        assert "(step 100, after)" in samples
+        # The round's step is in its heading, once (not on every answer).
+        assert "round 5 of 5: step 100, after" in samples and "(step 100, after)" not in samples
         await pilot.press("l")
         log = app.screen.query_one("#train-log")
         assert log.lines[-1] == "finished: /ws/runs/tiny-demo/adapter"
