@@ -94,3 +94,22 @@ def test_snap_data_overwrite_question_80x24(snap_compare, fixed_workspace):
         await pilot.pause()
 
     assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snap_data_file_tree_80x24(snap_compare, fixed_workspace):
+    """The File tab at 80x24 with names that differ only in their extension: each reads whole."""
+    import shutil
+
+    from screens.app import TuituneApp
+    from tests.conftest import ROOT
+
+    fill_workspace(fixed_workspace)
+    shutil.copy(ROOT / "sample_data" / "sharegpt_sample.json", fixed_workspace / "data" / "sharegpt_sample.json")
+    (fixed_workspace / "data" / "sharegpt_sample.jsonl").write_text("")
+
+    async def run_before(pilot):
+        await settle(pilot.app, pilot)
+        await open_file(pilot.app, pilot, "sharegpt_sample.json")
+        await _stable(pilot.app, pilot)
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)
