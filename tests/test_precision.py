@@ -73,8 +73,9 @@ def test_this_machine_is_judged_by_its_own_cpu_flags():
         assert evidence
     import torch
 
-    if not flags and not (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
-        assert evidence == ""
+    if flags and not {"amx_bf16", "avx512_bf16"} & flags and not (
+            torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+        assert evidence == ""  # this box (an AVX-512 Xeon without bf16 units) lands here
 
 
 @pytest.mark.parametrize("written", ["fp32", "bf16", "fp16"])
@@ -224,3 +225,26 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
     assert abs(results["bf16"][0] - results["fp32"][0]) < 0.03 * results["fp32"][0]
     cos = torch.nn.functional.cosine_similarity(results["bf16"][1].flatten(), results["fp32"][1].flatten(), dim=0)
     assert cos > 0.98, float(cos)
+
+
+@pytest.mark.parametrize("hw, detail", [
+    (CPU_AMX, "auto picks bf16: this CPU has AMX (amx_bf16)"),
+    (GPU_OLD, "auto picks fp16: Tesla T4 has no bf16"),
+    (CPU_PLAIN, "auto picks fp32: no GPU, and this CPU has neither AMX nor AVX-512 bf16"),
+])
+def test_the_environment_step_says_what_auto_picks_and_why(monkeypatch, hw, detail):
+    from tuitune import doctor
+    from tuitune.config import convert
+
+    monkeypatch.setattr(convert, "probe_hardware", lambda: hw)
+    (row,) = doctor.check_precision()
+    assert row.name == "precision" and row.status == "ok"
+    assert row.detail.startswith(detail), row.detail
+
+
+def test_tuitune_env_reports_this_machine_s_pick(tmp_path):
+    proc = run_cli("env", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    picked, why = auto_precision()
+    assert rows["precision"]["detail"].startswith(f"auto picks {picked}: {why}")
