@@ -107,3 +107,23 @@ print("OK", float(pm(input_ids=torch.tensor([[1, 2, 3]])).logits.abs().sum()) > 
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0 and "OK True" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_after_a_merge_in_the_same_process_the_qlora_check_still_finds_bitsandbytes(tiny_model, tmp_path):
+    """The TUI merges in its own process; its Config step's QLoRA check must not then find
+    bitsandbytes missing."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed")
+    adapter = make_adapter(tiny_model, tmp_path / "adapter", r=2)
+    code = f"""
+import sys
+from tuitune.merge import merge, resolve_source
+merge(resolve_source({str(tmp_path)!r}, {str(adapter)!r}), {str(tmp_path / "out")!r}, verify_result=False)
+assert sys.modules.get("bitsandbytes", 0) is None, "the merge imported bitsandbytes"
+from tuitune.doctor import check_bitsandbytes
+(row,) = check_bitsandbytes()
+print("STATUS", row.status, row.detail)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4-bit works on" in proc.stdout, proc.stdout

@@ -246,6 +246,9 @@ def check_bitsandbytes() -> list[Check]:
     if version is None:
         return [Check("bitsandbytes", WARN, "not installed: QLoRA (4-bit) and 8-bit loading are unavailable",
                       "pip install bitsandbytes")]
+    from tuitune.config.convert import allow_bitsandbytes
+
+    allow_bitsandbytes()  # this process may have hidden it for an unquantized chat or merge
     try:
         import torch
         with contextlib.redirect_stdout(sys.stderr):

@@ -383,6 +383,7 @@ def to_launch_command(cfg: RunConfig, argv: list[str]) -> list[str]:
 # which is how peft and transformers decide that bitsandbytes is not installed.
 
 _BNB = "bitsandbytes"
+_hidden = False  # whether the None in sys.modules is ours (keep_bitsandbytes_out)
 
 #: The optimizers (``training.optimizer``) that are not bitsandbytes': everything else (paged_*,
 #: *_8bit, *_bnb, lion, ademamix ...) may need it, so the worker leaves it importable then.
@@ -400,8 +401,10 @@ def keep_bitsandbytes_out() -> None:
     For processes that quantize nothing (chat without --bits, merge, a LoRA/full run); undone
     by :func:`allow_bitsandbytes` where a later load in the same process quantizes.
     """
+    global _hidden
     if _BNB not in sys.modules:
         sys.modules[_BNB] = None  # type: ignore[assignment]
+        _hidden = True
 
 
 def allow_bitsandbytes() -> None:
@@ -410,7 +413,11 @@ def allow_bitsandbytes() -> None:
     The answers that peft and transformers cached while it was hidden are cleared, and the
     modules that bound ``bnb`` at their import get it now.
     """
-    if _BNB not in sys.modules or sys.modules[_BNB] is not None:
+    global _hidden
+    if not _hidden:  # a None put there by someone else (a test hiding bitsandbytes) stays
+        return
+    _hidden = False
+    if sys.modules.get(_BNB, 0) is not None:
         return
     del sys.modules[_BNB]
     import importlib
