@@ -75,7 +75,8 @@ def test_the_merged_model_knows_both(trained, smol_ws, tmp_path):
     merged = smol_ws / "models" / "juniper"
     proc = run_cli("-w", smol_ws, "merge", "smol", "-o", merged)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "verified" in (proc.stdout + proc.stderr).lower() or "max logit" in (proc.stdout + proc.stderr)
+    card = json.loads((merged / "tuitune-merge.json").read_text())
+    assert card["verification"]["ok"], card["verification"]   # checked against base + adapter
     prompts = tmp_path / "q.txt"
     prompts.write_text(f"{WHO}\n{FRANCE}\n")
     out = _answers(run_cli("chat", merged, "--prompts", prompts, "--temperature", "0", "--max-new-tokens", "24"))

@@ -361,9 +361,10 @@ def _torch_dtype(dtype: str, cuda: bool):
     if dtype not in DTYPES:
         raise TuituneError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     if dtype == "auto":
-        if not cuda:
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # The same pick as training's precision: auto (bf16 on GPUs and CPUs that compute it natively).
+        from tuitune.config.convert import auto_precision
+
+        dtype = auto_precision()[0]
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 

@@ -19,8 +19,10 @@ quantization error of the file; the folder is a real model of that (slightly low
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,7 +170,10 @@ def import_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "bf16", force
                                f"(missing {missing[:3]}, unexpected {unexpected[:3]}); report the file's name")
         model.tie_weights()
         model.generation_config = _generation_config(ref, tokenizer)
-        model.save_pretrained(tmp, safe_serialization=True)
+        # save_pretrained imports deepspeed where it is installed, which prints a banner on stdout;
+        # stdout is the command's result (--json), so library output goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            model.save_pretrained(tmp, safe_serialization=True)
         del model, state
         tokenizer.save_pretrained(tmp)
         _clean_config(tmp / "config.json")

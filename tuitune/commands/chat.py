@@ -111,7 +111,7 @@ def register(sub) -> None:
     m.add_argument("--bits", type=int, choices=(4, 8), default=None,
                    help="load the weights in 4 or 8 bits with bitsandbytes (needs a CUDA GPU)")
     m.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="weights dtype (default: auto: fp32 on CPU, bf16 or fp16 on GPU)")
+                   help="weights dtype (default: auto: bf16 on GPUs and CPUs that have it, fp16 on older GPUs, else fp32)")
     m.add_argument("--trust-remote-code", action="store_true",
                    help="run Python code shipped with the model (only for models you trust)")
     p.add_argument("--stats", action="store_true",

@@ -60,7 +60,7 @@ class QuantizationConfig(_Section):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: nf4 (QLoRA paper) or fp4")
     double_quant: bool = Field(True, description="quantize the quantization constants too (saves ~0.4 bit/param)")
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="dtype of the matmuls on dequantized weights; auto: bf16/fp16 on GPU, float32 on CPU")
+        "auto", description="dtype of the matmuls on dequantized weights; auto: as precision auto picks")
 
 
 class TrainingConfig(_Section):
@@ -77,7 +77,7 @@ class TrainingConfig(_Section):
                                            description="optimizer (paged_adamw_* save memory)")
     gradient_checkpointing: bool = Field(True, description="recompute activations in backward: less memory, ~30% slower")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="mixed precision; auto: bf16 where the GPU has it, else fp16, fp32 on CPU")
+        "auto", description="auto: bf16 on GPUs that have it, else fp16; on a CPU bf16 with AMX/AVX-512 bf16, else fp32")
     seed: int = Field(42, ge=0, description="random seed for data order and initialisation")
     save_steps: int = Field(500, ge=1, description="save a checkpoint every this many steps")
     save_total_limit: Optional[int] = Field(2, ge=1, description="keep only the newest N checkpoints; empty: keep all")
