@@ -89,13 +89,6 @@ def fix_modes(tree: str | os.PathLike) -> Path:
     return tree
 
 
-def mkdirs(path: str | os.PathLike) -> Path:
-    """``mkdir -p`` (modes from the umask, as mkdir gives them)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

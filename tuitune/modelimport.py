@@ -111,13 +111,6 @@ def check_supported(gguf: Path, arch: str) -> None:
                            f"supported: {', '.join(supported_architectures())}") from None
 
 
-def check_output(out: Path, force: bool) -> None:
-    # The one output check of every command that writes a model folder (merge's).
-    from tuitune.merge import check_output as _check
-
-    _check(out, force)
-
-
 def import_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "bf16", force: bool = False,
                 verify: bool = True, log: Callable[[str], None] | None = None) -> ImportResult:
     """Write the model in ``gguf`` as a Hugging Face folder ``out``; see the module docstring."""
@@ -127,6 +120,8 @@ def import_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "bf16", force
     if dtype not in DTYPES:
         raise TuituneError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     arch = gguf_architecture(gguf)
+    from tuitune.merge import check_output  # the output check of every command that writes a model folder
+
     check_output(out, force)
     t0 = time.monotonic()
     log(f"{gguf.name}: architecture {arch}; loading with transformers' GGUF reader")
