@@ -205,8 +205,6 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             self.query_one(f"#{wid}").tooltip = tip
         self.query_one("#conv-progress", ProgressBar).display = False
         self._set_table_controls(None)
-        self.run_worker(self.query_one(DataFileTree).open_data(), group="data-filetree", name="filetree",
-                        exit_on_error=False)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -537,7 +535,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         w = event.worker
-        if not w.group.startswith("data-") or w.name == "filetree" or w.is_cancelled:
+        if not w.group.startswith("data-") or w.is_cancelled:
             return
         if event.state == WorkerState.ERROR:
             from tuitune.errors import TuituneError
