@@ -78,3 +78,10 @@ def test_demo_writes_the_workspace_without_opening(tmp_path, tiny_model):
 def test_module_entry_point_matches_console_script():
     out = subprocess.run([sys.executable, "-m", "tuitune", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("tuitune ")
+
+
+def test_the_tui_without_a_terminal_says_so_instead_of_waiting_unseen(workspace):
+    """`tuitune > log` or a job with no terminal: the app could neither draw nor read keys and
+    sat there at full CPU; now it is one line and exit 2 (the timeout fails the old behaviour)."""
+    proc = run_cli("-w", workspace, timeout=60)
+    assert_one_line_error(proc, "the TUI needs a terminal", f"tuitune -w {workspace}")

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def open_tui(workspace: str | Path) -> int:
     """Open the Textual app on ``workspace`` (imported lazily: the CLI stays light)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Without a terminal the app cannot draw or read keys; it would wait, unseen, for ever.
+        raise TuituneError(f"the TUI needs a terminal, and stdin or stdout here is not one; run `tuitune -w "
+                           f"{workspace}` in a terminal, or a verb without the TUI (tuitune --help)")
     from screens.app import run_app
 
     return run_app(Path(workspace))
