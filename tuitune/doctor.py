@@ -111,6 +111,17 @@ def _nvml():
         return None
 
 
+def gpu_driver_present() -> bool:
+    """Whether a GPU driver torch could use is loaded (Linux: NVIDIA's, or AMD's for ROCm).
+
+    Where there is none, torch cannot see a GPU, so callers skip importing torch (2-3 s and
+    ~400 MB in a process that may only launch a worker) to hear "no". Off Linux, torch decides.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
+
+
 def gpu_inventory(use_torch: bool = True) -> list[GPU]:
     """The visible GPUs with their free memory: NVML where the driver is there, else torch.
 
@@ -135,7 +146,7 @@ def gpu_inventory(use_torch: bool = True) -> list[GPU]:
             return gpus
         except Exception:
             gpus = []
-    if not use_torch:
+    if not use_torch or not gpu_driver_present():
         return gpus
     try:
         import torch

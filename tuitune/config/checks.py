@@ -46,19 +46,13 @@ def _bnb_check():
     return check_bitsandbytes()[0]
 
 
-@functools.lru_cache(maxsize=1)
 def _device() -> tuple[bool, bool, int]:
-    """(cuda available, bf16 on the GPU, number of GPUs)."""
-    try:
-        import torch
-        cuda = bool(torch.cuda.is_available())
-        bf16 = cuda and bool(torch.cuda.is_bf16_supported())
-    except Exception:
-        cuda, bf16 = False, False
+    """(cuda available, bf16 on the GPU, number of visible GPUs), from the one hardware probe."""
+    from tuitune.config.convert import probe_hardware
     from tuitune.doctor import gpu_inventory
 
-    n = len(gpu_inventory()) if cuda else 0
-    return cuda, bf16, n
+    hw = probe_hardware()
+    return hw.cuda, hw.cuda_bf16, len(gpu_inventory()) if hw.cuda else 0
 
 
 def check_files(cfg: RunConfig) -> list[Issue]:

@@ -63,18 +63,22 @@ def _torch_cpu_probe(name: str) -> bool:
 def cpu_bf16_evidence(flags: set[str] | None = None, torch_probe=None) -> str:
     """Why this CPU computes bf16 natively ("AMX (amx_bf16)", "AVX-512 bf16 (avx512_bf16)"), or "".
 
-    Either source is enough: the /proc/cpuinfo flags, or torch's probe. Without AMX or AVX-512
+    The /proc/cpuinfo flags where there are some, else torch's probe. Without AMX or AVX-512
     bf16, oneDNN converts bf16 to fp32 and back around every kernel: on an AVX-512 Xeon without
     them a (2048x576)@(576x1536) matmul ran at 18 GFLOP/s in bf16 against 56 in fp32.
     """
     flags = _cpu_flags() if flags is None else flags
-    probe = _torch_cpu_probe if torch_probe is None else torch_probe
     if "amx_bf16" in flags:
         return "AMX (amx_bf16)"
-    if probe("_is_amx_tile_supported"):
-        return "AMX (torch.cpu reports AMX tiles)"
     if "avx512_bf16" in flags:
         return "AVX-512 bf16 (avx512_bf16)"
+    if flags:
+        # The flags are the CPU's own CPUID answer: without either, torch's probe cannot find one
+        # either, and importing torch to ask costs the CLI 2-3 s and ~400 MB.
+        return ""
+    probe = _torch_cpu_probe if torch_probe is None else torch_probe
+    if probe("_is_amx_tile_supported"):
+        return "AMX (torch.cpu reports AMX tiles)"
     if probe("_is_avx512_bf16_supported"):
         return "AVX-512 bf16 (torch.cpu reports it)"
     return ""
@@ -82,10 +86,15 @@ def cpu_bf16_evidence(flags: set[str] | None = None, torch_probe=None) -> str:
 
 @lru_cache(maxsize=1)
 def probe_hardware() -> Hardware:
-    """This machine, probed once per process (torch is imported here)."""
+    """This machine, probed once per process (torch is imported only where a GPU driver is loaded
+    or the CPU's flags cannot be read)."""
+    from tuitune.doctor import gpu_driver_present
+
     cuda = bf16 = False
     name = ""
     try:
+        if not gpu_driver_present():
+            raise ImportError("no GPU driver: torch would see no GPU")
         import torch
 
         cuda = bool(torch.cuda.is_available())
