@@ -19,8 +19,9 @@ Real mode (issue 11, item 5). SmolLM2-135M-Instruct (``tuitune.sample.real_model
 the recipe LLaMA-Factory was measured with: LoRA r16 (alpha 32, no dropout) on all linear
 layers, batch 16, max_length 128, 20 steps, the English self-cognition sample repeated to 1200
 records. Each case runs in a fresh process tree and gets tokens/s (real, non-padding tokens,
-clock from step 5) and peak RSS (each process's VmHWM, summed over the tree: for tuitune
-the CLI and its worker; and the largest process's ru_maxrss). Two groups:
+clock from step 5) and peak RSS (the largest sum of the VmHWM of the processes alive at once:
+for tuitune the CLI (once it has handed over to its small copier) and its worker; and the
+largest process image's ru_maxrss). Two groups:
   - matched: `tuitune train` with checkpointing on and packing off; the two baseline scripts
     get what tuitune's config resolves to here (``resolve_precision``, ``to_model_kwargs``,
     ``to_training_arguments``): the frozen base loaded in the same dtype, the same bf16/fp16
@@ -234,23 +235,26 @@ def _tuitune(ws: Path, steps: int, pack: bool, name: str) -> dict:
 REAL = dict(max_length=128, batch=16, lr=1e-3, r=16, alpha=32, warmup=5)
 
 #: Runs one case as its child and reports the peak memory of that child's process tree. Every
-#: 0.1 s it reads each process's VmHWM (its own high-water mark, so no peak between two reads is
-#: missed) and sums them: for one process that is its exact peak, for a tree (tuitune's CLI and
-#: its worker) an upper bound of what was resident at once. ru_maxrss of the children (the
-#: largest single process) covers a peak in a process's last 0.1 s. A fresh wrapper per case,
-#: so RUSAGE_CHILDREN holds only that case.
+#: 0.1 s it reads the VmHWM (high-water mark, so no peak between two reads is missed) of each
+#: process alive then, and keeps the largest sum: for one process that is its exact peak, for a
+#: tree (tuitune's CLI and its worker) an upper bound of what was resident at once. exec starts
+#: a process's mark afresh (tuitune's foreground CLI execs a small copier before the worker
+#: starts), so memory given back that way is not counted beside the worker. ru_maxrss of the
+#: children (the largest single process image) covers a peak in a process's last 0.1 s. A
+#: fresh wrapper per case, so RUSAGE_CHILDREN holds only that case.
 WRAP = textwrap.dedent(r"""
     import json, resource, subprocess, sys, time, psutil
     log, cwd, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-    hwm = {}
+    seen, tree = set(), 0
     def read(pid):
         try:
             with open(f"/proc/{pid}/status") as fh:
                 for line in fh:
                     if line.startswith("VmHWM:"):
-                        hwm[pid] = max(hwm.get(pid, 0), int(line.split()[1]) * 1024)
+                        return int(line.split()[1]) * 1024
         except OSError:
             pass
+        return 0
     with open(log, "wb") as fh:
         p = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
         root = psutil.Process(p.pid)
@@ -259,12 +263,12 @@ WRAP = textwrap.dedent(r"""
                 pids = [p.pid] + [c.pid for c in root.children(recursive=True)]
             except psutil.Error:
                 pids = []
-            for pid in pids:
-                read(pid)
+            seen.update(pids)
+            tree = max(tree, sum(read(pid) for pid in pids))
             time.sleep(0.1)
     proc = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(json.dumps({"rc": p.returncode, "tree_mb": max(sum(hwm.values()), proc) / 2**20,
-                      "proc_mb": proc / 2**20, "processes": len(hwm)}))
+    print(json.dumps({"rc": p.returncode, "tree_mb": max(tree, proc) / 2**20,
+                      "proc_mb": proc / 2**20, "processes": len(seen)}))
 """)
 
 
@@ -331,24 +335,16 @@ def _real_tuitune(ws: Path, cfg: Path, name: str, steps: int, warmup: int, packe
                     ws / f"{name}.out", ws)
     ev = {e["step"]: e for e in events(ws / "runs" / name, "train")}
     a, b = ev[warmup], ev[steps]
-    # Real tokens of the rows fed. The Trainer counts packed rows (no attention mask) as tokens
-    # that are not the pad id; this tokenizer pads with <|im_end|>, which every turn ends with,
-    # so that count misses real tokens: scale it by real / counted over the cached rows.
+    # The events count real tokens (tuitune's collator says how many; the Trainer alone would count
+    # ids that are not the pad id, and this tokenizer pads with <|im_end|>, which ends every turn).
     import datasets
 
-    pack = "position_ids"
     caches = [datasets.load_from_disk(str(p)) for p in (ws / ".cache" / "tokenized").iterdir()
               if (p / "dataset_info.json").is_file()]
-    ds = next(d for d in caches if (pack in d.column_names) == packed)
-    from transformers import AutoTokenizer
-
-    pad = AutoTokenizer.from_pretrained(ws / "models" / "smollm2").pad_token_id
-    real = sum(len(r) for r in ds["input_ids"])
-    counted = sum(sum(t != pad for t in r) for r in ds["input_ids"])
-    scale = real / counted if packed else 1.0
+    ds = next(d for d in caches if ("position_ids" in d.column_names) == packed)
     seconds = b["time"] - a["time"]
-    return {"tokens_per_s": (b["tokens"] - a["tokens"]) * scale / seconds, "rss_mb": mem["tree_mb"],
-            "proc_mb": mem["proc_mb"], "rows": len(ds), "count_scale": scale}
+    return {"tokens_per_s": (b["tokens"] - a["tokens"]) / seconds, "rss_mb": mem["tree_mb"],
+            "proc_mb": mem["proc_mb"], "rows": len(ds)}
 
 
 def _real_baseline(code: str, model: Path, data: Path, steps: int, S: dict, out: Path, ws: Path) -> dict:
@@ -439,10 +435,10 @@ def main_real(args) -> None:
         else:
             print(f"goal: trained (real) tokens/s >= 1.5x the faster baseline ({fast}): {tx:.2f}x "
                   f"{verdict(tx >= 1.5)}")
-            print(f"  tuitune packed: {t['rows']} rows; its event counter scaled by {t['count_scale']:.3f} "
-                  f"(pad id = <|im_end|>, see _real_tuitune)")
-    print("\npeak RSS: the case's whole process tree (for tuitune: the CLI and its worker), each process's "
-          "VmHWM summed; 1 proc: the largest single process (ru_maxrss)")
+            print(f"  tuitune packed: {t['rows']} rows")
+    print("\npeak RSS: the case's whole process tree (for tuitune: the CLI, then its copier, and the worker), "
+          "the largest sum of the VmHWM of the processes alive at once; 1 proc: the largest single process "
+          "(ru_maxrss)")
     if not args.keep:
         import shutil
 

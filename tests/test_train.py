@@ -286,3 +286,26 @@ def test_full_disk_while_saving_keeps_the_last_checkpoint_and_says_why(ws):
         assert state(run)["status"] == "finished" and state(run)["step"] == 6
     finally:
         subprocess.run(["umount", "-l", str(runs)], capture_output=True)
+
+
+def test_the_foreground_cli_hands_over_to_a_small_copier(ws):
+    """`train --foreground` checked the config with transformers loaded (~400 MB on this box) and
+    held that for the whole run, beside the worker; it now execs a copier that imports nothing
+    heavy (same pid, so ctrl+c and the exit status are unchanged)."""
+    cfg = write_config(ws, "fg", **{"training.max_steps": 30, "evaluation.prompts": []})
+    proc = subprocess.Popen([sys.executable, "-m", "tuitune", "-w", str(ws), "train", str(cfg), "--foreground",
+                             "--name", "fg"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    run = ws / "runs" / "fg"
+    try:
+        wait_until(lambda: (run / "state.json").exists() and state(run).get("worker_pid"), what="the worker")
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        rss = next(int(l.split()[1]) for l in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                   if l.startswith("VmRSS:"))
+        assert b"tuitune.train.foreground" in cmdline, cmdline
+        assert rss < 150 * 1024, f"the foreground CLI holds {rss // 1024} MB while the worker trains"
+    finally:
+        out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert out.rstrip().endswith("run fg: finished") and "lora:" in out
+    assert "lora:" in (run / "train.log").read_text()

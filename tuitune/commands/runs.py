@@ -163,8 +163,9 @@ def run_resume(args) -> int:
         aside = f"; later checkpoints moved to {st['superseded']}" if st.get("superseded") else ""
         print(f"resuming run {run.id} from {st.get('resumed_from')}{aside}", flush=True)
     if args.foreground:
-        print(f"run {run.id}: {run.status().get('status')}")
-        return 0 if run.status().get("status") != "failed" else 1
+        from tuitune.train.foreground import exec_foreground
+
+        return exec_foreground(run, resume=True)
     print(f"resumed run {run.id} (pid {result}); follow it with `tuitune runs follow {run.id}`")
     return 0
 

@@ -20,13 +20,9 @@ def run(args) -> int:
 
     run_folder, result = start_run(args.config, args.workspace, name=args.name, foreground=args.foreground)
     if args.foreground:
-        status = run_folder.status()
-        print(f"run {run_folder.id}: {status.get('status')}")
-        if status.get("status") == "failed":
-            from tuitune.errors import TuituneError
+        from tuitune.train.foreground import exec_foreground
 
-            raise TuituneError(f"run {run_folder.id} failed: {status.get('error')}")
-        return 0
+        return exec_foreground(run_folder)
     print(f"started run {run_folder.id} (pid {result}); it keeps going if you log out")
     print(f"  follow:  tuitune runs follow {run_folder.id}")
     print(f"  stop:    tuitune runs stop {run_folder.id}")

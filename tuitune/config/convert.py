@@ -203,6 +203,9 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
         eval_strategy="steps" if do_eval else "no",
         eval_steps=ev.every if do_eval else None,
         do_eval=do_eval,
+        # The held-out loss is all the evaluation keeps; without this the Trainer gathers every
+        # batch's logits (batch x length x vocabulary floats) for metrics nobody computes.
+        prediction_loss_only=True,
         report_to="none",
         # The run's progress is in events.jsonl; a tqdm bar is for a person watching a terminal, and
         # in train.log (or a pipe) it is only carriage-return noise.

@@ -151,43 +151,6 @@ def pack_dataset(ds, max_length: int, chunk_rows: int = 4096):
     return concatenate_datasets(chunks) if len(chunks) > 1 else chunks[0]
 
 
-class PadCollator:
-    """Right-pad a batch: input_ids with pad, labels with -100.
-
-    Plain rows get an attention mask. Packed rows (they carry ``position_ids`` that restart
-    at each sample) get none: transformers then reads the sample boundaries from
-    ``position_ids`` and builds a block-causal mask (sdpa, eager) or runs variable-length
-    attention (flash-attention), so packed samples never see each other. With a padding
-    mask it would fall back to plain causal attention across the whole row. The padding
-    tail gets positions of its own (0, 1, ...), so it is one more "sample" that nothing
-    attends to and that has no labels.
-    """
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        packed = "position_ids" in features[0]
-        width = max(len(f["input_ids"]) for f in features)
-        ids, labels, pos, mask = [], [], [], []
-        for f in features:
-            n = len(f["input_ids"])
-            pad = width - n
-            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
-            labels.append(list(f["labels"]) + [-100] * pad)
-            if packed:
-                pos.append(list(f["position_ids"]) + list(range(pad)))
-            mask.append([1] * n + [0] * pad)
-        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
-        if packed:
-            batch["position_ids"] = torch.tensor(pos)
-        else:
-            batch["attention_mask"] = torch.tensor(mask)
-        return batch
-
-
 def model_max_positions(model_dir: str, trust_remote_code: bool) -> int | None:
     from transformers import AutoConfig
 
@@ -289,8 +252,6 @@ def steps_per_epoch(n_rows: int, cfg) -> int:
 
 def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     """A ``transformers.Trainer`` for the run folder ``run`` (a RunFolder)."""
-    from transformers import Trainer
-
     from tuitune.config import to_training_arguments
 
     check_model_folder(cfg)
@@ -314,13 +275,18 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     model = load_model(cfg, log=log)
     # tokens/s in the events counts real (non-padding) tokens.
     args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")
-    collator = PadCollator(tokenizer.pad_token_id)
-    if cfg.data.pack and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
-        # Packed rows on sdpa: attend within each sample only, skipping the masked blocks.
+    from tuitune.train.trainer import BatchCollator, TuituneTrainer, flattens
+
+    flat = flattens(model)
+    collator = BatchCollator(tokenizer.pad_token_id, flatten=flat)
+    if (flat or cfg.data.pack) and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        # Rows holding several samples, on sdpa: attend within each sample only, skipping the
+        # masked blocks.
         from tuitune.train.attention import install
 
         install()
-        log("packed rows: attention runs per sample (sdpa)")
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
+    if flat:
+        log("batches: samples end to end in one row, no padding (attention per sample)")
+    trainer = TuituneTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                             data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
     return trainer, tokenizer

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -92,39 +91,22 @@ def spawn(run: RunFolder, resume: bool = False) -> int:
     return proc.pid
 
 
-def run_foreground(run: RunFolder, resume: bool = False) -> int:
-    """Run the worker attached to this terminal (its output also goes to train.log)."""
-    cmd = worker_command(run, resume)
-    ws = run.read_state().get("workspace") or str(run.path.parent.parent)
-    with open(run.log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=ws, env=_env())
-        run.write_state(pid=proc.pid, pgid=os.getpgid(proc.pid), pid_start=process_start_time(proc.pid),
-                        started=time.time(), command=cmd)
-        try:
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-                log.write(chunk)
-                log.flush()
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            # The worker got the same ctrl+c: it checkpoints and stops; wait for it.
-            pass
-        return proc.wait()
-
-
-def start_run(config_path, workspace, name: str | None = None, foreground: bool = False) -> tuple[RunFolder, int]:
+def start_run(config_path, workspace, name: str | None = None,
+              foreground: bool = False) -> tuple[RunFolder, int | None]:
+    """Prepare a run and start it detached (returns its pid); ``foreground`` only prepares it,
+    for :func:`tuitune.train.foreground.exec_foreground`."""
     run = prepare_run(config_path, workspace, name)
     if foreground:
-        return run, run_foreground(run)
+        return run, None
     return run, spawn(run)
 
 
 def resume_run(workspace, run_id: str, foreground: bool = False,
-               checkpoint: int | str | None = None) -> tuple[RunFolder, int]:
+               checkpoint: int | str | None = None) -> tuple[RunFolder, int | None]:
     """Continue a stopped or failed run from its newest checkpoint, or from ``checkpoint`` (a step).
 
     Resuming from an earlier checkpoint moves the later ones aside (``RunFolder.rewind_to``).
+    Detached it returns the worker's pid; ``foreground`` only prepares the run, as in ``start_run``.
     """
     run = find_run(workspace, run_id)
     status = run.status()
@@ -145,7 +127,7 @@ def resume_run(workspace, run_id: str, foreground: bool = False,
     run.write_state(status="starting", error=None, resumed_from=str(latest), step=_step(latest),
                     last_checkpoint=str(latest), **changes)
     if foreground:
-        return run, run_foreground(run, resume=True)
+        return run, None
     return run, spawn(run, resume=True)
 
 
