@@ -406,6 +406,8 @@ def main_real(args) -> None:
     res: dict[tuple, dict] = {}
     for r in range(args.rounds):
         for key, run in cases.items():
+            if args.group and key[0] != args.group:
+                continue
             print(f"  round {r + 1}: {key[0]}: {key[1]}", flush=True)
             got = run(r)
             old = res.get(key)
@@ -415,6 +417,8 @@ def main_real(args) -> None:
                                                 "proc_mb": min(got["proc_mb"], old["proc_mb"])}
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     for group, tuitune_name in (("matched", "tuitune train"), ("defaults", "tuitune train (packed)")):
+        if args.group and group != args.group:
+            continue
         names = [k[1] for k in res if k[0] == group]
         bases = [n for n in names if n != tuitune_name]
         fast = max(bases, key=lambda n: res[group, n]["tokens_per_s"])
@@ -458,6 +462,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=SETTINGS["max_length"],
                     help="row length, tiny mode (default 2048, as the tutorial's MedQA config)")
+    ap.add_argument("--group", choices=("matched", "defaults"), help="real mode: run one group only")
     ap.add_argument("--keep", action="store_true", help="real mode: keep the work folder (logs, runs)")
     args = ap.parse_args()
     args.steps = args.steps or (20 if args.model == "real" else 30)

@@ -109,3 +109,18 @@ def test_a_run_counts_every_real_token(tmp_path, tiny_model):
                                  "training.save_steps": 1000, "evaluation.prompts": []})
     trainer.train()
     assert trainer.state.num_input_tokens_seen == sum(len(r) for r in trainer.train_dataset["input_ids"]) > 0
+
+
+def test_models_with_a_sliding_window_are_flattened_only_where_no_sample_outgrows_it():
+    from types import SimpleNamespace as NS
+
+    from tuitune.train.trainer import flattens
+
+    model = lambda **c: NS(config=NS(_attn_implementation=c.pop("attn", "sdpa"), **c))  # noqa: E731
+    assert flattens(model(), 2048)  # Llama: no window
+    assert flattens(model(attn="flash_attention_2"), 2048)
+    assert not flattens(model(attn="eager"), 2048)  # its (row x row) mask would be huge
+    assert flattens(model(sliding_window=4096), 2048)  # Mistral at 2048: no sample reaches the window
+    assert not flattens(model(sliding_window=4096), 8192)
+    assert flattens(model(sliding_window=131072, use_sliding_window=False), 32768)  # Qwen2.5
+    assert not flattens(model(sliding_window=512, layer_types=["sliding_attention", "full_attention"]), 2048)

@@ -277,7 +277,7 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")
     from tuitune.train.trainer import BatchCollator, TuituneTrainer, flattens
 
-    flat = flattens(model)
+    flat = flattens(model, cfg.data.max_length)
     collator = BatchCollator(tokenizer.pad_token_id, flatten=flat)
     if (flat or cfg.data.pack) and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
         # Rows holding several samples, on sdpa: attend within each sample only, skipping the

@@ -39,9 +39,20 @@ IGNORE_INDEX = -100
 FLATTENS = {"sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4"}
 
 
-def flattens(model) -> bool:
-    """Whether batches for ``model`` are laid end to end in one row (see the module docstring)."""
-    return getattr(getattr(model, "config", None), "_attn_implementation", None) in FLATTENS
+def flattens(model, max_length: int) -> bool:
+    """Whether batches for ``model`` are laid end to end in one row (see the module docstring).
+
+    Attention one sample at a time is plain causal attention. A model with a sliding window
+    (Mistral's 4096, Gemma's local layers) sees less than that on a sample longer than its
+    window, so it is only flattened where no sample can be that long (``max_length``).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in FLATTENS:
+        return False
+    window = getattr(config, "sliding_window", None)
+    sliding = bool(window) and getattr(config, "use_sliding_window", True) is not False
+    sliding = sliding or any(t != "full_attention" for t in (getattr(config, "layer_types", None) or []))
+    return not sliding or (bool(window) and max_length <= window)
 
 
 class BatchCollator:
