@@ -127,18 +127,46 @@ def output_exists(path: str | os.PathLike) -> bool:
     return p.exists() or p.is_symlink()
 
 
-def refuse_existing(path: str | os.PathLike, force: bool = False) -> None:
+def refuse_existing(path: str | os.PathLike, force: bool = False, folder: bool = False) -> None:
     """Raise the one-line error for an existing output unless ``force``.
 
     The CLI passes ``--force``; the TUI asks first (overwrite / new name / cancel) and then
-    passes ``force=True``.
+    passes ``force=True``. ``folder``: the output is a folder published by
+    :func:`publish_dir` (a model), so a file there is refused even with ``force``, and what is
+    replaced is moved aside, never deleted.
     """
-    if force or not output_exists(path):
-        return
     from tuitune.errors import TuituneError
 
-    kind = "folder exists and is not empty" if Path(path).expanduser().is_dir() else "exists"
+    p = Path(path).expanduser()
+    if folder and p.exists() and not p.is_dir():
+        raise TuituneError(f"{path}: exists and is a file; choose a new output folder")
+    if force or not output_exists(p):
+        return
+    if folder:
+        raise TuituneError(f"{path}: folder exists and is not empty; choose a new folder, or pass --force "
+                           "to replace it (its files are moved aside, never deleted)")
+    kind = "folder exists and is not empty" if p.is_dir() else "exists"
     raise TuituneError(f"{path}: {kind}; choose another output, or pass --force to overwrite it")
+
+
+def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """Rename the finished folder ``tmp`` to ``out``; returns where an existing non-empty ``out``
+    was moved (``out.replaced-<time>``), never deleted, or None. An empty ``out`` is replaced."""
+    import time
+
+    tmp, out = Path(tmp), Path(out)
+    aside = None
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    elif out.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside, n = out.with_name(f"{out.name}.replaced-{stamp}"), 1
+        while aside.exists():
+            n += 1
+            aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
+        os.replace(out, aside)
+    os.replace(tmp, out)
+    return aside
 
 
 _NUMBERED = re.compile(r"^(?P<stem>.*?)-(?P<n>\d+)$")

@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuitune.errors import TuituneError
-from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir
+from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir, publish_dir, refuse_existing
 
 DTYPES = ("fp16", "bf16", "fp32")
 _TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -518,30 +518,6 @@ def _dtype_name(bcfg: dict, plan: Plan | None) -> str:
         first = next(iter(plan.dtypes.values()))
         return {"F16": "fp16", "BF16": "bf16"}.get(first, "fp32")
     return "fp32"
-
-
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise TuituneError(f"{out}: exists and is a file; choose a new output folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise TuituneError(f"{out}: folder exists and is not empty; choose a new folder, or pass --force "
-                           "to replace it (its files are moved aside, never deleted)")
-
-
-def _publish(tmp: Path, out: Path) -> Path | None:
-    """Rename ``tmp`` to ``out``. An existing non-empty ``out`` is moved aside, never deleted."""
-    aside = None
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    elif out.exists():
-        aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        n = 1
-        while aside.exists():
-            n += 1
-            aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-        os.replace(out, aside)
-    os.replace(tmp, out)
-    return aside
 
 
 def _copy_side_files(src: Source, tmp: Path, untie: bool, dtype: str) -> None:
@@ -1057,7 +1033,7 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
     if dtype is not None and dtype not in DTYPES:
         raise TuituneError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     max_shard = parse_size(max_shard_size)
-    check_output(out, force)
+    refuse_existing(out, force, folder=True)
     if out.resolve() in (src.base_dir.resolve(), src.adapter_dir.resolve()):
         raise TuituneError(f"{out}: is the base or adapter folder; choose a new output folder")
     t0 = time.monotonic()
@@ -1101,7 +1077,7 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
                                             "checkpoint": src.checkpoint, "config": str(src.config_path or "") or None,
                                             "data": src.data_files, **result.to_dict()})
         fix_modes(tmp)  # safetensors and copy2 leave 0600 shards; files get what open() gives
-        result.replaced_to = _publish(tmp, out)
+        result.replaced_to = publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -1111,7 +1087,7 @@ def merge(src: Source, out: str | Path, *, max_shard_size: str | int = "2GB", dt
 def export_adapter(src: Source, out: str | Path, force: bool = False) -> Path:
     """A clean adapter folder (config, safetensors weights, tokenizer) ready to upload."""
     out = Path(out).expanduser().absolute()
-    check_output(out, force)
+    refuse_existing(out, force, folder=True)
     weights = src.adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         raise TuituneError(f"{src.adapter_dir}: no adapter_model.safetensors to export; save the adapter again")
@@ -1132,7 +1108,7 @@ def export_adapter(src: Source, out: str | Path, force: bool = False) -> Path:
             lines.append("- **data**: " + ", ".join(f"`{d}`" for d in src.data_files))
         atomic_write_text(tmp / "README.md", "\n".join(lines) + "\n")
         fix_modes(tmp)
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -120,9 +120,9 @@ def import_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "bf16", force
     if dtype not in DTYPES:
         raise TuituneError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     arch = gguf_architecture(gguf)
-    from tuitune.merge import check_output  # the output check of every command that writes a model folder
+    from tuitune.fsutil import refuse_existing
 
-    check_output(out, force)
+    refuse_existing(out, force, folder=True)
     t0 = time.monotonic()
     log(f"{gguf.name}: architecture {arch}; loading with transformers' GGUF reader")
     import torch
@@ -188,9 +188,9 @@ def import_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "bf16", force
                               seconds=time.monotonic() - t0)
         _write_card(tmp, gguf, result)
         fix_modes(tmp)  # safetensors writes its shards 0600
-        from tuitune.merge import _publish
+        from tuitune.fsutil import publish_dir
 
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
