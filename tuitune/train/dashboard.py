@@ -3,7 +3,8 @@
 * ``RunView`` ingests events incrementally (``feed``) and keeps only what a dashboard shows:
   bounded loss and eval-loss series, the latest metrics, sample answers per prompt,
   checkpoints and lifecycle events. A run with 100k events stays a few thousand numbers.
-* ``RunFollower`` reads ``events.jsonl`` from a byte offset in bounded chunks, so the first
+* ``RunFollower`` (the run folder's one reader, in runfolder.py) reads ``events.jsonl`` from a
+  byte offset in bounded chunks, so the first
   paint of a huge file is quick and the rest streams in; a line still being written is
   left for the next read.
 * ``run_rows`` lists the workspace's runs from ``state.json`` only (cheap enough to poll).
@@ -15,17 +16,14 @@ The TUI's Train screen and any other front end share these; they hold no textual
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
-from tuitune.train.runfolder import LIVE, RunFolder, list_runs
+# RunFollower and parse_lines live with the run folder (its one reader); re-exported for the screens.
+from tuitune.train.runfolder import LIVE, RunFollower, list_runs, parse_lines  # noqa: F401
 
 MAX_POINTS = 2000
-CHUNK_BYTES = 1 << 20
 MAX_LIFECYCLE = 50
 MAX_SAMPLE_ROUNDS = 500  # evaluation rounds of sample answers kept (each is a few short strings)
 
@@ -405,85 +403,6 @@ class RunView:
 # A train line as the worker writes it (json.dumps: "time" first, then "type", "step", ...).
 _TRAIN_MARK = b'"type": "train"'
 _TRAIN_RE = re.compile(rb'"type": "train", "step": (-?\d+),[^\n]*?"loss": (-?(?:\d[\d.eE+-]*|NaN|Infinity))[,}]')
-
-def parse_lines(data: bytes) -> list[dict]:
-    """JSON objects from complete lines (one ``json.loads`` for the lot; per line if one is damaged)."""
-    body = data.strip()
-    if not body:
-        return []
-    try:
-        out = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
-        if all(isinstance(e, dict) for e in out):
-            return out
-    except ValueError:
-        pass
-    events = []
-    for raw in data.splitlines():
-        if raw.strip():
-            try:
-                e = json.loads(raw)
-            except ValueError:
-                continue  # a damaged line (a crash mid-write) costs that line only
-            if isinstance(e, dict):
-                events.append(e)
-    return events
-
-
-class RunFollower:
-    """Reads a run's ``events.jsonl`` from a byte offset, at most ``chunk_bytes`` per ``read()``.
-
-    ``at_end`` says whether the last read reached the end of what is written. If the
-    file shrinks (the run folder was replaced), ``reset`` turns true once and reading
-    starts over from the top.
-    """
-
-    def __init__(self, run: RunFolder | str | Path, chunk_bytes: int = CHUNK_BYTES, offset: int = 0):
-        self.run = run if isinstance(run, RunFolder) else RunFolder(Path(run))
-        self.chunk_bytes = chunk_bytes
-        self.offset = offset
-        self.at_end = False
-        self.reset = False
-
-    def size(self) -> int:
-        try:
-            return os.stat(self.run.events_path).st_size
-        except FileNotFoundError:
-            return 0
-
-    def read(self) -> list[dict]:
-        """The events on the next complete lines (see ``read_bytes``)."""
-        return parse_lines(self.read_bytes())
-
-    def read_bytes(self) -> bytes:
-        """The next complete lines, up to ``chunk_bytes`` of them (more only if one line is longer)."""
-        self.reset = False
-        try:
-            fh = open(self.run.events_path, "rb")
-        except FileNotFoundError:
-            self.at_end = True
-            return b""
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < self.offset:
-                self.offset = 0
-                self.reset = True
-            start = self.offset
-            fh.seek(start)
-            data = fh.read(self.chunk_bytes)
-            end = data.rfind(b"\n")
-            while end < 0 and self.offset + len(data) < size:
-                # One line longer than a chunk: keep reading until it ends (or the file does).
-                more = fh.read(self.chunk_bytes)
-                if not more:
-                    break
-                data += more
-                end = data.rfind(b"\n")
-            # At the end when this read reached the end of the file (a partial last line waits).
-            self.at_end = start + len(data) >= size
-            if end < 0:
-                return b""
-            self.offset = start + end + 1
-        return data[: end + 1]
 
 
 # --- the runs list ----------------------------------------------------------------------------------

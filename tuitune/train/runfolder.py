@@ -152,25 +152,8 @@ class RunFolder:
 
         A line still being written (no newline yet) is left for the next read.
         """
-        try:
-            with open(self.events_path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read() if max_bytes is None else fh.read(max_bytes)
-        except FileNotFoundError:
-            return [], offset
-        end = data.rfind(b"\n")
-        if end < 0 and max_bytes is not None and len(data) == max_bytes:
-            return self.read_events(offset, None)  # one line longer than max_bytes: read it whole
-        if end < 0:
-            return [], offset
-        events = []
-        for raw in data[: end + 1].splitlines():
-            if raw.strip():
-                try:
-                    events.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    continue
-        return events, offset + end + 1
+        follower = RunFollower(self, chunk_bytes=max_bytes, offset=offset)
+        return follower.read(), follower.offset
 
     def iter_events(self) -> Iterator[dict]:
         events, _ = self.read_events(0)
@@ -322,3 +305,90 @@ def find_run(workspace, run: str) -> RunFolder:
     if not matches:
         raise TuituneError(f"no run {run!r} in {root}; runs: {names}")
     raise TuituneError(f"{run!r} matches several runs ({', '.join(m.id for m in matches)}); give more of the id")
+
+
+# --- reading events.jsonl ------------------------------------------------------------------------
+
+#: How much of events.jsonl one read takes: a big run opens in steps, not in one long read.
+CHUNK_BYTES = 1 << 20
+
+def parse_lines(data: bytes) -> list[dict]:
+    """JSON objects from complete lines (one ``json.loads`` for the lot; per line if one is damaged)."""
+    body = data.strip()
+    if not body:
+        return []
+    try:
+        out = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+        if all(isinstance(e, dict) for e in out):
+            return out
+    except ValueError:
+        pass
+    events = []
+    for raw in data.splitlines():
+        if raw.strip():
+            try:
+                e = json.loads(raw)
+            except ValueError:
+                continue  # a damaged line (a crash mid-write) costs that line only
+            if isinstance(e, dict):
+                events.append(e)
+    return events
+
+
+class RunFollower:
+    """Reads a run's ``events.jsonl`` from a byte offset, at most ``chunk_bytes`` per ``read()``
+    (None: all there is). The one reader of the file: the dashboard, ``runs follow`` and
+    ``RunFolder.read_events`` go through it.
+
+    ``at_end`` says whether the last read reached the end of what is written. If the
+    file shrinks (the run folder was replaced), ``reset`` turns true once and reading
+    starts over from the top.
+    """
+
+    def __init__(self, run: RunFolder | str | Path, chunk_bytes: int | None = CHUNK_BYTES, offset: int = 0):
+        self.run = run if isinstance(run, RunFolder) else RunFolder(Path(run))
+        self.chunk_bytes = chunk_bytes
+        self.offset = offset
+        self.at_end = False
+        self.reset = False
+
+    def size(self) -> int:
+        try:
+            return os.stat(self.run.events_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def read(self) -> list[dict]:
+        """The events on the next complete lines (see ``read_bytes``)."""
+        return parse_lines(self.read_bytes())
+
+    def read_bytes(self) -> bytes:
+        """The next complete lines, up to ``chunk_bytes`` of them (more only if one line is longer)."""
+        self.reset = False
+        try:
+            fh = open(self.run.events_path, "rb")
+        except FileNotFoundError:
+            self.at_end = True
+            return b""
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < self.offset:
+                self.offset = 0
+                self.reset = True
+            start = self.offset
+            fh.seek(start)
+            data = fh.read() if self.chunk_bytes is None else fh.read(self.chunk_bytes)
+            end = data.rfind(b"\n")
+            while end < 0 and self.chunk_bytes is not None and self.offset + len(data) < size:
+                # One line longer than a chunk: keep reading until it ends (or the file does).
+                more = fh.read(self.chunk_bytes)
+                if not more:
+                    break
+                data += more
+                end = data.rfind(b"\n")
+            # At the end when this read reached the end of the file (a partial last line waits).
+            self.at_end = start + len(data) >= size
+            if end < 0:
+                return b""
+            self.offset = start + end + 1
+        return data[: end + 1]
