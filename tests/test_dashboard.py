@@ -420,3 +420,25 @@ def test_callback_eta_is_smoothed_and_time_continues_across_a_resume(monkeypatch
     # A slower stretch moves the ETA gradually (an EMA), not by the whole jump at once.
     etas3 = _drive(RunCallback(run, cfg, None, is_main=True), clock, monkeypatch, 1, start=13, dt=20.0)
     assert 2.0 * 286 < etas3[0] < 20.0 * 286
+
+
+def test_the_dashboard_and_the_environment_step_see_the_same_gpus(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=2,3 on a 4-GPU box: both list the two visible GPUs as GPU0 and GPU1
+    (the dashboard listed all four, so its numbers were not the run's). NVML is faked here:
+    this machine has no GPU."""
+    from tuitune.doctor import gpu_inventory
+
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: None
+    fake.nvmlDeviceGetCount = lambda: 4
+    fake.nvmlDeviceGetHandleByIndex = lambda i: i
+    fake.nvmlDeviceGetName = lambda h: f"GPU-{h}".encode()
+    fake.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=h * 2**30, total=80 * 2**30,
+                                                                   free=(80 - h) * 2**30)
+    fake.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=50)
+    fake.nvmlDeviceGetCudaComputeCapability = lambda h: (9, 0)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    dash = [(g.index, g.name) for g in GpuProbe().read()]
+    env = [(g.index, g.name) for g in gpu_inventory(use_torch=False)]
+    assert dash == env == [(0, "GPU-2"), (1, "GPU-3")]

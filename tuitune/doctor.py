@@ -122,6 +122,17 @@ def gpu_driver_present() -> bool:
     return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
 
 
+def visible_gpu_indices(nv) -> list[int]:
+    """NVML's indices of the GPUs this process may use: all of them, or those that
+    ``CUDA_VISIBLE_DEVICES`` names (numbered from 0 in that order, as CUDA numbers them)."""
+    indices = list(range(nv.nvmlDeviceGetCount()))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible not in (None, ""):
+        wanted = [int(x) for x in visible.split(",") if x.strip().isdigit()]
+        indices = [i for i in indices if i in wanted]
+    return indices
+
+
 def gpu_inventory(use_torch: bool = True) -> list[GPU]:
     """The visible GPUs with their free memory: NVML where the driver is there, else torch.
 
@@ -131,12 +142,7 @@ def gpu_inventory(use_torch: bool = True) -> list[GPU]:
     gpus: list[GPU] = []
     if nv is not None:
         try:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            indices = list(range(nv.nvmlDeviceGetCount()))
-            if visible not in (None, ""):
-                wanted = [int(x) for x in visible.split(",") if x.strip().isdigit()]
-                indices = [i for i in indices if i in wanted]
-            for n, i in enumerate(indices):
+            for n, i in enumerate(visible_gpu_indices(nv)):
                 h = nv.nvmlDeviceGetHandleByIndex(i)
                 mem = nv.nvmlDeviceGetMemoryInfo(h)
                 name = nv.nvmlDeviceGetName(h)

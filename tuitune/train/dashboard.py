@@ -482,7 +482,10 @@ class GpuStat:
 
 
 class GpuProbe:
-    """GPU memory and utilisation through NVML (``pynvml``); ``read()`` is None without a GPU."""
+    """GPU memory and utilisation through NVML (``pynvml``); ``read()`` is None without a GPU.
+
+    The same GPUs, numbered the same way, as the Environment step (``doctor.gpu_inventory``):
+    those ``CUDA_VISIBLE_DEVICES`` leaves visible."""
 
     def __init__(self):
         self._nvml = None
@@ -490,22 +493,21 @@ class GpuProbe:
 
     def _init(self):
         if self._nvml is None and not self._failed:
-            try:
-                import pynvml
+            from tuitune.doctor import _nvml
 
-                pynvml.nvmlInit()
-                self._nvml = pynvml
-            except Exception:
-                self._failed = True
+            self._nvml = _nvml()
+            self._failed = self._nvml is None
         return self._nvml
 
     def read(self) -> list[GpuStat] | None:
+        from tuitune.doctor import visible_gpu_indices
+
         nvml = self._init()
         if nvml is None:
             return None
         try:
             out = []
-            for i in range(nvml.nvmlDeviceGetCount()):
+            for n, i in enumerate(visible_gpu_indices(nvml)):
                 h = nvml.nvmlDeviceGetHandleByIndex(i)
                 name = nvml.nvmlDeviceGetName(h)
                 name = name.decode() if isinstance(name, bytes) else str(name)
@@ -514,7 +516,7 @@ class GpuProbe:
                     util = int(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
                 except Exception:
                     util = None
-                out.append(GpuStat(i, name, mem.used / 2**30, mem.total / 2**30, util))
+                out.append(GpuStat(n, name, mem.used / 2**30, mem.total / 2**30, util))
             return out or None
         except Exception:
             return None
