@@ -65,11 +65,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tuitune.config.convert import DTYPE_NAMES as _TORCH_DTYPE
 from tuitune.errors import TuituneError
 from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir, publish_dir, refuse_existing
 
 DTYPES = ("fp16", "bf16", "fp32")
-_TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 _FROM_TORCH = {v: k for k, v in _TORCH_DTYPE.items()}
 #: Max |merged - reference| / max(1, max |reference|) allowed per dtype.
 TOLERANCE = {"fp32": 1e-4, "bf16": 6e-2, "fp16": 1e-2}

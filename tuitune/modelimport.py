@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from tuitune.config.convert import DTYPE_NAMES as _TORCH
 from tuitune.errors import TuituneError
 
 DTYPES = ("bf16", "fp16", "fp32")
-_TORCH = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 #: Max |imported - gguf| / max(1, max |gguf|) of the logits, per dtype of the folder.
 TOLERANCE = {"fp32": 1e-5, "bf16": 3e-2, "fp16": 1e-2}
 #: Share of positions whose greedy token must agree (16-bit rounding may flip a near tie).

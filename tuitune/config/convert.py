@@ -33,6 +33,31 @@ class Hardware:
     cpu_bf16: str = ""
 
 
+#: The precision names of configs and CLI flags, and torch's names for them: the one table.
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def torch_dtype(name: str):
+    """``torch.bfloat16`` for "bf16" (or "bfloat16"), and so on."""
+    import torch
+
+    return getattr(torch, DTYPE_NAMES.get(name, name))
+
+
+def bnb_config(bits: int, compute_dtype: str, quant_type: str = "nf4", double_quant: bool = True):
+    """``transformers.BitsAndBytesConfig`` for 4- or 8-bit weights: the one builder (training's
+    QLoRA and chat's ``--bits``). ``compute_dtype`` as in DTYPE_NAMES, either spelling."""
+    from transformers import BitsAndBytesConfig
+
+    allow_bitsandbytes()
+    dtype = torch_dtype(compute_dtype)
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, bnb_4bit_quant_type=quant_type,
+                                  bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype)
+
+
 def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -131,7 +156,7 @@ def resolve_compute_dtype(cfg: RunConfig, hw: Hardware | None = None) -> str:
     q = cfg.quantization.compute_dtype
     if q != "auto":
         return q
-    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[auto_precision(hw)[0]]
+    return DTYPE_NAMES[auto_precision(hw)[0]]
 
 
 def uses_autocast(cfg: RunConfig, hw: Hardware | None = None) -> bool:
@@ -257,21 +282,8 @@ def to_bnb_config(cfg: RunConfig):
     """``transformers.BitsAndBytesConfig`` for ``method: qlora``, else None."""
     if cfg.method != "qlora":
         return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    allow_bitsandbytes()
     q = cfg.quantization
-    dtype = getattr(torch, resolve_compute_dtype(cfg))
-    if q.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True, bnb_4bit_quant_type=q.quant_type,
-                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=q.quant_type,
-        bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=dtype,
-    )
+    return bnb_config(q.bits, resolve_compute_dtype(cfg), quant_type=q.quant_type, double_quant=q.double_quant)
 
 
 def to_deepspeed_config(cfg: RunConfig) -> dict | None:
@@ -332,17 +344,15 @@ def model_dtype(cfg: RunConfig, hw: Hardware | None = None) -> str:
         return resolve_compute_dtype(cfg, hw)
     if cfg.method == "full":
         return "float32"
-    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision(cfg, hw)]
+    return DTYPE_NAMES[resolve_precision(cfg, hw)]
 
 
 def to_model_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """Keyword arguments for ``AutoModelForCausalLM.from_pretrained`` (and the tokenizer's)."""
-    import torch
-
     return {
         "pretrained_model_name_or_path": cfg.model_path(),
         "trust_remote_code": cfg.trust_remote_code,
-        "dtype": getattr(torch, model_dtype(cfg)),
+        "dtype": torch_dtype(model_dtype(cfg)),
         "quantization_config": to_bnb_config(cfg),
     }
 
