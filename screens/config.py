@@ -585,21 +585,10 @@ def free_gib() -> list[float]:
 
 def vram_text(cfg: RunConfig, free: list[float]) -> str:
     """The estimate for this config and what to do if it does not fit (markup)."""
-    if not cfg.model_is_local():
-        return ("[b]VRAM[/] the estimate reads config.json from a local model folder; for a hub id, "
-                "download it first or use the Environment step")
-    model_dir = cfg.resolve(cfg.model)
-    if not (model_dir / "config.json").is_file():
-        return f"[b]VRAM[/] no config.json in {model_dir}: no estimate"
     from tuitune import vram
 
     try:
-        est = vram.estimate_model_dir(
-            model_dir, method=cfg.method, max_length=cfg.data.max_length, batch_size=cfg.training.batch_size,
-            gradient_checkpointing=cfg.training.gradient_checkpointing, lora_r=cfg.lora.r,
-            lora_targets=cfg.lora.target_modules, gpus=cfg.distributed.gpus,
-            deepspeed=None if cfg.distributed.deepspeed == "none" else cfg.distributed.deepspeed,
-            precision="fp32" if cfg.training.precision == "fp32" else "bf16")
+        est = vram.estimate_for_config(cfg)
         advice = vram.advise(est, free)
     except TuituneError as exc:
         return f"[b]VRAM[/] [red]{_escape(str(exc))}[/]"

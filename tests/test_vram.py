@@ -536,3 +536,25 @@ async def test_env_screen_estimates_a_hub_id_from_the_cache_and_wraps_the_checks
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert "offline" in widget_text(app.screen.query_one("#env-estimate"))
+
+
+def test_one_translation_of_a_config_into_an_estimate(tmp_path, tiny_model):
+    """`config check` and the Config step show the same figure, from vram.estimate_for_config,
+    and it follows the config's settings."""
+    from conftest import run_cli
+    from train_helpers import make_workspace, write_config
+
+    from screens.config import vram_text
+    from tuitune.config import load_config
+    from tuitune.vram import estimate_for_config
+
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    small = write_config(ws, "small", **{"training.batch_size": 2})
+    big = write_config(ws, "big", **{"training.batch_size": 32, "training.gradient_checkpointing": False})
+    a = estimate_for_config(load_config(small, workspace=ws))
+    b = estimate_for_config(load_config(big, workspace=ws))
+    assert b.total_gib > a.total_gib and a.batch_size == 2 and not b.gradient_checkpointing
+    proc = run_cli("-w", ws, "config", "check", small, "--no-machine")
+    assert proc.returncode == 0, proc.stderr
+    assert f"vram: ≈ {a.total_gib:.2f} GiB per GPU" in proc.stdout
+    assert f"≈ [b]{a.total_gib:.2f} GiB[/]" in vram_text(load_config(small, workspace=ws), [])

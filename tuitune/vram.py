@@ -670,6 +670,20 @@ def estimate_model_dir(model_dir: Union[str, Path], online: bool | None = None, 
     return estimate(read_model_shape(model_dir, online), **kwargs)
 
 
+def estimate_for_config(cfg, online: bool | None = False) -> Estimate:
+    """:func:`estimate` for a run config (a ``RunConfig``): its model, a folder or a hub id (from
+    the hub cache unless ``online``), with its method, length, batch, checkpointing, LoRA,
+    GPUs and DeepSpeed. The one translation of a config into estimate settings."""
+    model = cfg.resolve(cfg.model) if cfg.model_is_local() else cfg.model
+    return estimate_model_dir(
+        model, online=online, method=cfg.method, max_length=cfg.data.max_length,
+        batch_size=cfg.training.batch_size, gradient_checkpointing=cfg.training.gradient_checkpointing,
+        lora_r=cfg.lora.r, lora_targets=cfg.lora.target_modules, gpus=cfg.distributed.gpus,
+        deepspeed=None if cfg.distributed.deepspeed == "none" else cfg.distributed.deepspeed,
+        # The estimate is for the GPU box: there auto and the 16-bit choices hold the base in 16 bits.
+        precision="fp32" if cfg.training.precision == "fp32" else "bf16")
+
+
 # --- advice -----------------------------------------------------------------------------
 
 

@@ -102,7 +102,23 @@ def run_check(args) -> int:
         return 2
     if not args.json:
         print(f"ok: {path}: {summary(cfg)}")
+        vram = _vram_line(cfg)
+        if vram:
+            print(vram)
     return 0
+
+
+def _vram_line(cfg) -> str | None:
+    """The VRAM estimate for this config's settings, as the Config step shows it (None where the
+    model's config.json cannot be read here: the errors above say why)."""
+    from tuitune.errors import TuituneError
+    from tuitune.vram import estimate_for_config
+
+    try:
+        est = estimate_for_config(cfg)
+    except TuituneError:
+        return None
+    return f"vram: ≈ {est.total_gib:.2f} GiB per GPU for training (`tuitune env --estimate` for the parts and advice)"
 
 
 PATH_FIELDS = ("model", "data.train", "data.eval")
