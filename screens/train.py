@@ -29,15 +29,11 @@ from screens.steps import STEPS
 from screens.widgets.train_chart import LossChart
 from screens.widgets.train_modals import ConfirmModal, NewRunModal, ResumeModal, one_line
 from tuitune.render import RUN_STATUS_STYLE
-from tuitune.train.dashboard import (GpuProbe, RunFollower, RunRow, RunView, Snapshot, format_age, format_duration,
-                                     format_gpus, format_loss, format_steps, run_rows)
+from tuitune.train.dashboard import (FOLLOW_EVERY, LOG_LINES, GpuProbe, RunRow, RunWatcher, Snapshot, format_age,
+                                     format_duration, format_gpus, format_loss, format_steps, run_rows)
 from tuitune.train.runfolder import LIVE, RunFolder
 
 RUNS_EVERY = 2.0      # seconds between polls of the runs' state.json
-FOLLOW_EVERY = 0.5    # seconds between polls of the selected run's files once caught up
-GPU_EVERY = 2.0
-CATCH_UP_EVERY = 1.0    # seconds between snapshots while reading a long file's backlog (each costs a redraw)
-LOG_LINES = 200
 WORKSPACE_WIDE = "*"  # a message about the workspace, not one run (kept when the selection moves)
 
 _STEP_KEYS = {s.key for s in STEPS}
@@ -295,44 +291,12 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     @work(thread=True, exclusive=True, exit_on_error=False, group="train-follow", description="follow a run")
     def _follow(self, run_id: str, path: str, probe) -> None:
         worker = get_current_worker()
-        run = RunFolder(Path(path))
-        follower = RunFollower(run)
-        view = RunView(run_id)
-        log_key = None
-        log: list[str] = []
-        gpus = None
-        next_state = next_gpu = next_post = 0.0
-        first = True
+        watcher = RunWatcher(RunFolder(Path(path)), run_id, probe=probe, log_lines=LOG_LINES)
         while not worker.is_cancelled:
-            data = follower.read_bytes()
-            if follower.reset:
-                view.reset()
-            view.feed_bytes(data)
-            changed = bool(data) or first
-            t = time.monotonic()
-            if t >= next_state:
-                next_state = t + FOLLOW_EVERY
-                before = (view.status, view.error, view.step, view.total_steps)
-                view.set_state(run.status())
-                changed |= before != (view.status, view.error, view.step, view.total_steps)
-                key = _stat_key(run.log_path)
-                if key != log_key:
-                    log_key = key
-                    log = run.log_tail(LOG_LINES)
-                    changed = True
-            if t >= next_gpu:
-                next_gpu = t + GPU_EVERY
-                new = probe.read() if view.status in LIVE or first else gpus
-                changed |= new != gpus
-                gpus = new
-            # While catching up on a long file, one snapshot a second is plenty (the first at
-            # once, for a quick first paint): every one costs the UI a redraw, time the reading
-            # thread would otherwise have. Once caught up, every change.
-            if changed and (follower.at_end or first or t >= next_post):
-                self.post_message(self.RunUpdated(view.snapshot(log, gpus, caught_up=follower.at_end)))
-                next_post = t + CATCH_UP_EVERY
-            first = False
-            if not follower.at_end:
+            poll = watcher.poll()
+            if poll.snapshot is not None:
+                self.post_message(self.RunUpdated(poll.snapshot))
+            if not poll.caught_up:
                 continue  # more to read: the next chunk now
             # Caught up: look again in a moment (in slices, so a cancel is quick).
             deadline = time.monotonic() + FOLLOW_EVERY
@@ -603,14 +567,6 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self._message(one_line(event.worker.error), error=True)
         elif group in ("train-follow", "train-runs"):
             self._message(f"could not read the runs: {one_line(event.worker.error)}", error=True)
-
-
-def _stat_key(path: Path):
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _samples_text(snap: Snapshot, index: int | None = None):

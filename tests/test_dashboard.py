@@ -442,3 +442,35 @@ def test_the_dashboard_and_the_environment_step_see_the_same_gpus(monkeypatch):
     dash = [(g.index, g.name) for g in GpuProbe().read()]
     env = [(g.index, g.name) for g in gpu_inventory(use_torch=False)]
     assert dash == env == [(0, "GPU-2"), (1, "GPU-3")]
+
+
+def test_run_watcher_has_every_event_once_the_status_says_ended(tmp_path):
+    """The one watcher of the Train screen and `runs follow`: state before events, so a caught-up
+    poll whose status is ended has seen every event; snapshots at most once a second while a
+    backlog streams in (the first at once), and whenever caught up."""
+    from tuitune.train.dashboard import RunWatcher
+
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.write_state(status="running")
+    for i in range(1, 40):
+        run.append_event({"type": "train", "step": i, "loss": 1.0 / i})
+    now = [100.0]
+    w = RunWatcher(run, log_lines=0, state_every=0, chunk_bytes=200, clock=lambda: now[0])
+    seen, snaps, polls, ended = [], [], 0, False
+    while True:
+        p = w.poll()
+        polls += 1
+        seen += parse_lines(p.data)
+        if p.snapshot is not None:
+            snaps.append((p.caught_up, p.snapshot.step))
+        if p.caught_up and not ended:
+            run.append_event({"type": "train", "step": 40, "loss": 0.01})  # the worker's last event,
+            run.write_state(status="finished")  # then its ended status
+            ended = True
+        elif p.caught_up and p.status == "finished":
+            break
+    assert [e["step"] for e in seen] == list(range(1, 41))
+    assert polls > 5 and snaps[0][0] is False  # the backlog came in chunks, the first paint at once
+    assert all(caught for caught, _ in snaps[1:])  # the clock stood still: no snapshot mid-backlog
+    assert snaps[-1][1] == 40 and w.view.status == "finished"

@@ -309,3 +309,15 @@ def test_the_foreground_cli_hands_over_to_a_small_copier(ws):
     assert proc.returncode == 0, out[-2000:] + err[-2000:]
     assert out.rstrip().endswith("run fg: finished") and "lora:" in out
     assert "lora:" in (run / "train.log").read_text()
+
+
+def test_runs_follow_prints_the_run_to_its_end(ws):
+    """`tuitune runs follow` on a detached run: every logged step, then the end on stderr, exit 0."""
+    cfg = write_config(ws, "fl", **{"training.max_steps": 6, "training.logging_steps": 2, "evaluation.prompts": []})
+    proc = run_cli("-w", ws, "train", cfg, "--name", "fl")
+    assert proc.returncode == 0, proc.stderr
+    follow = run_cli("-w", ws, "runs", "follow", "fl", timeout=600)
+    assert follow.returncode == 0, follow.stderr
+    steps = [line.split()[1] for line in follow.stdout.splitlines() if line.startswith("step ") and "loss" in line]
+    assert steps[-1] == "6/6" and "2/6" in steps and "[finished]" in follow.stdout
+    assert follow.stderr.strip().endswith("run fl finished")

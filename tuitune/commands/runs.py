@@ -111,21 +111,23 @@ def format_event(e: dict) -> str | None:
 
 
 def run_follow(args) -> int:
-    from tuitune.train.runfolder import ENDED, find_run
+    from tuitune.train.dashboard import RunWatcher
+    from tuitune.train.runfolder import ENDED, find_run, parse_lines
 
     run = find_run(args.workspace, args.run)
-    offset = 0
+    # The Train screen's watcher, without the log tail or GPUs; the state at every look.
+    watcher = RunWatcher(run, log_lines=0, state_every=0)
     while True:
-        # Status first, then the events: the worker appends its last event before it writes an
-        # ended status, so once the status says ended, this drain has printed everything.
-        st = run.status()
-        events, offset = run.read_events(offset)
-        for e in events:
+        poll = watcher.poll()
+        for e in parse_lines(poll.data):
             line = json.dumps(e, ensure_ascii=False) if args.json else format_event(e)
             if line:
                 print(line)
         sys.stdout.flush()
-        if st.get("status") in ENDED:
+        if not poll.caught_up:
+            continue
+        if poll.status in ENDED:
+            st = run.status()
             print(f"run {run.id} {st['status']}" + (f": {st['error']}" if st.get("error") else ""),
                   file=sys.stderr)
             return 0 if st["status"] != "failed" else 1
