@@ -48,3 +48,19 @@ def test_engine_never_imports_textual():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_layering_contracts_hold_statically():
+    """import-linter's contracts in pyproject.toml: the engine never imports screens or textual
+    (but for the CLI's one way into the app); screens never import the heavy libraries directly.
+    Static, so a lazy import inside a function that no test calls is caught too."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    exe = shutil.which("lint-imports")
+    assert exe, "import-linter is a test dependency: pip install -e '.[test]'"
+    proc = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "2 kept, 0 broken" in proc.stdout
