@@ -29,8 +29,9 @@ from screens.steps import STEPS
 from screens.widgets.train_chart import LossChart
 from screens.widgets.train_modals import ConfirmModal, NewRunModal, ResumeModal, one_line
 from tuitune.render import RUN_STATUS_STYLE
-from tuitune.train.dashboard import (FOLLOW_EVERY, LOG_LINES, GpuProbe, RunRow, RunWatcher, Snapshot, format_age,
-                                     format_duration, format_gpus, format_loss, format_steps, run_rows)
+from tuitune.gpus import GpuProbe, format_gpus
+from tuitune.train.dashboard import Snapshot, format_age, format_duration, format_loss, format_steps
+from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunRow, RunWatcher, run_rows
 from tuitune.train.runfolder import LIVE, RunFolder
 
 RUNS_EVERY = 2.0      # seconds between polls of the runs' state.json

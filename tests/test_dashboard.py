@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tuitune.train.dashboard import (GpuProbe, RunFollower, RunView, Series, format_duration, format_gpus, parse_lines,
-                                     run_rows)
+from tuitune.train.dashboard import GpuProbe, RunFollower, RunView, Series, format_duration, format_gpus, parse_lines
 from tuitune.train.runfolder import RunFolder
+from tuitune.train.watch import run_rows
 
 DATA = Path(__file__).parent / "data" / "train_run"
 
@@ -448,7 +448,7 @@ def test_run_watcher_has_every_event_once_the_status_says_ended(tmp_path):
     """The one watcher of the Train screen and `runs follow`: state before events, so a caught-up
     poll whose status is ended has seen every event; snapshots at most once a second while a
     backlog streams in (the first at once), and whenever caught up."""
-    from tuitune.train.dashboard import RunWatcher
+    from tuitune.train.watch import RunWatcher
 
     run = RunFolder(tmp_path / "r")
     run.path.mkdir()

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from tuitune.fsutil import python_cmd
+# The GPU inventory lives in tuitune.gpus (shared with the dashboard); the doctor's names stay.
+from tuitune.gpus import GPU, _nvml, gpu_driver_present, gpu_inventory, visible_gpu_indices  # noqa: F401
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 1024 ** 3
@@ -45,16 +47,6 @@ class Check:
         return asdict(self)
 
 
-@dataclass
-class GPU:
-    index: int
-    name: str
-    total_gib: float
-    free_gib: float
-    capability: str      # e.g. "8.0"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -101,69 +93,12 @@ def check_python() -> list[Check]:
     return [Check("python", OK, f"Python {v} ({sys.executable})")]
 
 
-def _nvml():
-    """pynvml (from nvidia-ml-py), initialised, or None where there is no NVIDIA driver."""
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        return pynvml
-    except Exception:
-        return None
 
 
-def gpu_driver_present() -> bool:
-    """Whether a GPU driver torch could use is loaded (Linux: NVIDIA's, or AMD's for ROCm).
-
-    Where there is none, torch cannot see a GPU, so callers skip importing torch (2-3 s and
-    ~400 MB in a process that may only launch a worker) to hear "no". Off Linux, torch decides.
-    """
-    if not sys.platform.startswith("linux"):
-        return True
-    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
 
 
-def visible_gpu_indices(nv) -> list[int]:
-    """NVML's indices of the GPUs this process may use: all of them, or those that
-    ``CUDA_VISIBLE_DEVICES`` names (numbered from 0 in that order, as CUDA numbers them)."""
-    indices = list(range(nv.nvmlDeviceGetCount()))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible not in (None, ""):
-        wanted = [int(x) for x in visible.split(",") if x.strip().isdigit()]
-        indices = [i for i in indices if i in wanted]
-    return indices
 
 
-def gpu_inventory(use_torch: bool = True) -> list[GPU]:
-    """The visible GPUs with their free memory: NVML where the driver is there, else torch.
-
-    ``use_torch=False`` skips the torch fallback (2-3 s to import) for quick answers.
-    """
-    nv = _nvml()
-    gpus: list[GPU] = []
-    if nv is not None:
-        try:
-            for n, i in enumerate(visible_gpu_indices(nv)):
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                mem = nv.nvmlDeviceGetMemoryInfo(h)
-                name = nv.nvmlDeviceGetName(h)
-                name = name.decode() if isinstance(name, bytes) else name
-                major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
-                gpus.append(GPU(n, name, mem.total / GIB, mem.free / GIB, f"{major}.{minor}"))
-            return gpus
-        except Exception:
-            gpus = []
-    if not use_torch or not gpu_driver_present():
-        return gpus
-    try:
-        import torch
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(i)
-                p = torch.cuda.get_device_properties(i)
-                gpus.append(GPU(i, p.name, total / GIB, free / GIB, f"{p.major}.{p.minor}"))
-    except Exception:
-        pass
-    return gpus
 
 
 def check_torch_and_gpus(report: Report) -> list[Check]:

@@ -43,7 +43,7 @@ def runs_table(workspace, now: float | None = None) -> list[dict]:
     """Each run as a dict (``runs list --json``), from the same rows the Train screen shows."""
     from dataclasses import asdict
 
-    from tuitune.train.dashboard import run_rows
+    from tuitune.train.watch import run_rows
 
     now = time.time() if now is None else now
     return [{**asdict(r), "age": now - r.created if r.created else None} for r in run_rows(workspace)]
@@ -111,7 +111,7 @@ def format_event(e: dict) -> str | None:
 
 
 def run_follow(args) -> int:
-    from tuitune.train.dashboard import RunWatcher
+    from tuitune.train.watch import RunWatcher
     from tuitune.train.runfolder import ENDED, find_run, parse_lines
 
     run = find_run(args.workspace, args.run)

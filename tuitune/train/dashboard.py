@@ -3,12 +3,11 @@
 * ``RunView`` ingests events incrementally (``feed``) and keeps only what a dashboard shows:
   bounded loss and eval-loss series, the latest metrics, sample answers per prompt,
   checkpoints and lifecycle events. A run with 100k events stays a few thousand numbers.
-* ``RunFollower`` (the run folder's one reader, in runfolder.py) reads ``events.jsonl`` from a
-  byte offset in bounded chunks, so the first
-  paint of a huge file is quick and the rest streams in; a line still being written is
-  left for the next read.
-* ``run_rows`` lists the workspace's runs from ``state.json`` only (cheap enough to poll).
-* ``GpuProbe`` reads GPU memory and utilisation through NVML when there is a driver.
+* ``RunFollower`` (the run folder's one reader, in runfolder.py) reads ``events.jsonl`` from
+  a byte offset in bounded chunks, so the first paint of a huge file is quick and the rest
+  streams in; a line still being written is left for the next read.
+* ``RunWatcher`` and ``run_rows`` (tuitune.train.watch) follow a run and list the runs;
+  ``GpuProbe`` (tuitune.gpus) reads GPU memory and utilisation.
 
 The TUI's Train screen and any other front end share these; they hold no textual state.
 """
@@ -18,11 +17,11 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
+from tuitune.gpus import GpuProbe, GpuStat, format_gpus  # noqa: F401 (re-exported: the GPUs live in tuitune.gpus)
 # RunFollower and parse_lines live with the run folder (its one reader); re-exported for the screens.
-from tuitune.train.runfolder import LIVE, RunFolder, RunFollower, list_runs, parse_lines  # noqa: F401
+from tuitune.train.runfolder import LIVE, RunFollower, parse_lines  # noqa: F401
 
 MAX_POINTS = 2000
 MAX_LIFECYCLE = 50
@@ -406,121 +405,6 @@ _TRAIN_MARK = b'"type": "train"'
 _TRAIN_RE = re.compile(rb'"type": "train", "step": (-?\d+),[^\n]*?"loss": (-?(?:\d[\d.eE+-]*|NaN|Infinity))[,}]')
 
 
-# --- watching a run ---------------------------------------------------------------------------------
-
-FOLLOW_EVERY = 0.5  # seconds between looks at a run's state once caught up
-GPU_EVERY = 2.0
-CATCH_UP_EVERY = 1.0  # seconds between snapshots while reading a long file's backlog (each costs a redraw)
-LOG_LINES = 200
-
-
-def _stat_key(path: Path):
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-@dataclass
-class Poll:
-    """What one :meth:`RunWatcher.poll` found: the complete event lines read (``data``), the
-    state read before them (``status``), whether the file is read to its end, and a snapshot
-    for a screen where one is due (None: nothing new, or a backlog still streaming in)."""
-    data: bytes
-    status: str | None
-    caught_up: bool
-    snapshot: Snapshot | None
-
-
-class RunWatcher:
-    """One way to follow a run folder, for the Train screen and ``tuitune runs follow``.
-
-    Each :meth:`poll` looks at ``state.json`` (at most every ``state_every`` seconds) *before*
-    reading the next chunk of ``events.jsonl``: the worker appends its last event before it
-    writes an ended status, so once a poll's status is ended and the read is caught up, every
-    event has been seen. ``train.log``'s tail and the GPUs (``probe``) are read when they
-    change and every ``GPU_EVERY`` seconds; a snapshot is made when something changed, at most
-    every ``CATCH_UP_EVERY`` seconds while a backlog is read (the first at once).
-    """
-
-    def __init__(self, run: RunFolder, run_id: str | None = None, probe=None, log_lines: int = LOG_LINES,
-                 state_every: float = FOLLOW_EVERY, chunk_bytes: int | None = None, clock=None):
-        import time
-
-        self.run = run
-        self.follower = RunFollower(run) if chunk_bytes is None else RunFollower(run, chunk_bytes=chunk_bytes)
-        self.view = RunView(run_id or run.id)
-        self.probe, self.log_lines, self.state_every = probe, log_lines, state_every
-        self.clock = clock or time.monotonic
-        self._log_key = None
-        self._log: list[str] = []
-        self._gpus = None
-        self._next_state = self._next_gpu = self._next_post = 0.0
-        self._first = True
-        self._status: str | None = None
-
-    def poll(self) -> Poll:
-        view, t = self.view, self.clock()
-        changed = self._first
-        if t >= self._next_state:
-            self._next_state = t + self.state_every
-            before = (view.status, view.error, view.step, view.total_steps)
-            state = self.run.status()
-            self._status = state.get("status")
-            view.set_state(state)
-            changed |= before != (view.status, view.error, view.step, view.total_steps)
-            if self.log_lines:
-                key = _stat_key(self.run.log_path)
-                if key != self._log_key:
-                    self._log_key = key
-                    self._log = self.run.log_tail(self.log_lines)
-                    changed = True
-        data = self.follower.read_bytes()
-        if self.follower.reset:
-            view.reset()
-        view.feed_bytes(data)
-        changed |= bool(data)
-        if self.probe is not None and t >= self._next_gpu:
-            self._next_gpu = t + GPU_EVERY
-            new = self.probe.read() if view.status in LIVE or self._first else self._gpus
-            changed |= new != self._gpus
-            self._gpus = new
-        snap = None
-        if changed and (self.follower.at_end or self._first or t >= self._next_post):
-            snap = view.snapshot(self._log, self._gpus, caught_up=self.follower.at_end)
-            self._next_post = t + CATCH_UP_EVERY
-        self._first = False
-        return Poll(data, self._status, self.follower.at_end, snap)
-
-
-# --- the runs list ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    status: str
-    step: int
-    total_steps: int | None
-    last_loss: float | None
-    created: float | None
-    error: str | None
-    path: str
-    method: str | None = None
-    model: str | None = None
-
-
-def run_rows(workspace) -> list[RunRow]:
-    """The workspace's runs, newest first, from their ``state.json`` (and the worker's liveness)."""
-    rows = []
-    for r in list_runs(workspace):
-        st = r.status()
-        rows.append(RunRow(r.id, st.get("status", "unknown"), st.get("step") or 0, st.get("total_steps"),
-                           st.get("last_loss"), st.get("created"), st.get("error"), str(r.path),
-                           st.get("method"), st.get("model")))
-    return rows
-
-
 # --- formatting -------------------------------------------------------------------------------------
 
 def format_duration(seconds: float | None) -> str:
@@ -559,63 +443,8 @@ def format_loss(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"
 
 
-# --- GPUs -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GpuStat:
-    index: int
-    name: str
-    used_gib: float
-    total_gib: float
-    util: int | None
 
 
-class GpuProbe:
-    """GPU memory and utilisation through NVML (``pynvml``); ``read()`` is None without a GPU.
-
-    The same GPUs, numbered the same way, as the Environment step (``doctor.gpu_inventory``):
-    those ``CUDA_VISIBLE_DEVICES`` leaves visible."""
-
-    def __init__(self):
-        self._nvml = None
-        self._failed = False
-
-    def _init(self):
-        if self._nvml is None and not self._failed:
-            from tuitune.doctor import _nvml
-
-            self._nvml = _nvml()
-            self._failed = self._nvml is None
-        return self._nvml
-
-    def read(self) -> list[GpuStat] | None:
-        from tuitune.doctor import visible_gpu_indices
-
-        nvml = self._init()
-        if nvml is None:
-            return None
-        try:
-            out = []
-            for n, i in enumerate(visible_gpu_indices(nvml)):
-                h = nvml.nvmlDeviceGetHandleByIndex(i)
-                name = nvml.nvmlDeviceGetName(h)
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                mem = nvml.nvmlDeviceGetMemoryInfo(h)
-                try:
-                    util = int(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
-                except Exception:
-                    util = None
-                out.append(GpuStat(n, name, mem.used / 2**30, mem.total / 2**30, util))
-            return out or None
-        except Exception:
-            return None
 
 
-def format_gpus(gpus) -> str:
-    if not gpus:
-        return "no GPU"
-    parts = []
-    for g in gpus:
-        util = f" {g.util}%" if g.util is not None else ""
-        parts.append(f"GPU{g.index} {g.used_gib:.1f}/{g.total_gib:.0f} GiB{util}")
-    return "  ".join(parts)
+
