@@ -29,12 +29,11 @@ class LossChart(PlotextPlot):
         self._last_draw = float("-inf")
         self._pending = None
         self.log_scale = False
-        self.draws = 0  # how many times new data was drawn (tests look at it)
+        self.draws = 0  # how many times data was drawn (tests look at it)
 
     def on_mount(self) -> None:
         super().on_mount()
         self._draw()
-        self.draws = 0
 
     def set_data(self, loss: Points, eval_loss: Points = (), title: str = "") -> None:
         if (loss, eval_loss, title) == (self._loss, self._eval, self._title):
@@ -78,7 +77,8 @@ class LossChart(PlotextPlot):
 
     def _draw(self) -> None:
         self._last_draw = time.monotonic()
-        self.draws += 1
+        if self._loss or self._eval:
+            self.draws += 1  # the empty chart drawn at mount is not counted
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
