@@ -355,7 +355,7 @@ class LoadedModel:
         return bool(self.adapters)
 
 
-def _torch_dtype(dtype: str, cuda: bool):
+def _torch_dtype(dtype: str):
     if dtype not in DTYPES:
         raise TuituneError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     if dtype == "auto":
@@ -393,14 +393,13 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     if bits is not None and not cuda:
         raise TuituneError(f"--bits {bits} quantizes the weights with bitsandbytes, which needs a CUDA GPU, and "
                            "this machine has none; drop --bits to load the model unquantized")
-    torch_dtype = _torch_dtype(dtype, cuda)
+    torch_dtype = _torch_dtype(dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if bits is not None:
         from tuitune.config.convert import bnb_config
 
         # 4-bit weights compute in the asked 16-bit type (fp16 where fp32 was asked: on a GPU).
-        kwargs["quantization_config"] = bnb_config(
-            bits, str(torch_dtype).replace("torch.", "") if torch_dtype != torch.float32 else "float16")
+        kwargs["quantization_config"] = bnb_config(bits, torch.float16 if torch_dtype == torch.float32 else torch_dtype)
         kwargs["device_map"] = {"": 0}
     elif cuda:
         kwargs["device_map"] = "auto"

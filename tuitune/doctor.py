@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from tuitune.fsutil import python_cmd
-# The GPU inventory lives in tuitune.gpus (shared with the dashboard); the doctor's names stay.
-from tuitune.gpus import GPU, _nvml, gpu_driver_present, gpu_inventory, visible_gpu_indices  # noqa: F401
+# The GPU inventory lives in tuitune.gpus (shared with the dashboard and the config checks).
+from tuitune.gpus import GPU, gpu_inventory, nvml
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 1024 ** 3
@@ -45,8 +45,6 @@ class Check:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
 
 
 @dataclass
@@ -93,14 +91,6 @@ def check_python() -> list[Check]:
     return [Check("python", OK, f"Python {v} ({sys.executable})")]
 
 
-
-
-
-
-
-
-
-
 def check_torch_and_gpus(report: Report) -> list[Check]:
     out: list[Check] = []
     try:
@@ -116,7 +106,7 @@ def check_torch_and_gpus(report: Report) -> list[Check]:
                          "on a GPU box, install a CUDA build of torch that matches the driver "
                          "(pytorch.org's install selector); the CPU build is fine for `tuitune demo`"))
 
-    nv = _nvml()
+    nv = nvml()
     driver = None
     driver_cuda = None
     if nv is not None:

@@ -24,7 +24,7 @@ class GPU:
     def to_dict(self) -> dict:
         return asdict(self)
 
-def _nvml():
+def nvml():
     """pynvml (from nvidia-ml-py), initialised, or None where there is no NVIDIA driver."""
     try:
         import pynvml
@@ -58,7 +58,7 @@ def gpu_inventory(use_torch: bool = True) -> list[GPU]:
 
     ``use_torch=False`` skips the torch fallback (2-3 s to import) for quick answers.
     """
-    nv = _nvml()
+    nv = nvml()
     gpus: list[GPU] = []
     if nv is not None:
         try:
@@ -107,7 +107,7 @@ class GpuProbe:
 
     def _init(self):
         if self._nvml is None and not self._failed:
-            self._nvml = _nvml()
+            self._nvml = nvml()
             self._failed = self._nvml is None
         return self._nvml
 

@@ -111,8 +111,8 @@ def format_event(e: dict) -> str | None:
 
 
 def run_follow(args) -> int:
-    from tuitune.train.watch import RunWatcher
     from tuitune.train.runfolder import ENDED, find_run, parse_lines
+    from tuitune.train.watch import RunWatcher
 
     run = find_run(args.workspace, args.run)
     # The Train screen's watcher, without the log tail or GPUs; the state at every look.
@@ -127,7 +127,7 @@ def run_follow(args) -> int:
         if not poll.caught_up:
             continue
         if poll.status in ENDED:
-            st = run.status()
+            st = poll.state
             print(f"run {run.id} {st['status']}" + (f": {st['error']}" if st.get("error") else ""),
                   file=sys.stderr)
             return 0 if st["status"] != "failed" else 1

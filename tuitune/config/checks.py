@@ -49,7 +49,7 @@ def _bnb_check():
 def _device() -> tuple[bool, bool, int]:
     """(cuda available, bf16 on the GPU, number of visible GPUs), from the one hardware probe."""
     from tuitune.config.convert import probe_hardware
-    from tuitune.doctor import gpu_inventory
+    from tuitune.gpus import gpu_inventory
 
     hw = probe_hardware()
     return hw.cuda, hw.cuda_bf16, len(gpu_inventory()) if hw.cuda else 0

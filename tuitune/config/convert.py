@@ -37,16 +37,16 @@ class Hardware:
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def torch_dtype(name: str):
-    """``torch.bfloat16`` for "bf16" (or "bfloat16"), and so on."""
+def torch_dtype(name):
+    """``torch.bfloat16`` for "bf16" (or "bfloat16"), and so on; a torch dtype is returned as is."""
     import torch
 
-    return getattr(torch, DTYPE_NAMES.get(name, name))
+    return getattr(torch, DTYPE_NAMES.get(name, name)) if isinstance(name, str) else name
 
 
 def bnb_config(bits: int, compute_dtype: str, quant_type: str = "nf4", double_quant: bool = True):
     """``transformers.BitsAndBytesConfig`` for 4- or 8-bit weights: the one builder (training's
-    QLoRA and chat's ``--bits``). ``compute_dtype`` as in DTYPE_NAMES, either spelling."""
+    QLoRA and chat's ``--bits``). ``compute_dtype`` as in DTYPE_NAMES, either spelling, or a torch dtype."""
     from transformers import BitsAndBytesConfig
 
     allow_bitsandbytes()
@@ -113,7 +113,7 @@ def cpu_bf16_evidence(flags: set[str] | None = None, torch_probe=None) -> str:
 def probe_hardware() -> Hardware:
     """This machine, probed once per process (torch is imported only where a GPU driver is loaded
     or the CPU's flags cannot be read)."""
-    from tuitune.doctor import gpu_driver_present
+    from tuitune.gpus import gpu_driver_present
 
     cuda = bf16 = False
     name = ""

@@ -22,9 +22,10 @@ from tuitune.train.runfolder import RunFolder, process_start_time
 def exec_foreground(run: RunFolder, resume: bool = False) -> int:
     """Become ``python -m tuitune.train.foreground RUN [--resume]``; returns only where exec is
     not how processes start (Windows), after running the worker here."""
-    argv = [*python_cmd(), "-m", "tuitune.train.foreground", str(run.path)] + (["--resume"] if resume else [])
+    args = [str(run.path)] + (["--resume"] if resume else [])
     if os.name != "posix":
-        return main(argv[-2:] if resume else argv[-1:])
+        return main(args)
+    argv = [*python_cmd(), "-m", "tuitune.train.foreground", *args]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)
@@ -33,13 +34,13 @@ def exec_foreground(run: RunFolder, resume: bool = False) -> int:
 
 def run_foreground(run: RunFolder, resume: bool = False) -> int:
     """Run the worker attached to this terminal (its output also goes to train.log)."""
-    from tuitune.train.launcher import _env, worker_command
+    from tuitune.train.launcher import worker_command, worker_env
 
     cmd = worker_command(run, resume)
     ws = run.read_state().get("workspace") or str(run.path.parent.parent)
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=ws, env=_env())
+                                cwd=ws, env=worker_env())
         run.write_state(pid=proc.pid, pgid=os.getpgid(proc.pid), pid_start=process_start_time(proc.pid),
                         started=time.time(), command=cmd)
         while True:

@@ -70,7 +70,8 @@ def worker_command(run: RunFolder, resume: bool) -> list[str]:
     return to_launch_command(cfg, argv)
 
 
-def _env() -> dict:
+def worker_env() -> dict:
+    """The worker's environment: unbuffered output, no tokenizers thread pool warnings."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -85,7 +86,7 @@ def spawn(run: RunFolder, resume: bool = False) -> int:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=ws, env=_env(), close_fds=True)
+                                start_new_session=True, cwd=ws, env=worker_env(), close_fds=True)
     run.write_state(status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process_start_time(proc.pid),
                     host=socket.gethostname(), started=time.time(), command=cmd, error=None)
     return proc.pid

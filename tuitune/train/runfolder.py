@@ -312,6 +312,7 @@ def find_run(workspace, run: str) -> RunFolder:
 #: How much of events.jsonl one read takes: a big run opens in steps, not in one long read.
 CHUNK_BYTES = 1 << 20
 
+
 def parse_lines(data: bytes) -> list[dict]:
     """JSON objects from complete lines (one ``json.loads`` for the lot; per line if one is damaged)."""
     body = data.strip()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuitune.train.dashboard import RunView, Snapshot
-from tuitune.train.runfolder import LIVE, RunFolder, RunFollower, list_runs
+from tuitune.train.runfolder import CHUNK_BYTES, LIVE, RunFolder, RunFollower, list_runs
 
 
 # --- watching a run ---------------------------------------------------------------------------------
@@ -29,12 +29,17 @@ def _stat_key(path: Path):
 @dataclass
 class Poll:
     """What one :meth:`RunWatcher.poll` found: the complete event lines read (``data``), the
-    state read before them (``status``), whether the file is read to its end, and a snapshot
-    for a screen where one is due (None: nothing new, or a backlog still streaming in)."""
+    last ``state.json`` read, at or before them (``state``), whether the file is read to its end,
+    and a snapshot for a screen where one is due (None: nothing new, or a backlog still
+    streaming in)."""
     data: bytes
-    status: str | None
+    state: dict
     caught_up: bool
     snapshot: Snapshot | None
+
+    @property
+    def status(self) -> str | None:
+        return self.state.get("status")
 
 
 class RunWatcher:
@@ -49,11 +54,11 @@ class RunWatcher:
     """
 
     def __init__(self, run: RunFolder, run_id: str | None = None, probe=None, log_lines: int = LOG_LINES,
-                 state_every: float = FOLLOW_EVERY, chunk_bytes: int | None = None, clock=None):
+                 state_every: float = FOLLOW_EVERY, chunk_bytes: int = CHUNK_BYTES, clock=None):
         import time
 
         self.run = run
-        self.follower = RunFollower(run) if chunk_bytes is None else RunFollower(run, chunk_bytes=chunk_bytes)
+        self.follower = RunFollower(run, chunk_bytes=chunk_bytes)
         self.view = RunView(run_id or run.id)
         self.probe, self.log_lines, self.state_every = probe, log_lines, state_every
         self.clock = clock or time.monotonic
@@ -62,7 +67,7 @@ class RunWatcher:
         self._gpus = None
         self._next_state = self._next_gpu = self._next_post = 0.0
         self._first = True
-        self._status: str | None = None
+        self._state: dict = {}
 
     def poll(self) -> Poll:
         view, t = self.view, self.clock()
@@ -70,9 +75,8 @@ class RunWatcher:
         if t >= self._next_state:
             self._next_state = t + self.state_every
             before = (view.status, view.error, view.step, view.total_steps)
-            state = self.run.status()
-            self._status = state.get("status")
-            view.set_state(state)
+            self._state = self.run.status()
+            view.set_state(self._state)
             changed |= before != (view.status, view.error, view.step, view.total_steps)
             if self.log_lines:
                 key = _stat_key(self.run.log_path)
@@ -95,7 +99,7 @@ class RunWatcher:
             snap = view.snapshot(self._log, self._gpus, caught_up=self.follower.at_end)
             self._next_post = t + CATCH_UP_EVERY
         self._first = False
-        return Poll(data, self._status, self.follower.at_end, snap)
+        return Poll(data, self._state, self.follower.at_end, snap)
 
 
 # --- the runs list ----------------------------------------------------------------------------------
@@ -123,5 +127,3 @@ def run_rows(workspace) -> list[RunRow]:
                            st.get("last_loss"), st.get("created"), st.get("error"), str(r.path),
                            st.get("method"), st.get("model")))
     return rows
-
-
