@@ -27,7 +27,7 @@ from screens.base import StepScreen
 from screens.widgets.chat_input import ChatInput
 from screens.widgets.chat_settings import ChatSettings
 from screens.widgets.chat_transcript import ChatTranscript
-from tuitune.chat import GenerationSettings
+from tuitune.generation.settings import GenerationSettings
 
 POST_EVERY = 0.05          # seconds between streamed updates to the view
 DEFAULT_SAVE = "data/chat-transcripts.jsonl"
@@ -229,14 +229,15 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat-load", description="load the chat model")
     def load_models(self, a: str, b: str | None) -> None:
-        from tuitune.chat import ChatSession, load_pair, resolve_source
+        from tuitune.chat import ChatSession, load_pair
+        from tuitune.sources import resolve
 
         t0 = time.perf_counter()
         ws = self.app.workspace.root
         progress = lambda text: self.post_message(self.LoadProgress(text))  # noqa: E731
-        src_a = resolve_source(a, ws)
+        src_a = resolve(a, ws)
         if b:
-            src_b = resolve_source(b, ws)
+            src_b = resolve(b, ws)
             sessions = list(load_pair(src_a, src_b, settings=self.settings, template=self.template,
                                       progress=progress))
         else:
@@ -469,13 +470,13 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 
     def _run_of(self, spec: str) -> str | None:
         """The run a spec names (RUN, RUN:checkpoint-N), without loading anything."""
-        from tuitune.chat import resolve_source
+        from tuitune.sources import resolve
         from tuitune.errors import TuituneError
 
         if not spec:
             return None
         try:
-            return resolve_source(spec, self.app.workspace.root).run
+            return resolve(spec, self.app.workspace.root).run
         except TuituneError:
             return None
 

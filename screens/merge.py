@@ -242,10 +242,11 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="merge")
     def run_merge(self, run_id: str, checkpoint: int | None, out: Path, shard: str, dtype: str | None,
                   verify: bool, force: bool = False) -> None:
-        from tuitune.merge import merge, resolve_source
+        from tuitune.merge import merge
+        from tuitune.sources import resolve
 
         worker = get_current_worker()
-        src = resolve_source(self.workspace.root, run_id, checkpoint=checkpoint)
+        src = resolve(run_id, self.workspace.root, checkpoint=checkpoint, need="adapter")
         result = merge(src, out, max_shard_size=shard.strip() or "2GB", dtype=dtype, verify_result=verify, force=force,
                        on_progress=lambda *a: self.post_message(self.Progress(*a)),
                        log=lambda line: self.post_message(self.Log(line)),

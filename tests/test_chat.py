@@ -6,13 +6,13 @@ import gc
 import json
 import threading
 import weakref
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tuitune.chat import (ChatSession, GenerationSettings, load_pair, resolve_source, save_conversations)
+from tuitune.chat import ChatSession, GenerationSettings, load_pair, save_conversations
 from tuitune.errors import TuituneError
+from tuitune.sources import resolve
 
 QUESTION = "请介绍一下你自己"
 
@@ -105,11 +105,11 @@ def test_same_seed_same_answer_even_after_other_generations(session):
     session.settings = GenerationSettings(temperature=1.2, top_p=0.95, top_k=0, seed=7, max_new_tokens=30)
     first = session.ask(QUESTION)
     session.reset()
-    session.settings = replace(session.settings, seed=8)
+    session.settings = session.settings.replace(seed=8)
     other = session.ask(QUESTION)
     session.ask("and then?")  # more generations in between, and a different history
     session.reset()
-    session.settings = replace(session.settings, seed=7)
+    session.settings = session.settings.replace(seed=7)
     assert session.ask(QUESTION) == first
     assert other != first  # the seed matters
 
@@ -120,7 +120,7 @@ def test_random_seed_is_recorded_and_reproduces(session):
     used = session.last.stats.seed
     assert isinstance(used, int)
     session.reset()
-    session.settings = replace(session.settings, seed=used)
+    session.settings = session.settings.replace(seed=used)
     assert session.ask(QUESTION) == a
 
 
@@ -151,7 +151,7 @@ def test_user_stop_words_cut_the_answer(session):
              if all(not c.isspace() and c != "\ufffd" for c in full[i:i + 3]))
     word = full[i:i + 3]
     session.reset()
-    session.settings = replace(session.settings, stop=(word,))
+    session.settings = session.settings.replace(stop=(word,))
     cut = session.ask(QUESTION)
     assert cut == full[:full.index(word)]
     assert session.last.stats.finish == "stop_word"
@@ -225,7 +225,7 @@ def test_save_transcript_in_the_data_format(session, tmp_path):
 ])
 def test_settings_validation(field, value, needle):
     with pytest.raises(TuituneError, match=needle):
-        replace(GenerationSettings(), **{field: value}).validate()
+        GenerationSettings(**{field: value})
 
 
 def test_settings_from_text():
@@ -249,13 +249,13 @@ def test_adapter_changes_the_answer(tiny_model, adapter, session):
 
 
 def test_adapter_folder_alone_finds_its_base(tiny_model, adapter):
-    src = resolve_source(str(adapter))
+    src = resolve(str(adapter))
     assert src.adapter == adapter and Path(src.base) == Path(tiny_model)
 
 
 def test_compare_shares_one_base_and_matches_single_sessions(tiny_model, adapter, session):
     settings = GenerationSettings(temperature=0.9, seed=11, max_new_tokens=20)
-    a, b = load_pair(resolve_source(str(tiny_model)), resolve_source(str(tiny_model), adapter=str(adapter)),
+    a, b = load_pair(resolve(str(tiny_model)), resolve(str(tiny_model), adapter=str(adapter)),
                      settings=settings)
     assert a.loaded is b.loaded  # the base is in memory once
     ans_b1 = b.ask(QUESTION)
@@ -289,9 +289,9 @@ def test_adapter_that_does_not_fit(tiny_model, tmp_path):
 def test_not_a_model_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(TuituneError, match="not a model folder"):
-        resolve_source(str(tmp_path))
+        resolve(str(tmp_path))
     with pytest.raises(TuituneError, match="no such folder"):
-        resolve_source(str(tmp_path / "missing"), tmp_path)
+        resolve(str(tmp_path / "missing"), tmp_path)
 
 
 def test_bits_need_a_gpu(tiny_model):

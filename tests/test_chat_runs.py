@@ -11,8 +11,9 @@ from conftest import assert_one_line_error, run_cli
 from test_chat import QUESTION
 from train_helpers import make_workspace, write_config
 
-from tuitune.chat import ChatSession, GenerationSettings, load_pair, resolve_source
+from tuitune.chat import ChatSession, GenerationSettings, load_pair
 from tuitune.errors import TuituneError
+from tuitune.sources import resolve
 
 pytestmark = pytest.mark.slow
 RUN = "chat-run"
@@ -32,18 +33,18 @@ def ws(tmp_path_factory, tiny_model) -> Path:
 def test_run_forms(ws):
     run = ws / "runs" / RUN
     base = str((ws / "models" / "tiny-chat").resolve())
-    src = resolve_source(RUN, ws)
+    src = resolve(RUN, ws)
     assert src.adapter == run / "adapter" and src.base == base and src.label == RUN and src.template == "auto"
-    cp = resolve_source(f"{RUN}:checkpoint-2", ws)
+    cp = resolve(f"{RUN}:checkpoint-2", ws)
     assert cp.adapter == run / "checkpoints" / "checkpoint-2" and cp.label == f"{RUN}:checkpoint-2"
-    assert resolve_source(f"{RUN}:2", ws).adapter == cp.adapter
-    assert resolve_source(RUN, ws, checkpoint=2).adapter == cp.adapter
-    assert resolve_source(str(run / "checkpoints" / "checkpoint-2")).adapter == cp.adapter
-    assert resolve_source(str(run), ws).adapter == run / "adapter"
-    b = resolve_source(f"{RUN}:base", ws)
+    assert resolve(f"{RUN}:2", ws).adapter == cp.adapter
+    assert resolve(RUN, ws, checkpoint=2).adapter == cp.adapter
+    assert resolve(str(run / "checkpoints" / "checkpoint-2")).adapter == cp.adapter
+    assert resolve(str(run), ws).adapter == run / "adapter"
+    b = resolve(f"{RUN}:base", ws)
     assert b.adapter is None and b.base == base
     with pytest.raises(TuituneError, match="no complete checkpoint-9; checkpoints: checkpoint-1, checkpoint-2"):
-        resolve_source(f"{RUN}:checkpoint-9", ws)
+        resolve(f"{RUN}:checkpoint-9", ws)
 
 
 def test_a_run_still_training_uses_its_latest_checkpoint(ws, tmp_path):
@@ -53,14 +54,14 @@ def test_a_run_still_training_uses_its_latest_checkpoint(ws, tmp_path):
     run = copy / "runs" / RUN
     shutil.rmtree(run / "adapter")
     (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()  # a save still being written
-    src = resolve_source(RUN, copy)
+    src = resolve(RUN, copy)
     assert src.adapter == run / "checkpoints" / "checkpoint-2"
     assert "no final adapter yet" in src.notes[0] and "checkpoint-2" in src.notes[0]
 
 
 def test_compare_two_checkpoints_on_one_base(ws):
     settings = GenerationSettings(temperature=0.8, seed=5, max_new_tokens=16)
-    a, b = load_pair(resolve_source(f"{RUN}:checkpoint-1", ws), resolve_source(f"{RUN}:checkpoint-3", ws),
+    a, b = load_pair(resolve(f"{RUN}:checkpoint-1", ws), resolve(f"{RUN}:checkpoint-3", ws),
                      settings=settings)
     assert a.loaded is b.loaded and set(a.loaded.adapters) == {"a", "b"}
     ans_a, ans_b = a.ask(QUESTION), b.ask(QUESTION)
@@ -95,3 +96,27 @@ async def test_screen_compare_fills_in_the_runs_base(ws):
         a, b = screen.sessions
         assert a.loaded is b.loaded and a.source.label == f"{RUN}:base" and b.source.label == RUN
         assert str(screen.query_one("#chat-title-b").render()) == f"B: {RUN}"
+
+
+def test_a_logged_sample_is_what_chat_answers_from_that_checkpoint(tmp_path, tiny_model):
+    """One generation path: the answer a run logged at step N is `chat RUN:checkpoint-N --temperature 0`'s.
+
+    With the run's own system prompt and template (chat takes both from the run), and its token budget.
+    """
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    prompts = ["Who are you?", "What can you do?"]
+    cfg = write_config(ws, "samples", **{"training.max_steps": 4, "training.save_steps": 2, "evaluation.every": 2,
+                                         "training.lr": 0.02, "evaluation.prompts": prompts,
+                                         "evaluation.max_new_tokens": 10, "data.system": "You are Tiny."})
+    proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", "samples", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    from train_helpers import events
+
+    logged = {e["step"]: [a["answer"] for a in e["answers"]] for e in events(ws / "runs" / "samples", "sample")}
+    assert set(logged) == {0, 2, 4}
+    assert logged[0] != logged[4], "training changed nothing the samples show: the test would prove little"
+    for spec, step in (("samples:checkpoint-2", 2), ("samples", 4), ("samples:base", 0)):
+        for prompt, want in zip(prompts, logged[step]):
+            got = run_cli("-w", ws, "chat", spec, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "10")
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.strip() == want, (spec, prompt)

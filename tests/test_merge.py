@@ -11,7 +11,8 @@ from safetensors import safe_open
 from merge_helpers import config, make_adapter, reference_and_merged, sharded_tiny
 
 from tuitune.errors import TuituneError
-from tuitune.merge import merge, resolve_source
+from tuitune.merge import merge
+from tuitune.sources import resolve
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ VARIANTS = {
 def test_streamed_merge_equals_base_plus_adapter(base, tmp_path, name):
     adapter = make_adapter(base, tmp_path / "adapter", **VARIANTS[name])
     progress = []
-    result = merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out", max_shard_size="700KB",
+    result = merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out", max_shard_size="700KB",
                    on_progress=lambda *a: progress.append(a))
     assert result.streamed and result.fallback is None
     assert result.verification.ok and result.verification.top1_agree == 1.0
@@ -66,7 +67,7 @@ def test_modules_to_save_that_diverge_untie_the_embeddings(base, tmp_path):
     """embed_tokens and lm_head trained in full as two copies: the merged model unties and writes both."""
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
                            modules_to_save=["embed_tokens", "lm_head"])
-    result = merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out")
+    result = merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out")
     assert result.untied and result.verification.ok
     assert config(tmp_path / "out")["tie_word_embeddings"] is False
     assert {"model.embed_tokens.weight", "lm_head.weight"} <= stored_keys(tmp_path / "out")
@@ -79,7 +80,7 @@ def test_modules_to_save_with_weight_tying_stay_tied(base, tmp_path):
     """ensure_weight_tying (what tuitune's tiny-demo uses): one matrix, still tied after the merge."""
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
                            modules_to_save=["embed_tokens", "lm_head"], ensure_weight_tying=True)
-    result = merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out")
+    result = merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out")
     assert not result.untied and result.verification.ok
     assert config(tmp_path / "out")["tie_word_embeddings"] is True
     assert "lm_head.weight" not in stored_keys(tmp_path / "out")
@@ -90,7 +91,7 @@ def test_modules_to_save_with_weight_tying_stay_tied(base, tmp_path):
 
 def test_only_lm_head_saved_unties_with_base_embeddings(base, tmp_path):
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj"], modules_to_save=["lm_head"])
-    result = merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out")
+    result = merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out")
     assert result.untied and result.verification.ok
     ref, got, _, _ = reference_and_merged(base, adapter, tmp_path / "out")
     assert (ref - got).abs().max() < 1e-4
@@ -98,7 +99,7 @@ def test_only_lm_head_saved_unties_with_base_embeddings(base, tmp_path):
 
 def test_bf16_output_is_verified_with_a_bf16_tolerance(base, tmp_path):
     adapter = make_adapter(base, tmp_path / "adapter", r=8)
-    result = merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out", dtype="bf16")
+    result = merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out", dtype="bf16")
     assert result.dtype == "bf16" and result.verification.ok
     assert result.verification.tolerance > 1e-3
     assert config(tmp_path / "out")["dtype"] == "bfloat16"
@@ -109,7 +110,7 @@ def test_bf16_output_is_verified_with_a_bf16_tolerance(base, tmp_path):
 def test_dora_falls_back_to_peft_and_says_so(base, tmp_path):
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["q_proj", "v_proj"], use_dora=True)
     lines = []
-    result = merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out", log=lines.append)
+    result = merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out", log=lines.append)
     assert not result.streamed and "DoRA" in result.fallback
     assert any("falling back to peft merge_and_unload" in l for l in lines)
     assert result.verification.ok
@@ -127,7 +128,7 @@ def test_fan_in_fan_out_on_a_gpt2_style_model(tmp_path):
         base, max_shard_size="200KB")
     adapter = make_adapter(base, tmp_path / "adapter", target_modules=["c_attn", "c_proj"], fan_in_fan_out=True)
     assert json.loads((adapter / "adapter_config.json").read_text())["fan_in_fan_out"] is True
-    src = resolve_source(tmp_path, str(adapter))
+    src = resolve(str(adapter), tmp_path, need="adapter")
     result = merge(src, tmp_path / "out", verify_result=False)
     assert result.streamed
     ref, got, plain, _ = reference_and_merged(base, adapter, tmp_path / "out")
@@ -142,7 +143,7 @@ def test_a_failure_mid_write_leaves_no_output(base, tmp_path):
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out", max_shard_size="500KB", on_progress=boom)
+        merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out", max_shard_size="500KB", on_progress=boom)
     assert not (tmp_path / "out").exists()
     assert sorted(os.listdir(tmp_path)) == ["adapter"]
 
@@ -150,7 +151,7 @@ def test_a_failure_mid_write_leaves_no_output(base, tmp_path):
 def test_cancel_stops_before_writing(base, tmp_path):
     adapter = make_adapter(base, tmp_path / "adapter", r=2)
     with pytest.raises(TuituneError, match="cancelled"):
-        merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out", cancelled=lambda: True)
+        merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out", cancelled=lambda: True)
     assert sorted(os.listdir(tmp_path)) == ["adapter"]
 
 
@@ -160,7 +161,7 @@ def test_a_failed_verification_writes_nothing(base, tmp_path, monkeypatch):
     adapter = make_adapter(base, tmp_path / "adapter", r=2)
     monkeypatch.setitem(m.TOLERANCE, "fp32", -1.0)
     with pytest.raises(TuituneError, match="verification FAILED.*was not written"):
-        merge(resolve_source(tmp_path, str(adapter)), tmp_path / "out")
+        merge(resolve(str(adapter), tmp_path, need="adapter"), tmp_path / "out")
     assert sorted(os.listdir(tmp_path)) == ["adapter"]
 
 
@@ -173,7 +174,7 @@ def test_verification_streams_both_models_and_catches_a_lost_delta(base, tmp_pat
     from tuitune.merge import verify
 
     adapter = make_adapter(base, tmp_path / "adapter", r=2)
-    src = resolve_source(tmp_path, str(adapter))
+    src = resolve(str(adapter), tmp_path, need="adapter")
     merge(src, tmp_path / "out", max_shard_size="700KB", verify_result=False)
 
     def whole(*a, **k):

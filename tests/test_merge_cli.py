@@ -75,7 +75,7 @@ def test_merge_a_trained_run_its_checkpoint_and_export_the_adapter(tmp_path, tin
     assert not any(n.startswith(("optimizer", "scheduler", "rng", "trainer_state")) for n in os.listdir(exported))
 
     proc = run_cli("-w", ws, "merge", "r1", "--checkpoint", "99", "-o", tmp_path / "x")
-    assert_one_line_error(proc, "no checkpoint 99", "checkpoints: 2")
+    assert_one_line_error(proc, "no complete checkpoint-99", "checkpoints: checkpoint-2")
 
 
 def run_cli_python(code: str, *args):

@@ -117,8 +117,9 @@ def test_after_a_merge_in_the_same_process_the_qlora_check_still_finds_bitsandby
     adapter = make_adapter(tiny_model, tmp_path / "adapter", r=2)
     code = f"""
 import sys
-from tuitune.merge import merge, resolve_source
-merge(resolve_source({str(tmp_path)!r}, {str(adapter)!r}), {str(tmp_path / "out")!r}, verify_result=False)
+from tuitune.merge import merge
+from tuitune.sources import resolve
+merge(resolve({str(adapter)!r}, {str(tmp_path)!r}, need="adapter"), {str(tmp_path / "out")!r}, verify_result=False)
 assert sys.modules.get("bitsandbytes", 0) is None, "the merge imported bitsandbytes"
 from tuitune.doctor import check_bitsandbytes
 (row,) = check_bitsandbytes()

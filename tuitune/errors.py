@@ -10,3 +10,9 @@ class TuituneError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split("\n")).strip())
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: the first line of the message``, at most 300 characters: a library error said in one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -343,11 +343,6 @@ def _import_real(gguf: Path, path: Path, log) -> Path:
     return path
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
-
-
 def _from_hub(path: Path, log) -> str | None:
     """Download the original weights; the error's first line when the hub cannot be had."""
     try:
@@ -356,7 +351,9 @@ def _from_hub(path: Path, log) -> str | None:
         log(f"trying the hub: {REAL_MODEL_HUB_ID}")
         snap = Path(snapshot_download(REAL_MODEL_HUB_ID, allow_patterns=_HUB_FILES, etag_timeout=5))
     except Exception as exc:  # offline, no route, HF_HUB_OFFLINE, rate limit: all mean "try the package"
-        return _first_line(exc)
+        from tuitune.errors import first_line
+
+        return first_line(exc)
     from tuitune.fsutil import fix_modes, make_temp_dir
 
     tmp = make_temp_dir(prefix=f".{path.name}.", dir=path.parent)

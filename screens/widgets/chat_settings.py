@@ -1,6 +1,7 @@
 """The generation settings panel: temperature, top-p, top-k, repetition penalty, max tokens, seed, system.
 
-Each field is validated by ``tuitune.chat.GenerationSettings`` as it changes; a bad
+The fields, their labels and tooltips come from ``tuitune.generation.settings``, the settings'
+one declaration; each is validated by ``GenerationSettings`` as it changes; a bad
 value shows its one-line error under the fields and the last good settings stay in use.
 """
 
@@ -16,21 +17,12 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from screens.widgets.fields import NumberInput
-from tuitune.chat import GenerationSettings
+from tuitune.generation.settings import PANEL_FIELDS, GenerationSettings, info
 from tuitune.errors import TuituneError
 from tuitune.templates import TEMPLATE_NAMES
 
-# (field, label, input type, tooltip)
-FIELDS = (
-    ("temperature", "temperature", "number", "Sampling temperature. 0 is greedy: always the likeliest token."),
-    ("top_p", "top-p", "number", "Sample only from the likeliest tokens whose probabilities add up to this (0-1]."),
-    ("top_k", "top-k", "integer", "Sample only from the K likeliest tokens; 0 turns it off."),
-    ("repetition_penalty", "rep. penalty", "number", "Above 1 discourages repeating tokens; 1 is off."),
-    ("max_new_tokens", "max tokens", "integer", "The longest answer, in tokens."),
-    ("seed", "seed", "text", "Set before every answer: the same seed, settings, model and prompt give the "
-                             "same answer. 'random' draws a new one each time (shown under the answer)."),
-    ("system", "system prompt", "text", "The system prompt, sent before the conversation (empty: none)."),
-)
+# (field, label, input kind, tooltip): from the settings' one declaration.
+FIELDS = tuple((name, info(name)["label"], info(name)["kind"], info(name)["description"]) for name in PANEL_FIELDS)
 
 
 def _shown(value) -> str:
@@ -68,7 +60,7 @@ class ChatSettings(VerticalScroll):
     def compose(self) -> ComposeResult:
         for name, label, kind, tip in FIELDS:
             value, wid = _shown(getattr(self.settings, name)), f"chat-set-{name.replace('_', '-')}"
-            if kind == "text":
+            if kind not in ("number", "integer"):
                 field = Input(value, id=wid, compact=True, tooltip=tip, select_on_focus=False)
             else:  # numbers only: no `_`, no letters
                 field = NumberInput(value, kind=kind, id=wid, compact=True, tooltip=tip, select_on_focus=False)

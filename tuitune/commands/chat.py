@@ -34,42 +34,10 @@ ctrl+c stops the answer being written.
 """
 
 
-def _nonneg_float(name: str, what: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if value != value or value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be 0 or more{what}, got {text}")
-        return value
-
-    return parse
-
-
-def _int(name: str, low: int = 0):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{name} must be {low} or more, got {value}")
-        return value
-
-    return parse
-
-
-def _seed(text: str):
-    if text.strip().lower() in ("random", "none"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be a whole number (or 'random'), got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"--seed must be from 0 to {2**32 - 1}, got {value}")
-    return value
+def _checkpoint(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--checkpoint must be a whole number, 1 or more, got {text!r}")
+    return int(text)
 
 
 def register(sub) -> None:
@@ -82,28 +50,16 @@ def register(sub) -> None:
         "Without --prompt/--prompts, an interactive REPL.", epilog=MODEL_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="model folder, adapter folder, run id, RUN:checkpoint-N or RUN:base")
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply on MODEL (a model folder)")
-    p.add_argument("--checkpoint", type=_int("--checkpoint", 1), metavar="N",
+    p.add_argument("--checkpoint", type=_checkpoint, metavar="N",
                    help="with a run: chat with its checkpoint-N instead of the final adapter")
     once = p.add_mutually_exclusive_group()
     once.add_argument("--prompt", metavar="TEXT", help="answer TEXT once and exit; only the answer goes to stdout")
     once.add_argument("--prompts", metavar="FILE",
                       help="answer each non-empty line of FILE (each on its own, without history); "
                       "prints one JSON object a line: prompt, answer, stats")
-    g = p.add_argument_group("generation")
-    g.add_argument("--temperature", type=_nonneg_float("--temperature", " (0 means greedy)"), default=0.7,
-                   metavar="T", help="sampling temperature; 0 is greedy (default: 0.7)")
-    g.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus sampling mass, (0, 1] (default: 0.9)")
-    g.add_argument("--top-k", type=_int("--top-k"), default=40, metavar="K",
-                   help="sample from the K likeliest tokens; 0 turns it off (default: 40)")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
-                   help="above 1 discourages repeats (default: 1.0, off)")
-    g.add_argument("--max-new-tokens", type=_int("--max-new-tokens", 1), default=512, metavar="N",
-                   help="longest answer in tokens (default: 512)")
-    g.add_argument("--seed", type=_seed, default=0, metavar="S",
-                   help="random seed, set before each answer; 'random' for a new one each time (default: 0)")
-    g.add_argument("--system", default="", metavar="TEXT", help="system prompt")
-    g.add_argument("--stop", action="append", default=[], metavar="WORD",
-                   help="end the answer at WORD (repeatable), on top of the template's stop words")
+    from tuitune.generation.settings import add_arguments
+
+    add_arguments(p.add_argument_group("generation"))
     m = p.add_argument_group("model")
     m.add_argument("--template", choices=TEMPLATE_NAMES, default=None, metavar="T",
                    help="prompt template: auto (the tokenizer's chat template) or one of "
@@ -120,18 +76,16 @@ def register(sub) -> None:
 
 
 def settings_from(args):
-    from tuitune.chat import GenerationSettings
+    from tuitune.generation.settings import from_arguments
 
-    return GenerationSettings(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens, seed=args.seed,
-        system=args.system, stop=tuple(args.stop)).validate()
+    return from_arguments(args)
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from tuitune.chat import ChatSession, resolve_source
+    from tuitune.chat import ChatSession
+    from tuitune.sources import resolve
     from tuitune.errors import TuituneError
 
     settings = settings_from(args)
@@ -144,7 +98,7 @@ def run(args) -> int:
             raise TuituneError(f"{path}: no such file; give a text file with one prompt a line") from None
         except UnicodeDecodeError:
             raise TuituneError(f"{path}: not UTF-8 text; save it as UTF-8") from None
-    source = resolve_source(args.model, args.workspace, adapter=args.adapter, checkpoint=args.checkpoint)
+    source = resolve(args.model, args.workspace, adapter=args.adapter, checkpoint=args.checkpoint)
     if args.trust_remote_code:
         source.trust_remote_code = True
     interactive = args.prompt is None and lines is None

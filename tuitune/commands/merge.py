@@ -34,10 +34,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tuitune.merge import export_adapter, human_size, merge, parse_size, resolve_source
+    from tuitune.merge import export_adapter, human_size, merge, parse_size
+    from tuitune.sources import resolve
 
     parse_size(args.max_shard_size)   # a bad size is reported before anything is read
-    src = resolve_source(args.workspace, args.source, base=args.base, checkpoint=args.checkpoint)
+    src = resolve(args.source, args.workspace, base=args.base, checkpoint=args.checkpoint, need="adapter")
     quiet = args.json or not sys.stderr.isatty()
     if args.export_adapter:
         out = export_adapter(src, args.export_adapter, force=args.force)
@@ -66,7 +67,7 @@ def run(args) -> int:
             print(line, flush=True)
 
     print_ = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
-    print_(f"merging {src.label()} into {src.base_dir}")
+    print_(f"merging {src.describe()} into {src.base_dir}")
     result = merge(src, args.output, max_shard_size=args.max_shard_size, dtype=args.dtype, force=args.force,
                    verify_result=args.verify, on_progress=progress, log=log)
     if args.json:

@@ -79,38 +79,28 @@ class RunCallback(TrainerCallback):
 
     # --- samples -------------------------------------------------------------------------
     def sample_answers(self, model, step: int, when: str) -> None:
+        """Answer the config's evaluation prompts greedily, by the path chat uses (tuitune.generation).
+
+        So the answer logged at step N is the answer ``tuitune chat RUN:checkpoint-N --temperature 0``
+        gives: the same template, system prompt, stop words and token budget.
+        """
         prompts = self.cfg.evaluation.prompts
         if not prompts:
             return
-        import torch
+        from tuitune.generation import GenerationSettings, answer, messages_for
 
-        from tuitune.templates import render_prompt, stop_words
-
-        messages_sys = [{"role": "system", "content": self.cfg.data.system}] if self.cfg.data.system else []
-        stops = stop_words(self.tokenizer, self.cfg.template)
+        settings = GenerationSettings(temperature=0, max_new_tokens=self.cfg.evaluation.max_new_tokens,
+                                      system=self.cfg.data.system or "")
         was_training = model.training
         model.eval()
         answers = []
         t = time.time()
         try:
-            device = next(model.parameters()).device
             for prompt in prompts:
-                text = render_prompt(self.tokenizer, self.cfg.template,
-                                     messages_sys + [{"role": "user", "content": prompt}])
-                enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-                with torch.no_grad():
-                    out = model.generate(
-                        **enc, max_new_tokens=self.cfg.evaluation.max_new_tokens, do_sample=False,
-                        pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                        stop_strings=stops or None,
-                        tokenizer=self.tokenizer,
-                        # ZeRO-3: every rank must run the same forward passes to gather weights.
-                        synced_gpus=self.zero3,
-                    )
-                answer = self.tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                for word in stops:
-                    answer = answer.split(word)[0]
-                answers.append({"prompt": prompt, "answer": answer.strip()})
+                # ZeRO-3: every rank must run the same forward passes to gather weights.
+                gen = answer(model, self.tokenizer, settings, template=self.cfg.template,
+                             messages=messages_for(prompt, settings.system), synced_gpus=self.zero3)
+                answers.append({"prompt": prompt, "answer": gen.text.strip()})
         finally:
             if was_training:
                 model.train()

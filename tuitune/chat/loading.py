@@ -1,0 +1,175 @@
+"""Loading a model for generation: the base, its adapters (several share one base), the tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from tuitune.errors import TuituneError, first_line
+from tuitune.generation import GENERATE_LOCK
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+BITS = (4, 8)
+
+
+class LoadedModel:
+    """One model in memory, maybe carrying several named adapters (compare mode shares a base)."""
+
+    def __init__(self, model, base: str, adapters: dict[str, Path], device: str, dtype: str, bits: int | None):
+        self.model = model
+        self.base = base
+        self.adapters = adapters
+        self.device = device
+        self.dtype = dtype
+        self.bits = bits
+
+    @property
+    def is_peft(self) -> bool:
+        return bool(self.adapters)
+
+
+def _torch_dtype(dtype: str):
+    if dtype not in DTYPES:
+        raise TuituneError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    if dtype == "auto":
+        # The same pick as training's precision: auto (bf16 on GPUs and CPUs that compute it natively).
+        from tuitune.config.convert import auto_precision
+
+        dtype = auto_precision()[0]
+    from tuitune.config.convert import torch_dtype
+
+    return torch_dtype(dtype)
+
+
+def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = "auto", bits: int | None = None,
+               trust_remote_code: bool = False, progress: Callable[[str], None] | None = None) -> LoadedModel:
+    """Load ``base`` (and each named adapter on it) for generation; errors are one line."""
+    adapters = dict(adapters or {})
+    say = progress or (lambda _msg: None)
+    if bits is not None and bits not in BITS:
+        raise TuituneError(f"--bits must be 4 or 8, got {bits}")
+    from tuitune.config.convert import allow_bitsandbytes, keep_bitsandbytes_out
+
+    # bitsandbytes only for --bits: peft would import it anyway, and it prints noise on some CPUs.
+    allow_bitsandbytes() if bits is not None else keep_bitsandbytes_out()
+    say("importing torch and transformers")
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    cuda = torch.cuda.is_available()
+    if bits is not None and not cuda:
+        raise TuituneError(f"--bits {bits} quantizes the weights with bitsandbytes, which needs a CUDA GPU, and "
+                           "this machine has none; drop --bits to load the model unquantized")
+    torch_dtype = _torch_dtype(dtype)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if bits is not None:
+        from tuitune.config.convert import bnb_config
+
+        # 4-bit weights compute in the asked 16-bit type (fp16 where fp32 was asked: on a GPU).
+        kwargs["quantization_config"] = bnb_config(bits, torch.float16 if torch_dtype == torch.float32 else torch_dtype)
+        kwargs["device_map"] = {"": 0}
+    elif cuda:
+        kwargs["device_map"] = "auto"
+    from transformers import AutoModelForCausalLM
+
+    say(f"loading {Path(base).name}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    except TuituneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, safetensors errors, ...
+        raise TuituneError(f"{base}: the model could not be loaded ({first_line(exc)})") from None
+    for i, (name, path) in enumerate(adapters.items()):
+        say(f"applying adapter {path.name}")
+        model = _apply_adapter(model, base, name, Path(path), first=i == 0)
+    model.eval()
+    say("warming up")
+    _warm_up(model)
+    device = str(getattr(model, "device", "cpu"))
+    return LoadedModel(model, base, adapters, device, str(torch_dtype).removeprefix("torch."), bits)
+
+
+def _warm_up(model) -> None:
+    """One tiny generation, so the first answer's time to first token is not the library's set-up."""
+    import torch
+
+    ids = torch.tensor([[model.generation_config.bos_token_id or 0] * 2], device=model.device)
+    with GENERATE_LOCK, torch.inference_mode():
+        try:
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                           pad_token_id=ids[0, 0].item())
+        except Exception:  # noqa: BLE001 - a model that can't do this will say so at the first answer
+            pass
+
+
+def _adapter_mismatch(adapter: Path, base: str, detail: str) -> TuituneError:
+    trained_on = ""
+    try:
+        cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        if cfg.get("base_model_name_or_path"):
+            trained_on = f" (it was trained on {cfg['base_model_name_or_path']})"
+    except (OSError, ValueError):
+        pass
+    return TuituneError(f"adapter {adapter} does not fit model {base}{trained_on}: {detail}; "
+                        "load it on the base model it was trained from")
+
+
+def _apply_adapter(model, base: str, name: str, adapter: Path, first: bool):
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if first:
+                model = PeftModel.from_pretrained(model, str(adapter), adapter_name=name, is_trainable=False)
+            else:
+                model.load_adapter(str(adapter), adapter_name=name, is_trainable=False)
+        except Exception as exc:  # noqa: BLE001 - RuntimeError (size mismatch), ValueError (no such module)
+            msg = str(exc)
+            if "size mismatch" in msg:
+                i = msg.find("size mismatch")
+                detail = msg[i:].splitlines()[0][:240]
+            else:
+                detail = first_line(exc)
+            raise _adapter_mismatch(adapter, base, detail) from None
+    for w in caught:
+        text = str(w.message)
+        if "missing adapter keys" in text.lower() or "unexpected keys" in text.lower():
+            raise _adapter_mismatch(adapter, base, text.splitlines()[0][:240])
+    return model
+
+
+def _load_tokenizer(path: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        raise TuituneError(f"{path}: the tokenizer could not be loaded ({first_line(exc)})") from None
+
+
+def _check_template(tokenizer, template: str, where: str) -> str:
+    from tuitune.templates import TEMPLATES, get_template
+
+    get_template(template)  # unknown name: a one-line error listing them
+    if template == "auto" and not getattr(tokenizer, "chat_template", None):
+        raise TuituneError(f"{where}: the model has no chat template; choose a named template "
+                           f"(--template) from: {', '.join(TEMPLATES)}")
+    return template
+
+
+def _context_length(model, tokenizer) -> int:
+    cfg = model.config
+    try:
+        cfg = cfg.get_text_config()
+    except Exception:  # noqa: BLE001
+        pass
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    tmax = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tmax, int) and 0 < tmax < 10**7:
+        n = min(n, tmax) if n else tmax
+    return int(n or 2048)
