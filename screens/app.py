@@ -18,13 +18,13 @@ from textual.screen import Screen
 
 from screens.base import StepScreen
 from screens.help import HelpScreen, help_markdown
-from screens.steps import STEPS, Step
+from screens.steps import STEPS, Step, screen_class
 from tuitune.doctor import run_checks_subprocess
 from tuitune.workspace import Workspace
 
 
 def _factory(s: Step):
-    return lambda: s.screen_class()()
+    return lambda: screen_class(s)()
 
 
 class TuituneApp(App):
@@ -112,7 +112,7 @@ class TuituneApp(App):
             yield SystemCommand(f"Go to {s.title}", s.summary, partial(self.action_goto, s.key))
         for s in STEPS:
             if here is None or s.key != here.STEP:
-                yield from step_commands(s, s.screen_class(), lambda action, s=s: partial(self._run_in, s.key, action))
+                yield from step_commands(s, screen_class(s), lambda action, s=s: partial(self._run_in, s.key, action))
         yield SystemCommand("Help", "Help for the focused field and this screen's keys", self.action_help)
         yield SystemCommand("Quit", "Quit tuitune (runs keep going)", self.action_quit)
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))

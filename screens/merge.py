@@ -20,14 +20,15 @@ from textual.widgets import Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import StepScreen
-from screens.steps import STEPS
+from screens.steps import handover_keys
 from screens.widgets.choice import Choice, ChoiceScreen
 from screens.widgets.fields import Toggle, tui_message
 from screens.widgets.merge_sources import MergeSources
 from screens.widgets.train_modals import one_line
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
-_HAS_CHAT = "chat" in {s.key for s in STEPS}
+#: Keys that hand the merged model to another step (the registry's; Chat only, once it is built).
+HANDOVERS = handover_keys("merge")
 #: The engine's CLI flags as this screen's fields are labelled (errors and notes read "max shard
 #: 'abc': ...", "skipped (verify off)"). The screen has no base-model field (the base is the one
 #: the adapter names): a fix that needs another base says so as the shell command.
@@ -47,11 +48,9 @@ OUTPUT_EXISTS_CHOICES = [Choice("overwrite", "Overwrite", "o", "error"), Choice(
                          Choice("cancel", "Cancel", "c")]
 
 
-def _chat_bindings() -> list[Binding]:
-    if not _HAS_CHAT:
-        return []
-    return [Binding("o", "open_chat", "Open in Chat", id="merge-open-chat",
-                    tooltip="Chat with the merged model")]
+def _handover_bindings() -> list[Binding]:
+    return [Binding(key, f"open_in('{target}')", label, id=f"merge-open-{target}",
+                    tooltip=f"{label}: the merged model") for key, target, label in HANDOVERS]
 
 
 class MergeScreen(StepScreen):
@@ -90,7 +89,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         Binding("m", "merge", "Merge", id="merge-start", tooltip="Merge the selected adapter"),
         Binding("x", "cancel", "Stop", id="merge-cancel", tooltip="Stop the merge; nothing is written"),
         Binding("r", "refresh", "Re-read runs", id="merge-refresh"),
-        *_chat_bindings(),
+        *_handover_bindings(),
     ]
 
     @dataclass
@@ -285,8 +284,8 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             text.append(v.line(), style="green" if v.ok else "bold red")
         if r.replaced_to:
             text.append(f"\nthe folder that was there is now {r.replaced_to}", style="dim")
-        if _HAS_CHAT:
-            text.append("\npress o to chat with it", style="dim")
+        for key, _target, label in HANDOVERS:
+            text.append(f"\npress {key}: {label}", style="dim")
         self.query_one("#merge-result", Static).update(text)
 
     def _shown_path(self, p: Path) -> str:
@@ -313,13 +312,13 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     def action_refresh(self) -> None:
         self.refresh_sources()
 
-    def action_open_chat(self) -> None:
+    def action_open_in(self, step: str) -> None:
+        """Hand the merged model to another step (Chat) and switch to it."""
         if self.merged is None:
-            self._status(Text("Merge first (m); then o opens the merged model in Chat.", style="yellow"))
+            self._status(Text("Merge first (m); then the merged model can be opened in Chat.", style="yellow"))
             return
         self.app.selected_model = str(self.merged)
-        if _HAS_CHAT:
-            self.app.switch_mode("chat")
+        self.app.switch_mode(step)
 
     def _status(self, text: Text) -> None:
         self.query_one("#merge-status", Static).update(text)

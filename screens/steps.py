@@ -1,47 +1,27 @@
-"""The steps the app shows, in order. A step appears here only once it is built."""
+"""The steps the app shows, in order: ``tuitune.steps``' registry, less the steps whose screen is not built."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+
+from tuitune.steps import STEPS as ALL_STEPS
+from tuitune.steps import Step
 
 
-@dataclass(frozen=True)
-class Step:
-    key: str      # the mode name and the CLI verb it mirrors
-    title: str    # shown in the sidebar and the command palette
-    number: str   # the key that opens it
-    target: str   # "module:ScreenClass", imported when the step is first opened
-    summary: str  # one line for the command palette and help
-
-    def screen_class(self):
-        module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)
-
-
-ALL_STEPS: tuple[Step, ...] = (
-    Step("env", "Environment", "1", "screens.env:EnvScreen",
-         "CUDA, GPUs, packages, disk and a VRAM estimate for a model"),
-    Step("data", "Data", "2", "screens.data:DataScreen",
-         "Convert a spreadsheet or JSON to conversations, split, inspect tokens"),
-    Step("config", "Config", "3", "screens.config:ConfigScreen",
-         "Edit and validate a run's YAML config, from a preset"),
-    Step("train", "Train", "4", "screens.train:TrainScreen",
-         "Start, follow, stop and resume detached training runs"),
-    Step("merge", "Merge", "5", "screens.merge:MergeScreen",
-         "Merge an adapter into its base as a standalone model"),
-    Step("chat", "Chat", "6", "screens.chat:ChatScreen",
-         "Chat with a model, an adapter or a checkpoint; compare two side by side"),
-)
+def screen_class(s: Step):
+    """The step's screen class (its module is imported on the first call)."""
+    module, _, cls = s.screen.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def _built(s: Step) -> bool:
-    return importlib.util.find_spec(s.target.partition(":")[0]) is not None
+    return importlib.util.find_spec(s.screen_module) is not None
 
 
 #: The steps that are built; a step whose screen module does not exist yet is not shown.
 STEPS: tuple[Step, ...] = tuple(s for s in ALL_STEPS if _built(s))
+BUILT: frozenset[str] = frozenset(s.key for s in STEPS)
 
 
 def step(key: str) -> Step:
@@ -49,3 +29,13 @@ def step(key: str) -> Step:
         if s.key == key:
             return s
     raise KeyError(key)
+
+
+def handover_keys(key: str) -> tuple[tuple[str, str, str], ...]:
+    """(key, target step, label) for each hand-over of step ``key`` to a built step."""
+    from tuitune.steps import handovers
+
+    return handovers(key, set(BUILT))
+
+
+__all__ = ["Step", "STEPS", "ALL_STEPS", "BUILT", "step", "screen_class", "handover_keys"]

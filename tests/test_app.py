@@ -9,7 +9,7 @@ from conftest import widget_text
 
 from screens.app import TuituneApp
 from screens.help import HelpScreen
-from screens.steps import STEPS
+from screens.steps import STEPS, screen_class
 from tuitune.doctor import GPU, Check, Report
 
 FIXED_REPORT = Report(
@@ -168,7 +168,7 @@ async def test_palette_offers_each_steps_actions_from_its_bindings(workspace):
         from textual.binding import Binding
 
         for s in STEPS:
-            for b in s.screen_class().BINDINGS:
+            for b in screen_class(s).BINDINGS:
                 b = b if isinstance(b, Binding) else Binding(*b)
                 if b.description and not b.action.startswith(("goto", "help", "quit")) and b.action != "stop":
                     assert f"{s.title}: {b.description}" in titles, (s.key, b.description)

@@ -103,7 +103,7 @@ async def test_merge_from_the_screen_shows_progress_and_verification(workspace, 
             app.switch_mode("merge")
             await pilot.pause()
         else:
-            app.screen.action_open_chat()
+            app.screen.action_open_in("chat")
         assert app.selected_model == str(workspace / "models" / f"{RUN}-merged")
         # Merging again into the same folder asks first: overwrite / new name / cancel.
         out = workspace / "models" / f"{RUN}-merged"

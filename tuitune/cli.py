@@ -24,10 +24,11 @@ from tuitune.errors import TuituneError
 # The verbs, in the order the product walks through them. Each is a module in
 # tuitune/commands/ with register(subparsers); a verb whose module is not there
 # yet is simply not offered.
-COMMANDS = ("demo", "env", "data", "config", "train", "runs", "merge", "chat", "model")
 
 
 def available_commands() -> list[str]:
+    from tuitune.steps import COMMANDS
+
     return [n for n in COMMANDS if importlib.util.find_spec(f"tuitune.commands.{n}") is not None]
 
 
