@@ -14,32 +14,29 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Group
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, Log, ProgressBar, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.widgets import DataTable
+from textual.worker import Worker, get_current_worker
 
 from screens.base import StepScreen
 from screens.steps import STEPS
-from screens.widgets.train_chart import LossChart
-from screens.widgets.train_modals import ConfirmModal, NewRunModal, ResumeModal, one_line
-from tuitune.render import RUN_STATUS_STYLE
-from tuitune.gpus import GpuProbe, format_gpus
-from tuitune.train.dashboard import Snapshot, format_age, format_duration, format_loss, format_steps
+from screens.widgets.train.dashboard import RunDashboard
+from screens.widgets.train.modals import ConfirmModal, NewRunModal, ResumeModal
+from screens.widgets.train.runs_table import RunsTable
+from screens.workers import failure, one_line
+from tuitune.gpus import GpuProbe
+from tuitune.train.dashboard import Snapshot
+from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunRow, RunWatcher, run_rows
-from tuitune.train.runfolder import LIVE, RunFolder
 
 RUNS_EVERY = 2.0      # seconds between polls of the runs' state.json
 WORKSPACE_WIDE = "*"  # a message about the workspace, not one run (kept when the selection moves)
 
 _STEP_KEYS = {s.key for s in STEPS}
-# The runs table's columns: label, key, narrowest width.
-COLUMNS = (("run", "id", 3), ("status", "status", 8), ("step", "step", 7), ("loss", "loss", 6), ("age", "age", 4))
 
 
 def _handover_bindings() -> list[Binding]:
@@ -137,7 +134,6 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         self._message_about: str | None = None
         self._message_live_only = False  # the message is about a live run ("left running"): cleared when it ends
         self._seen_handover: str | None = None
-        self._round: int | None = None  # the sample round shown (an index), None: the newest
 
     # --- injectable for tests and snapshots ------------------------------------------------------
 
@@ -156,28 +152,14 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     # --- layout ---------------------------------------------------------------------------------
 
     def compose_body(self) -> ComposeResult:
-        table = DataTable(id="train-runs", cursor_type="row", zebra_stripes=True)
-        table.tooltip = "The workspace's runs, newest first. Arrows pick the run the dashboard shows."
-        yield table
-        with Horizontal(id="train-progress-row"):
-            yield Static("", id="train-status")
-            yield ProgressBar(id="train-progress", show_eta=False)
-        yield Static("", id="train-stats")
-        yield Static("", id="train-error")
-        yield Static("", id="train-message")
-        with TabbedContent(id="train-tabs", initial="tab-loss"):
-            with TabPane("Loss", id="tab-loss"):
-                yield LossChart(id="train-chart")
-            with TabPane("Samples", id="tab-samples"):
-                with VerticalScroll(id="train-samples-scroll"):
-                    yield Static("", id="train-samples")
-            with TabPane("Log", id="tab-log"):
-                log = Log(id="train-log", max_lines=LOG_LINES)
-                log.tooltip = "The end of the run's train.log (everything the process printed)."
-                yield log
+        yield RunsTable(id="train-runs")
+        yield RunDashboard(id="train-dashboard")
+
+    @property
+    def dashboard(self) -> RunDashboard:
+        return self.query_one(RunDashboard)
 
     def on_mount(self) -> None:
-        self._widths: tuple[int, ...] | None = None
         self._show_empty()
         self.list_runs()
         self._runs_timer = self.set_interval(RUNS_EVERY, self.list_runs)
@@ -215,35 +197,9 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
 
     def on_train_screen_runs_listed(self, message: RunsListed) -> None:
         self.rows = message.rows
-        table = self.query_one("#train-runs", DataTable)
-        now = self.now()
+        table = self.query_one(RunsTable)
+        table.fill(message.rows, self.now(), keep=self._want_run or self.run_id)
         keys = [r.id for r in message.rows]
-        current = [k.value for k in table.rows]
-        cells = {r.id: self._cells(r, now) for r in message.rows}
-        # Columns get explicit widths, fitted to what they hold; when that changes the table
-        # is rebuilt (auto widths would be measured only later, on idle, so a frame drawn
-        # in between could show the header and the rows at different widths).
-        widths = [min(40, max([min_w, *(c[i].cell_len for c in cells.values())]))
-                  for i, (_, _, min_w) in enumerate(COLUMNS)]
-        # The run id gets what the other columns leave (2 cells of padding each, a scrollbar);
-        # a longer id wraps onto a second line of its row instead of being cut.
-        room = (table.size.width or 80) - sum(widths[1:]) - 2 * len(COLUMNS)
-        widths[0] = max(COLUMNS[0][2], min(max(c[0].cell_len for c in cells.values()) if cells else 0, room))
-        widths = tuple(widths)
-        if keys == current and widths == self._widths:
-            for r in message.rows:
-                for (_, col, _), value in zip(COLUMNS, cells[r.id]):
-                    table.update_cell(r.id, col, value)
-        else:
-            keep = self._want_run or self.run_id
-            table.clear(columns=True)
-            for (label, key, _), width in zip(COLUMNS, widths):
-                table.add_column(label, key=key, width=width)
-            self._widths = widths
-            for r in message.rows:
-                table.add_row(*cells[r.id], key=r.id, height=None)
-            if keep in keys:
-                table.move_cursor(row=keys.index(keep))
         if self._want_run in keys:
             table.move_cursor(row=keys.index(self._want_run))
             self.select_run(self._want_run)
@@ -253,13 +209,6 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         if not keys:
             self._show_empty()
         self._render_stats()
-
-    @staticmethod
-    def _cells(r: RunRow, now: float) -> tuple[Text, ...]:
-        status = Text(r.status, style=RUN_STATUS_STYLE.get(r.status, ""))
-        age = format_age(now - r.created) if r.created else "-"
-        return (Text(r.id, overflow="fold"), status, Text(format_steps(r.step, r.total_steps), justify="right"),
-                Text(format_loss(r.last_loss), justify="right"), Text(age, justify="right"))
 
     @on(DataTable.RowHighlighted, "#train-runs")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -273,14 +222,13 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             return
         self.run_id = run_id
         self.snapshot = None
-        self._round = None
+        self.dashboard.select(run_id)
         if run_id is None:
             self.workers.cancel_group(self, "train-follow")
             self._show_empty()
             return
         if self._message_about not in (run_id, WORKSPACE_WIDE):
             self._message("")  # what was said about another run
-        self.query_one("#train-status", Static).update(Text(f"{run_id}: reading…", style="dim"))
         self.follow(run_id, str(self.workspace.runs / run_id))
 
     # --- following the selected run -------------------------------------------------------------
@@ -309,92 +257,17 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         if snap.run_id != self.run_id:
             return  # a late message about the run selected before
         self.snapshot = snap
-        self._render_stats()
-        progress = self.query_one("#train-progress", ProgressBar)
-        progress.display = True
-        if snap.total_steps:
-            progress.update(total=snap.total_steps, progress=snap.step)
-        else:
-            progress.update(total=None, progress=0)
-        best = f"  best {snap.best_loss[1]:.4f} @ {snap.best_loss[0]:g}" if snap.best_loss else ""
-        self.query_one("#train-chart", LossChart).set_data(snap.loss_points, snap.eval_points,
-                                                           f"loss{best}")
-        self._show_samples()
-        self._show_log(snap.log_tail)
+        self.dashboard.show(snap, self.now())
         if self._message_live_only and not snap.live and self._message_about == snap.run_id:
             self._message("")  # "left running" no longer holds once the run has ended
 
-    def _show_samples(self) -> None:
-        snap = self.snapshot
-        if snap is None:
-            return
-        rounds = snap.sample_rounds
-        index = None if self._round is None or not rounds else min(self._round, len(rounds) - 1)
-        self.query_one("#train-samples", Static).update(_samples_text(snap, index))
-
-    def _show_log(self, lines) -> None:
-        log = self.query_one("#train-log", Log)
-        if tuple(lines) == getattr(self, "_log_lines", None):
-            return
-        self._log_lines = tuple(lines)
-        # Follow the end only when the reader is there (scrolling up to read stays put).
-        at_end = log.scroll_y >= log.max_scroll_y - 1
-        y = log.scroll_y
-        log.clear()
-        log.write_lines(lines or ["train.log is empty so far"], scroll_end=at_end)
-        if not at_end:
-            log.scroll_to(y=y, animate=False)
-
     def _render_stats(self) -> None:
-        snap = self.snapshot
-        if snap is None:
-            return
-        now = self.now()
-        status = Text()
-        status.append(f"{snap.status}", style=RUN_STATUS_STYLE.get(snap.status, "bold"))
-        status.append(f"  step {format_steps(snap.step, snap.total_steps)}")
-        if snap.epoch is not None:
-            status.append(f"  epoch {snap.epoch:.2f}")
-        if not snap.caught_up:
-            status.append("  reading events…", style="dim")
-        self.query_one("#train-status", Static).update(status)
-        stats = Text()
-
-        def field(label: str, value: str, style: str = "") -> None:
-            if stats.plain and not stats.plain.endswith("\n"):
-                stats.append("  ")
-            if label:
-                stats.append(f"{label} ", style="dim")
-            stats.append(value, style=style)
-
-        field("loss", format_loss(snap.loss), "bold")
-        if snap.eval_loss is not None:
-            field("eval", format_loss(snap.eval_loss))
-        field("lr", "-" if snap.lr is None else f"{snap.lr:.2e}")
-        field("tok/s", "-" if snap.tokens_per_s is None else f"{snap.tokens_per_s:,.0f}")
-        if snap.live:
-            field("ETA", format_duration(snap.eta_at(now)), "bold")
-        stats.append("\n")
-        field("elapsed", format_duration(snap.elapsed_at(now)))
-        if snap.checkpoints:
-            field("", Path(snap.checkpoints[-1][1]).name)
-        field("", format_gpus(snap.gpus), "" if snap.gpus else "dim")
-        self.query_one("#train-stats", Static).update(stats)
-        error = self.query_one("#train-error", Static)
-        error.display = bool(snap.error)
-        if snap.error:
-            error.update(Text(snap.error, style="bold red" if snap.status == "failed" else "yellow"))
-            error.tooltip = snap.error
+        if self.snapshot is not None:
+            self.dashboard.show_stats(self.snapshot, self.now())
 
     def _show_empty(self) -> None:
-        if self.rows:
-            return
-        self.query_one("#train-error").display = False
-        self.query_one("#train-status", Static).update(Text("No runs yet.", style="bold"))
-        self.query_one("#train-stats", Static).update(
-            Text("Press n to start one from a config in configs/ (or `tuitune train configs/NAME.yaml`).",
-                 style="dim"))
-        self.query_one("#train-progress", ProgressBar).display = False
+        if not self.rows:
+            self.dashboard.show_empty()
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -405,9 +278,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         self._message_live_only = live_only
         if isinstance(text, str):
             text = Text(text, style="bold red" if error else "green")
-        line = self.query_one("#train-message", Static)
-        line.update(text)
-        line.tooltip = text.plain or None  # the whole line, if the screen is too narrow for it
+        self.dashboard.say(text)
 
     def _selected(self) -> str | None:
         if not self.run_id:
@@ -464,30 +335,17 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self._message(f"run {run_id} is {snap.status}: stop it first (s), then delete it", error=True)
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.control("delete", run_id)
-            else:
-                self._message(Text(f"run {run_id} kept", style="dim"), about=run_id)
-
-        self.app.push_screen(ConfirmModal(f"Delete run {run_id}?\n\nIts folder goes: checkpoints, adapter, "
-                                          "events and log. This cannot be undone."), answered)
+        self._confirm("delete", run_id, f"Delete run {run_id}?\n\nIts folder goes: checkpoints, adapter, "
+                      "events and log. This cannot be undone.", f"run {run_id} kept")
 
     def action_log_scale(self) -> None:
-        chart = self.query_one("#train-chart", LossChart)
-        chart.set_log_scale(not chart.log_scale)
+        self.dashboard.toggle_log_scale()
         self.action_tab("tab-loss")
 
     def action_sample_round(self, delta: int) -> None:
-        snap = self.snapshot
         self.action_tab("tab-samples")
-        if snap is None or not snap.sample_rounds:
-            return
-        last = len(snap.sample_rounds) - 1
-        current = last if self._round is None else min(self._round, last)
-        new = max(0, min(last, current + delta))
-        self._round = None if new == last else new  # at the newest: follow new rounds as they come
-        self._show_samples()
+        if self.snapshot is not None:
+            self.dashboard.show_samples(self.snapshot, delta)
 
     def action_kill(self) -> None:
         run_id = self._selected()
@@ -498,24 +356,22 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self._message(f"run {run_id} is not running (it is {snap.status})", error=True)
             return
 
+        self._confirm("kill", run_id, f"Kill run {run_id} now?\n\nIts processes end at once; no checkpoint "
+                      "is written (resume continues from the last one).", f"run {run_id} left running",
+                      live_only=True)
+
+    def _confirm(self, what: str, run_id: str, question: str, declined: str, live_only: bool = False) -> None:
+        """Ask ``question``: yes runs the control ``what`` on the run, no says ``declined``."""
         def answered(yes: bool | None) -> None:
             if yes:
-                self.control("kill", run_id)
+                self.control(what, run_id)
             else:
-                self._message(Text(f"run {run_id} left running", style="dim"), about=run_id, live_only=True)
+                self._message(Text(declined, style="dim"), about=run_id, live_only=live_only)
 
-        self.app.push_screen(ConfirmModal(f"Kill run {run_id} now?\n\nIts processes end at once; no checkpoint "
-                                      "is written (resume continues from the last one)."), answered)
+        self.app.push_screen(ConfirmModal(question), answered)
 
     def action_tab(self, tab: str) -> None:
-        self.query_one("#train-tabs", TabbedContent).active = tab
-
-    @on(TabbedContent.TabActivated, "#train-tabs")
-    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
-        if event.pane.id == "tab-log":
-            # While hidden the log had no size to scroll in: show its end now.
-            log = self.query_one("#train-log", Log)
-            log.call_after_refresh(log.scroll_end, animate=False)
+        self.dashboard.tab(tab)
 
     def action_open_in(self, step: str) -> None:
         """Hand the selected run to another step (Merge, Chat) and switch to it."""
@@ -561,41 +417,11 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
+        error = failure(event)
+        if error is None:
             return
         group = event.worker.group
         if group == "train-control":
-            self._message(one_line(event.worker.error), error=True)
+            self._message(error, error=True)
         elif group in ("train-follow", "train-runs"):
-            self._message(f"could not read the runs: {one_line(event.worker.error)}", error=True)
-
-
-def _samples_text(snap: Snapshot, index: int | None = None):
-    """One evaluation round's answers (the newest unless ``index``), with where it sits in the history."""
-    if not snap.samples:
-        return Text("No sample answers yet: the run answers the config's evaluation prompts "
-                    "before training, every `evaluation.every` steps, and at the end.", style="dim")
-    parts = []
-    rounds = snap.sample_rounds
-    samples = snap.samples
-    if rounds:
-        i = len(rounds) - 1 if index is None else index
-        samples = rounds[i].answers
-        head = Text()
-        head.append(f"round {i + 1} of {len(rounds)}: {rounds[i].label()}", style="bold")
-        head.append("  ([ older, ] newer)", style="dim")
-        parts.append(head)
-    for s in samples:
-        t = Text()
-        t.append("Q ", style="bold cyan")
-        t.append(s.prompt, style="bold")
-        if rounds:
-            t.append("\n")  # the round's step is in its heading
-        else:
-            when = f"step {s.step}" + (f", {s.when}" if s.when else "")
-            t.append(f"  ({when})\n", style="dim")
-        t.append("A ", style="bold green")
-        t.append(s.answer or "(empty)")
-        t.append("\n")
-        parts.append(t)
-    return Group(*parts)
+            self._message(f"could not read the runs: {error}", error=True)

@@ -1,0 +1,197 @@
+"""The Train step's run dashboard: the selected run's status, progress and numbers, a message
+line, and its loss chart, sample answers and the end of its log, in tabs.
+
+The screen hands it whole snapshots (``show``); the dashboard only draws them. It keeps
+two bits of view state: which evaluation round of sample answers is shown, and the log
+lines last written (the log is rewritten only when they change).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Log, ProgressBar, Static, TabbedContent, TabPane
+
+from screens.widgets.train.chart import LossChart
+from tuitune.gpus import format_gpus
+from tuitune.render import RUN_STATUS_STYLE
+from tuitune.train.dashboard import Snapshot, format_duration, format_loss, format_steps
+from tuitune.train.watch import LOG_LINES
+
+
+class RunDashboard(Vertical):
+    """One run as it is now: ``show(snapshot, now)``; ``say`` writes the message line."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._round: int | None = None  # the sample round shown (an index), None: the newest
+        self._log_lines: tuple[str, ...] | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="train-progress-row"):
+            yield Static("", id="train-status")
+            yield ProgressBar(id="train-progress", show_eta=False)
+        yield Static("", id="train-stats")
+        yield Static("", id="train-error")
+        yield Static("", id="train-message")
+        with TabbedContent(id="train-tabs", initial="tab-loss"):
+            with TabPane("Loss", id="tab-loss"):
+                yield LossChart(id="train-chart")
+            with TabPane("Samples", id="tab-samples"):
+                with VerticalScroll(id="train-samples-scroll"):
+                    yield Static("", id="train-samples")
+            with TabPane("Log", id="tab-log"):
+                log = Log(id="train-log", max_lines=LOG_LINES)
+                log.tooltip = "The end of the run's train.log (everything the process printed)."
+                yield log
+
+    # --- what the screen asks -------------------------------------------------------------------
+
+    def show(self, snap: Snapshot, now: float) -> None:
+        """Draw ``snap``: numbers, progress, chart, sample answers, log."""
+        self.show_stats(snap, now)
+        progress = self.query_one("#train-progress", ProgressBar)
+        progress.display = True
+        if snap.total_steps:
+            progress.update(total=snap.total_steps, progress=snap.step)
+        else:
+            progress.update(total=None, progress=0)
+        best = f"  best {snap.best_loss[1]:.4f} @ {snap.best_loss[0]:g}" if snap.best_loss else ""
+        self.query_one(LossChart).set_data(snap.loss_points, snap.eval_points, f"loss{best}")
+        self.show_samples(snap)
+        self._show_log(snap.log_tail)
+
+    def select(self, run_id: str | None) -> None:
+        """Another run (or none) is selected: its newest sample round first; say its files are being read."""
+        self._round = None
+        if run_id is not None:
+            self.query_one("#train-status", Static).update(Text(f"{run_id}: reading…", style="dim"))
+
+    def show_empty(self) -> None:
+        """No runs in the workspace: say how to start one."""
+        self.query_one("#train-error").display = False
+        self.query_one("#train-status", Static).update(Text("No runs yet.", style="bold"))
+        self.query_one("#train-stats", Static).update(
+            Text("Press n to start one from a config in configs/ (or `tuitune train configs/NAME.yaml`).",
+                 style="dim"))
+        self.query_one("#train-progress", ProgressBar).display = False
+
+    def say(self, text: Text) -> None:
+        """The message line (wrapped, never cut): what an action did, or why it could not."""
+        line = self.query_one("#train-message", Static)
+        line.update(text)
+        line.tooltip = text.plain or None  # the whole line, if the screen is too narrow for it
+
+    def show_stats(self, snap: Snapshot, now: float) -> None:
+        """The status line and the numbers (ages and the ETA count from ``now``)."""
+        status = Text()
+        status.append(f"{snap.status}", style=RUN_STATUS_STYLE.get(snap.status, "bold"))
+        status.append(f"  step {format_steps(snap.step, snap.total_steps)}")
+        if snap.epoch is not None:
+            status.append(f"  epoch {snap.epoch:.2f}")
+        if not snap.caught_up:
+            status.append("  reading events…", style="dim")
+        self.query_one("#train-status", Static).update(status)
+        stats = Text()
+
+        def field(label: str, value: str, style: str = "") -> None:
+            if stats.plain and not stats.plain.endswith("\n"):
+                stats.append("  ")
+            if label:
+                stats.append(f"{label} ", style="dim")
+            stats.append(value, style=style)
+
+        field("loss", format_loss(snap.loss), "bold")
+        if snap.eval_loss is not None:
+            field("eval", format_loss(snap.eval_loss))
+        field("lr", "-" if snap.lr is None else f"{snap.lr:.2e}")
+        field("tok/s", "-" if snap.tokens_per_s is None else f"{snap.tokens_per_s:,.0f}")
+        if snap.live:
+            field("ETA", format_duration(snap.eta_at(now)), "bold")
+        stats.append("\n")
+        field("elapsed", format_duration(snap.elapsed_at(now)))
+        if snap.checkpoints:
+            field("", Path(snap.checkpoints[-1][1]).name)
+        field("", format_gpus(snap.gpus), "" if snap.gpus else "dim")
+        self.query_one("#train-stats", Static).update(stats)
+        error = self.query_one("#train-error", Static)
+        error.display = bool(snap.error)
+        if snap.error:
+            error.update(Text(snap.error, style="bold red" if snap.status == "failed" else "yellow"))
+            error.tooltip = snap.error
+
+    def show_samples(self, snap: Snapshot, delta: int = 0) -> None:
+        """The sample answers of the round shown, ``delta`` rounds older (-) or newer (+)."""
+        rounds = snap.sample_rounds
+        if delta and rounds:
+            last = len(rounds) - 1
+            current = last if self._round is None else min(self._round, last)
+            new = max(0, min(last, current + delta))
+            self._round = None if new == last else new  # at the newest: follow new rounds as they come
+        index = None if self._round is None or not rounds else min(self._round, len(rounds) - 1)
+        self.query_one("#train-samples", Static).update(samples_text(snap, index))
+
+    def toggle_log_scale(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.set_log_scale(not chart.log_scale)
+
+    def tab(self, tab: str) -> None:
+        self.query_one("#train-tabs", TabbedContent).active = tab
+
+    # --- inside ---------------------------------------------------------------------------------
+
+    def _show_log(self, lines) -> None:
+        log = self.query_one("#train-log", Log)
+        if tuple(lines) == self._log_lines:
+            return
+        self._log_lines = tuple(lines)
+        # Follow the end only when the reader is there (scrolling up to read stays put).
+        at_end = log.scroll_y >= log.max_scroll_y - 1
+        y = log.scroll_y
+        log.clear()
+        log.write_lines(lines or ["train.log is empty so far"], scroll_end=at_end)
+        if not at_end:
+            log.scroll_to(y=y, animate=False)
+
+    @on(TabbedContent.TabActivated, "#train-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-log":
+            # While hidden the log had no size to scroll in: show its end now.
+            log = self.query_one("#train-log", Log)
+            log.call_after_refresh(log.scroll_end, animate=False)
+
+
+def samples_text(snap: Snapshot, index: int | None = None):
+    """One evaluation round's answers (the newest unless ``index``), with where it sits in the history."""
+    if not snap.samples:
+        return Text("No sample answers yet: the run answers the config's evaluation prompts "
+                    "before training, every `evaluation.every` steps, and at the end.", style="dim")
+    parts = []
+    rounds = snap.sample_rounds
+    samples = snap.samples
+    if rounds:
+        i = len(rounds) - 1 if index is None else index
+        samples = rounds[i].answers
+        head = Text()
+        head.append(f"round {i + 1} of {len(rounds)}: {rounds[i].label()}", style="bold")
+        head.append("  ([ older, ] newer)", style="dim")
+        parts.append(head)
+    for s in samples:
+        t = Text()
+        t.append("Q ", style="bold cyan")
+        t.append(s.prompt, style="bold")
+        if rounds:
+            t.append("\n")  # the round's step is in its heading
+        else:
+            when = f"step {s.step}" + (f", {s.when}" if s.when else "")
+            t.append(f"  ({when})\n", style="dim")
+        t.append("A ", style="bold green")
+        t.append(s.answer or "(empty)")
+        t.append("\n")
+        parts.append(t)
+    return Group(*parts)

@@ -1,0 +1,176 @@
+"""The Train step's dialogs: start a run from a saved config (with a name), pick the checkpoint a
+resume continues from, and confirm a kill or a delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import Worker
+
+from screens.workers import failure
+
+
+def saved_configs(workspace) -> list[Path]:
+    """The YAML configs in the workspace's configs/, by name."""
+    folder = Path(workspace.configs)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+class NewRunModal(ModalScreen[str | None]):
+    """Pick a config in configs/, optionally name the run; Enter starts a detached run.
+
+    Dismissed with the new run's id. An empty name gives the default id (date-time and
+    the config's name), as ``tuitune train CONFIG`` without ``--name`` does.
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="train-new-cancel")]
+
+    @dataclass
+    class Started(Message):
+        run_id: str
+        pid: int
+
+    def __init__(self, workspace):
+        super().__init__()
+        self.workspace = workspace
+
+    def compose(self) -> ComposeResult:
+        configs = saved_configs(self.workspace)
+        with Vertical(id="train-new-box"):
+            yield Label("Start a run from a saved config", classes="section-title")
+            options = [Option(p.name, id=str(p)) for p in configs]
+            lst = OptionList(*options, id="train-new-configs")
+            lst.tooltip = ("The configs in this workspace's configs/ folder. "
+                           "Enter starts a run from the highlighted one.")
+            yield lst
+            with Horizontal(id="train-new-name-row"):
+                yield Label("run name", classes="field-label")
+                yield Input(id="train-new-name", compact=True, placeholder="optional: date-time and the config's name",
+                            tooltip="The run's id and folder name under runs/ (letters, digits, . _ -). "
+                            "Empty: the date-time and the config's name.")
+            if configs:
+                hint = "Enter starts the run (it keeps going if you quit) · Tab: the name · Esc cancels"
+            else:
+                hint = f"No configs in {self.workspace.configs}: make one in the Config step (3) · Esc closes"
+            yield Static(hint, id="train-new-hint", classes="hint")
+            yield Static("", id="train-new-error", classes="error")
+
+    def on_mount(self) -> None:
+        lst = self.query_one(OptionList)
+        if lst.option_count:
+            lst.highlighted = 0
+        lst.focus()
+
+    @on(OptionList.OptionSelected, "#train-new-configs")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self._start_option(event.option)
+
+    @on(Input.Submitted, "#train-new-name")
+    def _named(self) -> None:
+        lst = self.query_one(OptionList)
+        if lst.highlighted is None:
+            self.query_one("#train-new-error", Static).update(Text("Pick a config first.", style="bold red"))
+            return
+        self._start_option(lst.get_option_at_index(lst.highlighted))
+
+    def _start_option(self, option) -> None:
+        if any(w.group == "train-start" and w.is_running for w in self.workers):
+            return
+        self.query_one("#train-new-error", Static).update("")
+        self.query_one("#train-new-hint", Static).update(f"starting a run from {option.prompt}…")
+        self.start(option.id, self.query_one("#train-new-name", Input).value.strip() or None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train-start", description="start a run")
+    def start(self, config: str, name: str | None = None) -> None:
+        from tuitune.train.launcher import start_run  # validates the config (pydantic): not at import
+
+        run, pid = start_run(config, self.workspace.root, name=name)
+        self.post_message(self.Started(run.id, pid))
+
+    def on_new_run_modal_started(self, message: Started) -> None:
+        self.dismiss(message.run_id)
+
+    @on(Worker.StateChanged)
+    def _failed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "train-start" and (error := failure(event)) is not None:
+            self.query_one("#train-new-hint", Static).update("Enter tries again · Esc cancels")
+            self.query_one("#train-new-error", Static).update(Text(error, style="bold red"))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """A yes/no question: y or Enter on Yes confirms, n or Esc cancels."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm-yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm-no"),
+    ]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="train-confirm-box"):
+            yield Static(self.question, id="train-confirm-question")
+            with Horizontal(id="train-confirm-buttons"):
+                yield Button("Yes (y)", id="confirm-yes", variant="error", compact=True)
+                yield Button("No (n)", id="confirm-no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()
+
+    @on(Button.Pressed)
+    def _button(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class ResumeModal(ModalScreen[int | None]):
+    """Pick the checkpoint a resume continues from (newest first); dismissed with its step."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="train-resume-cancel")]
+
+    def __init__(self, run_id: str, steps: list[int]):
+        super().__init__()
+        self.run_id = run_id
+        self.steps = sorted(steps, reverse=True)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="train-resume-box"):
+            yield Label(f"Resume {self.run_id} from", classes="section-title")
+            options = [Option(f"checkpoint-{s}" + ("  (newest)" if i == 0 else ""), id=str(s))
+                       for i, s in enumerate(self.steps)]
+            yield OptionList(*options, id="train-resume-checkpoints")
+            yield Static("Enter resumes from the highlighted checkpoint · Esc cancels. From an earlier one, "
+                         "the later checkpoints are moved to checkpoints/.superseded-*/ (kept, not deleted).",
+                         id="train-resume-hint", classes="hint")
+
+    def on_mount(self) -> None:
+        lst = self.query_one(OptionList)
+        lst.highlighted = 0
+        lst.focus()
+
+    @on(OptionList.OptionSelected, "#train-resume-checkpoints")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(int(event.option.id))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
