@@ -544,7 +544,7 @@ def test_one_translation_of_a_config_into_an_estimate(tmp_path, tiny_model):
     from conftest import run_cli
     from train_helpers import make_workspace, write_config
 
-    from screens.config import vram_text
+    from screens.widgets.config.side import vram_text
     from tuitune.config import load_config
     from tuitune.vram import estimate_for_config
 

@@ -1,0 +1,1 @@
+"""The Config step's widgets: the form (one row a schema field) and the side panel."""
