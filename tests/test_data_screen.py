@@ -21,7 +21,7 @@ def fill_workspace(ws: Path, model: Path | None = None) -> Path:
 
 async def settle(app, pilot) -> None:
     """Wait for the screen's workers (the tree's loader runs forever, so not all workers)."""
-    from screens.widgets.data_filetree import DataFileTree
+    from screens.widgets.data.filetree import DataFileTree
 
     for _ in range(50):
         await pilot.pause()
@@ -34,7 +34,7 @@ async def settle(app, pilot) -> None:
 
 
 async def open_file(app, pilot, name: str) -> None:
-    from screens.widgets.data_filetree import DataFileTree
+    from screens.widgets.data.filetree import DataFileTree
 
     tree = app.screen.query_one(DataFileTree)
     tree.focus()
@@ -409,7 +409,7 @@ async def test_at_80x24_file_names_differing_only_in_extension_read_whole_in_the
     from test_merge_screen import visible_lines
 
     from screens.app import TuituneApp
-    from screens.widgets.data_filetree import DataFileTree
+    from screens.widgets.data.filetree import DataFileTree
 
     names = ["sharegpt_sample.json", "sharegpt_sample.jsonl", "alpaca_sample.json", "alpaca_sample.jsonl",
              "self_cognition.jsonl"]

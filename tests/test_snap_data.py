@@ -6,7 +6,7 @@ from tests.test_data_screen import fill_workspace, open_file, settle
 
 
 async def _stable(app, pilot):
-    from screens.widgets.data_filetree import DataFileTree
+    from screens.widgets.data.filetree import DataFileTree
 
     await settle(app, pilot)
     await app.screen.query_one(DataFileTree).reload()

@@ -1,0 +1,1 @@
+"""The Data step's widgets: one a tab (file, convert, split, tokens, self-cognition) and their parts."""

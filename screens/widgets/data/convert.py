@@ -1,0 +1,216 @@
+"""The Data step's Convert tab: map a file's columns (or take its format as it is) and write
+conversations, with a progress bar and the engine's report (rows skipped and why)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Button, Input, ProgressBar, Select, Static
+from textual.worker import get_current_worker
+
+from screens.widgets.data.form import DataForm, engine_error, field_row
+from screens.widgets.fields import Toggle
+from tuitune.fsutil import next_free_path
+
+TABULAR = ("xlsx", "csv")  # the formats with columns to map
+#: Report lines that say what was done; the others (a note, a skipped row) are warnings.
+PLAIN = ("  ", "format", "mapping", "note", "encoding")
+
+
+class ConvertForm(DataForm):
+    """``set_source`` gives it the picked file and its preview; ``run`` converts it."""
+
+    TAB, RUN = "convert", "conv-run"
+    TIPS = {
+        "conv-sheet": "The sheet to read (xlsx only).",
+        "conv-input": "The column holding the user's question: it becomes each record's input.",
+        "conv-output": "The column holding the answer: it becomes the output the model learns.",
+        "conv-system-col": "Optional: a column with a per-row system prompt.",
+        "conv-system": "One system prompt put on the first turn of every record.",
+        "conv-drop": "Drop records whose answer is a placeholder such as n/a or 'No answers'. They are "
+                     "reported either way.",
+        "conv-dedupe": "Drop exact duplicate records (reported either way).",
+        "conv-preset": "The tutorial's MedQA mapping: sheet DrugQA, Question → input, Answer → output, "
+                       "and its doctor system prompt.",
+        "conv-out": "Where to write the records: .jsonl (one a line) or .json (an array). Relative to the "
+                    "workspace.",
+    }
+
+    @dataclass
+    class Progress(Message):
+        """Records converted so far, of ``total`` (None: not known yet); only the newest counts."""
+
+        done: int
+        total: int | None
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, ConvertForm.Progress)
+
+    @dataclass
+    class SheetPicked(Message):
+        """Another sheet of the source was chosen: its preview (and columns) are needed."""
+
+        sheet: str
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.source: Path | None = None
+        self.preview: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("No file picked yet (F2).", id="conv-source", classes="hint")
+        yield field_row("Sheet", Select([], prompt="sheet", id="conv-sheet", compact=True))
+        yield field_row("Question", Select([], prompt="question column → input", id="conv-input", compact=True))
+        yield field_row("Answer", Select([], prompt="answer column → output", id="conv-output", compact=True))
+        yield field_row("System col", Select([], prompt="(none)", id="conv-system-col", compact=True))
+        yield field_row("System", Input(placeholder="system prompt for every record (optional)", id="conv-system",
+                                        compact=True))
+        with Horizontal(classes="field"):
+            yield Toggle("drop placeholders", id="conv-drop", compact=True)
+            yield Toggle("dedupe", id="conv-dedupe", compact=True)
+            yield Button("MedQA preset", id="conv-preset", compact=True)
+        yield field_row("Output", Input(placeholder="data/out.jsonl", id="conv-out", compact=True))
+        with Horizontal(classes="field"):
+            yield Button("Convert", id="conv-run", variant="primary", compact=True)
+            yield ProgressBar(id="conv-progress", show_eta=False)
+        yield Static("", id="convert-result")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#conv-progress", ProgressBar).display = False
+        self._set_table_controls(None)
+
+    @property
+    def tabular(self) -> bool:
+        return bool(self.preview and self.preview["format"] in TABULAR)
+
+    def set_source(self, path: Path, preview: dict | None) -> None:
+        """The file to convert and its preview (None: it could not be read); fills the defaults."""
+        self.source, self.preview = path, preview
+        self._set_table_controls(preview)
+        if preview is None:
+            return
+        src, root = Path(path), self.workspace.root
+        self.query_one("#conv-source", Static).update(
+            Text.assemble(("Source: ", "dim"), (self.rel(src), "bold"), f"  ({preview['format']})"))
+        target = src.parent if src.parent.is_relative_to(root) else self.workspace.data
+        default = self.rel(target / f"{src.stem}.jsonl")
+        if default == self.rel(src):
+            default = self.rel(target / f"{src.stem}.converted.jsonl")
+        self.set_value("conv-out", self.free(default))  # an existing file is never the default: x-2.jsonl
+
+    def _set_table_controls(self, preview: dict | None) -> None:
+        tabular = bool(preview and preview["format"] in TABULAR)
+        for wid in ("conv-sheet", "conv-input", "conv-output", "conv-system-col"):
+            self.query_one(f"#{wid}").parent.display = tabular
+        self.query_one("#conv-preset").display = tabular
+        if not tabular:
+            return
+        cols = [(c, c) for c in preview["columns"] if c.strip()]
+        sheet = self.query_one("#conv-sheet", Select)
+        sheet.parent.display = preview["format"] == "xlsx"
+        with self.prevent(Select.Changed):
+            sheet.set_options([(s, s) for s in preview["sheets"]])
+            if preview.get("sheet"):
+                sheet.value = preview["sheet"]
+            for wid in ("conv-input", "conv-output", "conv-system-col"):
+                self.query_one(f"#{wid}", Select).set_options(cols)
+            guess = preview.get("guess") or {}
+            for wid, key in (("conv-input", "input"), ("conv-output", "output")):
+                if guess.get(key):
+                    self.query_one(f"#{wid}", Select).value = guess[key]
+
+    @on(Select.Changed, "#conv-sheet")
+    def _sheet_changed(self, event: Select.Changed) -> None:
+        if self.source is not None and event.value is not Select.NULL and self.preview \
+                and event.value != self.preview.get("sheet"):
+            self.post_message(self.SheetPicked(event.value))
+
+    @on(Button.Pressed, "#conv-preset")
+    def _preset(self) -> None:
+        from tuitune.data.convert import PRESETS
+
+        p = PRESETS["medqa"]
+        sheet = self.query_one("#conv-sheet", Select)
+        if self.preview and p["sheet"] in self.preview.get("sheets", []) and sheet.value != p["sheet"]:
+            sheet.value = p["sheet"]
+        cols = self.preview["columns"] if self.preview else []
+        for wid, key in (("conv-input", "input_col"), ("conv-output", "output_col")):
+            if p[key] in cols:
+                self.query_one(f"#{wid}", Select).value = p[key]
+        self.set_value("conv-system", p["system"])
+
+    def run(self) -> None:
+        if self.source is None:
+            self.say("pick a file first (F2)", error=True)
+            return
+        out = self.value("conv-out")
+        if not out:
+            self.say("give an output file, e.g. data/converted.jsonl", error=True)
+            return
+        tabular = self.tabular
+        system_col = self.select("conv-system-col") if tabular else None
+        opts = dict(
+            sheet=self.select("conv-sheet") if tabular and self.preview["format"] == "xlsx" else None,
+            input_col=self.select("conv-input") if tabular else None,
+            output_col=self.select("conv-output") if tabular else None,
+            system_col=system_col,
+            system=(self.value("conv-system") or None) if not system_col else None,
+            drop_placeholders=self.query_one("#conv-drop", Toggle).value,
+            dedupe=self.query_one("#conv-dedupe", Toggle).value,
+        )
+        src, target = self.source, self.path_of(out)
+
+        def go(fresh: Path | None) -> None:
+            if fresh is not None:
+                self.set_value("conv-out", self.rel(fresh))
+            bar = self.query_one("#conv-progress", ProgressBar)
+            bar.display = True
+            bar.update(total=None, progress=0)
+            self.say(f"Converting {self.rel(src)} …")
+            # force: the user was asked (or nothing was there); the engine refuses an existing
+            # output unless told, as the CLI does without --force.
+            self.run_convert(src, fresh or target, {**opts, "force": True})
+
+        if target.resolve() == src.resolve():
+            go(None)  # the engine's own error: it is the input file
+            return
+        self.confirm_write([target], next_free_path(target), go)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-convert", name="convert",
+          description="converting")
+    def run_convert(self, src: Path, out: Path, opts: dict):
+        from tuitune.data.convert import convert
+
+        worker = get_current_worker()
+
+        def progress(done: int, total: int | None) -> None:
+            if not worker.is_cancelled:  # a newer conversion has the bar
+                self.post_message(self.Progress(done, total))
+
+        return convert(src, out, progress=progress, cancelled=lambda: worker.is_cancelled, **opts)
+
+    def on_convert_form_progress(self, message: Progress) -> None:
+        done, total = message.done, message.total
+        self.query_one("#conv-progress", ProgressBar).update(total=total, progress=min(done, total or done))
+
+    def show_error(self, message: str) -> None:
+        super().show_error(message)
+        self.query_one("#conv-progress", ProgressBar).display = False
+
+    def show_result(self, rep) -> None:
+        bar = self.query_one("#conv-progress", ProgressBar)
+        bar.update(total=max(rep.total, 1), progress=max(rep.total, 1))
+        t = Text()
+        root = str(self.workspace.root) + "/"
+        for line in (engine_error(self.TAB, l.replace(root, "")) for l in rep.lines()):
+            style = "bold" if line.startswith("kept") else ("yellow" if not line.startswith(PLAIN) else "")
+            t.append(line + "\n", style=style)
+        self.say(t)
+        self.post_message(self.Written(self.TAB, Path(rep.output)))
