@@ -112,17 +112,17 @@ def test_what_each_method_holds_and_where_autocast_runs(tmp_path):
 
 
 def test_training_arguments_follow_the_probe(tmp_path, monkeypatch):
-    from tuitune.config import convert
+    from tuitune.config import convert, hardware
 
     cfg = _cfg(tmp_path, **{"training.precision": "auto", "lora.modules_to_save": []})
-    monkeypatch.setattr(convert, "probe_hardware", lambda: CPU_AMX)
+    monkeypatch.setattr(hardware, "probe_hardware", lambda: CPU_AMX)
     args = convert.to_training_arguments(cfg, tmp_path / "out")
     assert (args.bf16, args.fp16, args.use_cpu) == (False, False, True)
     assert str(convert.to_model_kwargs(cfg)["dtype"]) == "torch.bfloat16"
     full = _cfg(tmp_path, **{"training.precision": "auto", "method": "full"})
     args = convert.to_training_arguments(full, tmp_path / "out")
     assert args.bf16 and str(convert.to_model_kwargs(full)["dtype"]) == "torch.float32"
-    monkeypatch.setattr(convert, "probe_hardware", lambda: CPU_PLAIN)
+    monkeypatch.setattr(hardware, "probe_hardware", lambda: CPU_PLAIN)
     args = convert.to_training_arguments(cfg, tmp_path / "out")
     assert (args.bf16, args.fp16) == (False, False)
     assert str(convert.to_model_kwargs(cfg)["dtype"]) == "torch.float32"
@@ -141,12 +141,12 @@ def test_a_lora_run_on_a_bf16_base_keeps_trainable_weights_fp32_and_merges(tmp_p
                                                                            modules_to_save):
     import torch
 
-    from tuitune.config import convert
+    from tuitune.config import convert, hardware
     from tuitune.train import launcher
     from tuitune.train.build import load_model
     from tuitune.train.worker import run_worker
 
-    monkeypatch.setattr(convert, "probe_hardware", lambda: CPU_AMX)
+    monkeypatch.setattr(hardware, "probe_hardware", lambda: CPU_AMX)
     ws = make_workspace(tmp_path / "ws", tiny_model)
     # The tiny-demo preset trains embed_tokens and lm_head in full (modules_to_save) on a
     # model with tied embeddings: peft does not upcast those copies itself. Without them the
@@ -198,7 +198,7 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
     import torch
     from transformers import AutoTokenizer
 
-    from tuitune.config import convert
+    from tuitune.config import convert, hardware
     from tuitune.train.build import load_model
 
     tok = AutoTokenizer.from_pretrained(real_model)
@@ -208,7 +208,7 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
     ids = tok(text, return_tensors="pt").input_ids
     results = {}
     for name, hw in (("bf16", CPU_AMX), ("fp32", CPU_PLAIN)):
-        monkeypatch.setattr(convert, "probe_hardware", lambda hw=hw: hw)
+        monkeypatch.setattr(hardware, "probe_hardware", lambda hw=hw: hw)
         (tmp_path / "configs").mkdir(exist_ok=True)
         cfg = load_config(write_config(tmp_path, name, **{"model": str(real_model), "training.precision": "auto",
                                                           "lora.modules_to_save": [], "lora.r": 8}),
@@ -234,9 +234,9 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
 ])
 def test_the_environment_step_says_what_auto_picks_and_why(monkeypatch, hw, detail):
     from tuitune import doctor
-    from tuitune.config import convert
+    from tuitune.config import convert, hardware
 
-    monkeypatch.setattr(convert, "probe_hardware", lambda: hw)
+    monkeypatch.setattr(hardware, "probe_hardware", lambda: hw)
     (row,) = doctor.check_precision()
     assert row.name == "precision" and row.status == "ok"
     assert row.detail.startswith(detail), row.detail
