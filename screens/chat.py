@@ -18,18 +18,19 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Input, Label, LoadingIndicator, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from screens.base import StepScreen
-from screens.widgets.chat_input import ChatInput
-from screens.widgets.chat_settings import ChatSettings
-from screens.widgets.chat_transcript import ChatTranscript
+from screens.workers import failure
+from screens.widgets.chat.columns import ChatColumns
+from screens.widgets.chat.input import ChatInput
+from screens.widgets.chat.settings import ChatSettings
+from screens.widgets.chat.transcript import ChatTranscript
 from tuitune.generation.settings import GenerationSettings
 
-POST_EVERY = 0.05          # seconds between streamed updates to the view
 DEFAULT_SAVE = "data/chat-transcripts.jsonl"
 
 
@@ -99,26 +100,6 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         notes: list[str]
         seconds: float
 
-    @dataclass
-    class AnswerStarted(Message):
-        side: int
-        who: str
-
-    @dataclass
-    class Piece(Message):
-        side: int
-        text: str
-
-    @dataclass
-    class AnswerDone(Message):
-        side: int
-        stats: object
-        error: str = ""
-
-    @dataclass
-    class GenerationOver(Message):
-        pass
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sessions: list = []
@@ -128,7 +109,6 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         # Not ``loading``: that name is Textual's own (a reactive that veils the whole screen).
         self.loading_models = False
         self._focus_before = None
-        self._blocks: dict[int, object] = {}
         self._handover: tuple = (None, None)
         self.template: str | None = None
 
@@ -149,11 +129,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             yield Static(Text("No model loaded: press Enter in the model field (or ctrl+l) to load it.",
                               style="dim"), id="chat-status")
         with Horizontal(id="chat-main"):
-            with Horizontal(id="chat-columns"):
-                for side in "ab":
-                    with Vertical(id=f"chat-col-{side}", classes="chat-column"):
-                        yield Static("", id=f"chat-title-{side}", classes="chat-title")
-                        yield ChatTranscript(id=f"chat-{side}")
+            yield ChatColumns(_words, id="chat-columns")
             yield ChatSettings(self.settings, DEFAULT_SAVE, id="chat-settings")
         yield ChatInput(id="chat-input", placeholder="Message (Enter sends, ctrl+j new line)")
 
@@ -275,9 +251,10 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 
     @on(Worker.StateChanged)
     async def _worker_changed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
+        text = failure(event)
+        if text is None:
             return
-        error = _one_line(event.worker.error)
+        error = _words(text)
         if event.worker.group == "chat-load":
             self.loading_models = False
             self.query_one("#chat-loading").display = False
@@ -294,24 +271,18 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             before = self._focus_before
             if before is not None and before.is_attached and self.focused is not before:
                 self.set_focus(before)
-        elif event.worker.group == "chat-generate":
-            self.generating = False
-            self.refresh_bindings()
-            blocks, self._blocks = list(self._blocks.values()), {}
-            for block in blocks:
-                await block.finish(error, error=True)
-            if not blocks:
-                await self._column(0).add_note(error, error=True)
 
     # --- chatting ------------------------------------------------------------------------------
 
+    @property
+    def columns(self) -> ChatColumns:
+        return self.query_one(ChatColumns)
+
     def _set_title(self, side: int, title: str) -> None:
-        # Wrapped, and a long name broken anywhere (fold): the model's name reads whole, never
-        # just "A:" with the name pushed below the title's one line.
-        self.query_one(f"#chat-title-{'ab'[side]}", Static).update(Text(title, overflow="fold"))
+        self.columns.set_title(side, title)
 
     def _column(self, side: int) -> ChatTranscript:
-        return self.query_one("#chat-b" if side else "#chat-a", ChatTranscript)
+        return self.columns.column(side)
 
     @on(ChatInput.Submitted, "#chat-input")
     async def _send(self, message: ChatInput.Submitted) -> None:
@@ -335,62 +306,13 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             return
         for s in self.sessions:
             s.settings = self.settings
-        for i in range(len(self.sessions)):
-            await self._column(i).add_user(prompt)
+        await self.columns.add_user(prompt, len(self.sessions))
         self.generating = True
         self.refresh_bindings()
-        self.generate(prompt, list(self.sessions))
+        self.columns.timings = getattr(self.app, "chat_timings", True)
+        self.columns.answer(prompt, list(self.sessions))
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-generate", description="answer")
-    def generate(self, prompt: str, sessions: list) -> None:
-        worker = get_current_worker()
-        for side, session in enumerate(sessions):
-            if worker.is_cancelled or (side and sessions[0].last and sessions[0].last.stats.finish == "stopped"):
-                break
-            who = session.source.label if session.source else "model"
-            self.post_message(self.AnswerStarted(side, who))
-            buf: list[str] = []
-            last = 0.0
-            error = ""
-            try:
-                for piece in session.stream(prompt):
-                    buf.append(piece)
-                    now = time.monotonic()
-                    if now - last >= POST_EVERY:
-                        self.post_message(self.Piece(side, "".join(buf)))
-                        buf.clear()
-                        last = now
-                    if worker.is_cancelled:
-                        session.stop()
-            except Exception as exc:  # noqa: BLE001 - shown under the answer, the other side still runs
-                error = _one_line(exc)
-            if buf:
-                self.post_message(self.Piece(side, "".join(buf)))
-            stats = session.last.stats if session.last and not error else None
-            self.post_message(self.AnswerDone(side, stats, error))
-        self.post_message(self.GenerationOver())
-
-    async def on_chat_screen_answer_started(self, message: AnswerStarted) -> None:
-        self._blocks[message.side] = await self._column(message.side).add_answer(message.who)
-
-    async def on_chat_screen_piece(self, message: Piece) -> None:
-        block = self._blocks.get(message.side)
-        if block is not None:
-            await block.write(message.text)
-
-    async def on_chat_screen_answer_done(self, message: AnswerDone) -> None:
-        block = self._blocks.pop(message.side, None)
-        if block is None:
-            return
-        if message.error:
-            await block.finish(message.error, error=True)
-            return
-        st = message.stats
-        await block.finish(st.line(timings=getattr(self.app, "chat_timings", True)))
-        if st.note:
-            await self._column(message.side).add_note(f"note: {st.note}")
-
-    def on_chat_screen_generation_over(self) -> None:
+    def on_chat_columns_over(self) -> None:
         self.generating = False
         self.refresh_bindings()
 
@@ -404,15 +326,14 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             return
         for s in self.sessions:
             s.stop()
-        self.workers.cancel_group(self, "chat-generate")
+        self.columns.cancel()
         self._status(Text("Stopped.", style="yellow") + Text("  ") + self._describe())
 
     async def action_reset(self) -> None:
         self.action_stop()
         for s in self.sessions:
             s.reset()
-        for i in range(2):
-            await self._column(i).clear()
+        await self.columns.clear()
         self._status(Text("Conversation reset.  ", style="dim") + self._describe())
 
     def action_save(self) -> None:
@@ -504,16 +425,23 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             self._status(self._describe())
 
 
-#: The engine's errors are written for the CLI; here they name the field or setting instead.
-FLAG_LABELS = {"--template": "the template setting", "--adapter": "an adapter folder in the model field",
-               "--checkpoint": "RUN:checkpoint-N in the model field", "--bits": "4/8-bit loading",
-               "--system": "the system prompt setting", "--seed": "the seed setting",
-               "--max-new-tokens": "max tokens", "--temperature": "temperature", "--top-p": "top-p",
-               "--top-k": "top-k", "--repetition-penalty": "rep. penalty"}
+def _flag_labels() -> dict[str, str]:
+    """The engine's errors are written for the CLI; here they name the field or setting instead.
+    The generation flags' names come from the settings' one declaration."""
+    from tuitune.generation.settings import FIELDS, info
+
+    labels = {"--template": "the template setting", "--adapter": "an adapter folder in the model field",
+              "--checkpoint": "RUN:checkpoint-N in the model field", "--bits": "4/8-bit loading"}
+    for name in FIELDS:
+        label = info(name)["label"]
+        labels[f"--{name.replace('_', '-')}"] = f"the {label} setting" if name in ("system", "seed") else label
+    return labels
 
 
-def _one_line(exc) -> str:
+FLAG_LABELS = _flag_labels()
+
+
+def _words(text: str) -> str:
     from screens.widgets.fields import tui_message
 
-    text = tui_message(" ".join(str(exc).split()), FLAG_LABELS)
-    return text if type(exc).__name__ == "TuituneError" else f"{type(exc).__name__}: {text}"
+    return tui_message(" ".join(text.split()), FLAG_LABELS)

@@ -95,9 +95,9 @@ async def test_prompt_streams_tokens_into_the_transcript(ws):
         await until(pilot, lambda: not screen.generating, "the answer to finish")
         await pilot.pause()
         # Tokens arrived while the answer was still being written: several Piece messages reached
-        # the screen before the AnswerDone one (seen in the order the screen handled them).
-        pieces = [m for m in seen if type(m).__name__ == "Piece"]
-        done = [i for i, m in enumerate(seen) if type(m).__name__ == "AnswerDone"]
+        # the columns before the answer-done one (seen in the order they were handled).
+        pieces = [m for m in seen if type(m).__name__ == "_Piece"]
+        done = [i for i, m in enumerate(seen) if type(m).__name__ == "_Done"]
         assert len(pieces) >= 2 and seen.index(pieces[1]) < done[0]
         session = screen.sessions[0]
         assert block.text == session.last.text and session.last.stats.new_tokens <= 400

@@ -1,0 +1,147 @@
+"""The Chat step's answer columns: one transcript (two in compare mode), and the worker that streams into them.
+
+:meth:`ChatColumns.answer` sends one prompt to each session in turn in a thread worker;
+the worker only posts messages (a piece of text coalesced to a few updates a second, the
+answer's end with its stats or its error), which the widget writes on the UI thread.
+When every session has answered, :class:`ChatColumns.Over` goes up to the screen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Static
+from textual.worker import Worker, get_current_worker
+
+from screens.widgets.chat.transcript import ChatTranscript
+from screens.workers import failure, one_line
+
+POST_EVERY = 0.05          # seconds between streamed updates to the view
+GROUP = "chat-generate"
+
+
+class ChatColumns(Horizontal):
+    """Titles and transcripts for side a (and b in compare mode); streams answers into them."""
+
+    @dataclass
+    class Over(Message):
+        """Every session answered (or the generation failed or was stopped)."""
+
+    @dataclass
+    class _Started(Message):
+        side: int
+        who: str
+
+    @dataclass
+    class _Piece(Message):
+        side: int
+        text: str
+
+    @dataclass
+    class _Done(Message):
+        side: int
+        stats: object
+        error: str = ""
+
+    def __init__(self, words=lambda text: text, **kwargs):
+        """``words(line)``: the screen's wording of an engine error (flags become field names)."""
+        super().__init__(**kwargs)
+        self._words = words
+        self._blocks: dict[int, object] = {}
+        self.timings = True
+
+    def compose(self) -> ComposeResult:
+        for side in "ab":
+            with Vertical(id=f"chat-col-{side}", classes="chat-column"):
+                yield Static("", id=f"chat-title-{side}", classes="chat-title")
+                yield ChatTranscript(id=f"chat-{side}")
+
+    def set_title(self, side: int, title: str) -> None:
+        # Wrapped, and a long name broken anywhere (fold): the model's name reads whole, never
+        # just "A:" with the name pushed below the title's one line.
+        self.query_one(f"#chat-title-{'ab'[side]}", Static).update(Text(title, overflow="fold"))
+
+    def column(self, side: int) -> ChatTranscript:
+        return self.query_one("#chat-b" if side else "#chat-a", ChatTranscript)
+
+    async def add_user(self, prompt: str, sides: int) -> None:
+        for i in range(sides):
+            await self.column(i).add_user(prompt)
+
+    async def clear(self) -> None:
+        for i in range(2):
+            await self.column(i).clear()
+
+    def cancel(self) -> None:
+        self.workers.cancel_group(self, GROUP)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group=GROUP, description="answer")
+    def answer(self, prompt: str, sessions: list) -> None:
+        worker = get_current_worker()
+        for side, session in enumerate(sessions):
+            if worker.is_cancelled or (side and sessions[0].last and sessions[0].last.stats.finish == "stopped"):
+                break
+            self.post_message(self._Started(side, session.source.label if session.source else "model"))
+            buf: list[str] = []
+            last = 0.0
+            error = ""
+            try:
+                for piece in session.stream(prompt):
+                    buf.append(piece)
+                    now = time.monotonic()
+                    if now - last >= POST_EVERY:
+                        self.post_message(self._Piece(side, "".join(buf)))
+                        buf.clear()
+                        last = now
+                    if worker.is_cancelled:
+                        session.stop()
+            except Exception as exc:  # noqa: BLE001 - shown under the answer, the other side still runs
+                error = self._words(one_line(exc))
+            if buf:
+                self.post_message(self._Piece(side, "".join(buf)))
+            stats = session.last.stats if session.last and not error else None
+            self.post_message(self._Done(side, stats, error))
+        self.post_message(self.Over())
+
+    async def on_chat_columns__started(self, message: _Started) -> None:
+        message.stop()
+        self._blocks[message.side] = await self.column(message.side).add_answer(message.who)
+
+    async def on_chat_columns__piece(self, message: _Piece) -> None:
+        message.stop()
+        block = self._blocks.get(message.side)
+        if block is not None:
+            await block.write(message.text)
+
+    async def on_chat_columns__done(self, message: _Done) -> None:
+        message.stop()
+        block = self._blocks.pop(message.side, None)
+        if block is None:
+            return
+        if message.error:
+            await block.finish(message.error, error=True)
+            return
+        st = message.stats
+        await block.finish(st.line(timings=self.timings))
+        if st.note:
+            await self.column(message.side).add_note(f"note: {st.note}")
+
+    @on(Worker.StateChanged)
+    async def _failed(self, event: Worker.StateChanged) -> None:
+        text = failure(event) if event.worker.group == GROUP else None
+        if text is None:
+            return
+        event.stop()
+        error = self._words(text)
+        blocks, self._blocks = list(self._blocks.values()), {}
+        for block in blocks:
+            await block.finish(error, error=True)
+        if not blocks:
+            await self.column(0).add_note(error, error=True)
+        self.post_message(self.Over())
