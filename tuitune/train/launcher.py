@@ -26,6 +26,11 @@ def _slug(text: str) -> str:
 
 def prepare_run(config_path: str | Path, workspace: str | Path, name: str | None = None) -> RunFolder:
     """Validate the config and write the run folder (frozen config, state ``starting``)."""
+    return _prepare(config_path, workspace, name)[0]
+
+
+def _prepare(config_path, workspace, name):
+    """:func:`prepare_run`, with the config it read: the launch command is made from it, not read again."""
     from tuitune.config import ERROR, check_config, load_config, save_config
 
     workspace = Path(workspace).resolve()
@@ -59,13 +64,16 @@ def prepare_run(config_path: str | Path, workspace: str | Path, name: str | None
                     config_source=str(Path(config_path).resolve()), name=run_id, model=cfg.model,
                     method=cfg.method, task=cfg.task, step=0, total_steps=None)
     run.append_event({"type": "lifecycle", "event": "created", "config": str(Path(config_path).resolve())})
-    return run
+    return run, cfg
 
 
-def worker_command(run: RunFolder, resume: bool) -> list[str]:
+def worker_command(run: RunFolder, resume: bool, cfg=None) -> list[str]:
+    """The worker's command line (torchrun for several GPUs or nodes); ``cfg``: the run's config, if
+    this process has it already, else its frozen ``config.yaml`` is read."""
     from tuitune.config import load_config, to_launch_command
 
-    cfg = load_config(run.config_path, workspace=run.read_state().get("workspace"))
+    if cfg is None:
+        cfg = load_config(run.config_path, workspace=run.read_state().get("workspace"))
     argv = ["-m", "tuitune.train.worker", str(run.path)] + (["--resume"] if resume else [])
     return to_launch_command(cfg, argv)
 
@@ -78,9 +86,9 @@ def worker_env() -> dict:
     return env
 
 
-def spawn(run: RunFolder, resume: bool = False) -> int:
+def spawn(run: RunFolder, resume: bool = False, cfg=None) -> int:
     """Start the worker detached; returns its pid (also the process group and session id)."""
-    cmd = worker_command(run, resume)
+    cmd = worker_command(run, resume, cfg)
     ws = run.read_state().get("workspace") or str(run.path.parent.parent)
     with open(run.log_path, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
@@ -96,10 +104,10 @@ def start_run(config_path, workspace, name: str | None = None,
               foreground: bool = False) -> tuple[RunFolder, int | None]:
     """Prepare a run and start it detached (returns its pid); ``foreground`` only prepares it,
     for :func:`tuitune.train.foreground.exec_foreground`."""
-    run = prepare_run(config_path, workspace, name)
+    run, cfg = _prepare(config_path, workspace, name)
     if foreground:
         return run, None
-    return run, spawn(run)
+    return run, spawn(run, cfg=cfg)
 
 
 def resume_run(workspace, run_id: str, foreground: bool = False,
