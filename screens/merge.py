@@ -24,7 +24,7 @@ from screens.steps import handover_keys
 from screens.widgets.choice import Choice, ChoiceScreen
 from screens.widgets.fields import Toggle, tui_message
 from screens.widgets.merge_sources import MergeSources
-from screens.widgets.train_modals import one_line
+from screens.workers import one_line
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
 #: Keys that hand the merged model to another step (the registry's; Chat only, once it is built).

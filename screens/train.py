@@ -23,7 +23,7 @@ from textual.widgets import DataTable
 from textual.worker import Worker, get_current_worker
 
 from screens.base import StepScreen
-from screens.steps import STEPS
+from screens.steps import handover_keys
 from screens.widgets.train.dashboard import RunDashboard
 from screens.widgets.train.modals import ConfirmModal, NewRunModal, ResumeModal
 from screens.widgets.train.runs_table import RunsTable
@@ -36,17 +36,10 @@ from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunRow, RunWatcher, run
 RUNS_EVERY = 2.0      # seconds between polls of the runs' state.json
 WORKSPACE_WIDE = "*"  # a message about the workspace, not one run (kept when the selection moves)
 
-_STEP_KEYS = {s.key for s in STEPS}
-
-
 def _handover_bindings() -> list[Binding]:
-    """`m` / `c` open the selected run in Merge / Chat, once those steps exist."""
-    out = []
-    if "merge" in _STEP_KEYS:
-        out.append(Binding("m", "open_in('merge')", "Merge", id="train-merge"))
-    if "chat" in _STEP_KEYS:
-        out.append(Binding("c", "open_in('chat')", "Chat", id="train-chat"))
-    return out
+    """The registry's hand-over keys (`m` Merge, `c` Chat), once those steps exist."""
+    return [Binding(key, f"open_in('{target}')", label, id=f"train-{target}") for key, target, label in
+            handover_keys("train")]
 
 
 class TrainScreen(StepScreen):
