@@ -1,0 +1,283 @@
+"""Step 7, Evaluate: did fine-tuning help, on records the model never saw?
+
+The evaluation is ``tuitune.eval`` (headless): this screen gathers the target, data and
+baseline, runs :func:`tuitune.eval.evaluate` in a thread worker that reports progress by
+messages (shown with an ETA; x stops it), and shows the report: the summary card, the
+records by change and the one under the cursor. Reports already written are reopened
+from the list. g / b mark a record by hand (saved in the report); o opens its prompt in
+Chat with both models side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from screens.base import StepScreen
+from screens.steps import handover_keys
+from screens.widgets.eval.view import ReportView
+from screens.widgets.fields import NumberInput, Toggle, tui_message
+from screens.workers import failure
+
+#: The engine's flags as this screen's fields are named.
+EVAL_LABELS = {"--max-samples": "samples", "--data FILE": "the data field", "--data": "the data field",
+               "--against MODEL": "the against field", "--checkpoints": "checkpoints", "--force": "a new run"}
+NEW = "__none__"
+
+
+class EvalScreen(StepScreen):
+    STEP = "eval"
+    HELP = """\
+# Evaluate
+
+Did fine-tuning help? The **target** (a run: its final adapter; `RUN:checkpoint-N`; an
+adapter or model folder) and its baseline (the run's base model, or the model in
+**against**) answer the same held-out records: the run's `data.eval`, else the
+`test.jsonl` its split wrote, or the file in **data**.
+
+For each: the held-out loss on the answer tokens (the training template and mask) and
+its perplexity, and the answers, scored against the references: ROUGE-L (characters
+for Chinese, words otherwise), BLEU-4 and chrF (sacrebleu), exact match. With
+**checkpoints** on, the loss of every checkpoint too, to pick the best one.
+
+- **r** runs the evaluation (the report goes to `evals/<target>-<time>/`: report.json,
+  answers.jsonl, report.md); **x** stops it.
+- The table lists the records, biggest change first; the pane beside it shows the
+  question, the reference and both answers.
+- **g** / **b** mark the record good or bad by hand (kept in the report, counted in its
+  summary); **o** opens its prompt in Chat, baseline and target side by side.
+- **report** reopens a report already in the workspace.
+
+The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--checkpoints]`.
+"""
+
+    BINDINGS = [
+        Binding("r", "run", "Run", id="eval-run", tooltip="Evaluate the target against its baseline"),
+        Binding("x", "stop", "Stop", id="eval-stop", tooltip="Stop the evaluation"),
+        Binding("g", "mark('good')", "Good", id="eval-good", tooltip="Mark the record good by hand"),
+        Binding("b", "mark('bad')", "Bad", id="eval-bad", tooltip="Mark the record bad by hand"),
+        *[Binding(key, f"open_in('{target}')", label, id=f"eval-open-{target}",
+                  tooltip="The record's prompt, baseline and target side by side")
+          for key, target, label in handover_keys("eval")],
+    ]
+
+    @dataclass
+    class Progress(Message):
+        what: str
+        done: int
+        total: int
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, EvalScreen.Progress) and message.what == self.what
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.folder: Path | None = None
+        self.running = False
+        self._phase: tuple[str, float] = ("", 0.0)
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(classes="eval-row"):
+            yield Label("target", classes="field-label")
+            yield Input(self._default_target(), id="eval-target", compact=True,
+                        placeholder="run id, RUN:checkpoint-N, adapter or model folder",
+                        tooltip="What to evaluate: a run (its final adapter), RUN:checkpoint-N, an adapter "
+                        "folder or a model folder.")
+            yield Label("data", classes="field-label")
+            yield Input("", id="eval-data", compact=True, placeholder="the run's held-out file",
+                        tooltip="A conversation JSONL of held-out records (empty: the run's data.eval, else "
+                        "the test.jsonl beside its training file).")
+        with Horizontal(classes="eval-row"):
+            yield Label("against", classes="field-label")
+            yield Input("", id="eval-against", compact=True, placeholder="base",
+                        tooltip="The baseline: empty for the run's base model, or a model folder or "
+                        "RUN:checkpoint-N.")
+            yield Label("samples", classes="field-label")
+            yield NumberInput("", id="eval-samples", compact=True, placeholder="all",
+                              tooltip="Evaluate the first N records only (empty: all).")
+            yield Label("tokens", classes="field-label")
+            yield NumberInput("128", id="eval-tokens", compact=True, tooltip="The longest answer, in tokens.")
+            yield Toggle("checkpoints", False, id="eval-checkpoints", compact=True,
+                         tooltip="Also the held-out loss of every checkpoint of the run.")
+        with Horizontal(classes="eval-row"):
+            yield Label("report", classes="field-label")
+            yield Select([], prompt="a report in this workspace", id="eval-reports", compact=True,
+                         tooltip="Reopen a report written before.")
+        yield Static(Text("Press r to evaluate the target against its base model.", style="dim"), id="eval-status")
+        yield ProgressBar(id="eval-progress", show_eta=False)
+        yield ReportView(id="eval-report")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#eval-progress").display = False
+        self.query_one("#eval-report").display = False
+        self.refresh_reports()
+        # Not a text field: the step's keys (r, x, g, b, o) work at once; Tab reaches the fields.
+        self.query_one("#eval-reports").focus()
+
+    def _default_target(self) -> str:
+        from tuitune.train.runfolder import list_runs
+
+        runs = list_runs(self.app.workspace.root)
+        return runs[0].id if runs else ""
+
+    def refresh_reports(self, select: Path | None = None) -> None:
+        from tuitune.eval import list_reports
+
+        reports = list_reports(self.app.workspace.root)
+        sel = self.query_one("#eval-reports", Select)
+        sel.set_options([(f"{d.name}", str(d)) for d, _rep in reports])
+        if select is not None:
+            sel.value = str(select)
+
+    @on(Select.Changed, "#eval-reports")
+    def _report_picked(self, event: Select.Changed) -> None:
+        if event.value not in (Select.BLANK, None) and (self.folder is None or str(self.folder) != event.value):
+            self.open_report(Path(str(event.value)))
+
+    def open_report(self, folder: Path, keep: int | None = None) -> None:
+        from tuitune.errors import TuituneError
+        from tuitune.eval import read_report
+
+        try:
+            report, records = read_report(folder)
+        except TuituneError as exc:
+            self._status(Text(f"error: {exc}", style="bold red"))
+            return
+        self.folder = folder
+        view = self.query_one(ReportView)
+        view.display = True
+        view.show(report, records, keep)
+        self._status(Text(f"{self._rel(folder)}", style="dim"))
+        self.refresh_bindings()
+        self.query_one("#eval-records").focus()
+
+    def _rel(self, p: Path) -> str:
+        try:
+            return str(p.relative_to(self.app.workspace.root))
+        except ValueError:
+            return str(p)
+
+    def _status(self, text: Text) -> None:
+        self.query_one("#eval-status", Static).update(text)
+
+    def _value(self, wid: str) -> str:
+        return self.query_one(f"#{wid}", Input).value.strip()
+
+    # --- running ------------------------------------------------------------------------------
+
+    def action_run(self) -> None:
+        if self.running:
+            self._status(Text("Still evaluating: x stops it.", style="yellow"))
+            return
+        target = self._value("eval-target")
+        if not target:
+            self._status(Text("Give a target: a run id, RUN:checkpoint-N, an adapter or a model folder.",
+                              style="bold red"))
+            self.query_one("#eval-target").focus()
+            return
+        samples, tokens = self._value("eval-samples"), self._value("eval-tokens") or "128"
+        self.running = True
+        self._phase = ("", time.monotonic())
+        bar = self.query_one("#eval-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
+        self._status(Text(f"evaluating {target} …", style="bold"))
+        self.refresh_bindings()
+        self.evaluate(target, self._value("eval-data") or None, self._value("eval-against") or None,
+                      int(samples) if samples else None, tokens, self.query_one("#eval-checkpoints", Toggle).value)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="eval", description="evaluate")
+    def evaluate(self, target, data, against, samples, tokens, checkpoints) -> Path:
+        from tuitune.eval import default_output, evaluate, plan
+        from tuitune.generation import GenerationSettings
+
+        worker = get_current_worker()
+        ws = self.app.workspace.root
+        settings = GenerationSettings(temperature=0).updated("max_new_tokens", tokens)
+        p = plan(target, ws, data=data, against=against, checkpoints=checkpoints, max_samples=samples)
+        folder, _report = evaluate(p, default_output(ws, p.target.label), settings=settings,
+                                   progress=lambda *a: self.post_message(self.Progress(*a)),
+                                   cancelled=lambda: worker.is_cancelled)
+        return folder
+
+    def on_eval_screen_progress(self, message: Progress) -> None:
+        what, started = self._phase
+        now = time.monotonic()
+        if message.what != what:
+            self._phase = (message.what, now)
+            started = now
+        bar = self.query_one("#eval-progress", ProgressBar)
+        bar.update(total=message.total, progress=message.done)
+        text = Text(f"{message.what}: {message.done}/{message.total}", style="bold")
+        if 0 < message.done < message.total and now > started:
+            left = (now - started) / message.done * (message.total - message.done)
+            text.append(f" · about {left:.0f} s left", style="dim")
+        self._status(text)
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "eval" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                               WorkerState.CANCELLED):
+            return
+        self.running = False
+        self.refresh_bindings()
+        self.query_one("#eval-progress").display = False
+        if event.state == WorkerState.SUCCESS:
+            folder = event.worker.result
+            self.refresh_reports(select=folder)
+            self.open_report(folder)
+            return
+        error = failure(event)
+        self._status(Text(f"error: {tui_message(error, EVAL_LABELS)}", style="bold red") if error
+                     else Text("Stopped; nothing was written.", style="yellow"))
+
+    def action_stop(self) -> None:
+        if self.running:
+            self.workers.cancel_group(self, "eval")
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "stop":
+            return self.running
+        if action in ("mark", "open_in"):
+            return self.folder is not None
+        return True
+
+    # --- the report ---------------------------------------------------------------------------
+
+    def action_mark(self, value: str) -> None:
+        from tuitune.errors import TuituneError
+        from tuitune.eval import mark
+
+        view = self.query_one(ReportView)
+        i = view.current()
+        if self.folder is None or i is None:
+            return
+        current = view.records[i].get("mark")
+        try:
+            mark(self.folder, i + 1, None if current == value else value)  # the same key again clears it
+        except TuituneError as exc:
+            self._status(Text(f"error: {exc}", style="bold red"))
+            return
+        self.open_report(self.folder, keep=i)
+
+    def action_open_in(self, step: str) -> None:
+        view = self.query_one(ReportView)
+        i = view.current()
+        if view.report is None or i is None:
+            return
+        rep = view.report
+        target = rep["target"].get("spec") or rep["target"]["label"]
+        baseline = (rep.get("baseline") or {}).get("spec") or rep["target"]["base"]
+        self.app.selected_pair = (baseline, target, view.records[i]["prompt"])
+        self.app.switch_mode(step)

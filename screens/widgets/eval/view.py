@@ -1,0 +1,113 @@
+"""An evaluation report on screen: the summary card, the records by change, the record under the cursor."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from tuitune.eval.report import summary_line
+
+VERDICT_STYLE = {"better": "green", "worse": "red", "same": "dim"}
+MARK_TEXT = {"good": "✓ good", "bad": "✗ bad", None: ""}
+MARK_CELL = {"good": "✓", "bad": "✗", None: ""}
+
+
+def summary_card(report: dict) -> Text:
+    """Loss base → tuned, the metrics, better/worse/same and the marks."""
+    s = report["summary"]
+    t, b = s.get("target") or {}, s.get("baseline") or {}
+    base_label = report["baseline"]["label"] if report.get("baseline") else None
+    text = Text()
+    text.append(f"{report['target']['label']}", style="bold")
+    if base_label:
+        text.append(f" vs {base_label}", style="bold dim")
+    text.append(f" · {report['records']} records\n", style="dim")
+    text.append(summary_line(report) + "\n", style="bold")
+    cells = []
+    for title, key, fmt in (("loss", "loss", "{:.3f}"), ("ROUGE-L", "rouge_l", "{:.2f}"), ("BLEU", "bleu", "{:.1f}"),
+                            ("chrF", "chrf", "{:.1f}"), ("exact", "exact", "{:.0%}")):
+        if t.get(key) is None:
+            continue
+        cells.append(f"{title} {fmt.format(b[key]) + ' → ' if b.get(key) is not None else ''}{fmt.format(t[key])}")
+    text.append("  ·  ".join(cells), style="")
+    if s.get("better") is not None:
+        text.append(f"\nbetter {s['better']} · worse {s['worse']} · same {s['same']}", style="")
+        text.append(f" · marked good {s['marked_good']}, bad {s['marked_bad']}", style="dim")
+    return text
+
+
+def detail_text(record: dict | None) -> Text:
+    if record is None:
+        return Text("No record selected.", style="dim")
+    text = Text()
+    text.append(f"{record['index'] + 1}. ", style="bold")
+    if record.get("verdict"):
+        text.append(record["verdict"], style=VERDICT_STYLE.get(record["verdict"], ""))
+    if record.get("mark"):
+        text.append(f"  {MARK_TEXT[record['mark']]}", style="bold")
+    text.append("\nprompt\n", style="bold dim").append(record["prompt"] + "\n")
+    text.append("reference\n", style="bold dim").append(record["reference"] + "\n")
+    for side in ("baseline", "target"):
+        r = record.get(side)
+        if not r or "answer" not in r:
+            continue
+        text.append(f"{side}", style="bold dim")
+        text.append(f"  ROUGE-L {r['rouge_l']:.2f} · loss {r['loss']:.2f}"
+                    f"{' · hit max tokens' if r.get('finish') == 'length' else ''}\n", style="dim")
+        text.append((r["answer"] or "(empty)") + "\n")
+    return text
+
+
+class ReportView(Vertical):
+    """Summary above; below it the records table (biggest change first) beside the detail pane."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.report: dict | None = None
+        self.records: list[dict] = []
+        self.order: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="eval-summary")
+        with Horizontal(id="eval-lower"):
+            yield DataTable(id="eval-records", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="eval-detail-box"):
+                yield Static(detail_text(None), id="eval-detail")
+
+    def show(self, report: dict, records: list[dict], keep: int | None = None) -> None:
+        self.report, self.records = report, records
+        self.query_one("#eval-summary", Static).update(summary_card(report))
+        table = self.query_one("#eval-records", DataTable)
+        table.clear(columns=True)
+        table.add_column("#", key="n", width=4)
+        table.add_column("verdict", key="verdict", width=7)
+        table.add_column("ΔROUGE", key="change", width=6)
+        table.add_column("mark", key="mark", width=4)
+        table.add_column("prompt", key="prompt")
+        self.order = sorted(range(len(records)), key=lambda i: -abs(records[i].get("change") or 0))
+        for i in self.order:
+            r = records[i]
+            change = r.get("change")
+            table.add_row(str(i + 1), Text(r.get("verdict") or "", style=VERDICT_STYLE.get(r.get("verdict"), "")),
+                          "" if change is None else f"{change:+.2f}", MARK_CELL[r.get("mark")],
+                          Text(" ".join(r["prompt"].split())[:200], overflow="ellipsis", no_wrap=True), key=str(i))
+        if keep is not None and keep in self.order:
+            table.move_cursor(row=self.order.index(keep))
+        self.show_detail()
+
+    def current(self) -> int | None:
+        """The index (0-based, in the report) of the record under the cursor."""
+        table = self.query_one("#eval-records", DataTable)
+        if not table.row_count:
+            return None
+        return self.order[table.cursor_row] if table.cursor_row < len(self.order) else None
+
+    def show_detail(self) -> None:
+        i = self.current()
+        self.query_one("#eval-detail", Static).update(detail_text(self.records[i] if i is not None else None))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self.show_detail()

@@ -1,0 +1,101 @@
+"""Held-out loss per record: the training encoding and mask, one forward pass per batch.
+
+Each record is encoded exactly as training encodes it (:func:`tuitune.encode.encode_conversation`
+with the run's template, system prompt, ``max_length`` and task), so the loss is over the
+answer tokens (every token for ``pretrain``). The per-token cross-entropy is summed per
+record here, not by the model's own loss, which averages over the batch: the report needs
+each record's loss (which record got better) and the mean over all answer tokens, which is
+the training loss's definition. Batches hold up to ``TOKENS_PER_BATCH`` tokens (sorted by
+length, right padding), which bounds the logits' memory (tokens x vocabulary floats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from tuitune.errors import TuituneError
+
+TOKENS_PER_BATCH = 4096
+IGNORE_INDEX = -100
+
+
+@dataclass
+class RecordLoss:
+    loss_sum: float      # summed cross-entropy over the record's trained tokens
+    tokens: int          # trained tokens
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_sum / self.tokens if self.tokens else None
+
+
+def encode_records(tokenizer, records: list[dict], *, template: str, system: str | None, max_length: int,
+                   task: str) -> list[dict]:
+    from tuitune.encode import encode_conversation
+    from tuitune.train.build import _with_system
+
+    return [encode_conversation(tokenizer, _with_system(r, system), template, max_length, task=task) for r in records]
+
+
+def record_losses(model, encoded: list[dict], *, pad_id: int, tokens_per_batch: int = TOKENS_PER_BATCH,
+                  prepare: Callable | None = None, on_batch: Callable[[int], None] | None = None,
+                  cancelled: Callable[[], bool] | None = None) -> list[RecordLoss]:
+    """Each record's summed loss and trained-token count, in ``encoded``'s order."""
+    from contextlib import nullcontext
+
+    import torch
+    import torch.nn.functional as F
+
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    out: list[RecordLoss | None] = [None] * len(encoded)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    done = 0
+    try:
+        start = 0
+        while start < len(order):
+            if cancelled is not None and cancelled():
+                raise TuituneError("cancelled")
+            # As many of the next (longer) records as fit the token budget, at least one.
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(encoded[order[end]]["input_ids"]) <= tokens_per_batch:
+                end += 1
+            idx = order[start:end]
+            width = max(len(encoded[i]["input_ids"]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                n = len(encoded[i]["input_ids"])
+                ids[row, :n] = torch.tensor(encoded[i]["input_ids"])
+                labels[row, :n] = torch.tensor(encoded[i]["labels"])
+                mask[row, :n] = 1
+            ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+            with torch.no_grad(), (prepare() if prepare else nullcontext()):
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                target = labels[:, 1:]
+                ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="none").view(target.shape)
+            sums = ce.sum(dim=1).tolist()
+            counts = (target != IGNORE_INDEX).sum(dim=1).tolist()
+            for row, i in enumerate(idx):
+                out[i] = RecordLoss(float(sums[row]), int(counts[row]))
+            done += len(idx)
+            if on_batch is not None:
+                on_batch(done)
+            start = end
+    finally:
+        if was_training:
+            model.train()
+    return out  # type: ignore[return-value]
+
+
+def mean_loss(losses: list[RecordLoss]) -> float | None:
+    """Over all trained tokens (as training's loss), not the mean of the records' means."""
+    tokens = sum(r.tokens for r in losses)
+    return sum(r.loss_sum for r in losses) / tokens if tokens else None
+
+
+__all__ = ["RecordLoss", "encode_records", "record_losses", "mean_loss", "TOKENS_PER_BATCH"]

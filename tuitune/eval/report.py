@@ -1,0 +1,176 @@
+"""The evaluation report: ``report.json``, ``answers.jsonl`` and ``report.md`` in one folder.
+
+Written to a temporary folder beside the output and renamed into place, so a report is
+whole or absent. Marks a user puts on records (good, bad) are saved into the report's
+files (each rewritten atomically) and counted in its summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from tuitune.errors import TuituneError
+from tuitune.fsutil import atomic_write_json, atomic_write_text
+
+REPORT_JSON, ANSWERS, REPORT_MD = "report.json", "answers.jsonl", "report.md"
+MARKS = ("good", "bad")
+#: A record counts as better or worse when its ROUGE-L moves by more than this.
+SAME_WITHIN = 0.01
+SIDES = ("baseline", "target")
+
+
+def verdict(change: float | None) -> str:
+    if change is None:
+        return "same"
+    return "better" if change > SAME_WITHIN else "worse" if change < -SAME_WITHIN else "same"
+
+
+def summarize(report: dict, records: list[dict]) -> dict:
+    """The counts a report's summary holds: better / worse / same, and the hand marks."""
+    s = report["summary"]
+    for v in ("better", "worse", "same"):
+        s[v] = sum(1 for r in records if r.get("verdict") == v) if report.get("baseline") and report["generated"] else None
+    for m in MARKS:
+        s[f"marked_{m}"] = sum(1 for r in records if r.get("mark") == m)
+    return report
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{(b - a) / a * 100:+.0f}%" if a else ""
+
+
+def summary_line(report: dict) -> str:
+    """``held-out loss 2.31 → 1.42 (-39%), ROUGE-L 0.18 → 0.41, better on 61 of 69``."""
+    s, parts = report["summary"], []
+    t, b = s.get("target") or {}, s.get("baseline") or {}
+    if t.get("loss") is not None:
+        if b.get("loss") is not None:
+            parts.append(f"held-out loss {b['loss']:.2f} → {t['loss']:.2f} ({_pct(b['loss'], t['loss'])})")
+        else:
+            parts.append(f"held-out loss {t['loss']:.2f}")
+    if t.get("rouge_l") is not None:
+        parts.append(f"ROUGE-L {b['rouge_l']:.2f} → {t['rouge_l']:.2f}" if b.get("rouge_l") is not None
+                     else f"ROUGE-L {t['rouge_l']:.2f}")
+    if s.get("better") is not None:
+        parts.append(f"better on {s['better']} of {report['records']}")
+    marks = [f"{s[f'marked_{m}']} marked {m}" for m in MARKS if s.get(f"marked_{m}")]
+    return ", ".join(parts + marks) or "nothing measured"
+
+
+def _md_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", "<br>")
+
+
+def markdown(report: dict, records: list[dict]) -> str:
+    """``report.md``: the settings, the summary table, checkpoints, records by the biggest change."""
+    s = report["summary"]
+    tgt, base = report["target"], report.get("baseline")
+    lines = [f"# Evaluation: {tgt['label']}", "", summary_line(report), "",
+             f"- **target**: `{tgt['label']}` ({tgt['base']}{' + ' + tgt['adapter'] if tgt.get('adapter') else ''})"]
+    if base:
+        lines.append(f"- **baseline**: `{base['label']}` ({base['base']}"
+                     f"{' + ' + base['adapter'] if base.get('adapter') else ''})")
+    st = report["settings"]
+    lines += [f"- **data**: `{report['data']}`, {report['records']} records", f"- **settings**: template "
+              f"`{st['template']}`, max_new_tokens {st['max_new_tokens']}, "
+              f"{'greedy' if st['temperature'] == 0 else 'temperature %s, seed %s' % (st['temperature'], st['seed'])}",
+              "", "| metric | " + (" baseline |" if base else "") + " target |",
+              "| --- | " + ("--- | " if base else "") + "--- |"]
+    rows = [("held-out loss", "loss", "{:.4f}"), ("perplexity", "ppl", "{:.2f}"), ("ROUGE-L", "rouge_l", "{:.3f}"),
+            ("BLEU-4", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("exact match", "exact", "{:.1%}"),
+            ("answer tokens (mean)", "answer_tokens", "{:.1f}"), ("hit the token limit", "hit_limit", "{:.1%}")]
+    for title, key, fmt in rows:
+        vals = [(s.get(side) or {}).get(key) for side in (SIDES if base else ("target",))]
+        if all(v is None for v in vals):
+            continue
+        lines.append(f"| {title} | " + " | ".join("" if v is None else fmt.format(v) for v in vals) + " |")
+    if report.get("checkpoints"):
+        lines += ["", "## Held-out loss by checkpoint", "", "| step | loss |", "| --- | --- |"]
+        best = min(report["checkpoints"], key=lambda c: c["loss"])
+        for c in report["checkpoints"]:
+            lines.append(f"| {c['step']}{' (best)' if c is best else ''} | {c['loss']:.4f} |")
+    if report.get("generated"):
+        lines += ["", "## Records, biggest change first", ""]
+        for r in sorted(records, key=lambda r: -abs(r.get("change") or 0)):
+            head = f"### {r['index'] + 1}. {r.get('verdict', '')}"
+            if r.get("change") is not None:
+                head += f" (ROUGE-L {r['change']:+.2f})"
+            if r.get("mark"):
+                head += f", marked {r['mark']}"
+            lines += [head, "", f"**prompt**: {_md_cell(r['prompt'])}", "", f"**reference**: {_md_cell(r['reference'])}", ""]
+            for side in SIDES:
+                if r.get(side):
+                    lines += [f"**{side}**: {_md_cell(r[side]['answer'])}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(folder: Path, report: dict, records: list[dict]) -> None:
+    """The three files into ``folder`` (a fresh temporary folder, or a report being re-marked)."""
+    summarize(report, records)
+    atomic_write_text(folder / ANSWERS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(folder / REPORT_MD, markdown(report, records))
+    atomic_write_json(folder / REPORT_JSON, report)
+
+
+def read_report(folder: str | Path) -> tuple[dict, list[dict]]:
+    folder = Path(folder)
+    try:
+        report = json.loads((folder / REPORT_JSON).read_text(encoding="utf-8"))
+        records = [json.loads(line) for line in (folder / ANSWERS).read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+    except FileNotFoundError as exc:
+        raise TuituneError(f"{folder}: not an evaluation report (no {Path(exc.filename).name}); give a folder "
+                           "`tuitune eval` wrote (see `tuitune eval --list`)") from None
+    except (OSError, ValueError) as exc:
+        raise TuituneError(f"{folder}: the report is unreadable ({exc}); run the evaluation again") from None
+    return report, records
+
+
+def mark(folder: str | Path, number: int, value: str | None) -> dict:
+    """Mark record ``number`` (1-based, as shown) good, bad or nothing; returns the report."""
+    if value not in (*MARKS, None):
+        raise TuituneError(f"mark {value!r}: use good, bad or clear")
+    report, records = read_report(folder)
+    if not 1 <= number <= len(records):
+        raise TuituneError(f"{folder}: no record {number}; the report has records 1 to {len(records)}")
+    records[number - 1]["mark"] = value
+    write_report(Path(folder), report, records)
+    return report
+
+
+def list_reports(workspace: str | Path) -> list[tuple[Path, dict]]:
+    """The workspace's reports (``evals/*``), newest first."""
+    root = Path(workspace) / "evals"
+    out = []
+    for d in root.iterdir() if root.is_dir() else []:
+        try:
+            out.append((d, json.loads((d / REPORT_JSON).read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    return sorted(out, key=lambda x: -float(x[1].get("created") or 0))
+
+
+def side_summary(losses, answers, scores, corpus, max_new_tokens) -> dict:
+    """One model's row of the summary."""
+    from tuitune.eval.loss import mean_loss
+
+    loss = mean_loss(losses) if losses else None
+    out = {"loss": loss, "ppl": math.exp(loss) if loss is not None and loss < 50 else None}
+    if answers:
+        n = len(answers)
+        out.update(rouge_l=sum(s["rouge_l"] for s in scores) / n, exact=sum(s["exact"] for s in scores) / n,
+                   bleu=corpus["bleu"], chrf=corpus["chrf"],
+                   answer_tokens=sum(a.new_tokens for a in answers) / n,
+                   hit_limit=sum(1 for a in answers if a.finish == "length") / n)
+    return out
+
+
+def now_stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+__all__ = ["REPORT_JSON", "ANSWERS", "REPORT_MD", "MARKS", "verdict", "summary_line", "markdown", "write_report",
+           "read_report", "mark", "list_reports", "side_summary"]

@@ -1,0 +1,334 @@
+"""One evaluation: the target and its baseline on the same held-out records.
+
+:func:`plan` resolves what to compare (through :func:`tuitune.sources.resolve`, the one
+resolver) and which data (the run's ``data.eval``, else the ``test.jsonl`` its split wrote
+beside ``data.train``), and checks it all before a model loads. :func:`evaluate` computes,
+for each side, the held-out loss (the training encoding and mask) and the answers to each
+record's prompt (:func:`tuitune.generation.answer_batch`, the generation path chat and the
+training samples use), scores them against the references, and writes the report.
+Two sides on one base share one copy of it in memory, as Chat's compare mode does.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tuitune.errors import TuituneError
+from tuitune.sources import ModelSource
+
+Progress = Callable[[str, int, int], None]   # (what, done, total)
+
+
+@dataclass
+class EvalPlan:
+    target: ModelSource
+    baseline: ModelSource | None
+    data: Path
+    records: list[dict]
+    prompts: list[list[dict]]       # each record's messages up to its last question
+    references: list[str]           # each record's last answer ('' for pretraining text)
+    template: str = "auto"
+    system: str = ""
+    max_length: int = 2048
+    task: str = "sft"
+    checkpoints: list[tuple[int, Path]] = field(default_factory=list)
+
+    @property
+    def generates(self) -> bool:
+        return self.task != "pretrain"
+
+
+def _run_config(src: ModelSource):
+    if src.config_path is None:
+        return None
+    from tuitune.config import load_config
+
+    return load_config(src.config_path, workspace=src.run_dir.parent.parent if src.run_dir else None)
+
+
+def _default_data(src: ModelSource, cfg) -> Path:
+    if cfg is None:
+        raise TuituneError(f"{src.label} is not a run, so there is no held-out file to default to; give --data FILE "
+                           "(a conversation JSONL; `tuitune data split` writes test.jsonl)")
+    if cfg.data.eval:
+        return cfg.resolve(cfg.data.eval)
+    test = cfg.resolve(cfg.data.train).parent / "test.jsonl"
+    if test.is_file():
+        return test
+    raise TuituneError(f"run {src.run} has no data.eval and no test.jsonl beside its training file "
+                       f"({cfg.data.train}); give --data FILE, or split the data with `tuitune data split`")
+
+
+def _prompt_of(record: dict, where: str) -> tuple[list[dict], str]:
+    """The messages before the record's last answer, and that answer (the reference)."""
+    msgs: list[dict] = []
+    turns = record["conversation"]
+    for i, t in enumerate(turns):
+        if i == 0 and t.get("system"):
+            msgs.append({"role": "system", "content": t["system"]})
+        msgs.append({"role": "user", "content": t.get("input") or ""})
+        if i < len(turns) - 1:
+            msgs.append({"role": "assistant", "content": t.get("output") or ""})
+    return msgs, (turns[-1].get("output") or "").strip()
+
+
+def _need_answers(path: Path) -> None:
+    """A record without an answer is no evaluation record: say what the answers are for."""
+    from tuitune.data.io import iter_json_items
+
+    for where, item in iter_json_items(path):
+        turns = item.get("conversation") if isinstance(item, dict) else None
+        if isinstance(turns, list) and turns and isinstance(turns[-1], dict) and not turns[-1].get("output"):
+            raise TuituneError(f"{path}: {where}: no reference answer (\"output\" of its last turn); answers are "
+                               "scored against one, so every record needs it. Pretraining text has none: set "
+                               "task: pretrain in the run's config, and its held-out loss is measured alone")
+
+
+def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = None, against: str | None = None,
+         checkpoints: bool = False, max_samples: int | None = None) -> EvalPlan:
+    """Everything checked before a model is loaded; TuituneError names what is wrong."""
+    from tuitune.data import load_records
+    from tuitune.sources import resolve
+
+    if max_samples is not None and max_samples < 1:
+        raise TuituneError(f"--max-samples {max_samples}: give 1 or more (leave it out for every record)")
+    workspace = Path(workspace)
+    src = resolve(target, workspace)
+    cfg = _run_config(src)
+    if against in (None, "base"):
+        if src.adapter is None and src.run is None:
+            if against == "base":
+                raise TuituneError(f"{src.label} is a model folder with no run or adapter, so its base is unknown; "
+                                   "give --against MODEL")
+            baseline = None
+        else:
+            baseline = ModelSource(cfg.model_path() if cfg is not None else src.base, label=f"{src.run}:base"
+                                   if src.run else f"{Path(src.base).name} (base)", template=src.template,
+                                   trust_remote_code=src.trust_remote_code, system=src.system, run=src.run)
+    else:
+        baseline = resolve(against, workspace)
+    if data is None:
+        path = _default_data(src, cfg)
+    else:
+        path = Path(data).expanduser()
+        if not path.is_absolute() and not path.exists() and (workspace / path).exists():
+            path = workspace / path
+    if not path.is_file():
+        raise TuituneError(f"{path}: no such data file; give --data with a conversation JSONL (the held-out split)")
+    task = cfg.task if cfg is not None else "sft"
+    if task != "pretrain":
+        _need_answers(path)
+    records = load_records(path)
+    if not records:
+        raise TuituneError(f"{path}: no records to evaluate on")
+    if max_samples:
+        records = records[:max_samples]
+    prompts, refs = [], []
+    for i, rec in enumerate(records):
+        msgs, ref = _prompt_of(rec, f"record {i + 1}")
+        prompts.append(msgs)
+        refs.append(ref)
+    eps: list[tuple[int, Path]] = []
+    if checkpoints:
+        if src.run_dir is None:
+            raise TuituneError(f"--checkpoints needs a run, and {src.label} is not one")
+        from tuitune.train.runfolder import RunFolder
+
+        eps = [(int(p.name.rsplit("-", 1)[-1]), p) for p in RunFolder(src.run_dir).list_checkpoints()]
+        if not eps:
+            raise TuituneError(f"run {src.run} has no complete checkpoint yet (training.save_steps)")
+    return EvalPlan(src, baseline, path, records, prompts, refs, template=src.template or "auto",
+                    system=src.system or "", max_length=cfg.data.max_length if cfg is not None else 2048,
+                    task=task, checkpoints=eps)
+
+
+class _Models:
+    """The loaded models: sides on one base share it, each side picks its adapter (or none)."""
+
+    def __init__(self, plan: EvalPlan, dtype: str, say: Callable[[str], None]):
+        from tuitune.chat.loading import _check_template, _load_tokenizer
+
+        self.plan, self.dtype, self.say = plan, dtype, say
+        t, b = plan.target, plan.baseline
+        from tuitune.chat.loading import can_share_base
+
+        self.shared = (b is not None and Path(t.base) == Path(b.base) and t.trust_remote_code == b.trust_remote_code
+                       and can_share_base([t.adapter, b.adapter]))
+        self.tokenizer = _load_tokenizer(str(t.tokenizer_dir), t.trust_remote_code)
+        _check_template(self.tokenizer, plan.template, t.label)
+        self.loaded = None
+
+    def load(self, side: str):
+        """(model, prepare) for ``side``; a model no longer needed is freed first."""
+        from tuitune.chat.loading import load_model
+
+        t, b = self.plan.target, self.plan.baseline
+        src = t if side == "target" else b
+        if self.shared:
+            if self.loaded is None:
+                adapters = {n: s.adapter for n, s in (("target", t), ("baseline", b)) if s.adapter is not None}
+                self.loaded = load_model(t.base, adapters, dtype=self.dtype, trust_remote_code=t.trust_remote_code,
+                                         progress=self.say)
+        else:
+            self.free()
+            self.loaded = load_model(src.base, {side: src.adapter} if src.adapter else {}, dtype=self.dtype,
+                                     trust_remote_code=src.trust_remote_code, progress=self.say)
+        model = self.loaded.model
+        name = side if src.adapter is not None else None
+        return model, _selector(model, self.loaded.is_peft, name)
+
+    def free(self) -> None:
+        import gc
+
+        self.loaded = None
+        gc.collect()
+
+
+def _selector(model, is_peft: bool, name: str | None):
+    def prepare():
+        if is_peft and name is not None:
+            model.set_adapter(name)
+            return nullcontext()
+        return model.disable_adapter() if is_peft else nullcontext()
+    return prepare
+
+
+def spec_of(src: ModelSource) -> str:
+    """What names ``src`` again for the resolver (Chat, another evaluation): a run's form, else a folder."""
+    if src.run is not None:
+        return src.label
+    return str(src.adapter) if src.adapter is not None else src.base
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "model"
+
+
+def default_output(workspace: str | Path, target_label: str) -> Path:
+    from tuitune.eval.report import now_stamp
+
+    return Path(workspace) / "evals" / f"{_slug(target_label)}-{now_stamp()}"
+
+
+def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto", batch_size: int = 8,
+             force: bool = False, progress: Progress | None = None, log: Callable[[str], None] | None = None,
+             cancelled: Callable[[], bool] | None = None) -> tuple[Path, dict]:
+    """Run the plan and write the report to ``out``; returns (folder, report)."""
+    from tuitune.eval.loss import encode_records, record_losses
+    from tuitune.eval.metrics import corpus_scores, sentence_scores
+    from tuitune.eval.report import side_summary, summarize, verdict, write_report
+    from tuitune.fsutil import fix_modes, make_temp_dir, publish_dir, refuse_existing
+    from tuitune.generation import GenerationSettings, answer_batch
+
+    settings = settings or GenerationSettings(temperature=0, max_new_tokens=256)
+    out = Path(out)
+    refuse_existing(out, force=force, folder=True)
+    say = log or (lambda _m: None)
+    tell = progress or (lambda *_a: None)
+    t0 = time.time()
+    models = _Models(p, dtype, say)
+    tok = models.tokenizer
+    encoded = encode_records(tok, p.records, template=p.template, system=p.system, max_length=p.max_length, task=p.task)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    convs = [[{"role": "system", "content": p.system}] + m if p.system and m[0]["role"] != "system" else m
+             for m in p.prompts]
+    results: dict[str, dict] = {}
+    sides = ["target"] + (["baseline"] if p.baseline is not None else [])
+    for side in sides:
+        model, prepare = models.load(side)
+        n = len(p.records)
+        say(f"{side}: held-out loss on {n} records")
+        losses = record_losses(model, encoded, pad_id=pad, prepare=prepare, cancelled=cancelled,
+                               on_batch=lambda d, side=side: tell(f"loss ({side})", d, n))
+        answers = scores = []
+        corpus = {}
+        if p.generates:
+            say(f"{side}: answering {n} prompts")
+            answers = answer_batch(model, tok, settings, template=p.template, conversations=convs,
+                                   batch_size=batch_size, prepare=prepare, cancelled=cancelled,
+                                   on_batch=lambda d, side=side: tell(f"answers ({side})", d, n))
+            scores = [sentence_scores(a.text, ref) for a, ref in zip(answers, p.references)]
+            corpus = corpus_scores([a.text for a in answers], p.references)
+        results[side] = {"losses": losses, "answers": answers, "scores": scores,
+                         "summary": side_summary(losses, answers, scores, corpus, settings.max_new_tokens)}
+    curve = []
+    if p.checkpoints:
+        curve = _checkpoint_losses(p, models, encoded, pad, tell, cancelled, say)
+    models.free()
+    records = []
+    for i, (msgs, ref) in enumerate(zip(p.prompts, p.references)):
+        rec = {"index": i, "prompt": msgs[-1]["content"], "reference": ref, "mark": None}
+        for side in sides:
+            r = results[side]
+            rec[side] = {"loss": r["losses"][i].loss, "tokens": r["losses"][i].tokens}
+            if p.generates:
+                a = r["answers"][i]
+                rec[side].update(answer=a.text, new_tokens=a.new_tokens, finish=a.finish, **r["scores"][i])
+        if p.generates and p.baseline is not None:
+            rec["change"] = rec["target"]["rouge_l"] - rec["baseline"]["rouge_l"]
+            rec["verdict"] = verdict(rec["change"])
+        records.append(rec)
+    ident = lambda s: {"label": s.label, "spec": spec_of(s), "base": s.base,  # noqa: E731
+                       "adapter": str(s.adapter) if s.adapter else None, "run": s.run, "checkpoint": s.checkpoint}
+    report = {"version": 1, "created": time.time(), "target": ident(p.target),
+              "baseline": ident(p.baseline) if p.baseline else None, "data": str(p.data), "records": len(records),
+              "generated": p.generates, "task": p.task,
+              "settings": {**settings.to_dict(), "template": p.template, "system": p.system,
+                           "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
+              "summary": {side: results[side]["summary"] for side in sides}, "checkpoints": curve,
+              "seconds": round(time.time() - t0, 1)}
+    summarize(report, records)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(prefix=f".{out.name}.partial-", dir=out.parent)
+    try:
+        write_report(tmp, report, records)
+        fix_modes(tmp)
+        publish_dir(tmp, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, report
+
+
+def _checkpoint_losses(p: EvalPlan, models: _Models, encoded, pad, tell, cancelled, say) -> list[dict]:
+    """The held-out loss of each checkpoint: adapters on the loaded base, full weights loaded each."""
+    from tuitune.chat.loading import can_share_base, load_model
+    from tuitune.eval.loss import mean_loss, record_losses
+    from tuitune.sources import is_adapter_dir
+
+    curve = []
+    for k, (step, path) in enumerate(p.checkpoints):
+        say(f"checkpoint {step}: held-out loss")
+        if is_adapter_dir(path) and can_share_base([p.target.adapter or path, path]):
+            if models.loaded is None or not models.loaded.is_peft:
+                models.free()
+                models.loaded = load_model(p.target.base, {"target": p.target.adapter or path}, dtype=models.dtype,
+                                           trust_remote_code=p.target.trust_remote_code, progress=say)
+            model, name = models.loaded.model, f"step{step}"
+            model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            losses = record_losses(model, encoded, pad_id=pad, prepare=_selector(model, True, name), cancelled=cancelled)
+            model.set_adapter(next(iter(models.loaded.adapters)))
+            model.delete_adapter(name)
+        elif is_adapter_dir(path):  # an adapter that cannot share the loaded base: on a base of its own
+            models.free()
+            models.loaded = load_model(p.target.base, {"target": path}, dtype=models.dtype,
+                                       trust_remote_code=p.target.trust_remote_code, progress=say)
+            losses = record_losses(models.loaded.model, encoded, pad_id=pad,
+                                   prepare=_selector(models.loaded.model, True, "target"), cancelled=cancelled)
+        else:
+            models.free()
+            models.loaded = load_model(str(path), {}, dtype=models.dtype, progress=say)
+            losses = record_losses(models.loaded.model, encoded, pad_id=pad, cancelled=cancelled)
+        curve.append({"step": step, "loss": mean_loss(losses)})
+        tell("checkpoints", k + 1, len(p.checkpoints))
+    return curve
+
+
+__all__ = ["EvalPlan", "plan", "evaluate", "default_output"]
