@@ -58,6 +58,8 @@ class TuituneApp(App):
         # Merge sets selected_model before opening Chat.
         self.selected_run: str | None = None
         self.selected_model: str | None = None
+        # Evaluate sets selected_pair (baseline, target, prompt) before opening Chat in compare mode.
+        self.selected_pair: tuple[str, str, str] | None = None
         # The Train screen's clock and GPU probe (tests inject fixed ones).
         self.clock = time.time
         self.gpu_probe = None

@@ -27,7 +27,7 @@ from screens.base import StepScreen
 from screens.workers import failure
 from screens.widgets.chat.columns import ChatColumns
 from screens.widgets.chat.input import ChatInput
-from screens.widgets.chat.settings import ChatSettings
+from screens.widgets.chat.settings import ChatSettings, engine_words as _words
 from screens.widgets.chat.transcript import ChatTranscript
 from tuitune.generation.settings import GenerationSettings
 
@@ -110,6 +110,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         self.loading_models = False
         self._focus_before = None
         self._handover: tuple = (None, None)
+        self._pair: tuple | None = None
         self.template: str | None = None
 
     # --- layout --------------------------------------------------------------------------------
@@ -144,7 +145,19 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             self._take_handover()
 
     def _take_handover(self) -> None:
-        """A model from Merge (app.selected_model) or a run from Train (app.selected_run): load it."""
+        """A model from Merge (app.selected_model), a run from Train (app.selected_run), or a record
+        from Evaluate (app.selected_pair: baseline, target, prompt): load it (both, side by side)."""
+        pair = getattr(self.app, "selected_pair", None)
+        if pair and pair != self._pair:
+            self._pair = pair
+            baseline, target, prompt = pair
+            if not self.compare_mode:
+                self._show_compare(True)
+            self.query_one("#chat-model", Input).value = baseline
+            self.query_one("#chat-model-b", Input).value = target
+            self.query_one("#chat-input", ChatInput).text = prompt
+            self.action_load()
+            return
         handover = (getattr(self.app, "selected_model", None), getattr(self.app, "selected_run", None))
         if handover == self._handover:
             return
@@ -423,25 +436,3 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             return
         if self.sessions:
             self._status(self._describe())
-
-
-def _flag_labels() -> dict[str, str]:
-    """The engine's errors are written for the CLI; here they name the field or setting instead.
-    The generation flags' names come from the settings' one declaration."""
-    from tuitune.generation.settings import FIELDS, info
-
-    labels = {"--template": "the template setting", "--adapter": "an adapter folder in the model field",
-              "--checkpoint": "RUN:checkpoint-N in the model field", "--bits": "4/8-bit loading"}
-    for name in FIELDS:
-        label = info(name)["label"]
-        labels[f"--{name.replace('_', '-')}"] = f"the {label} setting" if name in ("system", "seed") else label
-    return labels
-
-
-FLAG_LABELS = _flag_labels()
-
-
-def _words(text: str) -> str:
-    from screens.widgets.fields import tui_message
-
-    return tui_message(" ".join(text.split()), FLAG_LABELS)

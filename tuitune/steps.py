@@ -44,6 +44,8 @@ STEPS: tuple[Step, ...] = (
          "screens.merge:MergeScreen", ("merge",), handover=(("o", "chat", "Open in Chat"),)),
     Step("chat", "Chat", "6", "Chat with a model, an adapter or a checkpoint; compare two side by side",
          "screens.chat:ChatScreen", ("chat",)),
+    Step("eval", "Evaluate", "7", "Held-out loss and answers, the fine-tuned model against its base",
+         "screens.evaluate:EvalScreen", ("eval",), handover=(("o", "chat", "Open in Chat"),)),
 )
 
 #: Verbs that belong to no step: the sample workspace, and importing a GGUF model.

@@ -91,6 +91,27 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     return LoadedModel(model, base, adapters, device, str(torch_dtype).removeprefix("torch."), bits)
 
 
+def can_share_base(adapters) -> bool:
+    """Whether these adapters can sit on one copy of their base model.
+
+    A second adapter that carries whole modules (``modules_to_save``, e.g. the embeddings
+    and a tied ``lm_head``) does not come out right when peft's ``load_adapter`` adds it
+    to a model that holds one already: on the tiny model its held-out loss read 6.93
+    against 2.50 for the same adapter loaded alone. Such adapters get a copy of the
+    base each; LoRA-only adapters share one.
+    """
+    paths = [Path(a) for a in adapters if a is not None]
+    if len(paths) <= 1:
+        return True
+    for a in paths:
+        try:
+            if json.loads((a / "adapter_config.json").read_text(encoding="utf-8")).get("modules_to_save"):
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 def _warm_up(model) -> None:
     """One tiny generation, so the first answer's time to first token is not the library's set-up."""
     import torch

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tuitune.chat.loading import LoadedModel, _check_template, _context_length, _load_tokenizer, load_model
+from tuitune.chat.loading import LoadedModel, _check_template, _context_length, _load_tokenizer, can_share_base, load_model
 from tuitune.errors import TuituneError
 from tuitune.generation import Generation, GenerationSettings, Stats, encode, messages_for
 from tuitune.sources import ModelSource, resolve
@@ -232,7 +232,8 @@ def load_pair(a: ModelSource, b: ModelSource, *, template: str | None = None, dt
               progress: Callable[[str], None] | None = None) -> tuple[ChatSession, ChatSession]:
     """Two sessions for compare mode. Sources on the same base share one copy of it in memory."""
     settings = settings or GenerationSettings()
-    if Path(a.base) == Path(b.base) and a.trust_remote_code == b.trust_remote_code:
+    if Path(a.base) == Path(b.base) and a.trust_remote_code == b.trust_remote_code and \
+            can_share_base([a.adapter, b.adapter if b.adapter != a.adapter else None]):
         adapters: dict[str, Path] = {}
         names = []
         for side, src in (("a", a), ("b", b)):

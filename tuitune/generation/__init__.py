@@ -27,6 +27,7 @@ import random
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator
 
 from tuitune.errors import TuituneError, first_line
@@ -212,5 +213,66 @@ def answer(model, tokenizer, settings: GenerationSettings, *, template: str = "a
     return gen
 
 
-__all__ = ["GENERATE_LOCK", "Generation", "GenerationSettings", "Stats", "StopWords", "Detokenizer", "Streamer",
+@dataclass
+class BatchAnswer:
+    text: str
+    new_tokens: int
+    finish: str           # eos, stop_word, length
+
+
+def answer_batch(model, tokenizer, settings: GenerationSettings, *, template: str = "auto",
+                 conversations: list[list[dict]], batch_size: int = 8,
+                 prepare: Callable[[], ContextManager] | None = None,
+                 on_batch: Callable[[int], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> list[BatchAnswer]:
+    """Answers to many prompts, ``batch_size`` at a time with left padding (evaluation).
+
+    The same encoding, stop words and generation config as :class:`Generation`; prompts are
+    sorted by length so a batch pads little. Greedy answers are the one-at-a-time answers;
+    sampled ones are seeded once per batch. ``on_batch(done)`` after each batch;
+    ``cancelled()`` is asked between batches (TuituneError "cancelled").
+    """
+    import torch
+
+    from tuitune.templates import stop_words as template_stop_words
+
+    encoded = [encode(tokenizer, template, msgs) for msgs in conversations]
+    eos_ids, text_words = stop_tokens(model, tokenizer, [*template_stop_words(tokenizer, template), *settings.stop])
+    gen_cfg = generation_config(model, tokenizer, settings, settings.max_new_tokens, eos_ids)
+    pad = gen_cfg.pad_token_id
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out: list[BatchAnswer | None] = [None] * len(encoded)
+    done = 0
+    for start in range(0, len(order), batch_size):
+        if cancelled is not None and cancelled():
+            raise TuituneError("cancelled")
+        idx = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=model.device)
+        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx],
+                            device=model.device)
+        with GENERATE_LOCK, torch.no_grad():
+            if not settings.greedy:
+                from transformers import set_seed
+
+                set_seed(settings.seed if settings.seed is not None else random.randrange(2**32))
+            with (prepare() if prepare else nullcontext()):
+                gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+        for row, i in enumerate(idx):
+            new = gen[row, width:].tolist()
+            ended = next((k for k, tok in enumerate(new) if tok in eos_ids), None)
+            if ended is not None:
+                new = new[:ended + 1]
+            stops = StopWords(text_words)
+            text = stops.feed(tokenizer.decode(new, skip_special_tokens=True)) + stops.flush()
+            n = len(new)
+            finish = "stop_word" if stops.hit else "eos" if ended is not None else "length"
+            out[i] = BatchAnswer(text, n, finish)
+        done += len(idx)
+        if on_batch is not None:
+            on_batch(done)
+    return out  # type: ignore[return-value]
+
+
+__all__ = ["GENERATE_LOCK", "BatchAnswer", "answer_batch", "Generation", "GenerationSettings", "Stats", "StopWords", "Detokenizer", "Streamer",
            "answer", "encode", "messages_for", "stop_tokens", "generation_config", "SETTING_NAMES", "parse_setting"]

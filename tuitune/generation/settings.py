@@ -139,8 +139,10 @@ def parse_setting(key: str, value: Any) -> Any:
     return value
 
 
-def add_arguments(group) -> None:
-    """The settings as argparse flags (``--top-p P``), each parsed and checked by the model itself."""
+def add_arguments(group, names: tuple[str, ...] | None = None, defaults: dict | None = None) -> None:
+    """The settings as argparse flags (``--top-p P``), each parsed and checked by the model itself.
+
+    ``names``: only these settings; ``defaults``: other defaults than the declared ones (eval is greedy)."""
     import argparse
 
     def parser(name):
@@ -151,21 +153,25 @@ def add_arguments(group) -> None:
                 raise argparse.ArgumentTypeError(str(exc)) from None
         return parse
 
+    defaults = defaults or {}
     for name, f in FIELDS.items():
+        if names is not None and name not in names:
+            continue
         x = f.json_schema_extra
-        default = "random" if f.default is None else "none" if f.default == "" else f.default
+        value = defaults.get(name, f.default)
+        default = "random" if value is None else "none" if value == "" else value
         if x["kind"] == "words":
             group.add_argument(f"--{name}", action="append", default=[], metavar=x["metavar"],
                                help=f"{f.description} Repeatable.")
             continue
-        group.add_argument(f"--{name.replace('_', '-')}", type=parser(name), default=f.default, metavar=x["metavar"],
+        group.add_argument(f"--{name.replace('_', '-')}", type=parser(name), default=value, metavar=x["metavar"],
                            help=f"{f.description} (default: {default})")
 
 
 def from_arguments(args) -> GenerationSettings:
-    """The settings the flags of :func:`add_arguments` gave."""
+    """The settings the flags of :func:`add_arguments` gave (the declared defaults for the others)."""
     return GenerationSettings(**{name: (tuple(getattr(args, name)) if FIELDS[name].json_schema_extra["kind"] == "words"
-                                        else getattr(args, name)) for name in FIELDS})
+                                        else getattr(args, name)) for name in FIELDS if hasattr(args, name)})
 
 
 __all__ = ["GenerationSettings", "SETTING_NAMES", "SETTING_ALIASES", "FIELDS", "PANEL_FIELDS", "info", "parse_setting",

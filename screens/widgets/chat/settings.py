@@ -114,3 +114,26 @@ class ChatSettings(VerticalScroll):
         if not error and settings != self.settings:
             self.settings = settings
             self.post_message(self.Changed(settings))
+
+
+def _flag_labels() -> dict[str, str]:
+    """The engine's errors are written for the CLI; here they name the field or setting instead.
+    The generation flags' names come from the settings' one declaration."""
+    from tuitune.generation.settings import FIELDS, info
+
+    labels = {"--template": "the template setting", "--adapter": "an adapter folder in the model field",
+              "--checkpoint": "RUN:checkpoint-N in the model field", "--bits": "4/8-bit loading"}
+    for name in FIELDS:
+        label = info(name)["label"]
+        labels[f"--{name.replace('_', '-')}"] = f"the {label} setting" if name in ("system", "seed") else label
+    return labels
+
+
+FLAG_LABELS = _flag_labels()
+
+
+def engine_words(text: str) -> str:
+    """An engine error in the screen's words: flags become the settings' and fields' names."""
+    from screens.widgets.fields import tui_message
+
+    return tui_message(" ".join(text.split()), FLAG_LABELS)
