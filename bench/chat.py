@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     import torch
 
     from tuitune.chat import ChatSession, GenerationSettings
+    from tuitune.generation import generation_config, stop_tokens
     from tuitune.sample import tiny_model_path
     from tuitune.templates import encode_prompt, stop_words
 
@@ -54,9 +55,9 @@ def main(argv=None) -> int:
     session = ChatSession(settings).load(model_dir)
     load_s = time.perf_counter() - t0
     model, tok = session.loaded.model, session.tokenizer
-    eos_ids, _ = session._stop_ids(stop_words(tok, session.template))
-    gen_cfg = session._generation_config(settings, args.max_new_tokens, eos_ids)
-    one_cfg = session._generation_config(settings, 1, eos_ids)
+    eos_ids, _ = stop_tokens(model, tok, stop_words(tok, session.template))
+    gen_cfg = generation_config(model, tok, settings, args.max_new_tokens, eos_ids)
+    one_cfg = generation_config(model, tok, settings, 1, eos_ids)
     encoded = {p: torch.tensor([encode_prompt(tok, session.template, [{"role": "user", "content": p}])])
                for p in PROMPTS}
 
