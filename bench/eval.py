@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import torch
 
     from tuitune.chat.loading import _load_tokenizer, load_model
-    from tuitune.eval.loss import IGNORE_INDEX, encode_records, record_losses
+    from tuitune.eval.loss import batches, encode_records, record_losses
     from tuitune.eval.run import _prompt_of
     from tuitune.generation import Generation, GenerationSettings, answer_batch
     from tuitune.sample import real_model_path, tiny_model_path
@@ -91,26 +91,10 @@ def main(argv=None) -> int:
 
     def plain_loss():
         """The same batches (same order, same budget) through the model's own loss."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
         t = time.perf_counter()
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(encoded[order[end]]["input_ids"]) <= 4096:
-                end += 1
-            idx = order[start:end]
-            width = max(len(encoded[i]["input_ids"]) for i in idx)
-            ids = torch.full((len(idx), width), pad)
-            labels = torch.full((len(idx), width), IGNORE_INDEX)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(encoded[i]["input_ids"])
-                ids[row, :n] = torch.tensor(encoded[i]["input_ids"])
-                labels[row, :n] = torch.tensor(encoded[i]["labels"])
-                mask[row, :n] = 1
+        for _idx, ids, labels, mask in batches(encoded, pad):
             with torch.no_grad():
                 model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
-            start = end
         return time.perf_counter() - t
 
     # Warm-up and the equality check: greedy batched answers are the one-at-a-time answers.

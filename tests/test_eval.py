@@ -155,18 +155,22 @@ def test_bad_input_is_one_line_and_writes_nothing(ws, tmp_path):
     (other / "data" / "split" / "test.jsonl").unlink()
     assert_one_line_error(run_cli("-w", other, "eval", RUN, "-o", out), "no data.eval and no test.jsonl",
                           "--data FILE")
-    # An adapter on a model it was not trained on.
-    bad = tmp_path / "wide"
-    shutil.copytree(ws / "models" / "tiny-chat", bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg["hidden_size"] *= 2
-    cfg["intermediate_size"] *= 2
-    (bad / "config.json").write_text(json.dumps(cfg))
-    for f in bad.glob("*.safetensors"):
-        f.unlink()
-    proc = run_cli("-w", ws, "eval", ws / "runs" / RUN / "adapter", "--against", bad, "--data",
-                   ws / "data" / "split" / "test.jsonl", "-o", out)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # An adapter on a model it was not trained on: a copy of the run's adapter naming a wider model.
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    wide = tmp_path / "wide"
+    cfg = AutoConfig.from_pretrained(ws / "models" / "tiny-chat")
+    cfg.hidden_size, cfg.intermediate_size = cfg.hidden_size * 2, cfg.intermediate_size * 2
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(wide)
+    for f in (ws / "models" / "tiny-chat").glob("*token*"):
+        shutil.copy(f, wide / f.name)
+    stray = tmp_path / "stray-adapter"
+    shutil.copytree(ws / "runs" / RUN / "adapter", stray)
+    acfg = json.loads((stray / "adapter_config.json").read_text())
+    acfg["base_model_name_or_path"] = str(wide)
+    (stray / "adapter_config.json").write_text(json.dumps(acfg))
+    assert_one_line_error(run_cli("-w", ws, "eval", stray, "--data", ws / "data" / "split" / "test.jsonl",
+                                  "-o", out), "does not fit", str(wide))
     assert not out.exists() and not list(tmp_path.glob("never*"))
 
 

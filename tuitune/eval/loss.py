@@ -38,6 +38,31 @@ def encode_records(tokenizer, records: list[dict], *, template: str, system: str
     return [encode_conversation(tokenizer, _with_system(r, system), template, max_length, task=task) for r in records]
 
 
+def batches(encoded: list[dict], pad_id: int, tokens_per_batch: int = TOKENS_PER_BATCH):
+    """``(indices, input_ids, labels, attention_mask)`` batches: records sorted by length, as many of
+    the next ones as fit ``tokens_per_batch`` (at least one), right-padded."""
+    import torch
+
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(encoded[order[end]]["input_ids"]) <= tokens_per_batch:
+            end += 1
+        idx = order[start:end]
+        width = max(len(encoded[i]["input_ids"]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(encoded[i]["input_ids"])
+            ids[row, :n] = torch.tensor(encoded[i]["input_ids"])
+            labels[row, :n] = torch.tensor(encoded[i]["labels"])
+            mask[row, :n] = 1
+        yield idx, ids, labels, mask
+        start = end
+
+
 def record_losses(model, encoded: list[dict], *, pad_id: int, tokens_per_batch: int = TOKENS_PER_BATCH,
                   prepare: Callable | None = None, on_batch: Callable[[int], None] | None = None,
                   cancelled: Callable[[], bool] | None = None) -> list[RecordLoss]:
@@ -47,31 +72,15 @@ def record_losses(model, encoded: list[dict], *, pad_id: int, tokens_per_batch: 
     import torch
     import torch.nn.functional as F
 
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     out: list[RecordLoss | None] = [None] * len(encoded)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     done = 0
     try:
-        start = 0
-        while start < len(order):
+        for idx, ids, labels, mask in batches(encoded, pad_id, tokens_per_batch):
             if cancelled is not None and cancelled():
                 raise TuituneError("cancelled")
-            # As many of the next (longer) records as fit the token budget, at least one.
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(encoded[order[end]]["input_ids"]) <= tokens_per_batch:
-                end += 1
-            idx = order[start:end]
-            width = max(len(encoded[i]["input_ids"]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(encoded[i]["input_ids"])
-                ids[row, :n] = torch.tensor(encoded[i]["input_ids"])
-                labels[row, :n] = torch.tensor(encoded[i]["labels"])
-                mask[row, :n] = 1
             ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
             with torch.no_grad(), (prepare() if prepare else nullcontext()):
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -85,7 +94,6 @@ def record_losses(model, encoded: list[dict], *, pad_id: int, tokens_per_batch: 
             done += len(idx)
             if on_batch is not None:
                 on_batch(done)
-            start = end
     finally:
         if was_training:
             model.train()
@@ -98,4 +106,4 @@ def mean_loss(losses: list[RecordLoss]) -> float | None:
     return sum(r.loss_sum for r in losses) / tokens if tokens else None
 
 
-__all__ = ["RecordLoss", "encode_records", "record_losses", "mean_loss", "TOKENS_PER_BATCH"]
+__all__ = ["RecordLoss", "encode_records", "batches", "record_losses", "mean_loss", "TOKENS_PER_BATCH"]
