@@ -279,3 +279,80 @@ def stop_words(tokenizer, template: str) -> list[str]:
     if tokenizer is not None and tokenizer.eos_token:
         words.append(tokenizer.eos_token)
     return list(dict.fromkeys(w for w in words if w))
+
+
+# --- the template as jinja: what a served model renders --------------------------------------------
+
+def _lit(text: str) -> str:
+    """A jinja string literal (jinja reads Python's escapes, so JSON's double-quoted form is one)."""
+    import json
+
+    return "{{ " + json.dumps(text) + " }}"
+
+
+def _fill(pattern: str, field: str, expr: str) -> str:
+    """``pattern`` (``"<|User|>:{input}\\n"``) as jinja, ``{field}`` becoming ``expr``, ``{round}`` the turn."""
+    out = []
+    for k, part in enumerate(pattern.split("{" + field + "}")):
+        if k:
+            out.append("{{ " + expr + " }}")
+        for j, piece in enumerate(part.split("{round}")):
+            if j:
+                out.append("{{ loop_round }}")
+            if piece:
+                out.append(_lit(piece))
+    return "".join(out)
+
+
+def to_jinja(tokenizer, template: str, default_system: str | None = None) -> str | None:
+    """The named ``template`` as a jinja chat template, rendering what training encodes.
+
+    ``apply_chat_template`` on it gives, token for token, the sequence training saw for
+    the same conversation (:func:`segments`: BOS where the tokenizer takes one, the system
+    wrapper on the first turn, each input in the instruction, each answer with the suffix
+    and EOS where the template has no end-of-turn, the separator), and for a conversation
+    that ends with a user message the prompt chat sends (the instruction carries the
+    assistant header, so ``add_generation_prompt`` changes nothing). Without a system
+    message, ``default_system`` (the run's ``data.system``) is used, as training put it
+    before every record. Consecutive user messages are joined with a newline, as
+    :func:`to_turns` does. ``auto``: None (the tokenizer's own template stays).
+    """
+    if template == "auto":
+        return None
+    tpl = get_template(template)
+    bos = _lit(tokenizer.bos_token) if _bos_ids(tokenizer) else ""
+    eos = "" if tpl.suffix_as_eos else "{{ eos_token }}"
+    if not tpl.suffix_as_eos and tokenizer.eos_token_id is None:
+        _eos_ids(tokenizer, template)  # the one-line error
+    default = default_system or ""
+    parts = [
+        "{%- set ns = namespace(system=" + json_str(default) + ", pending=none, round=0, bos=true) -%}",
+        "{%- for m in messages -%}",
+        "{%- if m['role'] == 'system' -%}{%- set ns.system = m['content'] -%}",
+        "{%- elif m['role'] == 'user' -%}",
+        "{%- set ns.pending = m['content'] if ns.pending is none else ns.pending + '\\n' + m['content'] -%}",
+        "{%- elif m['role'] == 'assistant' -%}",
+        _turn(tpl, bos, open_turn=False) + "{{ m['content'] }}" + (_lit(tpl.suffix) if tpl.suffix else "") + eos
+        + ("{%- set ns.bos = true -%}" if not tpl.suffix_as_eos else "")
+        + (_lit(tpl.sep) if tpl.sep else ""),
+        "{%- endif -%}",
+        "{%- endfor -%}",
+        "{%- if ns.pending is not none -%}" + _turn(tpl, bos, open_turn=True) + "{%- endif -%}",
+    ]
+    return "".join(parts)
+
+
+def json_str(text: str) -> str:
+    import json
+
+    return json.dumps(text)
+
+
+def _turn(tpl: Template, bos: str, open_turn: bool) -> str:
+    """BOS if due, the system wrapper on the first turn, the instruction; then the turn is counted."""
+    head = ("{%- if ns.bos -%}" + bos + "{%- set ns.bos = false -%}{%- endif -%}") if bos else ""
+    system = "{%- if ns.round == 0 and ns.system -%}" + _fill(tpl.system, "system", "ns.system") + "{%- endif -%}"
+    instruction = _fill(tpl.instruction, "input", "ns.pending if ns.pending is not none else ''")
+    instruction = instruction.replace("{{ loop_round }}", "{{ ns.round + 1 }}")
+    tail = "{%- set ns.round = ns.round + 1 -%}{%- set ns.pending = none -%}"
+    return head + system + instruction + tail

@@ -55,8 +55,8 @@ def encode(tokenizer, template: str, messages: list[dict]) -> list[int]:
     return encode_prompt(tokenizer, template, messages)
 
 
-def stop_tokens(model, tokenizer, words: list[str]) -> tuple[list[int], list[str]]:
-    """Stop words that are single special tokens become eos ids; the rest are cut from the text."""
+def special_stop_ids(tokenizer, words: list[str]) -> tuple[list[int], list[str]]:
+    """The stop words that are single special tokens, as ids; and the others, as text."""
     ids: list[int] = []
     text_words: list[str] = []
     special = set(tokenizer.all_special_tokens) | {
@@ -67,6 +67,12 @@ def stop_tokens(model, tokenizer, words: list[str]) -> tuple[list[int], list[str
             ids.append(tid)
         else:
             text_words.append(w)
+    return ids, text_words
+
+
+def stop_tokens(model, tokenizer, words: list[str]) -> tuple[list[int], list[str]]:
+    """Stop words that are single special tokens become eos ids; the rest are cut from the text."""
+    ids, text_words = special_stop_ids(tokenizer, words)
     gen_eos = model.generation_config.eos_token_id
     for e in ([gen_eos] if isinstance(gen_eos, int) else (gen_eos or [])):
         ids.append(e)
@@ -275,4 +281,4 @@ def answer_batch(model, tokenizer, settings: GenerationSettings, *, template: st
 
 
 __all__ = ["GENERATE_LOCK", "BatchAnswer", "answer_batch", "Generation", "GenerationSettings", "Stats", "StopWords", "Detokenizer", "Streamer",
-           "answer", "encode", "messages_for", "stop_tokens", "generation_config", "SETTING_NAMES", "parse_setting"]
+           "answer", "encode", "messages_for", "stop_tokens", "special_stop_ids", "generation_config", "SETTING_NAMES", "parse_setting"]

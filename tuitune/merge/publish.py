@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict, dataclass
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -57,11 +58,33 @@ def _copy_side_files(src: ModelSource, tmp: Path, untie: bool, dtype: str) -> No
     if untie:
         bcfg["tie_word_embeddings"] = False
     atomic_write_json(tmp / "config.json", bcfg)
-    if (src.base_dir / "generation_config.json").is_file():
-        shutil.copy2(src.base_dir / "generation_config.json", tmp / "generation_config.json")
+    gen = (json.loads((src.base_dir / "generation_config.json").read_text(encoding="utf-8"))
+           if (src.base_dir / "generation_config.json").is_file() else None)
+    stops = template_stop_ids(src)
+    if gen is not None or stops:
+        # A server stops where chat does: on the template's end-of-turn token(s) as well as EOS.
+        gen = gen or {}
+        have = gen.get("eos_token_id")
+        have = [have] if isinstance(have, int) else list(have or [])
+        gen["eos_token_id"] = list(dict.fromkeys(have + stops)) if stops else gen.get("eos_token_id")
+        atomic_write_json(tmp / "generation_config.json", gen)
     for p in src.base_dir.glob("*.py"):   # remote code the config may point at
         shutil.copy2(p, tmp / p.name)
     copy_tokenizer(src.tokenizer_dir, tmp)
+
+
+def template_stop_ids(src: ModelSource) -> list[int]:
+    """The ids of the template's end-of-turn words that are single special tokens, and EOS."""
+    from transformers import AutoTokenizer
+
+    from tuitune.generation import special_stop_ids
+    from tuitune.templates import stop_words
+
+    try:
+        tok = AutoTokenizer.from_pretrained(src.tokenizer_dir, trust_remote_code=src.trust_remote_code)
+        return special_stop_ids(tok, stop_words(tok, src.template or "auto"))[0]
+    except (OSError, ValueError, TuituneError):
+        return []
 
 
 def copy_tokenizer(from_dir: Path, to_dir: Path) -> list[str]:
@@ -91,7 +114,9 @@ def model_card(src: ModelSource, result: MergeResult) -> str:
         lines.append("- **QLoRA**: the adapter was trained on the 4-bit base and merged into the 16-bit base weights")
     lines += [
         f"- **dtype**: {result.dtype}; {result.shards} shard(s), {result.tensors} tensors, {human_size(result.bytes)}",
-        f"- **tokenizer**: from `{src.tokenizer_dir}`",
+        f"- **tokenizer**: from `{src.tokenizer_dir}`; chat template: "
+        + (f"`{src.template}`, as the run trained with it" if src.template and src.template != "auto"
+           else "the tokenizer's own"),
         "- **merge**: " + ("streamed shard by shard" if result.streamed
                            else f"peft merge_and_unload (fallback: {result.fallback})"),
     ]

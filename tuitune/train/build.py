@@ -287,6 +287,11 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
         install()
     if flat:
         log("batches: samples end to end in one row, no padding (attention per sample)")
+    # What leaves the run (every checkpoint, the final adapter, a merged model) carries the format it
+    # trained on: a named template becomes the tokenizer's chat_template, with the run's system prompt.
+    from tuitune.templates import to_jinja
+
+    tokenizer.chat_template = to_jinja(tokenizer, cfg.template, cfg.data.system) or tokenizer.chat_template
     trainer = TuituneTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
     return trainer, tokenizer
