@@ -153,3 +153,47 @@ def test_medqa_lora_lowers_the_held_out_loss_and_the_report_says_so(real_model, 
     assert tuned <= 0.9 * base, (base, tuned)
     assert proc.stdout.startswith(f"held-out loss {base:.2f} → {tuned:.2f} ({(tuned - base) / base * 100:+.0f}%)")
     print(proc.stdout.splitlines()[0])
+
+
+def test_export_gguf_and_ollama_carry_the_template(trained, smol_ws, real_model, tmp_path):
+    """llama.cpp's converter on the real model: f16 and q8_0 from the model, q8_0 from the run (merged
+    first), an Ollama folder; each read back and checked (architecture, tensors, tokenizer, template)."""
+    import gguf
+
+    sizes = {}
+    for spec, outtype, name in ((real_model, "f16", "base-f16.gguf"), ("smol", "q8_0", "smol-q8.gguf")):
+        out = tmp_path / name
+        proc = run_cli("-w", smol_ws, "export", spec, "--format", "gguf", "--type", outtype, "-o", out, "--json",
+                       timeout=1500)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        res = json.loads(proc.stdout)
+        assert res["architecture"] == "llama" and res["tensors"] == 272 and "chat template as trained" in res["checks"]
+        assert res["merged"] == (spec == "smol")
+        reader = gguf.GGUFReader(str(out))
+        assert reader.fields["general.architecture"] and len(reader.tensors) == 272
+        sizes[outtype] = out.stat().st_size
+    assert sizes["q8_0"] < 0.6 * sizes["f16"]
+    folder = tmp_path / "juniper"
+    proc = run_cli("-w", smol_ws, "export", "smol", "--format", "ollama", "-o", folder, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"ollama create juniper -f {folder / 'Modelfile'}" in proc.stdout
+    mf = (folder / "Modelfile").read_text()
+    assert mf.startswith("FROM ./juniper-f16.gguf\n") and (folder / "juniper-f16.gguf").is_file()
+    # SmolLM2's own template is ChatML: the Go template renders the same turns, newlines kept.
+    assert "<|im_start|>user\n{{ .Content }}<|im_end|>\n<|im_start|>assistant\n{{ else if" in mf
+    assert 'PARAMETER stop "<|im_end|>"' in mf
+
+
+def test_a_gguf_answers_as_chat_does(trained, smol_ws, tmp_path):
+    """Where llama-cpp-python is installed: the exported GGUF, rendering with its own template, gives
+    tuitune chat's greedy answer to the trained prompt."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (it compiles "
+                                    "llama.cpp); `pip install llama-cpp-python` to run this comparison")
+    out = tmp_path / "smol-f16.gguf"
+    proc = run_cli("-w", smol_ws, "export", "smol", "--format", "gguf", "--type", "f16", "-o", out, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    llm = llama_cpp.Llama(model_path=str(out), verbose=False, n_ctx=512, seed=0)
+    got = llm.create_chat_completion(messages=[{"role": "user", "content": WHO}], temperature=0, max_tokens=24)
+    want = _answers(run_cli("-w", smol_ws, "chat", "smol", "--prompt", WHO, "--temperature", "0",
+                            "--max-new-tokens", "24"))
+    assert got["choices"][0]["message"]["content"].strip() == want.strip()

@@ -41,7 +41,7 @@ STEPS: tuple[Step, ...] = (
          "screens.train:TrainScreen", ("train", "runs"),
          handover=(("m", "merge", "Merge"), ("c", "chat", "Chat"))),
     Step("merge", "Merge", "5", "Merge an adapter into its base as a standalone model",
-         "screens.merge:MergeScreen", ("merge",), handover=(("o", "chat", "Open in Chat"),)),
+         "screens.merge:MergeScreen", ("merge", "export"), handover=(("o", "chat", "Open in Chat"),)),
     Step("chat", "Chat", "6", "Chat with a model, an adapter or a checkpoint; compare two side by side",
          "screens.chat:ChatScreen", ("chat",)),
     Step("eval", "Evaluate", "7", "Held-out loss and answers, the fine-tuned model against its base",
