@@ -23,7 +23,7 @@ from screens.base import StepScreen
 from screens.steps import handover_keys
 from screens.widgets.choice import Choice, ChoiceScreen
 from screens.widgets.fields import Toggle, tui_message
-from screens.widgets.merge_sources import MergeSources
+from screens.widgets.merge.sources import MergeSources
 from screens.workers import one_line
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
@@ -81,6 +81,10 @@ quantizers start from.
   new name (`…-merged-2`), or cancel.
 - **x** stops a merge (nothing is written). **r** re-reads the runs.
 - **o** opens the merged model in Chat, once merged.
+- **e** exports the selected adapter (merged first) or the model just merged: a GGUF file
+  written by llama.cpp's own converter (f16, bf16 or q8_0), or an Ollama folder (the GGUF
+  and a Modelfile with the run's template, stop words and system prompt). The file is read
+  back and checked; the result gives the command to run it.
 
 The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-size 2GB] [--dtype bf16]`.
 """
@@ -89,6 +93,9 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         Binding("m", "merge", "Merge", id="merge-start", tooltip="Merge the selected adapter"),
         Binding("x", "cancel", "Stop", id="merge-cancel", tooltip="Stop the merge; nothing is written"),
         Binding("r", "refresh", "Re-read runs", id="merge-refresh"),
+        # Not in the footer (it would pass 80 columns); F1, the palette and the result name it.
+        Binding("e", "export", "Export", id="merge-export", show=False,
+                tooltip="Export as GGUF or an Ollama folder (llama.cpp's converter)"),
         *_handover_bindings(),
     ]
 
@@ -108,6 +115,10 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
 
     @dataclass
     class Done(Message):
+        result: object
+
+    @dataclass
+    class Exported(Message):
         result: object
 
     def __init__(self, *args, **kwargs):
@@ -308,6 +319,58 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     def action_cancel(self) -> None:
         if self._merging():
             self.workers.cancel_group(self, "merge")
+
+    # --- export -------------------------------------------------------------------------------
+
+    def action_export(self) -> None:
+        from screens.widgets.merge.export import ExportModal
+
+        row = self.query_one(MergeSources).current()
+        if row is None and self.merged is None:
+            self._status(Text("Pick an adapter first (train a LoRA run in step 4).", style="bold red"))
+            return
+        if self._merging():
+            self._status(Text("A merge is already running; x stops it.", style="yellow"))
+            return
+        if self.merged is not None:
+            spec, what, stem = str(self.merged), self._shown_path(self.merged), self.merged.name
+        else:
+            spec = row.run_id if row.checkpoint is None else f"{row.run_id}:checkpoint-{row.checkpoint}"
+            what, stem = f"{row.run_id}, {row.what}", row.run_id if row.checkpoint is None else \
+                f"{row.run_id}-step{row.checkpoint}"
+        self.app.push_screen(ExportModal(what, stem), lambda req: self._export_chosen(spec, req))
+
+    def _export_chosen(self, spec: str, req) -> None:
+        if req is None:
+            return
+        out = Path(req.out).expanduser()
+        out = out if out.is_absolute() else self.workspace.root / out
+        bar = self.query_one("#merge-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
+        self.query_one("#merge-result", Static).update("")
+        self._status(Text(f"exporting {spec} as {req.fmt} ({req.outtype})…"))
+        self.run_export(spec, req.fmt, req.outtype, out)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="export")
+    def run_export(self, spec: str, fmt: str, outtype: str, out: Path) -> None:
+        from tuitune.export import export
+
+        result = export(spec, out, workspace=self.workspace.root, fmt=fmt, outtype=outtype,
+                        log=lambda line: self.post_message(self.Log(line)),
+                        on_progress=lambda *a: self.post_message(self.Progress(*a)))
+        self.post_message(self.Exported(result))
+
+    def on_merge_screen_exported(self, message) -> None:
+        r = message.result
+        self.query_one("#merge-progress", ProgressBar).display = False
+        self._status(Text(f"exported in {r.seconds:.1f} s", style="green"))
+        text = Text()
+        text.append("wrote ", style="bold").append(f"{self._shown_path(r.gguf)}\n")
+        text.append(f"{r.bytes / 1e6:.1f} MB, {r.outtype}, {r.architecture}\n")
+        text.append("checked: " + "; ".join(r.checks) + "\n", style="green")
+        text.append("run it: ", style="bold").append(r.command)
+        self.query_one("#merge-result", Static).update(text)
 
     def action_refresh(self) -> None:
         self.refresh_sources()

@@ -210,3 +210,30 @@ async def test_verify_reads_without_colour_and_errors_name_the_fields_not_flags(
         await pilot.pause()
         result = widget_text(screen.query_one("#merge-result"))
         assert "verification skipped (verify off)" in result and "--" not in result, result
+
+
+async def test_export_from_the_screen_merges_then_says_why_the_converter_refuses(workspace, tiny_model):
+    """e: the Export dialog (format, type, output); the adapter is merged first, then llama.cpp's
+    converter refuses the tiny model's tokenizer, and the screen says so in one line."""
+    from screens.widgets.merge.export import ExportModal
+
+    app = make_app(workspace_with_runs(workspace, tiny_model))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        modal = app.screen
+        assert isinstance(modal, ExportModal)
+        assert modal.query_one("#export-out").value == f"models/{RUN}-f16.gguf"
+        modal.query_one("#export-type").value = "q8_0"
+        await pilot.pause()
+        assert modal.query_one("#export-out").value == f"models/{RUN}-q8_0.gguf"   # follows the type
+        modal.query_one("#export-go").press()
+        for _ in range(600):
+            await pilot.pause(0.1)
+            status = widget_text(app.screen.query_one("#merge-status"))
+            if status.startswith("error:"):
+                break
+        assert status.startswith(f"error: {RUN} (merged): llama.cpp's converter cannot convert this model"), status
+        assert not (workspace / "models" / f"{RUN}-q8_0.gguf").exists()
+        assert not list((workspace / "models").glob(".*partial*"))

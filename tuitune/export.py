@@ -111,7 +111,7 @@ def _unpack_converter(dest: Path, log) -> None:
         os.replace(staging, dest)
 
 
-def _convert(converter: Path, model_dir: Path, outfile: Path, outtype: str) -> None:
+def _convert(converter: Path, model_dir: Path, outfile: Path, outtype: str, label: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(converter / "convert_hf_to_gguf.py"), str(model_dir), "--outfile",
                            str(outfile), "--outtype", outtype], capture_output=True, text=True, env=env, cwd=converter)
@@ -120,10 +120,10 @@ def _convert(converter: Path, model_dir: Path, outfile: Path, outtype: str) -> N
     lines = [l for l in (proc.stderr + proc.stdout).splitlines() if l.strip() and not l.startswith("INFO")]
     last = next((l for l in reversed(lines) if "Error" in l or "error" in l), lines[-1] if lines else "no output")
     if "not supported" in last or "NotImplementedError" in last:
-        raise TuituneError(f"{model_dir}: llama.cpp's converter cannot convert this model ({last.strip()[:240]}); "
+        raise TuituneError(f"{label}: llama.cpp's converter cannot convert this model ({last.strip()[:240]}); "
                            "it knows the architectures and tokenizers llama.cpp runs (llama, qwen2, mistral, gemma, "
                            "phi3, ...): export such a model, or serve this one from the merged safetensors")
-    raise TuituneError(f"{model_dir}: llama.cpp's converter failed ({last.strip()[:240]})")
+    raise TuituneError(f"{label}: llama.cpp's converter failed ({last.strip()[:240]})")
 
 
 # --- reading the GGUF back ----------------------------------------------------------------------
@@ -281,7 +281,8 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
             tok = AutoTokenizer.from_pretrained(model_dir)
             go, named = ollama_template(tok, src.template or "auto")
         log(f"converting with llama.cpp's convert_hf_to_gguf.py ({outtype})")
-        _convert(converter, model_dir, gguf_path, outtype)
+        _convert(converter, model_dir, gguf_path, outtype,
+                 f"{spec} (merged)" if src.adapter is not None else str(model_dir))
         arch, n, checks = check_gguf(gguf_path, model_dir)
         result = ExportResult(out=out, gguf=out if fmt == "gguf" else out / gguf_name, bytes=gguf_path.stat().st_size,
                               outtype=outtype, architecture=arch, tensors=n, checks=checks,

@@ -1,0 +1,88 @@
+"""The Merge step's Export dialog: format (GGUF or an Ollama folder), tensor type, output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from tuitune.export import FORMATS, OUTTYPES
+
+
+@dataclass
+class ExportRequest:
+    fmt: str
+    outtype: str
+    out: str
+
+
+def default_output(stem: str, fmt: str, outtype: str) -> str:
+    return f"models/{stem}-{outtype}.gguf" if fmt == "gguf" else f"models/{stem}-ollama"
+
+
+class ExportModal(ModalScreen[ExportRequest | None]):
+    """Pick the format, the type and the output; Enter (or Export) starts it."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="merge-export-cancel")]
+    DEFAULT_CSS = """
+    ExportModal { align: center middle; }
+    ExportModal > Vertical { width: 72; max-width: 100%; height: auto; border: round $primary; padding: 0 1;
+                             background: $surface; }
+    ExportModal .form-row { height: 1; margin: 0 0 1 0; }
+    ExportModal .field-label { width: 8; }
+    ExportModal Select { width: 16; margin-right: 2; }
+    ExportModal #export-out { width: 1fr; }
+    ExportModal #export-buttons { height: auto; align-horizontal: right; }
+    """
+
+    def __init__(self, what: str, stem: str):
+        super().__init__()
+        self.what, self.stem = what, stem
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"Export {self.what}", classes="section-title")
+            yield Static("llama.cpp's converter writes the GGUF; it is read back and checked. An adapter is "
+                         "merged first (streamed, verified).", classes="dim")
+            with Horizontal(classes="form-row"):
+                yield Label("format", classes="field-label")
+                yield Select([(f, f) for f in FORMATS], value="gguf", allow_blank=False, id="export-format",
+                             compact=True, tooltip="gguf: one file for llama.cpp; ollama: a folder with the GGUF "
+                             "and a Modelfile.")
+                yield Label("type", classes="field-label")
+                yield Select([(t, t) for t in OUTTYPES], value="f16", allow_blank=False, id="export-type",
+                             compact=True, tooltip="The GGUF's tensor type: f16, bf16, or q8_0 (about half the size).")
+            with Horizontal(classes="form-row"):
+                yield Label("output", classes="field-label")
+                yield Input(default_output(self.stem, "gguf", "f16"), id="export-out", compact=True,
+                            tooltip="The .gguf file, or the Ollama folder (relative to the workspace).")
+            with Horizontal(id="export-buttons"):
+                yield Button("Export", id="export-go", variant="primary", compact=True)
+                yield Button("Cancel", id="export-cancel", compact=True)
+
+    @on(Select.Changed)
+    def _follow(self, event: Select.Changed) -> None:
+        out = self.query_one("#export-out", Input)
+        fmt, typ = self.query_one("#export-format", Select).value, self.query_one("#export-type", Select).value
+        if out.value in {default_output(self.stem, f, t) for f in FORMATS for t in OUTTYPES}:
+            out.value = default_output(self.stem, str(fmt), str(typ))
+
+    @on(Input.Submitted, "#export-out")
+    @on(Button.Pressed, "#export-go")
+    def _go(self) -> None:
+        out = self.query_one("#export-out", Input).value.strip()
+        if out:
+            self.dismiss(ExportRequest(str(self.query_one("#export-format", Select).value),
+                                       str(self.query_one("#export-type", Select).value), out))
+
+    @on(Button.Pressed, "#export-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+__all__ = ["ExportModal", "ExportRequest", "default_output"]
