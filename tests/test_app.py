@@ -73,6 +73,10 @@ async def test_number_keys_and_palette_switch_steps(workspace):
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.pause()
         for step in STEPS:
+            from textual.widgets import Input, TextArea
+
+            if isinstance(app.focused, (Input, TextArea)):  # Chat's prompt box: Esc leaves it first
+                await pilot.press("escape")
             await pilot.press(step.number)
             await pilot.pause()
             assert app.current_mode == step.key
