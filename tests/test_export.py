@@ -37,3 +37,24 @@ def test_the_tiny_models_tokenizer_is_one_llama_cpp_does_not_know(tiny_model, tm
     assert_one_line_error(proc, "converter cannot convert this model", "pre-tokenizer was not recognized",
                           "serve this one from the merged safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_template_ollama_cannot_take_is_named():
+    """The tokenizer's own jinja template has a Go form only where it renders as a named template."""
+    import pytest
+    from transformers import AutoTokenizer
+
+    from tuitune.errors import TuituneError
+    from tuitune.export import modelfile, ollama_template
+    from tuitune.sample import tiny_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_path()))
+    go, named = ollama_template(tok, "chatml")
+    assert named == "chatml" and "{{ .System }}" in go and "{{ .Content }}<|im_end|>\n" in go
+    mf = modelfile("m.gguf", go, ["<|im_end|>"], "You are Tiny.")
+    assert 'PARAMETER stop "<|im_end|>"' in mf and 'SYSTEM """You are Tiny."""' in mf
+    tok.chat_template = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(TuituneError, match="renders as none of the named templates"):
+        ollama_template(tok, "auto")
+    with pytest.raises(TuituneError, match="system prompt"):
+        modelfile("m.gguf", go, [], 'say """hi"""')
