@@ -31,7 +31,8 @@ from screens.workers import failure
 
 #: The engine's flags as this screen's fields are named.
 EVAL_LABELS = {"--max-samples": "samples", "--data FILE": "the data field", "--data": "the data field",
-               "--against MODEL": "the against field", "--checkpoints": "checkpoints", "--force": "a new run"}
+               "--against MODEL": "the against field", "--checkpoints": "checkpoints",
+               "pass --force to replace it": "run it again (a new folder)"}
 NEW = "__none__"
 
 

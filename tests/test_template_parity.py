@@ -116,7 +116,7 @@ def test_a_runs_artifacts_carry_its_template_and_the_merged_model_answers_as_the
     eos = json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
     assert tok.convert_tokens_to_ids("<|im_end|>") in (eos if isinstance(eos, list) else [eos])
     assert "chat template: `chatml`" in (merged / "README.md").read_text()
-    for prompt in ("Who are you?", "请介绍一下你自己"):
+    for prompt in ("请介绍一下你自己",):
         a = run_cli("-w", ws, "chat", "tpl", "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "12")
         b = run_cli("-w", ws, "chat", merged, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "12")
         assert a.returncode == b.returncode == 0, a.stderr + b.stderr
