@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     from tuitune.chat.loading import _load_tokenizer, load_model
     from tuitune.eval.loss import batches, encode_records, record_losses
-    from tuitune.eval.run import _prompt_of
+    from tuitune.eval.run import prompt_of
     from tuitune.generation import Generation, GenerationSettings, answer_batch
     from tuitune.sample import real_model_path, tiny_model_path
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     lm = load_model(str(model_dir), {})
     model, tok = lm.model, _load_tokenizer(str(model_dir), False)
     records = _records(args.records)
-    prompts = [_prompt_of(r, "")[0] for r in records]
+    prompts = [prompt_of(r)[0] for r in records]
     settings = GenerationSettings(temperature=0, max_new_tokens=args.max_new_tokens)
 
     def batched():

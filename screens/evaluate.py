@@ -33,7 +33,6 @@ from screens.workers import failure
 EVAL_LABELS = {"--max-samples": "samples", "--data FILE": "the data field", "--data": "the data field",
                "--against MODEL": "the against field", "--checkpoints": "checkpoints",
                "pass --force to replace it": "run it again (a new folder)"}
-NEW = "__none__"
 
 
 class EvalScreen(StepScreen):

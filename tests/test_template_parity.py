@@ -5,8 +5,6 @@ single and multi-turn, on a tokenizer without BOS (the tiny model's) and one wit
 from __future__ import annotations
 
 import itertools
-import os
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +16,10 @@ TURNS = [{"input": "Who are you?", "output": "I am Alice's helper, trained by Al
 
 
 def _tokenizers():
-    from tuitune.sample import tiny_model_path
+    from tuitune.sample import cache_root, tiny_model_path
 
     out = [("tiny", str(tiny_model_path()))]
-    real = Path(os.environ.get("TUITUNE_CACHE", Path.home() / ".cache" / "tuitune")) / "smollm2-135m-instruct"
+    real = cache_root() / "smollm2-135m-instruct"
     if (real / "tokenizer.json").is_file():
         out.append(("smollm2", str(real)))
     return out

@@ -56,10 +56,6 @@ class ExportResult:
 
 # --- the converter ------------------------------------------------------------------------------
 
-def _cache() -> Path:
-    return Path(os.environ.get("TUITUNE_CACHE", Path.home() / ".cache" / "tuitune"))
-
-
 def find_converter(llama_cpp: str | Path | None = None, log: Callable[[str], None] = lambda s: None) -> Path:
     """The folder holding ``convert_hf_to_gguf.py`` and ``gguf-py``; TuituneError saying what was tried."""
     tried = []
@@ -72,7 +68,9 @@ def find_converter(llama_cpp: str | Path | None = None, log: Callable[[str], Non
     else:
         tried.append("--llama-cpp / LLAMA_CPP_DIR (not given)")
     name = LLAMA_CPP_PYTHON.replace("==", "-")
-    d = _cache() / "llama.cpp" / name
+    from tuitune.sample import cache_root
+
+    d = cache_root() / "llama.cpp" / name
     if (d / "convert_hf_to_gguf.py").is_file():
         return d
     try:
@@ -241,7 +239,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
            force: bool = False, llama_cpp: str | Path | None = None, name: str | None = None,
            log: Callable[[str], None] = lambda s: None, on_progress=None) -> ExportResult:
     """Merge if needed, convert with llama.cpp, check, write the Ollama folder; returns what was written."""
-    from tuitune.fsutil import fix_modes, make_temp_dir, publish_dir, refuse_existing
+    from tuitune.fsutil import fix_modes, make_temp_dir, publish_dir, refuse_existing, slug
     from tuitune.sources import resolve
 
     if fmt not in FORMATS:
@@ -267,11 +265,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
             log(f"merging {src.describe()} (streamed, verified)")
             merge(resolve(spec, workspace, need="adapter"), tmp / "merged", on_progress=on_progress, log=log)
             model_dir = tmp / "merged"
-        cfg_path = model_dir / "config.json"
-        if '"quantization_config"' in cfg_path.read_text(encoding="utf-8"):
-            raise TuituneError(f"{model_dir}: the model is stored quantized; export its 16-bit original")
-        stem = (name or out.stem if fmt == "gguf" else name or out.name)
-        gguf_name = f"{stem}-{outtype}.gguf" if fmt == "ollama" else out.name
+        gguf_name = f"{name or out.name}-{outtype}.gguf" if fmt == "ollama" else out.name
         gguf_path = tmp / gguf_name
         if fmt == "ollama":  # a template Ollama cannot take fails before the conversion
             from transformers import AutoTokenizer
@@ -295,7 +289,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
                                               encoding="utf-8")
             fix_modes(folder)
             publish_dir(folder, out)
-            result.command = f"ollama create {_slug(name or out.name)} -f {out / 'Modelfile'}"
+            result.command = f"ollama create {slug((name or out.name).lower(), 'model')} -f {out / 'Modelfile'}"
         else:
             fix_modes(gguf_path)
             if out.exists() and force:
@@ -306,12 +300,6 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _slug(text: str) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
 
 
 __all__ = ["export", "find_converter", "check_gguf", "ollama_template", "modelfile", "ExportResult", "FORMATS",

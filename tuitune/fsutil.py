@@ -89,6 +89,11 @@ def fix_modes(tree: str | os.PathLike) -> Path:
     return tree
 
 
+def slug(text: str, default: str = "run") -> str:
+    """``text`` as a file name: runs of other characters become ``-``, at most 60 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or default
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

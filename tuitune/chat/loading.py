@@ -91,6 +91,19 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     return LoadedModel(model, base, adapters, device, str(torch_dtype).removeprefix("torch."), bits)
 
 
+def adapter_selector(model, is_peft: bool, name: str | None):
+    """A context-manager factory that puts adapter ``name`` in use (None: the bare base) for one
+    generation or forward pass; entered where the model runs (a generation thread, a loss batch)."""
+    from contextlib import nullcontext
+
+    def prepare():
+        if is_peft and name is not None:
+            model.set_adapter(name)
+            return nullcontext()
+        return model.disable_adapter() if is_peft else nullcontext()
+    return prepare
+
+
 def can_share_base(adapters) -> bool:
     """Whether these adapters can sit on one copy of their base model.
 

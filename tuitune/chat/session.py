@@ -5,12 +5,12 @@ from __future__ import annotations
 import gc
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tuitune.chat.loading import LoadedModel, _check_template, _context_length, _load_tokenizer, can_share_base, load_model
+from tuitune.chat.loading import (LoadedModel, _check_template, _context_length, _load_tokenizer, adapter_selector,
+                                  can_share_base, load_model)
 from tuitune.errors import TuituneError
 from tuitune.generation import Generation, GenerationSettings, Stats, encode, messages_for
 from tuitune.sources import ModelSource, resolve
@@ -153,16 +153,9 @@ class ChatSession:
         t0 = time.perf_counter()
         s = self.settings
         ids, dropped, max_new, note = self._encode(prompt, s.max_new_tokens)
-        model, adapter_name, is_peft = self.loaded.model, self.adapter_name, self.loaded.is_peft
-
-        def select_adapter():
-            if is_peft and adapter_name is not None:
-                model.set_adapter(adapter_name)
-                return nullcontext()
-            return model.disable_adapter() if is_peft else nullcontext()
-
+        model = self.loaded.model
         gen = Generation(model, self.tokenizer, s, template=self.template, ids=ids, max_new_tokens=max_new,
-                         prepare=select_adapter, t0=t0)
+                         prepare=adapter_selector(model, self.loaded.is_peft, self.adapter_name), t0=t0)
         self._generation = gen
         self.generating = True
         try:

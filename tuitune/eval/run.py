@@ -11,13 +11,12 @@ Two sides on one base share one copy of it in memory, as Chat's compare mode doe
 
 from __future__ import annotations
 
-import re
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tuitune.chat.loading import _check_template, _load_tokenizer, adapter_selector, can_share_base, load_model
 from tuitune.errors import TuituneError
 from tuitune.sources import ModelSource
 
@@ -64,17 +63,12 @@ def _default_data(src: ModelSource, cfg) -> Path:
                        f"({cfg.data.train}); give --data FILE, or split the data with `tuitune data split`")
 
 
-def _prompt_of(record: dict, where: str) -> tuple[list[dict], str]:
-    """The messages before the record's last answer, and that answer (the reference)."""
-    msgs: list[dict] = []
+def prompt_of(record: dict) -> tuple[list[dict], str]:
+    """The messages up to the record's last question, and its last answer (the reference)."""
+    from tuitune.templates import to_messages
+
     turns = record["conversation"]
-    for i, t in enumerate(turns):
-        if i == 0 and t.get("system"):
-            msgs.append({"role": "system", "content": t["system"]})
-        msgs.append({"role": "user", "content": t.get("input") or ""})
-        if i < len(turns) - 1:
-            msgs.append({"role": "assistant", "content": t.get("output") or ""})
-    return msgs, (turns[-1].get("output") or "").strip()
+    return to_messages([*turns[:-1], {**turns[-1], "output": None}]), (turns[-1].get("output") or "").strip()
 
 
 def _need_answers(path: Path) -> None:
@@ -129,8 +123,8 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     if max_samples:
         records = records[:max_samples]
     prompts, refs = [], []
-    for i, rec in enumerate(records):
-        msgs, ref = _prompt_of(rec, f"record {i + 1}")
+    for rec in records:
+        msgs, ref = prompt_of(rec)
         prompts.append(msgs)
         refs.append(ref)
     eps: list[tuple[int, Path]] = []
@@ -151,12 +145,8 @@ class _Models:
     """The loaded models: sides on one base share it, each side picks its adapter (or none)."""
 
     def __init__(self, plan: EvalPlan, dtype: str, say: Callable[[str], None]):
-        from tuitune.chat.loading import _check_template, _load_tokenizer
-
         self.plan, self.dtype, self.say = plan, dtype, say
         t, b = plan.target, plan.baseline
-        from tuitune.chat.loading import can_share_base
-
         self.shared = (b is not None and Path(t.base) == Path(b.base) and t.trust_remote_code == b.trust_remote_code
                        and can_share_base([t.adapter, b.adapter]))
         self.tokenizer = _load_tokenizer(str(t.tokenizer_dir), t.trust_remote_code)
@@ -165,8 +155,6 @@ class _Models:
 
     def load(self, side: str):
         """(model, prepare) for ``side``; a model no longer needed is freed first."""
-        from tuitune.chat.loading import load_model
-
         t, b = self.plan.target, self.plan.baseline
         src = t if side == "target" else b
         if self.shared:
@@ -180,22 +168,13 @@ class _Models:
                                      trust_remote_code=src.trust_remote_code, progress=self.say)
         model = self.loaded.model
         name = side if src.adapter is not None else None
-        return model, _selector(model, self.loaded.is_peft, name)
+        return model, adapter_selector(model, self.loaded.is_peft, name)
 
     def free(self) -> None:
         import gc
 
         self.loaded = None
         gc.collect()
-
-
-def _selector(model, is_peft: bool, name: str | None):
-    def prepare():
-        if is_peft and name is not None:
-            model.set_adapter(name)
-            return nullcontext()
-        return model.disable_adapter() if is_peft else nullcontext()
-    return prepare
 
 
 def spec_of(src: ModelSource) -> str:
@@ -205,14 +184,12 @@ def spec_of(src: ModelSource) -> str:
     return str(src.adapter) if src.adapter is not None else src.base
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "model"
-
-
 def default_output(workspace: str | Path, target_label: str) -> Path:
     from tuitune.eval.report import now_stamp
 
-    return Path(workspace) / "evals" / f"{_slug(target_label)}-{now_stamp()}"
+    from tuitune.fsutil import slug
+
+    return Path(workspace) / "evals" / f"{slug(target_label, 'model')}-{now_stamp()}"
 
 
 def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto", batch_size: int = 8,
@@ -221,7 +198,7 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     """Run the plan and write the report to ``out``; returns (folder, report)."""
     from tuitune.eval.loss import encode_records, record_losses
     from tuitune.eval.metrics import corpus_scores, sentence_scores
-    from tuitune.eval.report import side_summary, summarize, verdict, write_report
+    from tuitune.eval.report import side_summary, verdict, write_report
     from tuitune.fsutil import fix_modes, make_temp_dir, publish_dir, refuse_existing
     from tuitune.generation import GenerationSettings, answer_batch
 
@@ -282,7 +259,6 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
                            "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
               "summary": {side: results[side]["summary"] for side in sides}, "checkpoints": curve,
               "seconds": round(time.time() - t0, 1)}
-    summarize(report, records)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(prefix=f".{out.name}.partial-", dir=out.parent)
     try:
@@ -299,7 +275,6 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
 
 def _checkpoint_losses(p: EvalPlan, models: _Models, encoded, pad, tell, cancelled, say) -> list[dict]:
     """The held-out loss of each checkpoint: adapters on the loaded base, full weights loaded each."""
-    from tuitune.chat.loading import can_share_base, load_model
     from tuitune.eval.loss import mean_loss, record_losses
     from tuitune.sources import is_adapter_dir
 
@@ -313,7 +288,7 @@ def _checkpoint_losses(p: EvalPlan, models: _Models, encoded, pad, tell, cancell
                                            trust_remote_code=p.target.trust_remote_code, progress=say)
             model, name = models.loaded.model, f"step{step}"
             model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-            losses = record_losses(model, encoded, pad_id=pad, prepare=_selector(model, True, name), cancelled=cancelled)
+            losses = record_losses(model, encoded, pad_id=pad, prepare=adapter_selector(model, True, name), cancelled=cancelled)
             model.set_adapter(next(iter(models.loaded.adapters)))
             model.delete_adapter(name)
         elif is_adapter_dir(path):  # an adapter that cannot share the loaded base: on a base of its own
@@ -321,7 +296,7 @@ def _checkpoint_losses(p: EvalPlan, models: _Models, encoded, pad, tell, cancell
             models.loaded = load_model(p.target.base, {"target": path}, dtype=models.dtype,
                                        trust_remote_code=p.target.trust_remote_code, progress=say)
             losses = record_losses(models.loaded.model, encoded, pad_id=pad,
-                                   prepare=_selector(models.loaded.model, True, "target"), cancelled=cancelled)
+                                   prepare=adapter_selector(models.loaded.model, True, "target"), cancelled=cancelled)
         else:
             models.free()
             models.loaded = load_model(str(path), {}, dtype=models.dtype, progress=say)

@@ -8,7 +8,6 @@ losing SSH or quitting the TUI sends it nothing, and no pipe to a UI can fill an
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -16,12 +15,8 @@ import time
 from pathlib import Path
 
 from tuitune.errors import TuituneError
+from tuitune.fsutil import slug
 from tuitune.train.runfolder import LIVE, RunFolder, find_run, process_start_time, runs_dir
-
-
-def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    return s[:60] or "run"
 
 
 def prepare_run(config_path: str | Path, workspace: str | Path, name: str | None = None) -> RunFolder:
@@ -42,7 +37,7 @@ def _prepare(config_path, workspace, name):
         raise TuituneError(p.format(config_path) + more)
     root = runs_dir(workspace)
     if name:
-        run_id = _slug(name)
+        run_id = slug(name)
         existing = RunFolder(root / run_id)
         if existing.path.exists():
             status = existing.status().get("status", "unknown")
@@ -52,7 +47,7 @@ def _prepare(config_path, workspace, name):
             raise TuituneError(f"run {run_id} already exists ({status}); pick another --name, or continue it "
                                f"with `tuitune runs resume {run_id}`")
     else:
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(Path(config_path).stem)}"
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(Path(config_path).stem)}"
         n = 2
         base = run_id
         while (root / run_id).exists():
