@@ -48,3 +48,22 @@ def test_shard_writer_refuses_a_tensor_of_another_shape_and_a_shard_left_short(t
     w.add("a", torch.zeros(2, 2))
     with pytest.raises(RuntimeError, match="never written"):
         w.close()
+
+
+def test_the_warm_up_imports_are_waited_for_before_the_main_thread_imports(tmp_path, monkeypatch):
+    """transformers' lazy module raced a second thread ("cannot import name 'AutoTokenizer'" in CI, in a
+    real-model export): the merge's warm-up imports must be finished when ``imports_ready`` returns."""
+    import sys
+    import time
+
+    from tuitune.merge.stream import _import_in_background, imports_ready
+
+    (tmp_path / "slow_warm_module.py").write_text("import time\ntime.sleep(0.6)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_warm_module", raising=False)
+    t0 = time.monotonic()
+    _import_in_background(("slow_warm_module",))
+    imports_ready()
+    assert time.monotonic() - t0 >= 0.5
+    assert sys.modules["slow_warm_module"].DONE
+    imports_ready()   # nothing left to wait for

@@ -13,8 +13,8 @@ from tuitune.errors import TuituneError
 from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir, publish_dir, refuse_existing
 from tuitune.merge.plan import (_FROM_TORCH, _TORCH_DTYPE, CARD_JSON, DTYPES, TOKENIZER_FILES, Plan, Progress, _read_json,
                                 human_size, make_plan, parse_size)
-from tuitune.merge.stream import peft_merge, stream_merge
-from tuitune.merge.verify import Verification, _import_in_background, verify
+from tuitune.merge.stream import _import_in_background, imports_ready, peft_merge, stream_merge
+from tuitune.merge.verify import Verification, verify
 from tuitune.sources import ModelSource
 
 
@@ -75,6 +75,7 @@ def _copy_side_files(src: ModelSource, tmp: Path, untie: bool, dtype: str) -> No
 
 def template_stop_ids(src: ModelSource) -> list[int]:
     """The ids of the template's end-of-turn words that are single special tokens, and EOS."""
+    imports_ready()
     from transformers import AutoTokenizer
 
     from tuitune.generation import special_stop_ids

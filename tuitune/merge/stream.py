@@ -276,6 +276,7 @@ def stream_merge(src: ModelSource, plan: Plan, tmp: Path, dtype: str, max_shard:
 
 def peft_merge(src: ModelSource, tmp: Path, dtype: str, max_shard: int, on_progress: Progress | None = None) -> tuple[int, int, int]:
     """The fallback: the whole base in memory, peft's ``merge_and_unload``, ``save_pretrained``."""
+    imports_ready()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -306,3 +307,31 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", module="peft")
+
+
+_WARMUP: list = []   # the warm-up thread, joined before the main thread touches transformers
+
+
+def _import_in_background(modules: tuple[str, ...] = ("accelerate.hooks", "peft", "transformers")) -> None:
+    """Start importing what verification needs (transformers, peft: ~8 s here) while the merge runs.
+
+    transformers' lazy module is not safe to import from two threads at once (a race there raised
+    "cannot import name 'AutoTokenizer'"), so every use after this waits for the thread: ``imports_ready``.
+    """
+    import importlib
+    import threading
+
+    def work():
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=work, name="tuitune-verify-imports", daemon=True)
+    _WARMUP.append(thread)
+    thread.start()
+
+
+def imports_ready() -> None:
+    """Wait for the warm-up imports, if any are running (see ``_import_in_background``)."""
+    while _WARMUP:
+        _WARMUP.pop().join()

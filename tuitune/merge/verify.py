@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from tuitune.merge.plan import ADAPTER_PREFIX, DEFAULT_PROMPTS, TOLERANCE, _base_index
-from tuitune.merge.stream import _quiet_transformers, _return_big_frees
+from tuitune.merge.stream import _quiet_transformers, _return_big_frees, imports_ready
 from tuitune.sources import ModelSource
 
 
@@ -113,6 +112,7 @@ def verify(src: ModelSource, merged_dir: Path, dtype: str, prompts: list[str] | 
     """
     import gc
 
+    imports_ready()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -173,18 +173,5 @@ def verify(src: ModelSource, merged_dir: Path, dtype: str, prompts: list[str] | 
     tol = TOLERANCE[dtype] * scale
     return Verification(ok=bool(diff <= tol), max_abs_diff=diff, tolerance=tol,
                         top1_agree=agree, prompts=len(prompts), dtype=dtype)
-
-
-def _import_in_background() -> None:
-    """Start importing what verification needs (transformers, peft: ~8 s here) while the merge runs."""
-    import threading
-
-    def work():
-        with contextlib.suppress(Exception):
-            import accelerate.hooks  # noqa: F401
-            import peft  # noqa: F401
-            import transformers  # noqa: F401
-
-    threading.Thread(target=work, name="tuitune-verify-imports", daemon=True).start()
 
 
