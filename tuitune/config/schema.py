@@ -20,6 +20,13 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_wi
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit",
               "adamw_bnb_8bit", "adafactor", "sgd", "lion_8bit", "paged_lion_8bit")
 DEEPSPEED = ("none", "zero2", "zero3", "zero2_offload", "zero3_offload")
+#: Experiment trackers the Trainer reports to (each an optional extra: pip install "tuitune[NAME]").
+TRACKERS = ("tensorboard", "wandb", "swanlab", "mlflow", "trackio")
+#: Tasks that learn from preference pairs (chosen over rejected) rather than from answers.
+PREFERENCE_TASKS = ("dpo", "orpo")
+#: TRL's DPO losses offered here (sigmoid is the DPO paper's; the others are its best-known variants).
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+              "apo_zero", "apo_down", "sigmoid_norm")
 
 
 class _Section(BaseModel):
@@ -82,6 +89,26 @@ class TrainingConfig(_Section):
     save_steps: int = Field(500, ge=1, description="save a checkpoint every this many steps")
     save_total_limit: Optional[int] = Field(2, ge=1, description="keep only the newest N checkpoints; empty: keep all")
     logging_steps: int = Field(10, ge=1, description="log loss and lr every this many steps")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="experiment trackers to log to as well: tensorboard, wandb, swanlab, mlflow, trackio "
+                    "(their files go in the run folder's tracking/)")
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in (s.strip().lower() for s in v):
+            if not name or name == "none":
+                continue
+            if name not in TRACKERS:
+                import difflib
+                close = difflib.get_close_matches(name, TRACKERS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown tracker {name!r}; {hint}choose from: {', '.join(TRACKERS)}")
+            if name not in out:
+                out.append(name)
+        return out
 
 
 class EvaluationConfig(_Section):
@@ -95,6 +122,18 @@ class EvaluationConfig(_Section):
     @classmethod
     def _strip(cls, v: list[str]) -> list[str]:
         return [p for p in (s.strip() for s in v) if p]
+
+
+class PreferenceConfig(_Section):
+    beta: float = Field(0.1, gt=0, description="dpo: how far from the reference model (higher stays closer); "
+                                               "orpo: weight of the odds-ratio term (its lambda)")
+    loss_type: Literal[DPO_LOSSES] = Field("sigmoid", description="dpo loss: sigmoid (the DPO paper), ipo, hinge, "
+                                                                 "robust, ... (TRL's names)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo robust/exo: the chance a pair's "
+                                                                   "preference is flipped")
+    reference: Literal["auto", "copy", "precompute"] = Field(
+        "auto", description="dpo reference model: auto (lora/qlora: the base with the adapter off, no second "
+                            "copy; full: a frozen copy), copy, or precompute (its log-probs before training)")
 
 
 class DistributedConfig(_Section):
@@ -114,7 +153,9 @@ class RunConfig(_Section):
                        description="base model: a local folder (relative to the workspace) or a hub id")
     template: str = Field("auto", min_length=1,
                           description="prompt template: auto (the tokenizer's chat template) or a named one")
-    task: Literal["sft", "pretrain"] = Field("sft", description="sft: learn answers to prompts; pretrain: learn plain text")
+    task: Literal["sft", "pretrain", "dpo", "orpo"] = Field(
+        "sft", description="sft: learn answers to prompts; pretrain: learn plain text; dpo, orpo: learn to prefer "
+                           "the chosen answer of a pair over the rejected one")
     method: Literal["full", "lora", "qlora"] = Field(
         "qlora", description="full: all weights; lora: adapter on a 16-bit model; qlora: adapter on a 4-bit model")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (InternLM needs it); only for models you trust")
@@ -124,6 +165,8 @@ class RunConfig(_Section):
                                              description="loading the base model in 4/8 bits (method qlora)")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="the optimizer loop")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="evaluation during training")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
+                                         description="preference tuning (tasks dpo and orpo)")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig, description="GPUs, nodes, DeepSpeed")
 
     # Where relative paths resolve, and where each key sits in the YAML it came from.
@@ -215,6 +258,10 @@ class RunConfig(_Section):
         return t.batch_size * t.grad_accum * d.gpus * d.nnodes
 
     @property
+    def is_preference(self) -> bool:
+        return self.task in PREFERENCE_TASKS
+
+    @property
     def uses_adapter(self) -> bool:
         return self.method in ("lora", "qlora")
 
@@ -232,7 +279,8 @@ def template_names() -> tuple[str, ...]:
 
 SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "lora": LoraSection, "quantization": QuantizationConfig,
-    "training": TrainingConfig, "evaluation": EvaluationConfig, "distributed": DistributedConfig,
+    "training": TrainingConfig, "evaluation": EvaluationConfig, "preference": PreferenceConfig,
+    "distributed": DistributedConfig,
 }
 TOP_FIELDS = ("preset", "model", "template", "task", "method", "trust_remote_code")
 
