@@ -22,6 +22,16 @@ def _float(x):
         return None
 
 
+#: What TRL's preference trainers log beside the loss, under the names the events use: the margin
+#: of the chosen answer's implicit reward over the rejected one's, and how often it is above it.
+PREFERENCE_LOGS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy",
+                   "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}
+
+
+def _preference(logs: dict, prefix: str = "") -> dict:
+    return {prefix + name: _float(logs[prefix + key]) for key, name in PREFERENCE_LOGS.items() if prefix + key in logs}
+
+
 class RunCallback(TrainerCallback):
     """Events for every log, evaluation, checkpoint and lifecycle step; stop and save on request."""
 
@@ -157,7 +167,8 @@ class RunCallback(TrainerCallback):
         now = time.time()
         step = state.global_step
         if "eval_loss" in logs:
-            self.event(type="eval", step=step, epoch=_float(state.epoch), eval_loss=_float(logs["eval_loss"]))
+            self.event(type="eval", step=step, epoch=_float(state.epoch), eval_loss=_float(logs["eval_loss"]),
+                       **_preference(logs, "eval_"))
             self.state(last_eval_loss=_float(logs["eval_loss"]))
             return
         if "loss" not in logs:
@@ -173,7 +184,7 @@ class RunCallback(TrainerCallback):
                    loss=_float(logs.get("loss")), lr=_float(logs.get("learning_rate")),
                    grad_norm=_float(logs.get("grad_norm")), tokens=tokens,
                    tokens_per_s=round(tps, 1) if tps is not None else None,
-                   elapsed=round(elapsed, 2), eta=eta)
+                   elapsed=round(elapsed, 2), eta=eta, **_preference(logs))
         self.state(step=step, total_steps=state.max_steps, last_loss=_float(logs.get("loss")),
                    eta=eta, elapsed=round(elapsed, 2),
                    sec_per_step=round(rate, 4) if rate is not None else None)
