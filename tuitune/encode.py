@@ -51,6 +51,40 @@ def encode_conversation(tokenizer, record: dict, template: str, max_length: int,
     return {"input_ids": ids, "labels": labels}
 
 
+def encode_preference(tokenizer, record: dict, template: str, max_length: int) -> dict | None:
+    """A preference pair → ``{"prompt_ids", "chosen_ids", "rejected_ids"}``, or None when the prompt
+    alone fills ``max_length`` (nothing of the answers would be left to compare).
+
+    Each side is the conversation (earlier turns, prompt, answer) encoded exactly as SFT encodes it,
+    so the template, its segments and the end-of-turn token are the ones chat uses; the prompt is
+    everything before the last answer (earlier answers are context here, not trained) and the
+    completion is the last answer's trained tokens. TRL's own tokenization would apply the
+    tokenizer's chat template, which for a named template is a second rendering of it.
+    """
+    from tuitune.data.preference import conversation_of
+
+    sides = []
+    for key in ("chosen", "rejected"):
+        enc = encode_conversation(tokenizer, conversation_of(record, record[key]), template, 0)
+        ids, labels = enc["input_ids"], enc["labels"]
+        end = len(labels)
+        while end and labels[end - 1] == IGNORE_INDEX:   # a separator after the answer is not part of it
+            end -= 1
+        start = end
+        while start and labels[start - 1] != IGNORE_INDEX:
+            start -= 1
+        sides.append((ids[:start], ids[start:end]))
+    (prompt, chosen), (prompt_r, rejected) = sides
+    if prompt != prompt_r:  # segments are tokenized apart, so the shared context encodes the same
+        raise TuituneError("the chosen and rejected sides encode different prompts")
+    if max_length:
+        if len(prompt) >= max_length:
+            return None
+        room = max_length - len(prompt)
+        chosen, rejected = chosen[:room], rejected[:room]
+    return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
+
+
 def pack_bins(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     """Group sample indices into rows of at most ``max_length`` tokens, best fit decreasing.
 

@@ -190,6 +190,13 @@ class RunConfig(_Section):
         d = self.distributed
         if d.node_rank >= d.nnodes:
             raise ValueError(f"distributed.node_rank {d.node_rank} must be below distributed.nnodes {d.nnodes}")
+        if self.is_preference:
+            if self.data.pack:
+                raise ValueError(f"data.pack: task {self.task} compares whole pairs, which are never packed; "
+                                 "set data.pack: false")
+            if self.task == "orpo" and self.preference.reference != "auto":
+                raise ValueError(f"preference.reference {self.preference.reference}: orpo has no reference "
+                                 "model; leave it auto, or use task: dpo")
         return self
 
     def __eq__(self, other: object) -> bool:

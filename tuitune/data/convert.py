@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tuitune.data.preference import PREFERENCE_FORMATS
 from tuitune.errors import TuituneError
 
 MEDQA_SYSTEM = ("You are a professional, highly experienced doctor professor. You always provide accurate, "
@@ -262,6 +263,23 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 raise TuituneError("--format columns needs --input-col and --output-col")
             map_item = F.make_columns_mapper(input_col, output_col, system_col, system)
             report.mapping = f"{input_col!r} → input, {output_col!r} → output"
+        elif det.format in PREFERENCE_FORMATS:
+            from tuitune.data.preference import MAPPERS as PREF_MAPPERS
+
+            base = PREF_MAPPERS[det.format]
+            if system:
+                def map_item(item, base=base):
+                    rec = base(item)
+                    if rec["conversation"]:
+                        rec["conversation"][0] = {"system": system, **{k: v for k, v in rec["conversation"][0].items()
+                                                                       if k != "system"}}
+                    else:
+                        rec = {"conversation": [], "system": system, **{k: v for k, v in rec.items()
+                                                                         if k not in ("conversation", "system")}}
+                    return rec
+                report.mapping = "fixed system prompt"
+            else:
+                map_item = base
         else:
             base = F.MAPPERS[det.format]
             if system:
@@ -296,6 +314,9 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 if strict:
                     raise TuituneError(f"{src}: {where}: {exc}; fix it or use --format to pick another format") from None
                 report.add("skipped", where, str(exc))
+                continue
+            if det.format in PREFERENCE_FORMATS:
+                _keep_pair(turns, where, report, seen, answers_by_q, repeated, writer, drop_placeholders, dedupe)
                 continue
             if det.format not in ("text", "txt"):
                 for t, turn in enumerate(turns, 1):
@@ -358,6 +379,37 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
         if table is not None:
             table.close()
     return report
+
+
+def _keep_pair(rec: dict, where: str, report: Report, seen: dict, answers_by_q: dict, repeated: set, writer,
+               drop_placeholders: bool, dedupe: bool) -> None:
+    """The loop's checks for one preference pair: placeholder answers, duplicates, repeated prompts."""
+    import json
+
+    from tuitune.data.preference import first_question
+
+    placeholder = [rec[k] for k in ("chosen", "rejected") if is_placeholder(rec[k])]
+    if placeholder:
+        report.add("placeholders", where, f"answer {placeholder[0].strip()!r}")
+        if drop_placeholders:
+            return
+    key = _digest(json.dumps(rec, sort_keys=True, ensure_ascii=False))
+    first = seen.get(key)
+    if first is not None:
+        report.add("duplicates", where, f"same as {first}")
+        if dedupe:
+            return
+    else:
+        seen[key] = where
+        qk = hash(normalize_key(first_question(rec)))
+        prev = answers_by_q.get(qk)
+        if prev is None:
+            answers_by_q[qk] = key
+        elif prev != key:
+            repeated.add(qk)
+    if writer:
+        writer.write(rec)
+    report.kept += 1
 
 
 def preview(src: str | os.PathLike, *, format: str | None = None, sheet: str | None = None,

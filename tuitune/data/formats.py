@@ -14,7 +14,8 @@ from typing import Any
 from tuitune.errors import TuituneError
 
 TABLE_FORMATS = ("xlsx", "csv")
-JSON_FORMATS = ("xtuner", "alpaca", "sharegpt", "openai", "oasst1", "text", "columns")
+JSON_FORMATS = ("xtuner", "alpaca", "sharegpt", "openai", "oasst1", "text", "columns",
+                "preference", "pref_messages", "pref_text", "sharegpt_ranking")
 FORMAT_NAMES = TABLE_FORMATS + JSON_FORMATS + ("txt",)
 
 FORMAT_HELP = {
@@ -29,6 +30,12 @@ FORMAT_HELP = {
     "columns": "JSON records with fields named by --input-col/--output-col",
     "txt": "plain text for pretraining: each blank-line separated paragraph is a record",
 }
+
+
+def _preference_help() -> None:
+    from tuitune.data.preference import FORMAT_HELP as PREF_HELP
+
+    FORMAT_HELP.update(PREF_HELP)
 
 
 class MapError(ValueError):
@@ -54,6 +61,11 @@ def detect_item(item: Any) -> Detection | None:
         return None
     keys = set(item)
     shown = ", ".join(sorted(map(str, keys)))
+    from tuitune.data.preference import detect as detect_preference
+
+    pref = detect_preference(item)
+    if pref is not None:
+        return pref
     if isinstance(item.get("conversation"), list):
         return Detection("xtuner", "records have a \"conversation\" list (XTuner's format)")
     conv = item.get("conversations")
@@ -255,6 +267,7 @@ def make_columns_mapper(input_col: str, output_col: str, system_col: str | None,
 
 MAPPERS = {"xtuner": map_xtuner, "alpaca": map_alpaca, "sharegpt": map_sharegpt, "openai": map_openai,
            "oasst1": map_oasst1, "text": map_text}
+_preference_help()
 
 
 def iter_paragraphs(path: Path):

@@ -179,7 +179,15 @@ def _jsonl_items(path: Path, lines, skip_bad_lines: bool, source: JsonSource) ->
 
 
 def validate_record(rec: Any, where: str, path: Path | str, task: str = "sft") -> dict:
-    """Check one conversation record; return it or raise a TuituneError naming the field."""
+    """Check one record (a conversation, or a preference pair for dpo/orpo); return it or raise a
+    TuituneError naming the field. ``task`` "any" takes either kind; a task refuses the other kind."""
+    from tuitune.data.preference import is_preference, task_mismatch, validate_preference
+
+    wrong = task_mismatch(rec, where, path, task) if task != "any" else None
+    if wrong:
+        raise TuituneError(wrong)
+    if is_preference(rec):
+        return validate_preference(rec, where, path)
     if not isinstance(rec, dict):
         raise TuituneError(f"{path}: {where}: expected an object with a \"conversation\" list, got {type(rec).__name__}")
     conv = rec.get("conversation")
@@ -203,12 +211,13 @@ def validate_record(rec: Any, where: str, path: Path | str, task: str = "sft") -
 
 
 def iter_records(path: str | os.PathLike, skip_bad_lines: bool = False,
-                 source: JsonSource | None = None) -> Iterator[tuple[str, dict]]:
+                 source: JsonSource | None = None, task: str = "any") -> Iterator[tuple[str, dict]]:
     path = Path(path)
     for where, item in iter_json_items(path, skip_bad_lines, source):
-        yield where, validate_record(item, where, path, task="any")
+        yield where, validate_record(item, where, path, task=task)
 
 
-def load_records(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
-    """Read a conversation JSON/JSONL file; TuituneError with the file and line on bad input."""
-    return [rec for _, rec in iter_records(path, skip_bad_lines)]
+def load_records(path: str | os.PathLike, skip_bad_lines: bool = False, task: str = "any") -> list[dict]:
+    """Read a conversation (or preference pair) JSON/JSONL file; TuituneError with the file and line on
+    bad input, or on a record of the wrong kind for ``task``."""
+    return [rec for _, rec in iter_records(path, skip_bad_lines, task=task)]

@@ -38,8 +38,9 @@ class SplitResult:
 
 def group_key(rec: dict) -> str:
     from tuitune.data.convert import normalize_key
+    from tuitune.data.preference import first_question
 
-    return normalize_key(rec["conversation"][0].get("input") or "")
+    return normalize_key(first_question(rec))
 
 
 def split_records(records: list[dict], test_ratio: float = 0.3, seed: int = 42,

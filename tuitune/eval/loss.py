@@ -38,6 +38,36 @@ def encode_records(tokenizer, records: list[dict], *, template: str, system: str
     return [encode_conversation(tokenizer, _with_system(r, system), template, max_length, task=task) for r in records]
 
 
+def encode_pair_sides(tokenizer, records: list[dict], *, template: str, system: str | None,
+                      max_length: int) -> list[dict]:
+    """Each pair as two records, chosen then rejected: the prompt masked, the answer labelled, as
+    DPO scores them (:func:`tuitune.encode.encode_preference`), so a record's summed loss is minus
+    the log-probability of that answer."""
+    from tuitune.encode import encode_preference
+
+    out = []
+    for rec in records:
+        if system and not rec.get("system") and not (rec.get("conversation") or [{}])[0].get("system"):
+            rec = {**rec, "system": system} if not rec.get("conversation") else \
+                {**rec, "conversation": [{"system": system, **rec["conversation"][0]}, *rec["conversation"][1:]]}
+        enc = encode_preference(tokenizer, rec, template, max_length) or \
+            encode_preference(tokenizer, rec, template, 0)   # a prompt past max_length: scored whole
+        for side in ("chosen_ids", "rejected_ids"):
+            ids = enc["prompt_ids"] + enc[side]
+            out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * len(enc["prompt_ids"]) + enc[side]})
+    return out
+
+
+def pair_scores(losses: list[RecordLoss]) -> list[dict]:
+    """Per pair (from :func:`encode_pair_sides`' order): the summed log-probability of the chosen and
+    the rejected answer, and the margin between them (positive: the model prefers the chosen one)."""
+    out = []
+    for c, r in zip(losses[0::2], losses[1::2]):
+        out.append({"chosen_logp": -c.loss_sum, "rejected_logp": -r.loss_sum, "margin": r.loss_sum - c.loss_sum,
+                    "chosen_tokens": c.tokens, "rejected_tokens": r.tokens})
+    return out
+
+
 def batches(encoded: list[dict], pad_id: int, tokens_per_batch: int = TOKENS_PER_BATCH):
     """``(indices, input_ids, labels, attention_mask)`` batches: records sorted by length, as many of
     the next ones as fit ``tokens_per_batch`` (at least one), right-padded."""

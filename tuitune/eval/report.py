@@ -32,7 +32,8 @@ def summarize(report: dict, records: list[dict]) -> dict:
     """The counts a report's summary holds: better / worse / same, and the hand marks."""
     s = report["summary"]
     for v in ("better", "worse", "same"):
-        s[v] = sum(1 for r in records if r.get("verdict") == v) if report.get("baseline") and report["generated"] else None
+        s[v] = sum(1 for r in records if r.get("verdict") == v) \
+            if report.get("baseline") and (report["generated"] or report.get("pairs")) else None
     for m in MARKS:
         s[f"marked_{m}"] = sum(1 for r in records if r.get("mark") == m)
     return report
@@ -46,7 +47,15 @@ def summary_line(report: dict) -> str:
     """``held-out loss 2.31 → 1.42 (-39%), ROUGE-L 0.18 → 0.41, better on 61 of 69``."""
     s, parts = report["summary"], []
     t, b = s.get("target") or {}, s.get("baseline") or {}
-    if t.get("loss") is not None:
+    if t.get("margin") is not None:
+        n = report["records"]
+        if b.get("margin") is not None:
+            parts.append(f"chosen-over-rejected margin {b['margin']:+.2f} → {t['margin']:+.2f} nats, prefers chosen "
+                         f"on {round(b['accuracy'] * n)} → {round(t['accuracy'] * n)} of {n}")
+        else:
+            parts.append(f"chosen-over-rejected margin {t['margin']:+.2f} nats, prefers chosen on "
+                         f"{round(t['accuracy'] * n)} of {n}")
+    elif t.get("loss") is not None:
         if b.get("loss") is not None:
             parts.append(f"held-out loss {b['loss']:.2f} → {t['loss']:.2f} ({_pct(b['loss'], t['loss'])})")
         else:
@@ -74,12 +83,17 @@ def markdown(report: dict, records: list[dict]) -> str:
         lines.append(f"- **baseline**: `{base['label']}` ({base['base']}"
                      f"{' + ' + base['adapter'] if base.get('adapter') else ''})")
     st = report["settings"]
-    lines += [f"- **data**: `{report['data']}`, {report['records']} records", f"- **settings**: template "
-              f"`{st['template']}`, max_new_tokens {st['max_new_tokens']}, "
-              f"{'greedy' if st['temperature'] == 0 else 'temperature %s, seed %s' % (st['temperature'], st['seed'])}",
+    sampling = ("each pair's answers scored, none generated" if report.get("pairs") else
+                f"max_new_tokens {st['max_new_tokens']}, " + ('greedy' if st['temperature'] == 0 else
+                                                             f"temperature {st['temperature']}, seed {st['seed']}"))
+    lines += [f"- **data**: `{report['data']}`, {report['records']} " + ("pairs" if report.get("pairs") else "records"),
+              f"- **settings**: template `{st['template']}`, {sampling}",
               "", "| metric | " + (" baseline |" if base else "") + " target |",
               "| --- | " + ("--- | " if base else "") + "--- |"]
-    rows = [("held-out loss", "loss", "{:.4f}"), ("perplexity", "ppl", "{:.2f}"), ("ROUGE-L", "rouge_l", "{:.3f}"),
+    rows = [("log-prob margin, chosen − rejected", "margin", "{:+.3f}"), ("prefers chosen", "accuracy", "{:.1%}"),
+            ("log-prob of chosen (mean)", "chosen_logp", "{:.2f}"),
+            ("log-prob of rejected (mean)", "rejected_logp", "{:.2f}"),
+            ("held-out loss" + (" (chosen answers)" if report.get("pairs") else ""), "loss", "{:.4f}"), ("perplexity", "ppl", "{:.2f}"), ("ROUGE-L", "rouge_l", "{:.3f}"),
             ("BLEU-4", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("exact match", "exact", "{:.1%}"),
             ("answer tokens (mean)", "answer_tokens", "{:.1f}"), ("hit the token limit", "hit_limit", "{:.1%}")]
     for title, key, fmt in rows:
@@ -92,6 +106,19 @@ def markdown(report: dict, records: list[dict]) -> str:
         best = min(report["checkpoints"], key=lambda c: c["loss"])
         for c in report["checkpoints"]:
             lines.append(f"| {c['step']}{' (best)' if c is best else ''} | {c['loss']:.4f} |")
+    if report.get("pairs"):
+        lines += ["", "## Pairs, biggest change first", ""]
+        for r in sorted(records, key=lambda r: -abs(r.get("change") or 0)):
+            head = f"### {r['index'] + 1}. {r.get('verdict', '')}"
+            if r.get("change") is not None:
+                head += f" (margin {r['change']:+.2f})"
+            if r.get("mark"):
+                head += f", marked {r['mark']}"
+            lines += [head, "", f"**prompt**: {_md_cell(r['prompt'])}", "", f"**chosen**: {_md_cell(r['reference'])}",
+                      "", f"**rejected**: {_md_cell(r['rejected'])}", ""]
+            for side in SIDES:
+                if r.get(side):
+                    lines += [f"**{side}** margin: {r[side]['margin']:+.3f}", ""]
     if report.get("generated"):
         lines += ["", "## Records, biggest change first", ""]
         for r in sorted(records, key=lambda r: -abs(r.get("change") or 0)):
@@ -153,12 +180,17 @@ def list_reports(workspace: str | Path) -> list[tuple[Path, dict]]:
     return sorted(out, key=lambda x: -float(x[1].get("created") or 0))
 
 
-def side_summary(losses, answers, scores, corpus, max_new_tokens) -> dict:
-    """One model's row of the summary."""
+def side_summary(losses, answers, scores, corpus, max_new_tokens, pairs: list[dict] | None = None) -> dict:
+    """One model's row of the summary (``pairs``: the pair scores, with ``losses`` the chosen answers')."""
     from tuitune.eval.loss import mean_loss
 
     loss = mean_loss(losses) if losses else None
     out = {"loss": loss, "ppl": math.exp(loss) if loss is not None and loss < 50 else None}
+    if pairs:
+        n = len(pairs)
+        out.update(margin=sum(p["margin"] for p in pairs) / n, accuracy=sum(1 for p in pairs if p["margin"] > 0) / n,
+                   chosen_logp=sum(p["chosen_logp"] for p in pairs) / n,
+                   rejected_logp=sum(p["rejected_logp"] for p in pairs) / n)
     if answers:
         n = len(answers)
         out.update(rouge_l=sum(s["rouge_l"] for s in scores) / n, exact=sum(s["exact"] for s in scores) / n,

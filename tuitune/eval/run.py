@@ -36,10 +36,11 @@ class EvalPlan:
     max_length: int = 2048
     task: str = "sft"
     checkpoints: list[tuple[int, Path]] = field(default_factory=list)
+    pairs: bool = False             # preference pairs: chosen-vs-rejected log-probs instead of answers
 
     @property
     def generates(self) -> bool:
-        return self.task != "pretrain"
+        return self.task != "pretrain" and not self.pairs
 
 
 def _run_config(src: ModelSource):
@@ -115,16 +116,22 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     if not path.is_file():
         raise TuituneError(f"{path}: no such data file; give --data with a conversation JSONL (the held-out split)")
     task = cfg.task if cfg is not None else "sft"
-    if task != "pretrain":
+    from tuitune.data.io import iter_json_items
+    from tuitune.data.preference import conversation_of, is_preference
+
+    first = next((item for _, item in iter_json_items(path)), None)
+    pairs = is_preference(first) or (cfg is not None and cfg.is_preference)
+    if task != "pretrain" and not pairs:
         _need_answers(path)
-    records = load_records(path)
+    # Pairs are scored as pairs whatever the run learned (an SFT run can be asked which answer it prefers).
+    records = load_records(path, task="dpo" if pairs else ("any" if cfg is None or cfg.is_preference else task))
     if not records:
         raise TuituneError(f"{path}: no records to evaluate on")
     if max_samples:
         records = records[:max_samples]
     prompts, refs = [], []
     for rec in records:
-        msgs, ref = prompt_of(rec)
+        msgs, ref = prompt_of(conversation_of(rec, rec["chosen"]) if pairs else rec)
         prompts.append(msgs)
         refs.append(ref)
     eps: list[tuple[int, Path]] = []
@@ -138,7 +145,7 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
             raise TuituneError(f"run {src.run} has no complete checkpoint yet (training.save_steps)")
     return EvalPlan(src, baseline, path, records, prompts, refs, template=src.template or "auto",
                     system=src.system or "", max_length=cfg.data.max_length if cfg is not None else 2048,
-                    task=task, checkpoints=eps)
+                    task=task, checkpoints=eps, pairs=pairs)
 
 
 class _Models:
@@ -210,7 +217,13 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     t0 = time.time()
     models = _Models(p, dtype, say)
     tok = models.tokenizer
-    encoded = encode_records(tok, p.records, template=p.template, system=p.system, max_length=p.max_length, task=p.task)
+    if p.pairs:
+        from tuitune.eval.loss import encode_pair_sides
+
+        encoded = encode_pair_sides(tok, p.records, template=p.template, system=p.system, max_length=p.max_length)
+    else:
+        encoded = encode_records(tok, p.records, template=p.template, system=p.system, max_length=p.max_length,
+                                 task=p.task)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     convs = [[{"role": "system", "content": p.system}] + m if p.system and m[0]["role"] != "system" else m
              for m in p.prompts]
@@ -218,12 +231,19 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     sides = ["target"] + (["baseline"] if p.baseline is not None else [])
     for side in sides:
         model, prepare = models.load(side)
-        n = len(p.records)
-        say(f"{side}: held-out loss on {n} records")
+        n = len(encoded)
+        say(f"{side}: held-out loss on {n} " + ("answers of pairs" if p.pairs else "records"))
         losses = record_losses(model, encoded, pad_id=pad, prepare=prepare, cancelled=cancelled,
                                on_batch=lambda d, side=side: tell(f"loss ({side})", d, n))
         answers = scores = []
         corpus = {}
+        if p.pairs:
+            from tuitune.eval.loss import pair_scores
+
+            scores = pair_scores(losses)
+            results[side] = {"losses": losses, "answers": [], "scores": scores,
+                             "summary": side_summary(losses[0::2], [], [], {}, 0, pairs=scores)}
+            continue
         if p.generates:
             say(f"{side}: answering {n} prompts")
             answers = answer_batch(model, tok, settings, template=p.template, conversations=convs,
@@ -240,6 +260,15 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     records = []
     for i, (msgs, ref) in enumerate(zip(p.prompts, p.references)):
         rec = {"index": i, "prompt": msgs[-1]["content"], "reference": ref, "mark": None}
+        if p.pairs:
+            rec["rejected"] = p.records[i]["rejected"]
+            for side in sides:
+                rec[side] = results[side]["scores"][i]
+            if p.baseline is not None:
+                rec["change"] = rec["target"]["margin"] - rec["baseline"]["margin"]
+                rec["verdict"] = verdict(rec["change"])
+            records.append(rec)
+            continue
         for side in sides:
             r = results[side]
             rec[side] = {"loss": r["losses"][i].loss, "tokens": r["losses"][i].tokens}
@@ -254,7 +283,7 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
                        "adapter": str(s.adapter) if s.adapter else None, "run": s.run, "checkpoint": s.checkpoint}
     report = {"version": 1, "created": time.time(), "target": ident(p.target),
               "baseline": ident(p.baseline) if p.baseline else None, "data": str(p.data), "records": len(records),
-              "generated": p.generates, "task": p.task,
+              "generated": p.generates, "pairs": p.pairs, "task": p.task,
               "settings": {**settings.to_dict(), "template": p.template, "system": p.system,
                            "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
               "summary": {side: results[side]["summary"] for side in sides}, "checkpoints": curve,

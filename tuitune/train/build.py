@@ -90,7 +90,7 @@ def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, lo
     if (target / "dataset_info.json").is_file():
         log(f"tokenized data from cache {target}")
         return datasets.load_from_disk(str(target))
-    records = load_records(path)
+    records = load_records(path, task=cfg.task)
     if not records:
         raise TuituneError(f"data: {path} has no records; check the file or convert it again")
     template, max_length, task, system = cfg.template, cfg.data.max_length, cfg.task, cfg.data.system
@@ -261,12 +261,17 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
         raise TuituneError(f"data.max_length {cfg.data.max_length} is beyond what {cfg.model} supports "
                            f"({max_pos} positions); set data.max_length to {max_pos} or less")
     cache_dir = Path(cfg.workspace) / ".cache" / "tokenized"
-    train_ds = build_dataset(cfg, tokenizer, cfg.resolve(cfg.data.train), pack=cfg.data.pack,
-                             cache_dir=cache_dir, log=log)
+    if cfg.is_preference:
+        from tuitune.train.preference import build_preference_dataset as build_pairs
+
+        build = lambda path, pack: build_pairs(cfg, tokenizer, path, cache_dir=cache_dir, log=log)  # noqa: E731
+    else:
+        build = lambda path, pack: build_dataset(cfg, tokenizer, path, pack=pack, cache_dir=cache_dir,  # noqa: E731
+                                                 log=log)
+    train_ds = build(cfg.resolve(cfg.data.train), cfg.data.pack)
     eval_ds = None
     if cfg.data.eval and cfg.evaluation.eval_loss:
-        eval_ds = build_dataset(cfg, tokenizer, cfg.resolve(cfg.data.eval), pack=False,
-                                cache_dir=cache_dir, log=log)
+        eval_ds = build(cfg.resolve(cfg.data.eval), False)
     # Seed before the model is built: LoRA's A matrices are drawn at random when the adapter is
     # added, and the Trainer only seeds later. Same seed, same run.
     from transformers import set_seed
@@ -275,6 +280,17 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     model = load_model(cfg, log=log)
     # tokens/s in the events counts real (non-padding) tokens.
     args = to_training_arguments(cfg, run.checkpoints, include_num_input_tokens_seen="non_padding")
+    from tuitune.templates import to_jinja
+
+    # What leaves the run (every checkpoint, the final adapter, a merged model) carries the format it
+    # trained on: a named template becomes the tokenizer's chat_template, with the run's system prompt.
+    tokenizer.chat_template = to_jinja(tokenizer, cfg.template, cfg.data.system) or tokenizer.chat_template
+    if cfg.is_preference:
+        from tuitune.train.preference import make_trainer, preference_arguments
+
+        trainer = make_trainer(cfg, model=model, args=preference_arguments(cfg, args), train_dataset=train_ds,
+                               eval_dataset=eval_ds, tokenizer=tokenizer, callbacks=callbacks)
+        return trainer, tokenizer
     from tuitune.train.trainer import BatchCollator, TuituneTrainer, flattens
 
     flat = flattens(model, cfg.data.max_length)
@@ -287,11 +303,6 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
         install()
     if flat:
         log("batches: samples end to end in one row, no padding (attention per sample)")
-    # What leaves the run (every checkpoint, the final adapter, a merged model) carries the format it
-    # trained on: a named template becomes the tokenizer's chat_template, with the run's system prompt.
-    from tuitune.templates import to_jinja
-
-    tokenizer.chat_template = to_jinja(tokenizer, cfg.template, cfg.data.system) or tokenizer.chat_template
     trainer = TuituneTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
     return trainer, tokenizer
