@@ -73,7 +73,8 @@ def register(sub) -> None:
                    "template, else default)")
     i.add_argument("--max-length", type=int, default=2048)
     i.add_argument("--record", type=int, default=1, help="which record to render (1-based, default 1)")
-    i.add_argument("--task", choices=["sft", "pretrain"], help="default: pretrain if every record is bare text")
+    i.add_argument("--task", choices=["sft", "pretrain", "dpo", "orpo"],
+                   help="default: dpo for preference pairs, pretrain if every record is bare text, else sft")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=run_inspect)
 
@@ -141,14 +142,19 @@ def run_inspect(args) -> int:
     print("\n".join(res.lines()))
     print(f"\nrecord {res.record} ({res.record_where}): {res.record_tokens} tokens, {res.record_trained} trained")
     print("trained text is between ⟦ and ⟧ (labels = ids); the rest is masked (-100); ↵ is a newline\n")
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.text import Text
+    sides = [("chosen", res.spans), ("rejected", res.rejected_spans)] if res.rejected_spans is not None \
+        else [(None, res.spans)]
+    for title, spans in sides:
+        if title:
+            print(f"--- {title} ---")
+        if sys.stdout.isatty():
+            from rich.console import Console
+            from rich.text import Text
 
-        t = Text()
-        for text, trained in res.spans:
-            t.append(text.replace("\n", "↵\n"), style="bold green" if trained else "dim")
-        Console(highlight=False).print(t)
-    else:
-        print(render_spans_plain(res.spans))
+            t = Text()
+            for text, trained in spans:
+                t.append(text.replace("\n", "↵\n"), style="bold green" if trained else "dim")
+            Console(highlight=False).print(t)
+        else:
+            print(render_spans_plain(spans))
     return 0

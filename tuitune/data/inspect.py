@@ -29,6 +29,8 @@ class InspectResult:
     record_trained: int
     spans: list[tuple[str, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: A preference pair: ``spans`` are the chosen side's, these the rejected side's (same prompt).
+    rejected_spans: list[tuple[str, bool]] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +63,12 @@ def default_template(tokenizer) -> str:
 
 
 def guess_task(records: list[dict]) -> str:
-    """``pretrain`` when every record is bare text (one turn, no input, no system)."""
+    """``dpo`` for preference pairs; ``pretrain`` when every record is bare text (one turn, no input,
+    no system); else ``sft``."""
+    from tuitune.data.preference import is_preference
+
+    if records and is_preference(records[0]):
+        return "dpo"
     for r in records:
         c = r["conversation"]
         if len(c) != 1 or (c[0].get("input") or "").strip() or c[0].get("system"):
@@ -98,8 +105,17 @@ def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: st
     get_template(template)
     records = [r for _, r in pairs]
     task = task or guess_task(records)
+    from tuitune.config.schema import PREFERENCE_TASKS
+
+    if task in PREFERENCE_TASKS:
+        return _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, notes)
     lengths = []
+    from tuitune.data.preference import task_mismatch
+
     for where, rec in pairs:
+        wrong = task_mismatch(rec, where, path, task)
+        if wrong:
+            raise TuituneError(wrong)
         try:
             lengths.append(len(encode_conversation(tok, rec, template, max_length=0, task=task)["input_ids"]))
         except TuituneError as exc:
@@ -113,6 +129,41 @@ def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: st
         truncated=sum(1 for n in s if n > max_length), record=record, record_where=where,
         record_tokens=len(enc["input_ids"]), record_trained=sum(1 for x in enc["labels"] if x != -100),
         spans=token_spans(tok, enc["input_ids"], enc["labels"]), notes=notes,
+    )
+
+
+def _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, notes) -> InspectResult:
+    """Preference pairs: lengths of prompt + the longer answer; record ``record``'s two sides."""
+    from tuitune.data.preference import task_mismatch
+    from tuitune.encode import encode_preference, token_spans
+
+    lengths, sides = [], None
+    for n, (where, rec) in enumerate(pairs, 1):
+        wrong = task_mismatch(rec, where, path, task)
+        if wrong:
+            raise TuituneError(wrong)
+        try:
+            enc = encode_preference(tok, rec, template, 0)
+        except TuituneError as exc:
+            raise TuituneError(f"{path}: {where}: {exc}") from None
+        lengths.append(len(enc["prompt_ids"]) + max(len(enc["chosen_ids"]), len(enc["rejected_ids"])))
+        if n == record:
+            sides = encode_preference(tok, rec, template, max_length) or enc
+    where = pairs[record - 1][0]
+    prompt = sides["prompt_ids"]
+
+    def spans(answer):
+        return token_spans(tok, prompt + answer, [-100] * len(prompt) + answer)
+
+    notes.append("preference pairs: the prompt is context (masked); the chosen and the rejected answer are "
+                 "compared, each after the same prompt")
+    s = sorted(lengths)
+    return InspectResult(
+        path=str(path), model=str(model), template=template, task=task, max_length=max_length,
+        records=len(s), min=s[0], median=statistics.median(s), p95=_percentile(s, 0.95), max=s[-1],
+        truncated=sum(1 for n in s if n > max_length), record=record, record_where=where,
+        record_tokens=len(prompt) + len(sides["chosen_ids"]), record_trained=len(sides["chosen_ids"]),
+        spans=spans(sides["chosen_ids"]), notes=notes, rejected_spans=spans(sides["rejected_ids"]),
     )
 
 

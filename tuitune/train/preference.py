@@ -122,6 +122,13 @@ def make_trainer(cfg, *, model, args, train_dataset, eval_dataset, tokenizer, ca
                 out[f"{side}_labels"] = [-100] * len(p) + ans
             return out
 
+        def _track_num_input_tokens(self, inputs):
+            # The Trainer counts "input_ids", which ORPO's batches do not have: count both sides' tokens.
+            if self.args.include_num_input_tokens_seen == "no" or "chosen_attention_mask" not in inputs:
+                return super()._track_num_input_tokens(inputs)
+            n = inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum()
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(n.to(self.args.device).reshape(1)).sum())
+
     def with_text(ds):
         # ORPO's dataset steps look for prompt/chosen/rejected columns before tokenize_row.
         if ds is None:

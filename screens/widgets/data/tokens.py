@@ -29,10 +29,21 @@ class TokenView(Static):
 
     DEFAULT_CSS = "TokenView { height: auto; }"
 
-    def show(self, spans: list[tuple[str, bool]]) -> None:
+    def show(self, spans: list[tuple[str, bool]], rejected: list[tuple[str, bool]] | None = None) -> None:
         legend = Text.assemble(("trained", "bold green underline"), " = the model learns these tokens; ",
-                               ("masked", "dim"), " = context only (-100); ↵ = newline\n\n")
-        self.update(legend + spans_text(spans))
+                               ("masked", "dim"), " = context only (-100); ↵ = newline\n")
+        if rejected is None:
+            self.update(legend + "\n" + spans_text(spans))
+            return
+        # A preference pair: the same prompt, then each answer, side by side.
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(expand=True, show_lines=False, box=None, padding=(0, 1))
+        table.add_column("chosen", ratio=1, style="")
+        table.add_column("rejected", ratio=1)
+        table.add_row(spans_text(spans), spans_text(rejected))
+        self.update(Group(legend, table))
 
 
 class TokensForm(DataForm):
@@ -43,7 +54,8 @@ class TokensForm(DataForm):
 
     TAB, RUN = "tokens", "tok-run"
     TIPS = {
-        "tok-file": "A conversation file to validate and measure.",
+        "tok-file": "A conversation file (or preference pairs: chosen and rejected side by side) to validate "
+                    "and measure.",
         "tok-model": "A model folder with tokenizer files (e.g. models/tiny-chat).",
         "tok-template": "auto = the tokenizer's own chat template; or an XTuner template by name.",
         "tok-maxlen": "Records longer than this many tokens are truncated in training.",
@@ -109,4 +121,4 @@ class TokensForm(DataForm):
     def show_result(self, res) -> None:
         self.say(Text("\n".join(res.lines()[1:]) + f"\nrecord {res.record} ({res.record_where}): "
                       f"{res.record_tokens} tokens, {res.record_trained} trained"))
-        self.query_one(TokenView).show(res.spans)
+        self.query_one(TokenView).show(res.spans, res.rejected_spans)

@@ -26,7 +26,8 @@ def summary_card(report: dict) -> Text:
     text.append(f" · {report['records']} records\n", style="dim")
     text.append(summary_line(report) + "\n", style="bold")
     cells = []
-    for title, key, fmt in (("loss", "loss", "{:.3f}"), ("ROUGE-L", "rouge_l", "{:.2f}"), ("BLEU", "bleu", "{:.1f}"),
+    for title, key, fmt in (("margin", "margin", "{:+.2f}"), ("prefers chosen", "accuracy", "{:.0%}"),
+                            ("loss", "loss", "{:.3f}"), ("ROUGE-L", "rouge_l", "{:.2f}"), ("BLEU", "bleu", "{:.1f}"),
                             ("chrF", "chrf", "{:.1f}"), ("exact", "exact", "{:.0%}")):
         if t.get(key) is None:
             continue
@@ -48,6 +49,16 @@ def detail_text(record: dict | None) -> Text:
     if record.get("mark"):
         text.append(f"  {MARK_TEXT[record['mark']]}", style="bold")
     text.append("\nprompt\n", style="bold dim").append(record["prompt"] + "\n")
+    if "rejected" in record:   # a preference pair: both answers, and each side's log-prob margin
+        text.append("chosen\n", style="bold dim").append(record["reference"] + "\n")
+        text.append("rejected\n", style="bold dim").append(record["rejected"] + "\n")
+        for side in ("baseline", "target"):
+            r = record.get(side)
+            if r:
+                text.append(f"{side}", style="bold dim")
+                text.append(f"  log p(chosen) {r['chosen_logp']:.2f} · log p(rejected) {r['rejected_logp']:.2f} · "
+                            f"margin {r['margin']:+.2f}\n")
+        return text
     text.append("reference\n", style="bold dim").append(record["reference"] + "\n")
     for side in ("baseline", "target"):
         r = record.get(side)
@@ -83,7 +94,7 @@ class ReportView(Vertical):
         table.clear(columns=True)
         table.add_column("#", key="n", width=4)
         table.add_column("verdict", key="verdict", width=7)
-        table.add_column("ΔROUGE", key="change", width=6)
+        table.add_column("Δmargin" if report.get("pairs") else "ΔROUGE", key="change", width=7)
         table.add_column("mark", key="mark", width=4)
         table.add_column("prompt", key="prompt")
         self.order = sorted(range(len(records)), key=lambda i: -abs(records[i].get("change") or 0))
