@@ -94,7 +94,7 @@ class ReportView(Vertical):
         table.clear(columns=True)
         table.add_column("#", key="n", width=4)
         table.add_column("verdict", key="verdict", width=7)
-        table.add_column("Δmargin" if report.get("pairs") else "ΔROUGE", key="change", width=7)
+        table.add_column("Δmargin" if report.get("pairs") else "ΔROUGE", key="change", width=7 if report.get("pairs") else 6)
         table.add_column("mark", key="mark", width=4)
         table.add_column("prompt", key="prompt")
         self.order = sorted(range(len(records)), key=lambda i: -abs(records[i].get("change") or 0))
