@@ -1,4 +1,4 @@
-"""``tuitune runs``: list, follow, stop, save, resume and delete runs."""
+"""``tuitune runs``: list, follow, stop, save, resume, delete and compare runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 
 def register(sub) -> None:
-    p = sub.add_parser("runs", help="list, follow, stop, save, resume or delete training runs",
+    p = sub.add_parser("runs", help="list, follow, stop, save, resume, delete or compare training runs",
                        description="Runs live in the workspace's runs/ folder. Without an action: list them.")
     acts = p.add_subparsers(dest="action", metavar="ACTION")
     p.set_defaults(func=run_list, json=False)
@@ -37,6 +37,11 @@ def register(sub) -> None:
     d.add_argument("run")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=run_delete)
+    c = acts.add_parser("compare", help="two runs side by side: the settings that differ, the final figures")
+    c.add_argument("a", metavar="A", help="run id (or a unique part of it)")
+    c.add_argument("b", metavar="B", help="the other run")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=run_compare)
 
 
 def runs_table(workspace, now: float | None = None) -> list[dict]:
@@ -82,11 +87,12 @@ def run_list(args) -> int:
 
 
 def format_event(e: dict) -> str | None:
-    from tuitune.train.dashboard import format_duration
+    from tuitune.train.dashboard import format_duration, format_rewards
 
     t = e.get("type")
     if t == "train":
         parts = [f"step {e.get('step')}/{e.get('total_steps')}", f"loss {e.get('loss'):.4f}"]
+        parts += [f"{label} {value}" for label, value in format_rewards(e)]  # a preference run's
         if e.get("lr") is not None:
             parts.append(f"lr {e['lr']:.2e}")
         if e.get("tokens_per_s"):
@@ -95,7 +101,8 @@ def format_event(e: dict) -> str | None:
             parts.append(f"eta {format_duration(e['eta'])}")
         return "  ".join(parts)
     if t == "eval":
-        return f"step {e.get('step')}  eval loss {e.get('eval_loss'):.4f}"
+        return "  ".join([f"step {e.get('step')}", f"eval loss {e.get('eval_loss'):.4f}",
+                          *(f"eval {label} {value}" for label, value in format_rewards(e, "eval_"))])
     if t == "sample":
         lines = [f"step {e.get('step')}  sample answers ({e.get('when')}):"]
         for a in e.get("answers", []):
@@ -180,4 +187,42 @@ def run_delete(args) -> int:
         print(json.dumps({"deleted": run.id, "path": str(run.path)}))
     else:
         print(f"deleted run {run.id} ({run.path})")
+    return 0
+
+
+def run_compare(args) -> int:
+    from tuitune.train.compare import cell, compare_runs, figure_rows
+
+    result = compare_runs(args.workspace, args.a, args.b)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text  # cells as plain text: a value such as "[INST]" is not markup
+
+    console = Console()
+    a, b = result["a"], result["b"]
+    if result["settings"] is None:
+        console.print(f"settings: {result['settings_note']}", highlight=False)
+    elif not result["settings"]:
+        console.print("settings: the same in both runs' config.yaml", highlight=False)
+    else:
+        table = Table(title="settings that differ", title_justify="left", expand=False)
+        for col in ("field", a, b):
+            table.add_column(col, overflow="fold")
+        for row in result["settings"]:
+            table.add_row(row["field"], Text(cell(row["a"])), Text(cell(row["b"])))
+        console.print(table)
+    table = Table(title="figures", title_justify="left", expand=False)
+    table.add_column("figure")
+    table.add_column(a, justify="right", overflow="fold")
+    table.add_column(b, justify="right", overflow="fold")
+    for row in figure_rows(result):
+        table.add_row(*map(Text, row))
+    console.print(table)
+    for key in ("a", "b"):
+        error = result["figures"][key]["error"]
+        if result["figures"][key]["status"] == "failed" and error:
+            console.print(Text(f"{result[key]}: {error}", style="red"))
     return 0

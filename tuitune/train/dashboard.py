@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from tuitune.gpus import GpuProbe, GpuStat, format_gpus  # noqa: F401 (re-exported: the GPUs live in tuitune.gpus)
 # RunFollower and parse_lines live with the run folder (its one reader); re-exported for the screens.
@@ -210,6 +210,14 @@ class Snapshot:
     gpus: tuple | None = None
     caught_up: bool = True  # False while a long backlog of events is still being read
     sample_rounds: tuple[SampleRound, ...] = ()  # every evaluation round, oldest first
+    best_eval: tuple[float, float] | None = None  # (step, lowest eval loss)
+    #: A preference run's (DPO, ORPO) latest reward figures as the events name them
+    #: (``reward_margin``, ``reward_accuracy``, ``eval_reward_margin``, ...); empty for other runs.
+    rewards: tuple[tuple[str, float], ...] = ()
+
+    def reward(self, name: str) -> float | None:
+        """The latest ``reward_margin``, ``eval_reward_accuracy``, ... of a preference run, or None."""
+        return dict(self.rewards).get(name)
 
     @property
     def live(self) -> bool:
@@ -267,6 +275,7 @@ class RunView:
         self._elapsed_base = 0.0  # training seconds before the latest resume (for workers that restart the count)
         self.checkpoints: list[tuple[int, str]] = []
         self.lifecycle: list[dict] = []
+        self.rewards: dict[str, float] = {}  # a preference run's latest reward_* and eval_reward_* figures
         self.events = 0
 
     # --- events ----------------------------------------------------------------------------
@@ -297,10 +306,12 @@ class RunView:
                 self.elapsed = elapsed if elapsed is not None else self.elapsed
                 self.eta = e.get("eta")
                 self.metrics_time = e.get("time")
+                self._rewards(e, "reward_")
             elif t == "eval":
                 if e.get("step") is not None and e.get("eval_loss") is not None:
                     self.eval.add(e["step"], e["eval_loss"])
                     self.last_eval = e["eval_loss"]
+                self._rewards(e, "eval_reward_")
             elif t == "sample":
                 answers = []
                 for a in e.get("answers") or ():
@@ -342,6 +353,13 @@ class RunView:
                         self.step = int(m.group(1))
                         self.checkpoints = [c for c in self.checkpoints if c[0] <= self.step]
         self.events += n
+
+    def _rewards(self, e: dict, prefix: str) -> None:
+        # What TRL's preference trainers log beside the loss (the callback names rewards/margins
+        # reward_margin, ...): taken by prefix, so a figure it adds later needs nothing here.
+        for key, value in e.items():
+            if key.startswith(prefix) and isinstance(value, (int, float)):
+                self.rewards[key] = value
 
     def feed_bytes(self, data: bytes) -> None:
         """Feed complete JSON lines, as ``feed(parse_lines(data))`` does, only faster.
@@ -395,7 +413,7 @@ class RunView:
             samples=tuple(self.samples.values()), checkpoints=tuple(self.checkpoints),
             lifecycle=tuple(self.lifecycle), events=self.events, log_tail=tuple(log_tail),
             gpus=tuple(gpus) if gpus is not None else None, caught_up=caught_up,
-            sample_rounds=tuple(self.rounds))
+            sample_rounds=tuple(self.rounds), best_eval=self.eval.min, rewards=tuple(self.rewards.items()))
 
 
 # --- following events.jsonl -------------------------------------------------------------------------
@@ -443,8 +461,16 @@ def format_loss(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"
 
 
+#: A preference run's reward figures shown beside its loss, with their short labels.
+REWARDS_SHOWN = (("reward_margin", "margin"), ("reward_accuracy", "acc"))
 
 
-
-
-
+def format_rewards(figures: Mapping[str, float], prefix: str = "") -> list[tuple[str, str]]:
+    """(label, text) for the reward margin and accuracy in ``figures`` (an event, or a snapshot's
+    ``rewards``; ``prefix`` "eval_": the eval ones). Empty for a run that is not a preference run."""
+    out = []
+    for name, label in REWARDS_SHOWN:
+        value = figures.get(prefix + name)
+        if value is not None:
+            out.append((label, f"{value:.1%}" if name == "reward_accuracy" else f"{value:.4f}"))
+    return out
