@@ -20,18 +20,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.worker import Worker, get_current_worker
+from textual.worker import Worker
 
 from screens.base import StepScreen
 from screens.steps import handover_keys
-from screens.widgets.train.dashboard import RunDashboard
-from screens.widgets.train.modals import ConfirmModal, NewRunModal, ResumeModal
+from screens.widgets.train.dashboard import RunDashboard, watch
+from screens.widgets.train.modals import ConfirmModal, NewRunModal, OverlayModal, ResumeModal
 from screens.widgets.train.runs_table import RunsTable
 from screens.workers import failure, one_line
 from tuitune.gpus import GpuProbe
 from tuitune.train.dashboard import Snapshot
 from tuitune.train.runfolder import RunFolder
-from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunRow, RunWatcher, run_rows
+from tuitune.train.watch import LOG_LINES, RunRow, RunWatcher, run_rows
 
 RUNS_EVERY = 2.0      # seconds between polls of the runs' state.json
 WORKSPACE_WIDE = "*"  # a message about the workspace, not one run (kept when the selection moves)
@@ -64,13 +64,15 @@ this screen shows it where it is whenever you come back.
 - **m** / **c** open the run in Merge / Chat, which pick it up as their source.
 - **g**, **a**, **l** show the loss chart, the sample answers, the log.
 - **v** switches the loss chart between a linear and a log scale.
+- **o** draws another run's loss over this one's (pick the run; the legend names both);
+  **o** again takes it away.
 - **[** / **]** show the sample answers of an earlier / later evaluation round.
 
 Steps, elapsed time and the ETA come from the run folder and continue across resumes;
 the ETA uses a smoothed time per step.
 
 The same from a shell: `tuitune train CONFIG [--name N]`,
-`tuitune runs list|follow|stop|save|resume [--checkpoint N]|delete`.
+`tuitune runs list|follow|stop|save|resume [--checkpoint N]|delete|compare A B`.
 """
 
     # Kill and Save are kept out of the footer (it reads whole at 80 columns with the rest);
@@ -87,6 +89,8 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         *_handover_bindings(),
         Binding("v", "log_scale", "Log scale", show=False, id="train-log-scale",
                 tooltip="Loss chart: linear or log scale"),
+        Binding("o", "overlay", "Compare", show=False, id="train-overlay",
+                tooltip="Draw another run's loss over this one's (o again takes it away)"),
         Binding("left_square_bracket", "sample_round(-1)", "Older samples", show=False, id="train-samples-older"),
         Binding("right_square_bracket", "sample_round(1)", "Newer samples", show=False, id="train-samples-newer"),
         Binding("g", "tab('tab-loss')", "Loss chart", show=False, id="train-tab-loss"),
@@ -164,6 +168,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self._paused = True
             self._runs_timer.pause()
             self.workers.cancel_group(self, "train-follow")
+            self.dashboard.pause_overlay()
 
     def on_screen_resume(self) -> None:
         if not self.is_mounted or not hasattr(self, "_runs_timer"):
@@ -180,6 +185,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self._runs_timer.resume()
             if self.run_id:
                 self.follow(self.run_id, str(self.workspace.runs / self.run_id))
+            self.dashboard.resume_overlay()
         self.list_runs()
 
     # --- the runs table -------------------------------------------------------------------------
@@ -201,6 +207,8 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self.select_run(keys[table.cursor_row] if keys else None)
         if not keys:
             self._show_empty()
+        if self.dashboard.overlay_id not in (None, *keys):
+            self.dashboard.overlay(None)  # its run was deleted
         self._render_stats()
 
     @on(DataTable.RowHighlighted, "#train-runs")
@@ -218,6 +226,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         self.dashboard.select(run_id)
         if run_id is None:
             self.workers.cancel_group(self, "train-follow")
+            self.dashboard.pause_overlay()
             self._show_empty()
             return
         if self._message_about not in (run_id, WORKSPACE_WIDE):
@@ -232,18 +241,8 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train-follow", description="follow a run")
     def _follow(self, run_id: str, path: str, probe) -> None:
-        worker = get_current_worker()
         watcher = RunWatcher(RunFolder(Path(path)), run_id, probe=probe, log_lines=LOG_LINES)
-        while not worker.is_cancelled:
-            poll = watcher.poll()
-            if poll.snapshot is not None:
-                self.post_message(self.RunUpdated(poll.snapshot))
-            if not poll.caught_up:
-                continue  # more to read: the next chunk now
-            # Caught up: look again in a moment (in slices, so a cancel is quick).
-            deadline = time.monotonic() + FOLLOW_EVERY
-            while not worker.is_cancelled and time.monotonic() < deadline:
-                time.sleep(0.05)
+        watch(watcher, lambda snap: self.post_message(self.RunUpdated(snap)))
 
     def on_train_screen_run_updated(self, message: RunUpdated) -> None:
         snap = message.snapshot
@@ -334,6 +333,27 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     def action_log_scale(self) -> None:
         self.dashboard.toggle_log_scale()
         self.action_tab("tab-loss")
+
+    def action_overlay(self) -> None:
+        """Pick another run whose loss the chart draws over this one's; with one drawn, take it away."""
+        self.action_tab("tab-loss")
+        if (gone := self.dashboard.overlay_id) is not None:
+            self.dashboard.overlay(None)
+            self._message(Text(f"overlay of {gone} taken away", style="dim"), about=WORKSPACE_WIDE)
+            return
+        if not (run_id := self._selected()):
+            return
+        if not (others := [r for r in self.rows if r.id != run_id]):
+            self._message("No other run to compare with: start one with n.", error=True)
+            return
+
+        def picked(other: str | None) -> None:
+            if other:
+                self.dashboard.overlay(other, self.workspace.runs / other)
+                self._message(Text(f"overlaid: {other}'s loss (o takes it away)", style="dim"),
+                              about=WORKSPACE_WIDE)
+
+        self.app.push_screen(OverlayModal(run_id, others), picked)
 
     def action_sample_round(self, delta: int) -> None:
         self.action_tab("tab-samples")

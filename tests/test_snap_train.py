@@ -1,4 +1,5 @@
-"""Snapshots of the Train step: a finished run and a live one, at 100x32 and 80x24.
+"""Snapshots of the Train step: a finished run and a live one, at 100x32 and 80x24, and a run with
+another run's loss overlaid (o).
 
 Everything on screen comes from files written by hand from a recorded run, with a
 fixed "now" (``app.clock``) for ages and ETAs and a fixed GPU reading.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from test_runs_compare import OTHER_ID, make_other_run
 from test_train_screen import (CREATED, NOW, RUN_ID, first_lines, live_state, make_app, make_run, shown,
                                until)
 
@@ -107,3 +109,34 @@ def test_resume_picks_a_checkpoint_80x24(snap_compare, fixed_workspace):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def overlaid(pick: bool = True):
+    """Settled on the newest run, then o; with ``pick``, Enter overlays the lower-lr run."""
+    async def run_before(pilot):
+        await settled()(pilot)
+        await pilot.press("o")
+        if not pick:
+            await pilot.pause()
+            return
+        await pilot.press("enter")
+        chart = pilot.app.screen.query_one("#train-chart")
+        await until(pilot, lambda: chart.up_to_date and OTHER_ID in chart.legend, "the overlay")
+        await pilot.pause()
+
+    return run_before
+
+
+def test_overlay_80x24(snap_compare, fixed_workspace):
+    make_other_run(finished_workspace(fixed_workspace))
+    assert snap_compare(make_app(fixed_workspace, now=NOW), terminal_size=(80, 24), run_before=overlaid())
+
+
+def test_overlay_120x36(snap_compare, fixed_workspace):
+    make_other_run(finished_workspace(fixed_workspace))
+    assert snap_compare(make_app(fixed_workspace, now=NOW), terminal_size=(120, 36), run_before=overlaid())
+
+
+def test_overlay_picker_80x24(snap_compare, fixed_workspace):
+    make_other_run(finished_workspace(fixed_workspace))
+    assert snap_compare(make_app(fixed_workspace, now=NOW), terminal_size=(80, 24), run_before=overlaid(pick=False))

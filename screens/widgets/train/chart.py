@@ -3,7 +3,8 @@
 One plot object per widget (textual-plotext's ``self.plt``), never plotext's global one.
 New data can arrive many times a second while a run streams in; the chart redraws at
 most ``MIN_INTERVAL`` apart and always ends on the newest data. ``log_scale`` draws the
-loss on a log axis, so a long flat tail still shows its slope.
+loss on a log axis, so a long flat tail still shows its slope. ``set_overlay`` adds a
+second run's train loss in another colour; the legend then names both runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class LossChart(PlotextPlot):
         self._loss: Points = ()
         self._eval: Points = ()
         self._title = ""
+        self._name = ""  # the run's id: the legend names it when another run is overlaid
+        self._overlay: tuple[str, Points] | None = None  # (the other run's id, its train loss)
+        self.legend: tuple[str, ...] = ()  # the labels of the series last drawn (tests look at it)
         self._last_draw = float("-inf")
         self._pending = None
         self.log_scale = False
@@ -35,10 +39,27 @@ class LossChart(PlotextPlot):
         super().on_mount()
         self._draw()
 
-    def set_data(self, loss: Points, eval_loss: Points = (), title: str = "") -> None:
-        if (loss, eval_loss, title) == (self._loss, self._eval, self._title):
+    def set_data(self, loss: Points, eval_loss: Points = (), title: str = "", name: str = "") -> None:
+        """The run's train and eval loss; ``name`` (its id) labels them while another run is overlaid."""
+        if (loss, eval_loss, title, name) == (self._loss, self._eval, self._title, self._name):
             return
-        self._loss, self._eval, self._title = loss, eval_loss, title
+        self._loss, self._eval, self._title, self._name = loss, eval_loss, title, name
+        self._changed()
+
+    def set_overlay(self, name: str | None, loss: Points = ()) -> None:
+        """Draw run ``name``'s train loss over this run's (None: no overlay)."""
+        overlay = None if name is None else (name, loss)
+        if overlay == self._overlay:
+            return
+        self._overlay = overlay
+        self._changed()
+
+    @property
+    def overlay(self) -> tuple[str, Points] | None:
+        """The overlaid run's (id, train loss) last given, or None."""
+        return self._overlay
+
+    def _changed(self) -> None:
         wait = self._last_draw + self.MIN_INTERVAL - time.monotonic()
         if wait <= 0:
             self._draw()
@@ -58,7 +79,7 @@ class LossChart(PlotextPlot):
     @property
     def scale_shown(self) -> str:
         """``log`` or ``linear``: what the axis is drawn with (log needs every loss above zero)."""
-        values = [y for _, y in (*self._loss, *self._eval)]
+        values = [y for _, y in (*self._loss, *self._eval, *(self._overlay[1] if self._overlay else ()))]
         return "log" if self.log_scale and all(y > 0 for y in values) else "linear"
 
     def _draw_pending(self) -> None:
@@ -89,13 +110,18 @@ class LossChart(PlotextPlot):
         plt.title((self._title or "loss") + note)
         plt.xlabel("step")
         plt.yscale(scale)
-        if self._loss:
-            xs, ys = zip(*self._loss)
-            plt.plot(list(xs), list(ys), label="train", marker="braille", color="cyan")
-        if self._eval:
-            xs, ys = zip(*self._eval)
-            plt.plot(list(xs), list(ys), label="eval", marker="braille" if len(xs) > 1 else "dot",
-                     color="orange")
-        if not self._loss and not self._eval:
+        other = self._overlay
+        # Alone, the series are "train" and "eval"; with another run, the legend names both runs.
+        series = [(self._loss, (self._name or "this run") if other else "train", "cyan", "braille"),
+                  (self._eval, "eval", "orange", "braille" if len(self._eval) > 1 else "dot")]
+        if other:
+            series.append((other[1], other[0], "magenta", "braille"))
+        self.legend = ()
+        for points, label, color, marker in series:
+            if points:
+                xs, ys = zip(*points)
+                plt.plot(list(xs), list(ys), label=label, marker=marker, color=color)
+                self.legend += (label,)
+        if not self.legend:
             plt.title("no loss logged yet")
         self.refresh()

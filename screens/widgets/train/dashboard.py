@@ -1,5 +1,6 @@
 """The Train step's run dashboard: the selected run's status, progress and numbers, a message
-line, and its loss chart, sample answers and the end of its log, in tabs.
+line, and its loss chart (with another run's loss overlaid, if one is picked), sample answers
+and the end of its log, in tabs.
 
 The screen hands it whole snapshots (``show``); the dashboard only draws them. It keeps
 two bits of view state: which evaluation round of sample answers is shown, and the log
@@ -8,29 +9,63 @@ lines last written (the log is rewritten only when they change).
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Group
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Log, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import Worker, get_current_worker
 
 from screens.widgets.train.chart import LossChart
+from screens.workers import failure
 from tuitune.gpus import format_gpus
 from tuitune.render import RUN_STATUS_STYLE
-from tuitune.train.dashboard import Snapshot, format_duration, format_loss, format_steps
-from tuitune.train.watch import LOG_LINES
+from tuitune.train.dashboard import Snapshot, format_duration, format_loss, format_rewards, format_steps
+from tuitune.train.runfolder import RunFolder
+from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunWatcher
+
+
+def watch(watcher: RunWatcher, post) -> None:
+    """In a thread worker: ``post(snapshot)`` for each new snapshot of ``watcher``'s run, until cancelled."""
+    worker = get_current_worker()
+    while not worker.is_cancelled:
+        poll = watcher.poll()
+        if poll.snapshot is not None:
+            post(poll.snapshot)
+        if not poll.caught_up:
+            continue  # more to read: the next chunk now
+        # Caught up: look again in a moment (in slices, so a cancel is quick).
+        deadline = time.monotonic() + FOLLOW_EVERY
+        while not worker.is_cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class RunDashboard(Vertical):
-    """One run as it is now: ``show(snapshot, now)``; ``say`` writes the message line."""
+    """One run as it is now: ``show(snapshot, now)``; ``say`` writes the message line.
+
+    ``overlay(run_id, path)`` follows another run (in its own thread worker, through the
+    same ``RunWatcher``) and draws its train loss over the chart.
+    """
+
+    @dataclass
+    class OverlayUpdated(Message, bubble=False):
+        snapshot: Snapshot
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, RunDashboard.OverlayUpdated)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._round: int | None = None  # the sample round shown (an index), None: the newest
         self._log_lines: tuple[str, ...] | None = None
+        self.overlay_id: str | None = None  # the run whose train loss the chart draws over this one's
+        self._overlay_path: Path | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="train-progress-row"):
@@ -62,7 +97,7 @@ class RunDashboard(Vertical):
         else:
             progress.update(total=None, progress=0)
         best = f"  best {snap.best_loss[1]:.4f} @ {snap.best_loss[0]:g}" if snap.best_loss else ""
-        self.query_one(LossChart).set_data(snap.loss_points, snap.eval_points, f"loss{best}")
+        self.query_one(LossChart).set_data(snap.loss_points, snap.eval_points, f"loss{best}", snap.run_id)
         self.show_samples(snap)
         self._show_log(snap.log_tail)
 
@@ -107,6 +142,8 @@ class RunDashboard(Vertical):
             stats.append(value, style=style)
 
         field("loss", format_loss(snap.loss), "bold")
+        for label, value in format_rewards(dict(snap.rewards)):  # a preference run's (DPO, ORPO)
+            field(label, value, "bold")
         if snap.eval_loss is not None:
             field("eval", format_loss(snap.eval_loss))
         field("lr", "-" if snap.lr is None else f"{snap.lr:.2e}")
@@ -135,6 +172,35 @@ class RunDashboard(Vertical):
             self._round = None if new == last else new  # at the newest: follow new rounds as they come
         index = None if self._round is None or not rounds else min(self._round, len(rounds) - 1)
         self.query_one("#train-samples", Static).update(samples_text(snap, index))
+
+    def overlay(self, run_id: str | None, path: str | Path | None = None) -> None:
+        """Follow run ``run_id`` (its folder ``path``) and draw its train loss over the chart; None: no overlay."""
+        self.pause_overlay()
+        self.overlay_id, self._overlay_path = run_id, path
+        self.query_one(LossChart).set_overlay(run_id)
+        self.resume_overlay()
+
+    def pause_overlay(self) -> None:
+        """Stop following the overlaid run (its step is not shown); ``resume_overlay`` goes on."""
+        self.workers.cancel_group(self, "train-overlay")
+
+    def resume_overlay(self) -> None:
+        if self.overlay_id is not None:
+            self._follow_overlay(self.overlay_id, str(self._overlay_path))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train-overlay", description="follow a run")
+    def _follow_overlay(self, run_id: str, path: str) -> None:
+        watcher = RunWatcher(RunFolder(Path(path)), run_id, log_lines=0)
+        watch(watcher, lambda snap: self.post_message(self.OverlayUpdated(snap)))
+
+    def on_run_dashboard_overlay_updated(self, message: OverlayUpdated) -> None:
+        if message.snapshot.run_id == self.overlay_id:
+            self.query_one(LossChart).set_overlay(self.overlay_id, message.snapshot.loss_points)
+
+    @on(Worker.StateChanged)
+    def _overlay_failed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "train-overlay" and (error := failure(event)) is not None:
+            self.say(Text(f"could not read {self.overlay_id}: {error}", style="bold red"))
 
     def toggle_log_scale(self) -> None:
         chart = self.query_one(LossChart)

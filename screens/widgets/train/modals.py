@@ -1,5 +1,5 @@
 """The Train step's dialogs: start a run from a saved config (with a name), pick the checkpoint a
-resume continues from, and confirm a kill or a delete."""
+resume continues from, pick a run whose loss the chart overlays, and confirm a kill or a delete."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from screens.workers import failure
+from tuitune.render import RUN_STATUS_STYLE
+from tuitune.train.dashboard import format_loss, format_steps
+from tuitune.train.watch import RunRow
 
 
 def saved_configs(workspace) -> list[Path]:
@@ -142,7 +145,27 @@ class ConfirmModal(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class ResumeModal(ModalScreen[int | None]):
+class PickModal(ModalScreen):
+    """One item to pick from a list: the first is highlighted, Enter dismisses with the option's
+    ``value``, Esc (a subclass's ``cancel`` binding) with None."""
+
+    def on_mount(self) -> None:
+        lst = self.query_one(OptionList)
+        lst.highlighted = 0
+        lst.focus()
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.value(event.option.id))
+
+    def value(self, option_id: str):
+        return option_id
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ResumeModal(PickModal):
     """Pick the checkpoint a resume continues from (newest first); dismissed with its step."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="train-resume-cancel")]
@@ -162,15 +185,30 @@ class ResumeModal(ModalScreen[int | None]):
                          "the later checkpoints are moved to checkpoints/.superseded-*/ (kept, not deleted).",
                          id="train-resume-hint", classes="hint")
 
-    def on_mount(self) -> None:
-        lst = self.query_one(OptionList)
-        lst.highlighted = 0
-        lst.focus()
+    def value(self, option_id: str) -> int:
+        return int(option_id)
 
-    @on(OptionList.OptionSelected, "#train-resume-checkpoints")
-    def _picked(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(int(event.option.id))
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+class OverlayModal(PickModal):
+    """Pick another run whose train loss the chart draws over this run's; dismissed with its id."""
 
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="train-overlay-cancel")]
+
+    def __init__(self, run_id: str, rows: list[RunRow]):
+        super().__init__()
+        self.run_id = run_id
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="train-overlay-box"):
+            yield Label(f"Compare {self.run_id}'s loss with", classes="section-title")
+            options, width = [], max(len(r.id) for r in self.rows)
+            for r in self.rows:
+                prompt = Text(r.id.ljust(width), style="bold")
+                prompt.append(f"  {r.status:<8}", style=RUN_STATUS_STYLE.get(r.status, ""))
+                prompt.append(f"  step {format_steps(r.step, r.total_steps)}  loss {format_loss(r.last_loss)}",
+                              style="dim")
+                options.append(Option(prompt, id=r.id))
+            yield OptionList(*options, id="train-overlay-runs")
+            yield Static("Enter draws the highlighted run's loss over this one's · o again takes it away · "
+                         "Esc cancels", id="train-overlay-hint", classes="hint")
