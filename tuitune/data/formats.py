@@ -197,7 +197,11 @@ def map_alpaca(item: Any) -> list[dict]:
 
 
 def map_sharegpt(item: Any) -> list[dict]:
-    d = _need_dict(item)
+    return _pairs(sharegpt_turns(_need_dict(item)), "conversations")
+
+
+def sharegpt_turns(d: dict) -> list[tuple[str, str]]:
+    """A ShareGPT record's (role, text) messages, its ``system`` first."""
     conv = d.get("conversations")
     if not isinstance(conv, list):
         raise MapError(f"no \"conversations\" list (fields: {', '.join(map(str, d))})")
@@ -211,7 +215,7 @@ def map_sharegpt(item: Any) -> list[dict]:
         if role is None:
             raise MapError(f"conversations[{i}].from is {m['from']!r}; expected human, gpt or system")
         turns.append((role, _s(m.get("value"), f"conversations[{i}].value")))
-    return _pairs(turns, "conversations")
+    return turns
 
 
 def map_openai(item: Any) -> list[dict]:

@@ -60,6 +60,16 @@ def conversation_of(rec: dict, answer: str) -> dict:
     return {"conversation": turns + [last]}
 
 
+def with_system(rec: dict, system: str | None) -> dict:
+    """The pair with ``system`` as its system prompt where it has none of its own (the run's data.system)."""
+    turns = rec.get("conversation") or []
+    if not system or rec.get("system") or (turns and turns[0].get("system")):
+        return rec
+    if not turns:
+        return {**rec, "system": system}
+    return {**rec, "conversation": [{"system": system, **turns[0]}, *turns[1:]]}
+
+
 def first_question(rec: dict) -> str:
     """The record's first user message: what a leak-free split groups by."""
     turns = rec.get("conversation") or []
@@ -243,18 +253,10 @@ def map_pref_text(item: Any) -> dict:
 
 
 def map_sharegpt_ranking(item: Any) -> dict:
-    from tuitune.data.formats import _SHAREGPT_ROLES, MapError, _need_dict, _s
+    from tuitune.data.formats import _need_dict, _s, sharegpt_turns
 
     d = _need_dict(item)
-    pairs = [("system", _s(d["system"], "system"))] if d.get("system") else []
-    for i, m in enumerate(_need(d, "conversations"), 1):
-        if not isinstance(m, dict) or "from" not in m:
-            raise MapError(f"conversations[{i}] has no \"from\"")
-        role = _SHAREGPT_ROLES.get(str(m["from"]).lower())
-        if role is None:
-            raise MapError(f"conversations[{i}].from is {m['from']!r}; expected human, gpt or system")
-        pairs.append((role, _s(m.get("value"), f"conversations[{i}].value")))
-    history, system, prompt = _context(pairs, "conversations")
+    history, system, prompt = _context(sharegpt_turns(d), "conversations")
     answers = []
     for key in ("chosen", "rejected"):
         a = d[key]

@@ -43,13 +43,12 @@ def encode_pair_sides(tokenizer, records: list[dict], *, template: str, system: 
     """Each pair as two records, chosen then rejected: the prompt masked, the answer labelled, as
     DPO scores them (:func:`tuitune.encode.encode_preference`), so a record's summed loss is minus
     the log-probability of that answer."""
+    from tuitune.data.preference import with_system
     from tuitune.encode import encode_preference
 
     out = []
     for rec in records:
-        if system and not rec.get("system") and not (rec.get("conversation") or [{}])[0].get("system"):
-            rec = {**rec, "system": system} if not rec.get("conversation") else \
-                {**rec, "conversation": [{"system": system, **rec["conversation"][0]}, *rec["conversation"][1:]]}
+        rec = with_system(rec, system)
         enc = encode_preference(tokenizer, rec, template, max_length) or \
             encode_preference(tokenizer, rec, template, 0)   # a prompt past max_length: scored whole
         for side in ("chosen_ids", "rejected_ids"):

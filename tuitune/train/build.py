@@ -115,7 +115,14 @@ def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, lo
     ds = usable
     if pack:
         ds = pack_dataset(ds, max_length)
-    tmp = target.with_name(f".{key}.tmp{os.getpid()}")
+    return save_cached(ds, target)
+
+
+def save_cached(ds, target: Path):
+    """Write a tokenized dataset to the cache folder ``target`` (whole or not at all); read it back."""
+    import datasets
+
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
     try:
@@ -161,7 +168,6 @@ def model_max_positions(model_dir: str, trust_remote_code: bool) -> int | None:
 
 def load_model(cfg, log=print):
     """The model to train: full weights, or a peft model (LoRA on 16-bit, QLoRA on 4/8-bit)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     from tuitune.config import to_lora_config, to_model_kwargs

@@ -13,8 +13,6 @@ so there is no second copy of the weights; for a full fine-tune a frozen copy, w
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,9 @@ def build_preference_dataset(cfg, tokenizer, path: Path, *, cache_dir: Path, log
     from datasets import Dataset
 
     from tuitune.data.io import load_records
+    from tuitune.data.preference import with_system
     from tuitune.encode import encode_preference
-    from tuitune.train.build import dataset_cache_key
+    from tuitune.train.build import dataset_cache_key, save_cached
 
     path = Path(path)
     if not path.is_file():
@@ -45,11 +44,7 @@ def build_preference_dataset(cfg, tokenizer, path: Path, *, cache_dir: Path, log
     rows = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     dropped = 0
     for rec in records:
-        if cfg.data.system and not rec.get("system") and not (rec.get("conversation") or [{}])[0].get("system"):
-            rec = {**rec, "system": cfg.data.system} if not rec.get("conversation") else \
-                {**rec, "conversation": [{"system": cfg.data.system, **rec["conversation"][0]},
-                                         *rec["conversation"][1:]]}
-        enc = encode_preference(tokenizer, rec, cfg.template, cfg.data.max_length)
+        enc = encode_preference(tokenizer, with_system(rec, cfg.data.system), cfg.template, cfg.data.max_length)
         if enc is None or not enc["chosen_ids"] or not enc["rejected_ids"]:
             dropped += 1
             continue
@@ -60,15 +55,7 @@ def build_preference_dataset(cfg, tokenizer, path: Path, *, cache_dir: Path, log
                            "tokens or more, leaving nothing of the answers; raise data.max_length")
     if dropped:
         log(f"{dropped} pairs of {path.name} have a prompt that fills data.max_length; skipped")
-    ds = Dataset.from_dict(rows)
-    tmp = target.with_name(f".{key}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process cached the same data first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(str(target))
+    return save_cached(Dataset.from_dict(rows), target)
 
 
 def preference_arguments(cfg, base_args):
