@@ -45,6 +45,8 @@ def _other(spec, value):
         return not value
     if spec.kind == "choice":
         return next(c for c in spec.choices if c != value and c not in ("auto",))
+    if spec.name == "training.report_to":
+        return [*value, "tensorboard"]
     if spec.kind in ("list", "lines"):
         return ["q_proj", "v_proj"] if value == "all-linear" else [*value, "extra"]
     if spec.numeric:

@@ -10,6 +10,7 @@ Every schema field ends up in one of these (a test walks them all):
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from tuitune.config.hardware import (DTYPE_NAMES, NON_BNB_OPTIMIZERS, Hardware, allow_bitsandbytes,  # noqa: F401
@@ -24,7 +25,12 @@ METADATA_FIELDS = ("preset",)
 
 
 def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
-    """``transformers.TrainingArguments`` for this run; ``overrides`` win (e.g. ``report_to``)."""
+    """``transformers.TrainingArguments`` for this run; ``overrides`` win (e.g. ``report_to``).
+
+    ``output_dir`` is the run's ``checkpoints/``; its parent is the run folder, whose ``tracking/``
+    holds what ``training.report_to``'s trackers write (the worker points them there, see
+    ``tuitune.train.launcher.tracking_env``), named after the run.
+    """
     from transformers import TrainingArguments
 
     t, ev = cfg.training, cfg.evaluation
@@ -63,7 +69,8 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
         # The held-out loss is all the evaluation keeps; without this the Trainer gathers every
         # batch's logits (batch x length x vocabulary floats) for metrics nobody computes.
         prediction_loss_only=True,
-        report_to="none",
+        report_to=list(t.report_to) or "none",
+        run_name=Path(output_dir).parent.name if t.report_to else None,
         # The run's progress is in events.jsonl; a tqdm bar is for a person watching a terminal, and
         # in train.log (or a pipe) it is only carriage-return noise.
         disable_tqdm=not sys.stderr.isatty(),
@@ -76,8 +83,17 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
         else "gradient_checkpointing"
     kwargs[ckpt] = t.gradient_checkpointing
     kwargs[f"{ckpt}_kwargs"] = {"use_reentrant": False} if t.gradient_checkpointing else None
+    if "logging_dir" in _init_params(TrainingArguments):
+        # transformers 4.x: TensorBoard writes to logging_dir (5.x reads TENSORBOARD_LOGGING_DIR,
+        # which the worker sets to the same folder).
+        kwargs["logging_dir"] = str(tracking_dir(Path(output_dir).parent) / "tensorboard")
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def tracking_dir(run_dir) -> Path:
+    """Where the experiment trackers of ``training.report_to`` write, inside the run folder."""
+    return Path(run_dir) / "tracking"
 
 
 def _init_params(cls) -> set[str]:

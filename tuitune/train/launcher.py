@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuitune.errors import TuituneError
@@ -79,6 +81,126 @@ def worker_env() -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
+
+
+@dataclass
+class TrackingSetup:
+    """What the worker does for ``training.report_to``: variables to set, folders to make, lines to log."""
+    env: dict[str, str] = field(default_factory=dict)
+    dirs: list[Path] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def tracking_env(report_to, run_dir, environ: Mapping[str, str]) -> TrackingSetup:
+    """Point each chosen tracker at the run folder's ``tracking/``, offline where there is no login.
+
+    Reads only ``environ`` (and, for wandb and swanlab, whether a saved login exists); a variable
+    already set there is the user's choice and is never replaced. wandb without ``WANDB_API_KEY``
+    or a ``~/.netrc`` entry runs offline (``wandb sync`` uploads later), swanlab without
+    ``SWANLAB_API_KEY`` or a saved login likewise (``swanlab sync``); mlflow writes a file store
+    unless ``MLFLOW_TRACKING_URI`` is set; trackio is local unless ``TRACKIO_SPACE_ID`` is set.
+    """
+    from tuitune.config.convert import tracking_dir
+
+    root = tracking_dir(Path(run_dir).resolve())
+    out = TrackingSetup()
+
+    def put(key: str, value, folder: bool = False) -> str:
+        """``environ[key]`` if the user set it, else ``value`` (to be set, and made if a folder)."""
+        if environ.get(key):
+            return environ[key]
+        out.env[key] = str(value)
+        if folder:
+            out.dirs.append(Path(value))
+        return str(value)
+
+    for name in report_to:
+        if name == "tensorboard":
+            where = put("TENSORBOARD_LOGGING_DIR", root / "tensorboard", folder=True)
+            out.lines.append(f"tracking: tensorboard writes to {where} (view: tensorboard --logdir {where})")
+        elif name == "wandb":
+            where = Path(put("WANDB_DIR", root, folder=True)) / "wandb"
+            login = _wandb_login(environ)
+            mode = environ.get("WANDB_MODE") or ("online" if login else put("WANDB_MODE", "offline"))
+            if mode in ("offline", "dryrun"):
+                why = "" if environ.get("WANDB_MODE") else " (no WANDB_API_KEY or ~/.netrc login)"
+                out.lines.append(f"tracking: wandb offline{why}, files in {where} "
+                                 f"(upload later: wandb sync {where}/offline-run-*)")
+            elif mode == "disabled":
+                out.lines.append("tracking: wandb disabled by WANDB_MODE=disabled")
+            else:
+                out.lines.append(f"tracking: wandb reports to its hosted service ({login or 'WANDB_MODE'}), "
+                                 f"local files in {where}")
+        elif name == "swanlab":
+            where = put("SWANLAB_LOG_DIR", root / "swanlab", folder=True)
+            # SWANLAB_LOGDIR: the newer SDK's name for the same setting.
+            put("SWANLAB_LOGDIR", where)
+            login = _swanlab_login(environ)
+            mode = environ.get("SWANLAB_MODE") or ("cloud" if login else put("SWANLAB_MODE", "offline"))
+            if mode in ("offline", "local"):
+                why = "" if environ.get("SWANLAB_MODE") else " (no SWANLAB_API_KEY or saved login)"
+                out.lines.append(f"tracking: swanlab {mode}{why}, files in {where} "
+                                 f"(upload later: swanlab sync {where})")
+            elif mode == "disabled":
+                out.lines.append("tracking: swanlab disabled by SWANLAB_MODE=disabled")
+            else:
+                out.lines.append(f"tracking: swanlab reports to its hosted service ({login or 'SWANLAB_MODE'}), "
+                                 f"local files in {where}")
+        elif name == "mlflow":
+            uri = put("MLFLOW_TRACKING_URI", (root / "mlruns").as_uri())
+            if "MLFLOW_TRACKING_URI" in out.env:
+                # MLflow 3 refuses its file store (in maintenance) unless this says it is wanted.
+                put("MLFLOW_ALLOW_FILE_STORE", "true")
+            if uri.startswith("file:"):
+                out.lines.append(f"tracking: mlflow writes to {uri} (view: mlflow ui --backend-store-uri {uri})")
+            else:
+                out.lines.append(f"tracking: mlflow reports to {uri} (MLFLOW_TRACKING_URI)")
+        elif name == "trackio":
+            where = put("TRACKIO_DIR", root / "trackio", folder=True)
+            space = environ.get("TRACKIO_SPACE_ID")
+            if space:
+                out.lines.append(f"tracking: trackio reports to the Space {space} (TRACKIO_SPACE_ID), "
+                                 f"local files in {where}")
+            else:
+                out.lines.append(f"tracking: trackio writes to {where} (view: TRACKIO_DIR={where} trackio show)")
+    return out
+
+
+def _netrc_has(path: Path, host: str) -> bool:
+    """Whether the netrc file at ``path`` has an entry for ``host`` (its secret is not looked at)."""
+    import netrc
+
+    try:
+        return netrc.netrc(str(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        try:
+            return f"machine {host}" in path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("HOME") or Path.home())
+
+
+def _wandb_login(environ: Mapping[str, str]) -> str | None:
+    """How wandb would log in here ("WANDB_API_KEY", "~/.netrc"), or None."""
+    if environ.get("WANDB_API_KEY"):
+        return "WANDB_API_KEY"
+    from urllib.parse import urlparse
+
+    host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = Path(environ["NETRC"]) if environ.get("NETRC") else _home(environ) / ".netrc"
+    return "~/.netrc" if _netrc_has(path, host) else None
+
+
+def _swanlab_login(environ: Mapping[str, str]) -> str | None:
+    """How swanlab would log in here ("SWANLAB_API_KEY", or the login ``swanlab login`` saved), or None."""
+    if environ.get("SWANLAB_API_KEY"):
+        return "SWANLAB_API_KEY"
+    folder = environ.get("SWANLAB_ROOT") or environ.get("SWANLAB_SAVE_DIR")
+    saved = Path(folder) if folder else _home(environ) / ".swanlab"
+    return "swanlab login" if (saved / ".netrc").is_file() else None
 
 
 def spawn(run: RunFolder, resume: bool = False, cfg=None) -> int:

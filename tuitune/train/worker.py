@@ -105,6 +105,26 @@ def reuse_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed heap top
 
 
+def use_trackers(report_to, run: RunFolder, log) -> None:
+    """Point ``training.report_to``'s trackers at ``run/tracking/`` (offline without a login) in this
+    process's environment, before the Trainer builds their callbacks; one line each says where."""
+    if not report_to:
+        return
+    from tuitune.config.checks import trackers_problem
+    from tuitune.train.launcher import tracking_env
+
+    problem = trackers_problem(report_to)  # checked at launch too; a resume is not
+    if problem:
+        raise TuituneError(f"training.report_to: {problem}")
+
+    setup = tracking_env(report_to, run.path, os.environ)
+    for folder in setup.dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+    os.environ.update(setup.env)
+    for line in setup.lines:
+        log(line)
+
+
 def run_worker(run_dir: str, resume: bool = False) -> int:
     run = RunFolder(Path(run_dir))
     rank, world = _rank()
@@ -121,6 +141,8 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
+        log = (lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None)
+        use_trackers(cfg.training.report_to, run, log)
         from tuitune.config.convert import keep_bitsandbytes_out, needs_bitsandbytes
 
         if not needs_bitsandbytes(cfg):
@@ -130,7 +152,6 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         from tuitune.train.build import build_trainer
         from tuitune.train.callbacks import RunCallback
 
-        log = (lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None)
         trainer, tokenizer = build_trainer(cfg, run, log=log)
         cb = RunCallback(run, cfg, tokenizer, is_main=is_main, distributed=world > 1,
                          zero3=cfg.distributed.deepspeed.startswith("zero3"))
