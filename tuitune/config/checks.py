@@ -179,6 +179,33 @@ def _check_machine(cfg: RunConfig) -> list[Issue]:
     return out
 
 
+#: The module each tracker's Trainer callback imports (tensorboard: either writer will do).
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "swanlab": ("swanlab",),
+                   "mlflow": ("mlflow",), "trackio": ("trackio",)}
+
+
+def missing_trackers(report_to) -> list[str]:
+    """The trackers in ``report_to`` whose package is not installed here."""
+    return [name for name in report_to
+            if not any(importlib.util.find_spec(m) is not None for m in TRACKER_MODULES.get(name, (name,)))]
+
+
+def trackers_problem(report_to) -> str | None:
+    """What to do when trackers in ``report_to`` are not installed (each is an extra of tuitune), or None."""
+    missing = missing_trackers(report_to)
+    if not missing:
+        return None
+    names = ", ".join(missing)
+    verb = "is" if len(missing) == 1 else "are"
+    extras = ",".join(missing)
+    return f'{names} {verb} not installed; pip install "tuitune[{extras}]", or take {names} out of report_to'
+
+
+def check_trackers(cfg: RunConfig) -> list[Issue]:
+    problem = trackers_problem(cfg.training.report_to)
+    return [Issue(ERROR, "training.report_to", problem)] if problem else []
+
+
 def _check_template(cfg: RunConfig) -> list[Issue]:
     """Evaluation prompts must render with the template and this model's tokenizer."""
     if cfg.task == "pretrain":
@@ -217,12 +244,13 @@ def _check_template(cfg: RunConfig) -> list[Issue]:
 def check_config(cfg: RunConfig, *, machine: bool = True, tokenizer: bool = True) -> list[Issue]:
     """Cross-field and environment checks, errors first. The schema is already valid here.
 
-    ``machine`` probes torch, the GPUs, bitsandbytes and DeepSpeed (seconds, once per
-    process); ``tokenizer`` loads the model's tokenizer to render the evaluation prompts.
+    ``machine`` probes torch, the GPUs, bitsandbytes, DeepSpeed and the trackers of
+    ``training.report_to`` (seconds, once per process); ``tokenizer`` loads the model's
+    tokenizer to render the evaluation prompts.
     """
     issues = check_files(cfg)
     if machine:
-        issues += _check_machine(cfg)
+        issues += _check_machine(cfg) + check_trackers(cfg)
     if tokenizer:
         issues += _check_template(cfg)
     for i in issues:
