@@ -61,7 +61,7 @@ def line_of(path: Path, needle: str) -> int:
 # --- presets and round trips ----------------------------------------------------------------
 
 def test_presets_are_the_tutorials_jobs_and_all_valid():
-    assert set(PRESETS) == {"assistant", "medqa", "pretrain", "full-small", "tiny-demo", "smol-demo"}
+    assert set(PRESETS) == {"assistant", "medqa", "pretrain", "full-small", "dpo", "orpo", "tiny-demo", "smol-demo"}
     for name in PRESETS:
         cfg = get_preset(name)
         assert cfg.preset == name
@@ -69,6 +69,8 @@ def test_presets_are_the_tutorials_jobs_and_all_valid():
     assert get_preset("pretrain").task == "pretrain"
     assert get_preset("full-small").method == "full"
     assert get_preset("assistant").method == "qlora"
+    assert (get_preset("dpo").task, get_preset("orpo").task) == ("dpo", "orpo")
+    assert not get_preset("dpo").data.pack and get_preset("dpo").preference.beta == 0.1
 
 
 def test_defaults_follow_xtuner_qlora():

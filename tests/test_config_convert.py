@@ -78,7 +78,20 @@ def library_view(cfg: RunConfig) -> dict:
         "data": to_data_settings(cfg),
         "evaluation": to_eval_settings(cfg),
         "launch": to_launch_command(cfg, ["-m", "tuitune.train.worker"]),
+        "DPOConfig": _preference_view(cfg),
     }
+
+
+def _preference_view(cfg: RunConfig) -> dict:
+    """TRL's DPOConfig for the same settings as a dpo run, and where its reference log-probs come from."""
+    from tuitune.config.convert import to_training_arguments as targs
+    from tuitune.train.preference import preference_arguments, reference_mode
+
+    dpo = cfg.model_copy(update={"task": "dpo"})
+    a = preference_arguments(dpo, targs(dpo, "/tmp/out", deepspeed=None))
+    return {"beta": a.beta, "loss_type": a.loss_type, "label_smoothing": a.label_smoothing,
+            "precompute_ref_log_probs": a.precompute_ref_log_probs, "max_length": a.max_length,
+            "reference": reference_mode(dpo)}
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,8 @@ def check_files(cfg: RunConfig) -> list[Issue]:
     elif train.suffix.lower() not in DATA_SUFFIXES:
         out.append(Issue(ERROR, "data.train", f"{train.name} is not JSON or JSONL; convert it first: "
                          f"`tuitune data convert {cfg.data.train} -o data/{train.stem}.jsonl`"))
+    else:
+        out += _check_kind(cfg, "data.train", train)
     if cfg.data.eval:
         ev = cfg.resolve(cfg.data.eval)
         if not ev.is_file():
@@ -86,10 +88,37 @@ def check_files(cfg: RunConfig) -> list[Issue]:
         elif ev.suffix.lower() not in DATA_SUFFIXES:
             out.append(Issue(ERROR, "data.eval", f"{ev.name} is not JSON or JSONL; convert it first with "
                              "`tuitune data convert`"))
+        else:
+            out += _check_kind(cfg, "data.eval", ev)
     if cfg.preset and cfg.preset not in PRESETS:
         out.append(Issue(WARN, "preset", f"{cfg.preset!r} is not a preset ({', '.join(PRESETS)}); "
                          "`tuitune config show` diffs against the defaults instead"))
     return out
+
+
+def _check_kind(cfg: RunConfig, field: str, path: Path) -> list[Issue]:
+    """Conversations for sft/pretrain, preference pairs for dpo/orpo: the file's first record says which."""
+    st = path.stat()
+    first = _first_record(str(path), st.st_mtime_ns, st.st_size)
+    if first is None:
+        return []
+    from tuitune.data.preference import task_mismatch
+
+    wrong = task_mismatch(first[1], first[0], path, cfg.task)
+    return [Issue(ERROR, field, wrong)] if wrong else []
+
+
+@functools.lru_cache(maxsize=8)
+def _first_record(path: str, _mtime: int, _size: int):
+    """(where, item) of a data file's first record, read once per version of the file (the screen
+    checks on every keystroke); None when it has none or cannot be read (training says why)."""
+    from tuitune.data.io import iter_json_items
+    from tuitune.errors import TuituneError
+
+    try:
+        return next(iter(iter_json_items(Path(path), skip_bad_lines=True)), None)
+    except (TuituneError, OSError, ValueError):
+        return None
 
 
 def _check_remote_code(cfg: RunConfig, config_json: Path) -> list[Issue]:

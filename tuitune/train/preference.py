@@ -86,9 +86,8 @@ def make_trainer(cfg, *, model, args, train_dataset, eval_dataset, tokenizer, ca
             def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
                 return dataset  # tokenized by encode_preference, with the run's template
 
-        ref_model = None
-        if cfg.uses_adapter and cfg.preference.reference == "copy":
-            ref_model = _reference_copy(cfg)
+        # A full fine-tune's copy TRL loads itself (ref_model None, no adapter to switch off).
+        ref_model = _reference_copy(cfg) if reference_mode(cfg) == "copy" and cfg.uses_adapter else None
         trainer = TuituneDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
                                     eval_dataset=eval_dataset, processing_class=tokenizer,
                                     callbacks=list(callbacks))
@@ -127,6 +126,17 @@ def make_trainer(cfg, *, model, args, train_dataset, eval_dataset, tokenizer, ca
     return TuituneORPOTrainer(model=model, args=args, train_dataset=with_text(train_dataset),
                               eval_dataset=with_text(eval_dataset), processing_class=tokenizer,
                               callbacks=list(callbacks))
+
+
+def reference_mode(cfg) -> str | None:
+    """How DPO gets its reference log-probs: ``adapter-off`` (the base with the adapter switched off),
+    ``copy`` (a frozen copy of the base, loaded), ``precompute`` (once, before training); None for ORPO."""
+    if cfg.task != "dpo":
+        return None
+    ref = cfg.preference.reference
+    if ref == "precompute":
+        return "precompute"
+    return "adapter-off" if cfg.uses_adapter and ref == "auto" else "copy"
 
 
 def _reference_copy(cfg):
