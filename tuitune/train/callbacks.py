@@ -1,7 +1,9 @@
 """Trainer callbacks that turn a run into events.jsonl + state.json, and obey control/.
 
-Only the main process (rank 0) writes files; every rank takes part in generation so
-that ZeRO-3, where each rank holds a shard of the weights, does not deadlock.
+Only the main process (rank 0) writes events; every rank takes part in generation so
+that ZeRO-3, where each rank holds a shard of the weights, does not deadlock. On several
+machines, each machine's first process also keeps its own run folder's state.json (status,
+step) and reads its control/: a stop or save asked on any node is decided on every rank.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ def _preference(logs: dict, prefix: str = "") -> dict:
 class RunCallback(TrainerCallback):
     """Events for every log, evaluation, checkpoint and lifecycle step; stop and save on request."""
 
-    def __init__(self, run, cfg, tokenizer, *, is_main: bool, distributed: bool = False, zero3: bool = False):
+    def __init__(self, run, cfg, tokenizer, *, is_main: bool, distributed: bool = False, zero3: bool = False,
+                 node_main: bool | None = None):
         self.run = run
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.is_main = is_main
+        # node_main: the first process of its machine (rank 0 on node 0): state.json and control/.
+        self.node_main = is_main if node_main is None else node_main
         self.distributed = distributed
         self.zero3 = zero3
         self.t0 = None
@@ -61,7 +66,7 @@ class RunCallback(TrainerCallback):
             self.run.append_event(event)
 
     def state(self, **changes) -> None:
-        if self.is_main:
+        if self.node_main:
             self.run.write_state(**changes)
 
     def _sigterm(self, signum, frame):
@@ -72,8 +77,8 @@ class RunCallback(TrainerCallback):
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _requested(self, what: str) -> bool:
-        """Whether ``what`` was requested; the same answer on every rank."""
-        mine = self.run.take_request(what) if self.is_main else False
+        """Whether ``what`` was requested (on any node); the same answer on every rank."""
+        mine = self.run.take_request(what) if self.node_main else False
         if what == "stop":
             mine = mine or self.stop_signal
         if not self.distributed:
@@ -213,7 +218,9 @@ class RunCallback(TrainerCallback):
             fix_modes(path)  # safetensors and torch.save leave 0600 files; the umask's modes instead
         self.event(type="checkpoint", step=state.global_step, path=path)
         # The step goes with the checkpoint: a stop between two logs must not show an older step.
-        self.state(last_checkpoint=path, step=state.global_step, elapsed=round(self.elapsed(), 2))
+        # Another node's checkpoints/ holds only its RNG state: the checkpoint is node 0's.
+        where = {"last_checkpoint": path} if self.is_main else {}
+        self.state(step=state.global_step, elapsed=round(self.elapsed(), 2), **where)
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.state(step=state.global_step, elapsed=round(self.elapsed(), 2))

@@ -1,9 +1,11 @@
 """The training worker: ``python -m tuitune.train.worker RUN_DIR [--resume]``.
 
 Started by the launcher in its own session (stdin /dev/null, output to train.log), or
-by torchrun for several GPUs. It owns the run folder while it runs (a lock file), writes
+by torchrun for several GPUs or machines. It owns the run folder while it runs (a lock file), writes
 state.json and events.jsonl, and leaves either a final adapter/model (``finished``),
-a checkpoint to resume from (``stopped``), or an error line (``failed``).
+a checkpoint to resume from (``stopped``), or an error line (``failed``). On a machine other than
+node 0, its run folder gets the status and lifecycle events only (the job's metrics and outputs
+are node 0's).
 Its last event is appended before the ended status is written, so a reader that sees
 the status end and then drains events.jsonl has every event.
 """
@@ -23,8 +25,10 @@ from tuitune.errors import TuituneError
 from tuitune.train.runfolder import RunFolder
 
 
-def _rank() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+def _rank() -> tuple[int, int, int]:
+    """(global rank, world size, rank on this machine), as torchrun sets them."""
+    env = os.environ
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0"))
 
 
 def acquire_lock(run: RunFolder):
@@ -127,21 +131,24 @@ def use_trackers(report_to, run: RunFolder, log) -> None:
 
 def run_worker(run_dir: str, resume: bool = False) -> int:
     run = RunFolder(Path(run_dir))
-    rank, world = _rank()
+    rank, world, local_rank = _rank()
     is_main = rank == 0
-    lock = acquire_lock(run) if is_main else None
+    # On several machines each has its own run folder; its first process (node 0's is rank 0) keeps
+    # that folder's lock, status and lifecycle events. The metrics and outputs are rank 0's alone.
+    keeps_folder = local_rank == 0
+    lock = acquire_lock(run) if keeps_folder else None
     state = run.read_state()
-    if is_main:
+    if keeps_folder:
         run.write_state(status="starting", host=socket.gethostname(),
                         worker_pid=os.getpid(), world_size=world, error=None)
         run.append_event({"type": "lifecycle", "event": "worker_start", "pid": os.getpid(), "resume": resume,
-                           "world_size": world})
+                           "world_size": world, **({"rank": rank} if rank else {})})
     stopped = False
     try:
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
-        log = (lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None)
+        log = (lambda msg: print(msg, flush=True)) if keeps_folder else (lambda msg: None)
         use_trackers(cfg.training.report_to, run, log)
         from tuitune.config.convert import keep_bitsandbytes_out, needs_bitsandbytes
 
@@ -154,7 +161,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
 
         trainer, tokenizer = build_trainer(cfg, run, log=log)
         cb = RunCallback(run, cfg, tokenizer, is_main=is_main, distributed=world > 1,
-                         zero3=cfg.distributed.deepspeed.startswith("zero3"))
+                         zero3=cfg.distributed.deepspeed.startswith("zero3"), node_main=keeps_folder)
         trainer.add_callback(cb)
         checkpoint = None
         if resume:
@@ -169,22 +176,27 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         reuse_freed_memory()
         trainer.train(resume_from_checkpoint=checkpoint)
         stopped = cb.stopped_on_request
+        step = trainer.state.global_step
         if stopped:
-            latest = run.latest_checkpoint()
-            if is_main:
-                run.append_event({"type": "lifecycle", "event": "stopped", "step": trainer.state.global_step,
+            latest = run.latest_checkpoint() if is_main else None  # other nodes hold no whole checkpoint
+            if keeps_folder:
+                run.append_event({"type": "lifecycle", "event": "stopped", "step": step,
                                   "checkpoint": str(latest) if latest else None})
-                run.write_state(status="stopped", stopped_at=time.time(),
-                                last_checkpoint=str(latest) if latest else None)
-            log(f"stopped at step {trainer.state.global_step}; resume with `tuitune runs resume {run.id}`")
+                run.write_state(status="stopped", stopped_at=time.time(), step=step,
+                                **({"last_checkpoint": str(latest) if latest else None} if is_main else {}))
+            if cfg.distributed.nnodes > 1:  # `runs resume` continues one machine's runs only
+                log(f"stopped at step {step}, every node" + (f"; the checkpoint is {latest}" if latest else ""))
+            else:
+                log(f"stopped at step {step}; resume with `tuitune runs resume {run.id}`")
             return 0
         final = save_final(trainer, tokenizer, run, adapter=cfg.method != "full", is_main=is_main)
         if is_main:
-            run.append_event({"type": "lifecycle", "event": "finished", "step": trainer.state.global_step,
-                              "output": str(final)})
-            run.write_state(status="finished", finished_at=time.time(), output=str(final),
-                            step=trainer.state.global_step)
-        log(f"finished: {final}")
+            run.append_event({"type": "lifecycle", "event": "finished", "step": step, "output": str(final)})
+            run.write_state(status="finished", finished_at=time.time(), output=str(final), step=step)
+        elif keeps_folder:  # another node: the output is node 0's
+            run.append_event({"type": "lifecycle", "event": "finished", "step": step, "output": None})
+            run.write_state(status="finished", finished_at=time.time(), step=step)
+        log(f"finished: {final}" if is_main else "finished; the output is in node 0's run folder")
         return 0
     except BaseException as exc:  # noqa: BLE001 - the run must say why it ended, whatever it was
         if isinstance(exc, TuituneError):
@@ -199,7 +211,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
                 line = (f"disk full in {run.path} while saving; free space, then `tuitune runs resume {run.id}` "
                         f"continues from {latest.name if latest else 'the start'} (it is intact)")
         print(f"error: {line}", file=sys.stderr, flush=True)
-        if is_main:
+        if keeps_folder:
             run.append_event({"type": "lifecycle", "event": "failed", "error": line})
             run.write_state(status="failed", error=line, failed_at=time.time())
         return 2 if isinstance(exc, TuituneError) else 1
