@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tuitune.train.dashboard import GpuProbe, RunFollower, RunView, Series, format_duration, format_gpus, parse_lines
+from tuitune.train.dashboard import GpuProbe, RunFollower, RunView, Series, format_gpus, parse_lines
+from tuitune.train.formatting import format_duration
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import run_rows
 

@@ -66,7 +66,7 @@ def run_list(args) -> int:
     from rich.table import Table
 
     from tuitune.render import RUN_STATUS_STYLE
-    from tuitune.train.dashboard import format_age
+    from tuitune.train.formatting import format_age
 
     table = Table(expand=False)
     for col in ("run", "status", "step", "loss", "age", "method", "model"):
@@ -87,7 +87,7 @@ def run_list(args) -> int:
 
 
 def format_event(e: dict) -> str | None:
-    from tuitune.train.dashboard import format_duration, format_rewards
+    from tuitune.train.formatting import format_duration, format_rewards
 
     t = e.get("type")
     if t == "train":

@@ -316,27 +316,34 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 report.add("skipped", where, str(exc))
                 continue
             if det.format in PREFERENCE_FORMATS:
-                _keep_pair(turns, where, report, seen, answers_by_q, repeated, writer, drop_placeholders, dedupe)
-                continue
-            if det.format not in ("text", "txt"):
-                for t, turn in enumerate(turns, 1):
-                    if not turn["output"].strip():
-                        if strict:
-                            raise TuituneError(f"{src}: {where}: turn {t} has an empty output; fill it in or "
-                                               "remove the record")
-                        report.add("skipped", where, "empty output")
-                        break
-                if any(not t["output"].strip() for t in turns):
+                import json
+
+                from tuitune.data.preference import first_question
+
+                rec, answers = turns, [turns["chosen"], turns["rejected"]]
+                key, question = _digest(json.dumps(rec, sort_keys=True, ensure_ascii=False)), first_question(rec)
+            else:
+                if det.format not in ("text", "txt"):
+                    for t, turn in enumerate(turns, 1):
+                        if not turn["output"].strip():
+                            if strict:
+                                raise TuituneError(f"{src}: {where}: turn {t} has an empty output; fill it in or "
+                                                   "remove the record")
+                            report.add("skipped", where, "empty output")
+                            break
+                    if any(not t["output"].strip() for t in turns):
+                        continue
+                elif not turns[0]["output"].strip():
+                    report.add("skipped", where, "empty text")
                     continue
-            elif not turns[0]["output"].strip():
-                report.add("skipped", where, "empty text")
-                continue
-            placeholder = [t["output"] for t in turns if is_placeholder(t["output"])]
+                rec, answers = {"conversation": turns}, [t["output"] for t in turns]
+                key = _digest(*(f"{t.get('system', '')}\x01{t['input']}\x01{t['output']}" for t in turns))
+                question = turns[0]["input"]
+            placeholder = [a for a in answers if is_placeholder(a)]
             if placeholder:
                 report.add("placeholders", where, f"answer {placeholder[0].strip()!r}")
                 if drop_placeholders:
                     continue
-            key = _digest(*(f"{t.get('system', '')}\x01{t['input']}\x01{t['output']}" for t in turns))
             first = seen.get(key)
             if first is not None:
                 report.add("duplicates", where, f"same as {first}")
@@ -345,7 +352,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             else:
                 seen[key] = where
                 # For the report only (how many questions have several answers): a hash will do.
-                qk = hash(normalize_key(turns[0]["input"])) if turns[0]["input"].strip() else None
+                qk = hash(normalize_key(question)) if question.strip() else None
                 if qk is not None:
                     prev = answers_by_q.get(qk)
                     if prev is None:
@@ -353,7 +360,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                     elif prev != key:
                         repeated.add(qk)
             if writer:
-                writer.write({"conversation": turns})
+                writer.write(rec)
             report.kept += 1
         report.repeated_inputs = len(repeated)
         report.placeholders_dropped = drop_placeholders and report.placeholder_count > 0
@@ -379,37 +386,6 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
         if table is not None:
             table.close()
     return report
-
-
-def _keep_pair(rec: dict, where: str, report: Report, seen: dict, answers_by_q: dict, repeated: set, writer,
-               drop_placeholders: bool, dedupe: bool) -> None:
-    """The loop's checks for one preference pair: placeholder answers, duplicates, repeated prompts."""
-    import json
-
-    from tuitune.data.preference import first_question
-
-    placeholder = [rec[k] for k in ("chosen", "rejected") if is_placeholder(rec[k])]
-    if placeholder:
-        report.add("placeholders", where, f"answer {placeholder[0].strip()!r}")
-        if drop_placeholders:
-            return
-    key = _digest(json.dumps(rec, sort_keys=True, ensure_ascii=False))
-    first = seen.get(key)
-    if first is not None:
-        report.add("duplicates", where, f"same as {first}")
-        if dedupe:
-            return
-    else:
-        seen[key] = where
-        qk = hash(normalize_key(first_question(rec)))
-        prev = answers_by_q.get(qk)
-        if prev is None:
-            answers_by_q[qk] = key
-        elif prev != key:
-            repeated.add(qk)
-    if writer:
-        writer.write(rec)
-    report.kept += 1
 
 
 def preview(src: str | os.PathLike, *, format: str | None = None, sheet: str | None = None,

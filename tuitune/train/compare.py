@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from tuitune.errors import TuituneError
-from tuitune.train.dashboard import (RunView, Snapshot, format_duration, format_loss, format_rewards,
-                                     format_steps)
+from tuitune.train.dashboard import RunView, Snapshot
+from tuitune.train.formatting import format_duration, format_loss, format_rewards, format_steps
 from tuitune.train.runfolder import RunFolder, RunFollower, find_run
 
 

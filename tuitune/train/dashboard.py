@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from tuitune.gpus import GpuProbe, GpuStat, format_gpus  # noqa: F401 (re-exported: the GPUs live in tuitune.gpus)
 # RunFollower and parse_lines live with the run folder (its one reader); re-exported for the screens.
@@ -421,56 +421,3 @@ class RunView:
 # A train line as the worker writes it (json.dumps: "time" first, then "type", "step", ...).
 _TRAIN_MARK = b'"type": "train"'
 _TRAIN_RE = re.compile(rb'"type": "train", "step": (-?\d+),[^\n]*?"loss": (-?(?:\d[\d.eE+-]*|NaN|Infinity))[,}]')
-
-
-# --- formatting -------------------------------------------------------------------------------------
-
-def format_duration(seconds: float | None) -> str:
-    """3s, 4m05s, 2h10m, 3d04h; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = int(round(max(0.0, seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def format_age(seconds: float | None) -> str:
-    """A coarse age for a table: 12s, 5m, 3.2h, 4d."""
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.0f}d"
-
-
-def format_steps(step: int, total: int | None) -> str:
-    return f"{step}/{total}" if total else str(step)
-
-
-def format_loss(loss: float | None) -> str:
-    return "-" if loss is None else f"{loss:.4f}"
-
-
-#: A preference run's reward figures shown beside its loss, with their short labels.
-REWARDS_SHOWN = (("reward_margin", "margin"), ("reward_accuracy", "acc"))
-
-
-def format_rewards(figures: Mapping[str, float], prefix: str = "") -> list[tuple[str, str]]:
-    """(label, text) for the reward margin and accuracy in ``figures`` (an event, or a snapshot's
-    ``rewards``; ``prefix`` "eval_": the eval ones). Empty for a run that is not a preference run."""
-    out = []
-    for name, label in REWARDS_SHOWN:
-        value = figures.get(prefix + name)
-        if value is not None:
-            out.append((label, f"{value:.1%}" if name == "reward_accuracy" else f"{value:.4f}"))
-    return out

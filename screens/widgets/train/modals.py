@@ -19,7 +19,7 @@ from textual.worker import Worker
 
 from screens.workers import failure
 from tuitune.render import RUN_STATUS_STYLE
-from tuitune.train.dashboard import format_loss, format_steps
+from tuitune.train.formatting import format_loss, format_steps
 from tuitune.train.watch import RunRow
 
 

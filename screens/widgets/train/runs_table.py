@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tuitune.render import RUN_STATUS_STYLE
-from tuitune.train.dashboard import format_age, format_loss, format_steps
+from tuitune.train.formatting import format_age, format_loss, format_steps
 from tuitune.train.watch import RunRow
 
 # The columns: label, key, narrowest width.
