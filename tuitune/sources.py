@@ -110,7 +110,7 @@ def _with_run(src: ModelSource, run, workspace) -> tuple[ModelSource, object]:
     src.template, src.trust_remote_code, src.system = cfg.template, cfg.trust_remote_code, cfg.data.system or ""
     src.run, src.run_dir, src.method, src.config_path = run.id, run.path, cfg.method, run.config_path
     src.prompts = list(cfg.evaluation.prompts)
-    src.data_files = [p for p in (cfg.data.train, cfg.data.eval) if p]
+    src.data_files = [s.path for s in cfg.data.sources()] + ([cfg.data.eval] if cfg.data.eval else [])
     return src, cfg
 
 

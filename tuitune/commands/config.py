@@ -87,9 +87,18 @@ def run_check(args) -> int:
     cfg = load_config(path, workspace=_workspace(args, path))
     issues = check_config(cfg, machine=not args.no_machine)
     errors = [i for i in issues if i.level == ERROR]
+    mix = []
+    if not errors and len(cfg.data.sources()) > 1:
+        # The mix, as the run will take it: each file tokenized once into the cache the run reuses.
+        from tuitune.train.build import describe_mix
+
+        mix = describe_mix(cfg)
     if args.json:
+        from dataclasses import asdict
+
         print(json.dumps({"file": str(path), "ok": not errors, "effective_batch_size": cfg.effective_batch_size,
-                          "issues": [i.to_dict() for i in issues]}, ensure_ascii=False, indent=2))
+                          "issues": [i.to_dict() for i in issues], "mix": [asdict(r) for r in mix]},
+                         ensure_ascii=False, indent=2))
     else:
         for i in issues:
             if i.level != ERROR:
@@ -102,6 +111,8 @@ def run_check(args) -> int:
         return 2
     if not args.json:
         print(f"ok: {path}: {summary(cfg)}")
+        for row in mix:
+            print(f"mix: {row.line()}")
         vram = _vram_line(cfg)
         if vram:
             print(vram)
@@ -137,7 +148,9 @@ def run_show(args) -> int:
     values = flatten(cfg.model_dump(mode="json"))
     # Resolved: paths made absolute against the workspace.
     values["model"] = cfg.model_path()
-    values["data.train"] = str(cfg.resolve(cfg.data.train))
+    values["data.train"] = (str(cfg.resolve(cfg.data.train)) if isinstance(cfg.data.train, str) else
+                            [{**s.model_dump(exclude_none=True), "path": str(cfg.resolve(s.path))}
+                             for s in cfg.data.sources()])
     if cfg.data.eval:
         values["data.eval"] = str(cfg.resolve(cfg.data.eval))
     diff = diff_against(cfg)

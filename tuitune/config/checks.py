@@ -71,15 +71,18 @@ def check_files(cfg: RunConfig) -> list[Issue]:
                 out.append(Issue(ERROR, "model", f"{p} has no tokenizer (tokenizer.json or tokenizer_config.json); "
                                  "copy the tokenizer files from the base model into it"))
             out += _check_remote_code(cfg, p / "config.json")
-    train = cfg.resolve(cfg.data.train)
-    if not train.is_file():
-        out.append(Issue(ERROR, "data.train", f"data file {train} does not exist; create it in the Data step "
-                         "(`tuitune data convert ...`) or fix the path"))
-    elif train.suffix.lower() not in DATA_SUFFIXES:
-        out.append(Issue(ERROR, "data.train", f"{train.name} is not JSON or JSONL; convert it first: "
-                         f"`tuitune data convert {cfg.data.train} -o data/{train.stem}.jsonl`"))
-    else:
-        out += _check_kind(cfg, "data.train", train)
+    sources = cfg.data.sources()
+    for i, src in enumerate(sources, 1):
+        train = cfg.resolve(src.path)
+        entry = f"entry {i} of the mix: " if len(sources) > 1 else ""
+        if not train.is_file():
+            out.append(Issue(ERROR, "data.train", f"{entry}data file {train} does not exist; create it in the Data "
+                             "step (`tuitune data convert ...`) or fix the path"))
+        elif train.suffix.lower() not in DATA_SUFFIXES:
+            out.append(Issue(ERROR, "data.train", f"{entry}{train.name} is not JSON or JSONL; convert it first: "
+                             f"`tuitune data convert {src.path} -o data/{train.stem}.jsonl`"))
+        else:
+            out += _check_kind(cfg, "data.train", train)
     if cfg.data.eval:
         ev = cfg.resolve(cfg.data.eval)
         if not ev.is_file():

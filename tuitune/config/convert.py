@@ -209,7 +209,8 @@ def to_data_settings(cfg: RunConfig) -> dict[str, Any]:
     """What the encoder needs: files (absolute), template, system prompt, length, packing, task."""
     d = cfg.data
     return {
-        "train": str(cfg.resolve(d.train)),
+        "train": [{"path": str(cfg.resolve(s.path)), "weight": s.weight, "max_records": s.max_records}
+                  for s in d.sources()],
         "eval": str(cfg.resolve(d.eval)) if d.eval else None,
         "template": cfg.template,
         "system": d.system,

@@ -16,6 +16,9 @@ from tuitune.config.schema import iter_fields
 
 #: Fields edited as several lines of text (one item a line).
 LINES_FIELDS = ("evaluation.prompts",)
+#: The training data: one file, or a mix written ``a.jsonl; b.jsonl weight=2 max_records=500``.
+MIX_FIELDS = ("data.train",)
+MIX_SEP = ";"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def _spec(name: str, info) -> FieldSpec:
     desc = info.description or ""
     if name in LINES_FIELDS:
         return FieldSpec(name, "lines", desc, default, optional)
+    if name in MIX_FIELDS:
+        return FieldSpec(name, "mix", desc, default, optional)
     if ann is bool:
         return FieldSpec(name, "bool", desc, default, optional)
     lit = _literal_args(ann)
@@ -87,6 +92,9 @@ def to_text(name: str, value: Any) -> str:
         return ""
     if s.kind == "lines":
         return "\n".join(value)
+    if s.kind == "mix":
+        items = value if isinstance(value, list) else [value]
+        return f"{MIX_SEP} ".join(i if isinstance(i, str) else _source(i).line() for i in items)
     if s.kind == "list":
         return value if isinstance(value, str) else ", ".join(value)
     if isinstance(value, float):
@@ -102,11 +110,45 @@ def from_text(name: str, text: str) -> Any:
         return [line.strip() for line in text.splitlines() if line.strip()]
     if text == "" and s.optional:
         return None
+    if s.kind == "mix":
+        try:
+            return parse_mix(text)
+        except ValueError:
+            return text   # not a mix the parser takes: validate_field says why
     if s.kind == "list":
         if name == "lora.target_modules" and text == "all-linear":
             return text
         return [p.strip() for p in text.split(",") if p.strip()]
     return text
+
+
+def parse_mix(text: str):
+    """``a.jsonl; b.jsonl weight=2 max_records=500`` → the value of data.train (one bare path: a string);
+    ValueError naming the entry that does not parse."""
+    from tuitune.config.schema import DataSource
+
+    items = [p.strip() for p in text.split(MIX_SEP) if p.strip()]
+    if not items:
+        return ""
+    if len(items) == 1 and len(items[0].split()) == 1:
+        return items[0]
+    parsed = []
+    for i, item in enumerate(items, 1):
+        try:
+            src = DataSource.parse_line(item)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            raise ValueError(f"entry {i} ({item.split()[0]}): {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        except ValueError as exc:
+            raise ValueError(f"entry {i}: {exc}") from None
+        parsed.append(src if isinstance(src, str) else src.model_dump(exclude_none=True))
+    return parsed
+
+
+def _source(item):
+    from tuitune.config.schema import DataSource
+
+    return item if isinstance(item, DataSource) else DataSource.model_validate(item)
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,6 +162,13 @@ def _adapter(name: str) -> TypeAdapter:
 
 def validate_field(name: str, text: str) -> str | None:
     """None when ``text`` is a valid value for field ``name``, else what is wrong and what to do."""
+    if spec(name).kind == "mix":
+        if not text.strip():
+            return "required; give a data file (or several: a.jsonl; b.jsonl weight=2)"
+        try:
+            parse_mix(text)
+        except ValueError as exc:
+            return f"{exc}; write files as a.jsonl; b.jsonl weight=2 max_records=500"
     value = from_text(name, text)
     if value is None and not spec(name).optional:
         return "required; type a value"

@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
               "polynomial", "inverse_sqrt", "cosine_with_min_lr")
@@ -34,14 +34,85 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DataSource(_Section):
+    """One file of a training mix."""
+
+    path: str = Field(..., min_length=1, description="the data file (relative paths are in the workspace)")
+    weight: Optional[float] = Field(None, gt=0, description="how many times each record counts per epoch: 2 "
+                                                            "doubles the file, 0.5 takes half of it (seeded)")
+    max_records: Optional[int] = Field(None, ge=1, description="at most this many of its records (seeded)")
+
+    @model_serializer(mode="wrap")
+    def _unset_left_out(self, handler):
+        # A mix in a YAML file reads as the user wrote it: no "weight: null" beside each path.
+        return {k: v for k, v in handler(self).items() if v is not None or k == "path"}
+
+    def line(self) -> str:
+        """``path weight=W max_records=N``: the form's one line for this source."""
+        opts = [f"weight={self.weight:g}"] if self.weight is not None else []
+        opts += [f"max_records={self.max_records}"] if self.max_records is not None else []
+        return " ".join([self.path, *opts])
+
+    @classmethod
+    def parse_line(cls, text: str) -> "DataSource | str":
+        """The inverse of :meth:`line` (a bare path stays a string), for a form's text."""
+        path, *opts = text.split()
+        fields: dict = {"path": path}
+        for opt in opts:
+            key, sep, value = opt.partition("=")
+            if not sep or key not in ("weight", "max_records"):
+                raise ValueError(f"{opt!r}: write weight=W or max_records=N after the path")
+            fields[key] = value
+        return cls.model_validate(fields) if opts else path
+
+
 class DataConfig(_Section):
-    train: str = Field("data/train.jsonl", min_length=1,
-                       description="training data file (JSONL or JSON, XTuner conversation format); "
-                                   "relative paths are in the workspace")
+    train: Union[str, list[Union[str, DataSource]]] = Field(
+        "data/train.jsonl", min_length=1,
+        description="training data: a file (JSONL or JSON, XTuner conversations or preference pairs), or a "
+                    "list of files mixed into one run, each with an optional weight or max_records; relative "
+                    "paths are in the workspace")
     eval: Optional[str] = Field(None, description="held-out data file for eval loss, or empty for none")
     system: Optional[str] = Field(None, description="system prompt put before every conversation, or empty for none")
     max_length: int = Field(2048, gt=0, description="longest sample in tokens; longer ones are cut")
     pack: bool = Field(True, description="pack several short samples into one max_length sequence (faster)")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _sources(cls, v):
+        # Each entry checked here, so an error names the entry and its field (a union would report
+        # every way the value failed to be a string or a list).
+        if not isinstance(v, list):
+            return v
+        if not v:
+            raise ValueError("list at least one data file")
+        from pydantic import ValidationError
+
+        out = []
+        for i, item in enumerate(v, 1):
+            if isinstance(item, (str, DataSource)):
+                out.append(item)
+                continue
+            if not isinstance(item, dict):
+                raise ValueError(f"entry {i} is {type(item).__name__}; give a path, or {{path: ..., weight: ..., "
+                                 "max_records: ...}")
+            try:
+                out.append(DataSource.model_validate(item))
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                where = ".".join(map(str, err["loc"])) or "entry"
+                raise ValueError(f"entry {i} ({item.get('path', 'no path')}): {where}: {err['msg']}") from None
+        return out
+
+    def sources(self) -> list[DataSource]:
+        """The training files as sources (a single file is a mix of one)."""
+        items = self.train if isinstance(self.train, list) else [self.train]
+        return [DataSource(path=i) if isinstance(i, str) else i for i in items]
+
+    @property
+    def first_train(self) -> str:
+        """The first training file (where a split's test.jsonl is looked for)."""
+        return self.sources()[0].path
 
 
 class LoraSection(_Section):

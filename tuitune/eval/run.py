@@ -57,11 +57,11 @@ def _default_data(src: ModelSource, cfg) -> Path:
                            "(a conversation JSONL; `tuitune data split` writes test.jsonl)")
     if cfg.data.eval:
         return cfg.resolve(cfg.data.eval)
-    test = cfg.resolve(cfg.data.train).parent / "test.jsonl"
+    test = cfg.resolve(cfg.data.first_train).parent / "test.jsonl"
     if test.is_file():
         return test
     raise TuituneError(f"run {src.run} has no data.eval and no test.jsonl beside its training file "
-                       f"({cfg.data.train}); give --data FILE, or split the data with `tuitune data split`")
+                       f"({cfg.data.first_train}); give --data FILE, or split the data with `tuitune data split`")
 
 
 def prompt_of(record: dict) -> tuple[list[dict], str]:

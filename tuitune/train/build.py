@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,111 @@ def save_cached(ds, target: Path):
     except OSError:  # another process cached the same data first
         shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(target))
+
+
+def mix_indices(n: int, weight: float | None, max_records: int | None, seed: int) -> list[int]:
+    """Which of a source's ``n`` records a mix takes, in file order: at most ``max_records`` of them
+    (a seeded sample), then each ``weight`` times (2: twice; 0.5: a seeded half; 1.5: all once and a
+    seeded half again)."""
+    import random
+
+    rng = random.Random(seed)
+    base = list(range(n))
+    if max_records is not None and max_records < n:
+        base = sorted(rng.sample(base, max_records))
+    w = 1.0 if weight is None else weight
+    whole, part = int(w), w - int(w)
+    out = base * whole
+    extra = round(part * len(base))
+    if extra:
+        out += sorted(rng.sample(base, extra))
+    return out
+
+
+def count_tokens(ds) -> int:
+    """Tokens in a tokenized dataset (a pair counts its prompt and both answers), from the Arrow columns."""
+    import pyarrow.compute as pc
+
+    cols = [c for c in ("input_ids", "prompt_ids", "chosen_ids", "rejected_ids") if c in ds.column_names]
+    total = 0
+    for batch in ds.with_format("arrow").iter(batch_size=10_000):
+        for c in cols:
+            total += pc.sum(pc.list_value_length(batch[c])).as_py() or 0
+    return total
+
+
+@dataclass
+class MixRow:
+    """One source of a training mix: its records, how many the mix takes, their tokens."""
+
+    path: str
+    records: int
+    used: int
+    tokens: int
+    share: float = 0.0      # of the mix's records
+
+    def line(self) -> str:
+        return (f"{self.path}: {self.used} of {self.records} records ({self.share:.0%} of the mix), "
+                f"{self.tokens:,} tokens")
+
+
+def mix_parts(cfg, build_one) -> tuple[list, list[MixRow]]:
+    """Each source tokenized (and cached) on its own by ``build_one(path)``, and the records the mix
+    takes of it (``weight``/``max_records``)."""
+    parts, rows = [], []
+    for i, src in enumerate(cfg.data.sources()):
+        ds = build_one(cfg.resolve(src.path))
+        idx = mix_indices(len(ds), src.weight, src.max_records, cfg.training.seed + i)
+        if not idx:
+            raise TuituneError(f"data.train entry {i + 1} ({src.path}): its weight {src.weight:g} takes none of "
+                               f"its {len(ds)} records; raise the weight or leave the file out")
+        part = ds.select(idx)
+        parts.append(part)
+        rows.append(MixRow(src.path, len(ds), len(idx), count_tokens(part)))
+    total = sum(r.used for r in rows) or 1
+    for r in rows:
+        r.share = r.used / total
+    return parts, rows
+
+
+def build_mix(cfg, build_one, *, log=print):
+    """The training mix: :func:`mix_parts`, shuffled together with the run's seed (a seeded
+    interleave), then packed when ``data.pack``. Adding a file leaves the others' caches as they are."""
+    from datasets import concatenate_datasets
+
+    parts, rows = mix_parts(cfg, build_one)
+    for r in rows:
+        log(f"mix: {r.line()}")
+    mixed = concatenate_datasets(parts).shuffle(seed=cfg.training.seed).flatten_indices()
+    if cfg.data.pack and not cfg.is_preference:
+        mixed = pack_dataset(mixed, cfg.data.max_length)
+    return mixed
+
+
+def dataset_builder(cfg, tokenizer, *, log=print):
+    """``build(path, pack)``: one file tokenized for ``cfg``'s task, cached in the workspace."""
+    cache_dir = Path(cfg.workspace) / ".cache" / "tokenized"
+    if cfg.is_preference:
+        from tuitune.train.preference import build_preference_dataset as build_pairs
+
+        return lambda path, pack: build_pairs(cfg, tokenizer, path, cache_dir=cache_dir, log=log)
+    return lambda path, pack: build_dataset(cfg, tokenizer, path, pack=pack, cache_dir=cache_dir, log=log)
+
+
+def describe_mix(cfg, tokenizer=None, *, log=lambda _m: None) -> list[MixRow]:
+    """What the run's data is: records and tokens per source (tokenizing each file into the cache the
+    run then reuses). The Config and Data steps show it."""
+    import datasets
+
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    build = dataset_builder(cfg, tokenizer, log=log)
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()   # a check's output, or a screen's: no tqdm bars on stderr
+    try:
+        return mix_parts(cfg, lambda path: build(path, False))[1]
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def pack_dataset(ds, max_length: int, chunk_rows: int = 4096):
@@ -266,15 +372,9 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     if max_pos and cfg.data.max_length > max_pos:
         raise TuituneError(f"data.max_length {cfg.data.max_length} is beyond what {cfg.model} supports "
                            f"({max_pos} positions); set data.max_length to {max_pos} or less")
-    cache_dir = Path(cfg.workspace) / ".cache" / "tokenized"
-    if cfg.is_preference:
-        from tuitune.train.preference import build_preference_dataset as build_pairs
-
-        build = lambda path, pack: build_pairs(cfg, tokenizer, path, cache_dir=cache_dir, log=log)  # noqa: E731
-    else:
-        build = lambda path, pack: build_dataset(cfg, tokenizer, path, pack=pack, cache_dir=cache_dir,  # noqa: E731
-                                                 log=log)
-    train_ds = build(cfg.resolve(cfg.data.train), cfg.data.pack)
+    build = dataset_builder(cfg, tokenizer, log=log)
+    train_ds = build_mix(cfg, lambda path: build(path, False), log=log) if len(cfg.data.sources()) > 1 \
+        else build(cfg.resolve(cfg.data.first_train), cfg.data.pack)
     eval_ds = None
     if cfg.data.eval and cfg.evaluation.eval_loss:
         eval_ds = build(cfg.resolve(cfg.data.eval), False)

@@ -33,6 +33,7 @@ class ConfigSide(VerticalScroll):
     @dataclass
     class ChecksReady(Message):
         issues: list = field(default_factory=list)
+        mix: list = field(default_factory=list)     # MixRow per training file, for a mix of several
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -41,6 +42,7 @@ class ConfigSide(VerticalScroll):
         self._vram_key = None
         self._check_key = None
         self._checked_cfg: RunConfig | None = None  # the config the checks shown are about
+        self.mix: list = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cfg-help")
@@ -84,7 +86,9 @@ class ConfigSide(VerticalScroll):
         issues += [i for i in self.machine_issues if (i.field, i.message) not in seen]
         if not issues:
             done = "files and this machine ok" if self.machine_checked else "files ok; checking this machine…"
-            put_markup(box, f"[b]Checks[/] [green]{done}[/] (ctrl+r: again)")
+            mix = [f" {escape(r.line())}" for r in self.mix] if self.machine_checked else []
+            put_markup(box, "\n".join([f"[b]Checks[/] [green]{done}[/] (ctrl+r: again)"]
+                                      + (["[b]Mix[/] records and tokens per file"] + mix if mix else [])))
             return
         lines = ["[b]Checks[/]"]
         for i in issues:
@@ -120,11 +124,16 @@ class ConfigSide(VerticalScroll):
         from tuitune.config import check_config
 
         issues = check_config(cfg)
+        mix = []
+        if not any(i.level == ERROR for i in issues) and len(cfg.data.sources()) > 1:
+            from tuitune.train.build import describe_mix
+
+            mix = describe_mix(cfg)   # tokenizes each file into the cache the run reuses
         if not get_current_worker().is_cancelled:  # a newer check replaced this one
-            self.post_message(self.ChecksReady(issues))
+            self.post_message(self.ChecksReady(issues, mix))
 
     def on_config_side_checks_ready(self, message: ChecksReady) -> None:
-        self.machine_issues, self.machine_checked = message.issues, True
+        self.machine_issues, self.machine_checked, self.mix = message.issues, True, message.mix
         self.show_checks(self._checked_cfg)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="config-vram",

@@ -55,7 +55,7 @@ class TokensForm(DataForm):
     TAB, RUN = "tokens", "tok-run"
     TIPS = {
         "tok-file": "A conversation file (or preference pairs: chosen and rejected side by side) to validate "
-                    "and measure.",
+                    "and measure; or a mix, as data.train takes it: a.jsonl; b.jsonl weight=2 max_records=500.",
         "tok-model": "A model folder with tokenizer files (e.g. models/tiny-chat).",
         "tok-template": "auto = the tokenizer's own chat template; or an XTuner template by name.",
         "tok-maxlen": "Records longer than this many tokens are truncated in training.",
@@ -106,7 +106,35 @@ class TokensForm(DataForm):
             self.say(str(exc), error=True)
             return
         self.say("Tokenizing … (the first time loads the tokenizer)")
+        if ";" in f or len(f.split()) > 1:   # a mix: a.jsonl; b.jsonl weight=2 (as data.train takes it)
+            self.run_mix(f, self.path_of(m), self.select("tok-template"), maxlen)
+            return
         self.run_tokens(self.path_of(f), self.path_of(m), self.select("tok-template"), maxlen, rec)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-tokens", name="mix",
+          description="tokenizing the mix")
+    def run_mix(self, text: str, model: Path, template: str, maxlen: int):
+        from tuitune.config.fields import parse_mix
+        from tuitune.data.inspect import guess_task, load_tokenizer
+        from tuitune.data.io import iter_records
+        from tuitune.train.build import describe_mix
+
+        try:
+            train = parse_mix(text)
+        except ValueError as exc:
+            raise TuituneError(f"File: {exc}; write files as a.jsonl; b.jsonl weight=2 max_records=500") from None
+        from tuitune.config import RunConfig
+
+        first = (train if isinstance(train, str) else
+                 (train[0] if isinstance(train[0], str) else train[0]["path"]))
+        head = [rec for _, rec in zip(range(1), iter_records(self.path_of(first)))]
+        cfg = RunConfig.model_validate({"model": str(model), "template": template, "task": guess_task(head),
+                                        "data": {"train": train, "max_length": maxlen, "pack": False}})
+        cfg.with_context(workspace=self.workspace.root)
+        key = str(model.resolve())
+        if key not in self._tokenizers:
+            self._tokenizers[key] = load_tokenizer(model)
+        return describe_mix(cfg, self._tokenizers[key])
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-tokens", name="tokens",
           description="tokenizing")
@@ -119,6 +147,11 @@ class TokensForm(DataForm):
         return inspect_file(f, model, template, maxlen, record, tokenizer=self._tokenizers[key])
 
     def show_result(self, res) -> None:
+        if isinstance(res, list):   # a mix's rows
+            self.say(Text("\n".join(["the mix, as a run takes it (records per file after weight and max_records):"]
+                                    + [r.line() for r in res])))
+            self.query_one(TokenView).update("")
+            return
         self.say(Text("\n".join(res.lines()[1:]) + f"\nrecord {res.record} ({res.record_where}): "
                       f"{res.record_tokens} tokens, {res.record_trained} trained"))
         self.query_one(TokenView).show(res.spans, res.rejected_spans)
