@@ -130,6 +130,15 @@ def test_chat_modules_import_light():
     assert out.stdout.strip() == ""
 
 
+def _signal_state(pid: int) -> str:
+    """The child's signal masks (ignored, blocked, caught), for a failure's message."""
+    try:
+        lines = open(f"/proc/{pid}/status", encoding="ascii").read().splitlines()
+    except OSError:
+        return ""
+    return "\n" + "\n".join(line for line in lines if line.startswith(("SigIgn", "SigBlk", "SigCgt", "SigPnd", "ShdPnd")))
+
+
 def test_repl_ctrl_c_stops_the_answer_not_the_repl(tiny_model):
     import os
     import signal
@@ -156,7 +165,7 @@ def test_repl_ctrl_c_stops_the_answer_not_the_repl(tiny_model):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         while "stopped]" not in "".join(err):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(err)
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(err) + _signal_state(proc.pid)
             time.sleep(0.05)
         proc.stdin.write("/exit\n")
         proc.stdin.flush()

@@ -171,10 +171,22 @@ def read_message(read=input) -> str | None:
     return "\n".join(out)
 
 
+def _ctrl_c_interrupts() -> None:
+    """ctrl+c stops an answer: make sure SIGINT raises KeyboardInterrupt here, also where this process
+    was started with it ignored (a background job of a script, some launchers) or blocked."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def repl(session) -> int:
     from tuitune.chat import save_conversations
     from tuitune.errors import TuituneError
 
+    _ctrl_c_interrupts()
     print(f"{session.describe()} · context {session.context_length} tokens", file=sys.stderr)
     print("Enter sends; end a line with \\ for more lines. /help for commands, /exit to leave.", file=sys.stderr)
     while True:
