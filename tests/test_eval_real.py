@@ -29,7 +29,7 @@ def test_medqa_lora_lowers_the_held_out_loss_and_the_report_says_so(real_model, 
     assert proc.returncode == 0, proc.stderr
     cfg = get_preset("smol-demo").model_copy(update={"model": str(real_model)})
     cfg.data.train, cfg.data.max_length = "data/split/train.jsonl", 256
-    cfg.training.max_steps, cfg.training.save_steps, cfg.training.lr = 16, 16, 1e-3
+    cfg.training.max_steps, cfg.training.save_steps, cfg.training.lr = 8, 8, 1e-3
     cfg.evaluation.prompts = []
     save_config(cfg, ws.configs / "medqa.yaml")
     proc = run_cli("-w", ws.root, "train", ws.configs / "medqa.yaml", "--foreground", "--name", "medqa", timeout=1500)
