@@ -110,3 +110,45 @@ def test_a_bad_entry_of_the_mix_is_one_line_naming_it(ws):
     assert_one_line_error(run_cli("-w", ws, "train", cfg), "data.train", "entry 2 (data/b.jsonl)", "weight",
                           "greater than 0")
     assert not (ws / "runs").exists() or not any((ws / "runs").iterdir())
+
+
+async def _settle(app, pilot):
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_the_config_and_data_steps_show_the_mix(ws):
+    """The Config step's checks list records and tokens per file; the Data step's Tokens tab does the same
+    for a mix typed in its File field, and names a bad entry in one line."""
+    from textual.widgets import Input, Static
+
+    from screens.app import TuituneApp
+    from tuitune.config import save_config
+
+    save_config(_cfg(ws, ["data/self_cognition.jsonl", {"path": "data/b.jsonl", "weight": 0.5}]),
+                ws / "configs" / "tiny-demo.yaml")
+    app = TuituneApp(ws, start="config")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await _settle(app, pilot)
+        checks = str(app.screen.query_one("#cfg-issues").render())
+        assert "Mix" in checks and "data/b.jsonl: 10 of 20 records" in checks, checks
+        assert app.screen.query_one("#f-data-train").value == "data/self_cognition.jsonl; data/b.jsonl weight=0.5"
+    from tests.test_data_screen import settle as data_settle   # the Data step's tree loader never ends
+
+    app = TuituneApp(ws, start="data")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await data_settle(app, pilot)
+        await pilot.press("f5")
+        screen = app.screen
+        screen.query_one("#tok-file", Input).value = "data/b.jsonl max_records=5; data/c.jsonl weight=2"
+        screen.query_one("#tok-model", Input).value = "models/tiny-chat"
+        await pilot.press("ctrl+r")
+        await data_settle(app, pilot)
+        shown = str(screen.query_one("#tokens-result", Static).render())
+        assert "data/b.jsonl: 5 of 20 records" in shown and "data/c.jsonl: 20 of 10 records" in shown, shown
+        screen.query_one("#tok-file", Input).value = "data/b.jsonl; data/c.jsonl weight=0"
+        await pilot.press("ctrl+r")
+        await data_settle(app, pilot)
+        shown = str(screen.query_one("#tokens-result", Static).render())
+        assert "entry 2 (data/c.jsonl): weight" in shown and "\n" not in shown.strip(), shown

@@ -127,7 +127,7 @@ class TokensForm(DataForm):
 
         first = (train if isinstance(train, str) else
                  (train[0] if isinstance(train[0], str) else train[0]["path"]))
-        head = [rec for _, rec in zip(range(1), iter_records(self.path_of(first)))]
+        head = [rec for _, (_where, rec) in zip(range(1), iter_records(self.path_of(first)))]
         cfg = RunConfig.model_validate({"model": str(model), "template": template, "task": guess_task(head),
                                         "data": {"train": train, "max_length": maxlen, "pack": False}})
         cfg.with_context(workspace=self.workspace.root)
