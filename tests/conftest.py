@@ -16,6 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision: auto follows the CPU (bf16 where it has AVX-512 bf16 or AMX, else fp32), so numbers,
+# generated text and snapshots would differ from box to box: the suite pins what auto picks to fp32
+# (subprocesses inherit it). tests/test_precision.py unsets it to test the hardware's pick, and sets
+# each value in turn to test both outcomes on any box.
+os.environ["TUITUNE_AUTO_PRECISION"] = "fp32"
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,12 @@ CPU_AVX512BF16 = Hardware(cpu_bf16="AVX-512 bf16 (avx512_bf16)")
 CPU_PLAIN = Hardware()
 
 
+@pytest.fixture(autouse=True)
+def _the_hardware_decides(monkeypatch):
+    """conftest pins ``auto`` to fp32 for the suite; here the hardware's own pick is under test."""
+    monkeypatch.delenv("TUITUNE_AUTO_PRECISION", raising=False)
+
+
 def _cfg(tmp_path, **overrides):
     """A config (the tiny-demo preset with ``overrides``); nothing here loads its model."""
     (tmp_path / "configs").mkdir(exist_ok=True)
@@ -248,3 +254,37 @@ def test_tuitune_env_reports_this_machine_s_pick(tmp_path):
     rows = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     picked, why = auto_precision()
     assert rows["precision"]["detail"].startswith(f"auto picks {picked}: {why}")
+
+
+@pytest.mark.parametrize("forced, torch_name", [("bf16", "bfloat16"), ("fp32", "float32")])
+def test_the_environment_variable_forces_both_outcomes_of_auto_on_any_box(tmp_path, tiny_model, monkeypatch,
+                                                                          forced, torch_name):
+    """Both outcomes of ``auto`` run on this box whatever its CPU: training's precision, chat's dtype,
+    and what the Environment step says."""
+    from tuitune.chat.loading import load_model as load_for_chat
+
+    monkeypatch.setenv("TUITUNE_AUTO_PRECISION", forced)
+    picked, why = auto_precision()
+    assert (picked, why) == (forced, f"TUITUNE_AUTO_PRECISION={forced} is set")
+    # An explicit Hardware value is still judged on its own (the variable is about this machine).
+    assert auto_precision(CPU_PLAIN)[0] == "fp32" and auto_precision(CPU_AMX)[0] == "bf16"
+    cfg = _cfg(tmp_path, **{"training.precision": "auto", "lora.modules_to_save": []})
+    assert resolve_precision(cfg) == forced
+    assert model_dtype(cfg) == torch_name
+    loaded = load_for_chat(str(tiny_model))
+    assert loaded.dtype == torch_name
+    assert {str(p.dtype) for p in loaded.model.parameters()} == {f"torch.{torch_name}"}
+    proc = run_cli("env", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert rows["precision"]["detail"].startswith(f"auto picks {forced}: TUITUNE_AUTO_PRECISION={forced} is set")
+
+
+def test_a_value_auto_cannot_pick_is_one_line(tmp_path, monkeypatch):
+    from tuitune.errors import TuituneError
+
+    monkeypatch.setenv("TUITUNE_AUTO_PRECISION", "fp8")
+    with pytest.raises(TuituneError, match="TUITUNE_AUTO_PRECISION=fp8: use one of bf16, fp16, fp32"):
+        auto_precision()
+    cfg = _cfg(tmp_path, **{"training.precision": "fp32"})
+    assert resolve_precision(cfg) == "fp32"  # an explicit precision never asks

@@ -4,11 +4,13 @@ processes that quantize nothing. Light: torch only inside the probes."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 from tuitune.config.schema import RunConfig
+from tuitune.errors import TuituneError
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,28 @@ def probe_hardware() -> Hardware:
     return Hardware(cuda=cuda, cuda_bf16=bf16, gpu_name=name, cpu_bf16="" if cuda else cpu_bf16_evidence())
 
 
+#: Forces what ``precision: auto`` picks on this machine (bf16, fp16 or fp32), whatever its hardware:
+#: the test suite sets fp32 so numbers and generated text are the same on every CPU, and a bench
+#: sets each value in turn to measure both outcomes on one box.
+AUTO_PRECISION_ENV = "TUITUNE_AUTO_PRECISION"
+
+
+def forced_auto_precision() -> str:
+    """The precision :data:`AUTO_PRECISION_ENV` forces ("" when unset); a value it cannot be is one line."""
+    value = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if value and value not in DTYPE_NAMES:
+        raise TuituneError(f"{AUTO_PRECISION_ENV}={value}: use one of {', '.join(DTYPE_NAMES)}, or unset it "
+                           "to let precision: auto follow the hardware")
+    return value
+
+
 def auto_precision(hw: Hardware | None = None) -> tuple[str, str]:
-    """What ``precision: auto`` picks on ``hw`` (this machine by default), and why, in words."""
+    """What ``precision: auto`` picks on ``hw`` (this machine by default), and why, in words.
+
+    On this machine (``hw`` None), :data:`AUTO_PRECISION_ENV` overrides the hardware's answer.
+    """
+    if hw is None and (forced := forced_auto_precision()):
+        return forced, f"{AUTO_PRECISION_ENV}={forced} is set"
     hw = probe_hardware() if hw is None else hw
     gpu = hw.gpu_name or "the GPU"
     if hw.cuda:
