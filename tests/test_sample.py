@@ -108,3 +108,16 @@ def test_tiny_model_learns_twenty_answers_exactly(tiny_model):
         if got != answer:
             wrong.append((prompt, got, answer))
     assert not wrong
+
+
+def test_the_readme_s_demo_folder_is_ignored_in_the_clone():
+    """The README's first command (`tuitune demo`, run in the clone) writes ./tuitune-demo: git ignores it."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git clone")
+    proc = subprocess.run(["git", "check-ignore", "-q", "tuitune-demo/configs/tiny-demo.yaml"], cwd=root)
+    assert proc.returncode == 0, "tuitune-demo/ would show as untracked after the README's first command"
