@@ -211,13 +211,22 @@ def _local_model(name: str | None, *roots: Path) -> Path | None:
     return None
 
 
-def _looks_like_hub_id(spec: str, workspace) -> bool:
+def looks_like_hub_id(spec: str, workspace=".") -> bool:
     """``org/name``, unless ``org`` is a folder here or a workspace folder (models/x is a path)."""
     parts = spec.split("/")
-    if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")):
+    if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")) or "\\" in spec:
         return False
     return parts[0] not in ("models", "runs", "data", "configs") and not (Path(workspace) / parts[0]).exists() \
         and not Path(parts[0]).exists()
+
+
+def workspace_models(workspace) -> list[str]:
+    """The model folders (config.json) in the workspace's models/, as ``models/NAME``, sorted."""
+    models = Path(workspace) / "models"
+    try:
+        return [f"models/{p.name}" for p in sorted(models.iterdir()) if is_model_dir(p)]
+    except OSError:
+        return []
 
 
 def resolve(spec: str, workspace: str | Path = ".", *, adapter: str | Path | None = None,
@@ -267,8 +276,13 @@ def _resolve(spec, workspace: Path, adapter, checkpoint, need) -> ModelSource:
         try:
             run = find_run(workspace, spec)
         except TuituneError as exc:
-            if _looks_like_hub_id(spec, workspace) and adapter is None and checkpoint is None:
+            if looks_like_hub_id(spec, workspace) and adapter is None and checkpoint is None:
                 return ModelSource(spec, None, spec)
+            if "/" in spec or "\\" in spec or spec.startswith("~"):  # a path, not a run id: say so, list the models
+                where = "here" if Path(workspace).resolve() == Path.cwd() else f"here or in the workspace {workspace}"
+                models = ", ".join(workspace_models(workspace)) or "none yet"
+                raise TuituneError(f"{spec}: no such folder {where} (models in the workspace: {models}); "
+                                   f"give {MODEL_HELP}, or a hub id such as org/name")
             raise TuituneError(f"{spec}: no such folder, and {exc}; give {MODEL_HELP}") from None
     if run is not None:
         if adapter is not None:
@@ -309,4 +323,5 @@ def _resolve(spec, workspace: Path, adapter, checkpoint, need) -> ModelSource:
                        f"and not a run; give {MODEL_HELP}")
 
 
-__all__ = ["ModelSource", "MODEL_HELP", "resolve", "is_model_dir", "is_adapter_dir", "has_tokenizer"]
+__all__ = ["ModelSource", "MODEL_HELP", "resolve", "is_model_dir", "is_adapter_dir", "has_tokenizer", "looks_like_hub_id",
+           "workspace_models"]
