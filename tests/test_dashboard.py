@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tuitune.train.dashboard import GpuProbe, RunFollower, RunView, Series, format_gpus, parse_lines
-from tuitune.train.formatting import format_duration
+from tuitune.train.formatting import format_duration, format_rate
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import run_rows
 
@@ -87,6 +87,41 @@ def test_recorded_run_gives_the_dashboard_numbers():
     assert [c[0] for c in snap.checkpoints] == [25, 50, 75, 100]
     assert [e["event"] for e in snap.lifecycle] == ["created", "worker_start", "train_begin", "finished"]
     assert snap.events == len(events)
+
+
+def test_an_ended_run_shows_its_whole_run_rate_and_a_live_one_its_recent_rate():
+    """#20 item 9: the recorded run's last window ran at 379.7 tokens/s, the run at 57,120 tokens in 217 s."""
+    view = RunView("tiny-demo")
+    view.feed(recorded())
+    view.set_state({"status": "finished"})
+    snap = view.snapshot()
+    assert snap.tokens_per_s == 379.7  # the last logging window's
+    assert snap.rate == (pytest.approx(57120 / 217.01), False)
+    assert format_rate(*snap.rate) == "263"
+    view.set_state({"status": "running"})
+    assert view.snapshot().rate == (379.7, True) and format_rate(*view.snapshot().rate) == "380 (recent)"
+    assert format_rate(None) == "-" and format_rate(12345.6) == "12,346"
+
+
+def test_the_whole_run_rate_counts_every_session_but_not_the_stop():
+    """A run stopped for an hour and resumed: its windows all ran at 100 tokens/s (the last at 10),
+    and the elapsed count (training seconds over both sessions) leaves the hour out."""
+    t0 = 1_790_000_000.0
+    lines = [{"time": t0, "type": "lifecycle", "event": "train_begin", "step": 0, "total_steps": 4}]
+    for step, elapsed, tps in ((1, 10.0, 100.0), (2, 20.0, 100.0)):
+        lines.append({"time": t0 + elapsed, "type": "train", "step": step, "total_steps": 4, "loss": 1.0,
+                      "tokens": 1000 * step, "tokens_per_s": tps, "elapsed": elapsed})
+    lines.append({"time": t0 + 3620, "type": "lifecycle", "event": "train_begin", "step": 2, "total_steps": 4,
+                  "resumed": True})
+    for step, elapsed, tps in ((3, 30.0, 100.0), (4, 130.0, 10.0)):
+        lines.append({"time": t0 + 3600 + elapsed, "type": "train", "step": step, "total_steps": 4, "loss": 1.0,
+                      "tokens": 1000 * step, "tokens_per_s": tps, "elapsed": elapsed})
+    view = RunView("r")
+    view.feed(lines)
+    view.set_state({"status": "finished"})
+    snap = view.snapshot()
+    assert snap.average_tokens_per_s == pytest.approx(4000 / 130.0) and snap.rate[1] is False
+    assert format_rate(*snap.rate) == "31"
 
 
 def test_feed_bytes_matches_feed_line_by_line():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from conftest import assert_one_line_error, run_cli
-from test_train_screen import CREATED, RUN_ID, make_run, recorded_lines
+from test_train_screen import CREATED, RUN_ID, live_state, make_run, recorded_lines
 from train_helpers import write_config
 
 from tuitune.commands.runs import format_event
@@ -76,12 +76,35 @@ def test_the_settings_that_differ_and_the_final_figures(two_runs):
     assert a["loss"] == pytest.approx(0.072762, abs=1e-6)
     assert (a["best_loss"], a["best_loss_step"]) == (pytest.approx(0.0722, abs=1e-4), 90)
     assert b["loss"] == pytest.approx(0.072762 * 1.6 + 0.4, abs=1e-6)
-    assert a["tokens_per_s"] == 379.7 and a["elapsed"] == 217.01
+    # An ended run's tokens/s is the whole run's (57,120 tokens in 217 s), not its last window's (#20 item 9).
+    assert a["tokens_per_s"] == pytest.approx(57120 / 217.01) and a["elapsed"] == 217.01
+    assert (a["tokens"], a["tokens_per_s_recent"]) == (57120, 379.7)
     assert a["eval_loss"] is None and a["rewards"] == {} and b["rewards"] == {}
     rows = {name: (x, y) for name, x, y in figure_rows(result)}
     assert rows["steps"] == ("100/100", "100/100") and rows["elapsed"] == ("3m37s", "3m37s")
+    assert rows["tokens/s"] == ("263", "263")
     assert rows["loss (best)"] == ("0.0722 @ 90", "0.5155 @ 90")
     assert not [name for name in rows if "reward" in name]  # no preference run here
+
+
+def test_a_live_run_compares_at_its_recent_rate(two_runs):
+    (two_runs / "runs" / OTHER_ID / "state.json").write_text(json.dumps({**json.loads(
+        (two_runs / "runs" / OTHER_ID / "state.json").read_text()), **live_state()}))
+    result = compare_runs(two_runs, RUN_ID, OTHER_ID)
+    assert result["figures"]["b"]["tokens_per_s"] == 379.7
+    assert {name: (x, y) for name, x, y in figure_rows(result)}["tokens/s"] == ("263", "380 (recent)")
+
+
+def test_follow_ends_with_the_whole_runs_rate(two_runs):
+    proc = run_cli("-w", two_runs, "runs", "follow", RUN_ID)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    last_step = next(line for line in reversed(lines) if line.startswith("step 100/100  loss"))
+    assert "380 tok/s" in last_step  # each step line: its window's rate
+    assert lines[-1] == "57,120 tokens in 3m37s: 263 tok/s over the whole run"
+    assert proc.stderr.strip() == f"run {RUN_ID} finished"
+    follow = run_cli("-w", two_runs, "runs", "follow", RUN_ID, "--json")
+    assert all(json.loads(line) for line in follow.stdout.splitlines())  # JSON lines only
 
 
 def test_a_preference_run_has_its_rewards_and_best_eval(two_runs):

@@ -87,7 +87,7 @@ def run_list(args) -> int:
 
 
 def format_event(e: dict) -> str | None:
-    from tuitune.train.formatting import format_duration, format_rewards
+    from tuitune.train.formatting import format_duration, format_rate, format_rewards
 
     t = e.get("type")
     if t == "train":
@@ -96,7 +96,7 @@ def format_event(e: dict) -> str | None:
         if e.get("lr") is not None:
             parts.append(f"lr {e['lr']:.2e}")
         if e.get("tokens_per_s"):
-            parts.append(f"{e['tokens_per_s']:.0f} tok/s")
+            parts.append(f"{format_rate(e['tokens_per_s'])} tok/s")  # this window's
         if e.get("eta") is not None:
             parts.append(f"eta {format_duration(e['eta'])}")
         return "  ".join(parts)
@@ -118,6 +118,7 @@ def format_event(e: dict) -> str | None:
 
 
 def run_follow(args) -> int:
+    from tuitune.train.formatting import format_duration, format_rate
     from tuitune.train.runfolder import ENDED, find_run, parse_lines
     from tuitune.train.watch import RunWatcher
 
@@ -135,6 +136,10 @@ def run_follow(args) -> int:
             continue
         if poll.status in ENDED:
             st = poll.state
+            snap = watcher.view.snapshot()
+            if snap.average_tokens_per_s and not args.json:  # each step line's tok/s is its window's
+                print(f"{snap.tokens:,} tokens in {format_duration(snap.elapsed)}: "
+                      f"{format_rate(snap.average_tokens_per_s)} tok/s over the whole run", flush=True)
             print(f"run {run.id} {st['status']}" + (f": {st['error']}" if st.get("error") else ""),
                   file=sys.stderr)
             return 0 if st["status"] != "failed" else 1

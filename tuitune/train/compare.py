@@ -4,8 +4,8 @@ The settings are the runs' frozen ``config.yaml`` files, validated and flattened
 step shows them (``diff_against``), so a field an older config leaves out compares at its
 default. The figures are what the Train dashboard shows, read through the same reader
 (``RunFollower`` into a ``RunView``): status, steps, the last and best train and eval loss,
-tokens/s, elapsed time and, for a preference run (DPO, ORPO), its latest reward margin and
-accuracy. Headless: no textual, no torch.
+tokens/s (an ended run's whole-run average, a live run's recent rate), elapsed time and, for a
+preference run (DPO, ORPO), its latest reward margin and accuracy. Headless: no textual, no torch.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from tuitune.errors import TuituneError
 from tuitune.train.dashboard import RunView, Snapshot
-from tuitune.train.formatting import format_duration, format_loss, format_rewards, format_steps
-from tuitune.train.runfolder import RunFolder, RunFollower, find_run
+from tuitune.train.formatting import format_duration, format_loss, format_rate, format_rewards, format_steps
+from tuitune.train.runfolder import LIVE, RunFolder, RunFollower, find_run
 
 
 def read_run(run: RunFolder) -> Snapshot:
@@ -59,7 +59,9 @@ def figures(snap: Snapshot) -> dict:
         "loss": snap.loss, "best_loss": best[1] if best else None, "best_loss_step": best[0] if best else None,
         "eval_loss": snap.eval_loss, "best_eval_loss": best_eval[1] if best_eval else None,
         "best_eval_step": best_eval[0] if best_eval else None,
-        "tokens_per_s": snap.tokens_per_s, "elapsed": snap.elapsed,
+        # tokens/s as shown: an ended run's whole-run average, a live run's last window (rate)
+        "tokens": snap.tokens, "tokens_per_s": snap.rate[0], "tokens_per_s_average": snap.average_tokens_per_s,
+        "tokens_per_s_recent": snap.tokens_per_s, "elapsed": snap.elapsed,
         "rewards": dict(snap.rewards),  # a preference run's latest reward_* and eval_reward_* figures
     }
 
@@ -109,7 +111,7 @@ def figure_rows(result: dict) -> list[tuple[str, str, str]]:
         "loss (best)": lambda f: _best(f["best_loss"], f["best_loss_step"]),
         "eval loss (last)": lambda f: format_loss(f["eval_loss"]),
         "eval loss (best)": lambda f: _best(f["best_eval_loss"], f["best_eval_step"]),
-        "tokens/s": lambda f: "-" if f["tokens_per_s"] is None else f"{f['tokens_per_s']:,.0f}",
+        "tokens/s": lambda f: format_rate(f["tokens_per_s"], recent=f["status"] in LIVE),
         "elapsed": lambda f: format_duration(f["elapsed"]),
     }
     rows = [(name, show(fa), show(fb)) for name, show in text.items()]

@@ -196,7 +196,7 @@ class Snapshot:
     lr: float | None
     grad_norm: float | None
     tokens: int | None
-    tokens_per_s: float | None
+    tokens_per_s: float | None  # the last logging window's rate (see ``rate`` for the one to show)
     elapsed: float | None
     eta: float | None
     metrics_time: float | None
@@ -214,6 +214,22 @@ class Snapshot:
     #: A preference run's (DPO, ORPO) latest reward figures as the events name them
     #: (``reward_margin``, ``reward_accuracy``, ``eval_reward_margin``, ...); empty for other runs.
     rewards: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def average_tokens_per_s(self) -> float | None:
+        """The whole run's rate: the tokens trained so far over the training seconds so far (every
+        session of the run; the gap while it was stopped does not count). None before any count."""
+        if not self.tokens or not self.elapsed or self.elapsed <= 0:
+            return None
+        return self.tokens / self.elapsed
+
+    @property
+    def rate(self) -> tuple[float | None, bool]:
+        """(tokens/s to show, whether it is the recent rate): a live run's last logging window, an
+        ended run's whole-run average (its last window says little: a slow last save, a sample)."""
+        if self.live:
+            return self.tokens_per_s, True
+        return self.average_tokens_per_s, False
 
     def reward(self, name: str) -> float | None:
         """The latest ``reward_margin``, ``eval_reward_accuracy``, ... of a preference run, or None."""

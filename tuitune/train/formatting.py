@@ -1,8 +1,9 @@
-"""How the run's figures read on screen and in the CLI: durations, ages, steps, losses, rewards."""
+"""How the run's figures read on screen and in the CLI: durations, ages, steps, losses, tokens/s, rewards."""
 
 from __future__ import annotations
 
 from typing import Mapping
+
 
 def format_duration(seconds: float | None) -> str:
     """3s, 4m05s, 2h10m, 3d04h; ``-`` when unknown."""
@@ -38,6 +39,14 @@ def format_steps(step: int, total: int | None) -> str:
 
 def format_loss(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"
+
+
+def format_rate(tokens_per_s: float | None, recent: bool = False) -> str:
+    """Tokens/s as the dashboard, ``runs compare`` and ``runs follow`` show it: ``21``, or
+    ``21 (recent)`` for a live run's last window (an ended run shows its whole-run average)."""
+    if tokens_per_s is None:
+        return "-"
+    return f"{tokens_per_s:,.0f}" + (" (recent)" if recent else "")
 
 
 #: A preference run's reward figures shown beside its loss, with their short labels.

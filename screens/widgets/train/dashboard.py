@@ -27,7 +27,7 @@ from screens.workers import failure
 from tuitune.gpus import format_gpus
 from tuitune.render import RUN_STATUS_STYLE
 from tuitune.train.dashboard import Snapshot
-from tuitune.train.formatting import format_duration, format_loss, format_rewards, format_steps
+from tuitune.train.formatting import format_duration, format_loss, format_rate, format_rewards, format_steps
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunWatcher
 
@@ -148,7 +148,7 @@ class RunDashboard(Vertical):
         if snap.eval_loss is not None:
             field("eval", format_loss(snap.eval_loss))
         field("lr", "-" if snap.lr is None else f"{snap.lr:.2e}")
-        field("tok/s", "-" if snap.tokens_per_s is None else f"{snap.tokens_per_s:,.0f}")
+        field("tok/s", format_rate(*snap.rate))  # a live run's recent rate, an ended run's whole-run average
         if snap.live:
             field("ETA", format_duration(snap.eta_at(now)), "bold")
         stats.append("\n")
