@@ -17,8 +17,8 @@ def checks_table(checks) -> Table:
     table = Table(show_lines=False, expand=True, title="tuitune env")
     table.add_column("status", no_wrap=True)
     table.add_column("check", no_wrap=True)
-    table.add_column("found", ratio=3)
-    table.add_column("what to do", ratio=3)
+    table.add_column("found", ratio=3, overflow="fold")  # a long path folds onto the next line, never cut
+    table.add_column("what to do", ratio=3, overflow="fold")
     for c in checks:
         table.add_row(status_text(c.status), c.name, c.detail, c.fix)
     return table
