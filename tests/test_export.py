@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from conftest import assert_one_line_error, run_cli
 
 
@@ -32,8 +34,9 @@ def test_an_existing_output_and_a_quantized_model_are_refused(tiny_model, tmp_pa
 
 
 def test_the_tiny_models_tokenizer_is_one_llama_cpp_does_not_know(tiny_model, tmp_path):
-    """llama.cpp's converter recognises a tokenizer by its pre-tokenizer; the tiny model's is made here."""
-    proc = run_cli("export", tiny_model, "--format", "gguf", "-o", tmp_path / "tiny.gguf", timeout=900)
+    """llama.cpp's converter recognises a tokenizer by its pre-tokenizer; the tiny model's is made here.
+    Nothing is left behind, not even the folder `-o out/tiny.gguf` named."""
+    proc = run_cli("export", tiny_model, "--format", "gguf", "-o", "out/tiny.gguf", cwd=tmp_path, timeout=900)
     assert_one_line_error(proc, "converter cannot convert this model", "pre-tokenizer was not recognized",
                           "serve this one from the merged safetensors")
     assert list(tmp_path.iterdir()) == []
@@ -58,3 +61,61 @@ def test_a_template_ollama_cannot_take_is_named():
         ollama_template(tok, "auto")
     with pytest.raises(TuituneError, match="system prompt"):
         modelfile("m.gguf", go, [], 'say """hi"""')
+
+
+# --- as a user types it: a workspace, relative paths (#20 item 1) -------------------------------------
+
+
+
+
+@pytest.fixture(scope="module")
+def mini_ws(real_model, tmp_path_factory):
+    """A demo workspace with ``models/mini``: SmolLM2's tokenizer (one llama.cpp's converter knows)
+    on a two-layer llama of random weights, so a conversion takes seconds; ``adapters/mini-lora``
+    on it names its base by a relative path; ``tools/llama.cpp`` links to the converter."""
+    import torch
+    from merge_helpers import make_adapter
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from tuitune.export import find_converter
+
+    ws = tmp_path_factory.mktemp("mini") / "ws"
+    proc = run_cli("demo", ws, "--no-open")
+    assert proc.returncode == 0, proc.stderr
+    cfg = AutoConfig.from_pretrained(real_model)
+    cfg.update({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "head_dim": 16})
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.generation_config = type(model.generation_config).from_pretrained(real_model)
+    model.save_pretrained(ws / "models" / "mini")
+    AutoTokenizer.from_pretrained(real_model).save_pretrained(ws / "models" / "mini")
+    adapter = make_adapter(ws / "models" / "mini", ws / "adapters" / "mini-lora", r=2)
+    acfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**acfg, "base_model_name_or_path": "models/mini"}))
+    (ws / "tools").mkdir()
+    (ws / "tools" / "llama.cpp").symlink_to(find_converter())
+    return ws
+
+
+def _gguf_tensors(path) -> int:
+    import gguf
+
+    return len(gguf.GGUFReader(str(path)).tensors)
+
+
+@pytest.mark.slow
+def test_export_takes_paths_relative_to_the_folder_the_user_is_in(mini_ws):
+    """`-o out/x.gguf`, `-o x.gguf` and `--llama-cpp tools/llama.cpp`, typed in the workspace: each
+    is read from there (the converter runs in its own folder, so a path handed on as typed broke)."""
+    proc = run_cli("export", "models/mini", "--format", "gguf", "-o", "out/mini.gguf", cwd=mini_ws, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _gguf_tensors(mini_ws / "out" / "mini.gguf") == 20
+    assert f"wrote {mini_ws / 'out' / 'mini.gguf'}" in proc.stdout
+    # An adapter whose base is a relative path, merged first; the output in the folder itself.
+    proc = run_cli("export", "adapters/mini-lora", "--format", "gguf", "-o", "mini-merged.gguf", "--llama-cpp",
+                   "tools/llama.cpp", cwd=mini_ws, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _gguf_tensors(mini_ws / "mini-merged.gguf") == 20
+    assert not list(mini_ws.rglob("*.partial-*"))
+

@@ -61,7 +61,7 @@ def find_converter(llama_cpp: str | Path | None = None, log: Callable[[str], Non
     tried = []
     given = llama_cpp or os.environ.get("LLAMA_CPP_DIR")
     if given:
-        d = Path(given).expanduser()
+        d = Path(given).expanduser().absolute()  # the converter runs in its own folder
         if (d / "convert_hf_to_gguf.py").is_file():
             return d
         tried.append(f"{d} (no convert_hf_to_gguf.py there)")
@@ -110,6 +110,8 @@ def _unpack_converter(dest: Path, log) -> None:
 
 
 def _convert(converter: Path, model_dir: Path, outfile: Path, outtype: str, label: str) -> None:
+    # The converter runs in its own folder (cwd), so every path it is given is absolute.
+    converter, model_dir, outfile = converter.absolute(), model_dir.absolute(), outfile.absolute()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(converter / "convert_hf_to_gguf.py"), str(model_dir), "--outfile",
                            str(outfile), "--outtype", outtype], capture_output=True, text=True, env=env, cwd=converter)
@@ -246,7 +248,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
         raise TuituneError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
     if outtype not in OUTTYPES:
         raise TuituneError(f"--type {outtype}: choose one of {', '.join(OUTTYPES)}")
-    out = Path(out)
+    out = Path(out).expanduser().absolute()   # as typed: relative to the folder the user is in
     refuse_existing(out, force=force, folder=fmt == "ollama")
     src = resolve(spec, workspace)
     if src.adapter is None and not (Path(src.base) / "config.json").is_file():
@@ -255,6 +257,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
         raise TuituneError(f"{src.base}: the model is stored quantized; export its 16-bit original")
     converter = find_converter(llama_cpp, log)   # before a merge: a missing converter fails fast
     t0 = time.time()
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again on a failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(prefix=f".{out.name}.partial-", dir=out.parent)
     try:
@@ -298,6 +301,14 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
             result.command = f"llama-cli -m {out} -cnv"
         result.seconds = round(time.time() - t0, 1)
         return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:   # innermost first; a folder something else wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
