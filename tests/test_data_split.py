@@ -80,3 +80,37 @@ def test_each_side_reports_its_own_counts(tmp_path):
     ungrouped = split_file(src, tmp_path / "u", 0.3, 7, None)
     assert ungrouped.shared_questions > 0 and "on both sides; group by input" in ungrouped.lines()[2]
     assert ungrouped.train_questions + ungrouped.test_questions - ungrouped.shared_questions == 40
+
+
+def test_the_manifest_goes_with_its_two_files_and_a_users_split_json_is_never_replaced(tmp_path):
+    """#20 item 2: split.json names the source (relative to it), its hash, the settings and both sides; a
+    folder holds one split, so a second split there needs --force and replaces the manifest with the files."""
+    from tuitune.data.split import held_out_of, sha256_of
+
+    (tmp_path / "data").mkdir()
+    for name, recs in (("a.jsonl", _records(10, 1)), ("b.jsonl", _records(12, 1))):
+        (tmp_path / "data" / name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    proc = run_cli("data", "split", "data/a.jsonl", "-o", "data/s", "--group-by", "input", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "manifest → data/s/split.json" in proc.stdout
+    m = json.loads((tmp_path / "data/s/split.json").read_text())
+    assert m["source"] == {"file": "../a.jsonl", "sha256": sha256_of(tmp_path / "data/a.jsonl")}
+    assert (m["seed"], m["test_ratio"], m["group_by"]) == (42, 0.3, "input")
+    assert (m["train"]["file"], m["train"]["records"], m["test"]["file"], m["test"]["records"]) == \
+        ("train.jsonl", 7, "test.jsonl", 3)
+    assert held_out_of(tmp_path / "data/s/train.jsonl").test == tmp_path / "data/s/test.jsonl"
+    assert held_out_of(tmp_path / "data/s/test.jsonl").test is None  # the test side is no train side
+    assert_one_line_error(run_cli("data", "split", "data/b.jsonl", "-o", "data/s", cwd=tmp_path), "train.jsonl",
+                          "--force")
+    assert json.loads((tmp_path / "data/s/split.json").read_text()) == m
+    proc = run_cli("data", "split", "data/b.jsonl", "-o", "data/s", "--force", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["manifest_path"] == "data/s/split.json"
+    m2 = json.loads((tmp_path / "data/s/split.json").read_text())
+    assert m2["source"]["file"] == "../b.jsonl" and m2["train"]["records"] + m2["test"]["records"] == 12
+    # A split.json of the user's own is not a manifest: refused, nothing written.
+    (tmp_path / "data/u").mkdir()
+    (tmp_path / "data/u/split.json").write_text('{"my": "notes"}')
+    assert_one_line_error(run_cli("data", "split", "data/a.jsonl", "-o", "data/u", cwd=tmp_path),
+                          "data/u/split.json", "not a split's manifest")
+    assert sorted(p.name for p in (tmp_path / "data/u").iterdir()) == ["split.json"]

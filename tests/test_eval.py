@@ -153,8 +153,8 @@ def test_bad_input_is_one_line_and_writes_nothing(ws, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(ws, other)
     (other / "data" / "split" / "test.jsonl").unlink()
-    assert_one_line_error(run_cli("-w", other, "eval", RUN, "-o", out), "no data.eval and no test.jsonl",
-                          "--data FILE")
+    assert_one_line_error(run_cli("-w", other, "eval", RUN, "-o", out), "has no held-out file", "no data.eval",
+                          "test.jsonl is missing or changed since the split", "--data FILE")
     # An adapter on a model it was not trained on: a copy of the run's adapter naming a wider model.
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -42,7 +42,9 @@ def register(sub) -> None:
     c.set_defaults(func=run_convert)
 
     s = dsub.add_parser("split", help="seeded train/test split, optionally keeping each question on one side",
-                        description="Write DIR/train.jsonl and DIR/test.jsonl from a conversation file.")
+                        description="Write DIR/train.jsonl and DIR/test.jsonl from a conversation file, and "
+                        "DIR/split.json, their manifest (source file and sha256, seed, ratio, grouping, each side's "
+                        "file, records and sha256): `tuitune eval` finds a run's held-out file through it.")
     s.add_argument("input", metavar="IN")
     s.add_argument("-o", "--output", metavar="DIR", help="output folder (default: IN's folder)")
     s.add_argument("--test-ratio", type=float, default=0.3, help="share of records for test (default 0.3)")

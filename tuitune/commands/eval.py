@@ -35,7 +35,8 @@ def register(sub) -> None:
         "match). Writes report.json, answers.jsonl and report.md.")
     p.add_argument("target", nargs="?", metavar="TARGET", help="run id, RUN:checkpoint-N, adapter or model folder")
     p.add_argument("--data", metavar="FILE", help="held-out conversation JSONL (default: the run's data.eval, "
-                   "else the test.jsonl beside its training file)")
+                   "else the test side of the split whose train side the run trained on, found through the "
+                   "split.json `tuitune data split` writes; else give this)")
     p.add_argument("--against", metavar="BASE", help="the baseline: base (default), a model folder or "
                    "RUN:checkpoint-N")
     p.add_argument("--checkpoints", action="store_true", help="also the held-out loss of every checkpoint of the run")
@@ -84,6 +85,8 @@ def run(args) -> int:
     p = plan(args.target, args.workspace, data=args.data, against=args.against, checkpoints=args.checkpoints,
              max_samples=args.max_samples)
     out = args.output or default_output(args.workspace, p.target.label)
+    if not args.json:  # before anything loads: which file, how many records, and why that one
+        print(f"data: {p.held.line(evaluated=len(p.records))}", file=sys.stderr, flush=True)
     quiet = args.json or not sys.stderr.isatty()
     last = [""]
 

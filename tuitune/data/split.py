@@ -1,7 +1,17 @@
-"""``split``: a seeded, reproducible train/test split that can keep questions on one side."""
+"""``split``: a seeded, reproducible train/test split that can keep questions on one side.
+
+A split writes ``train.jsonl``, ``test.jsonl`` and their manifest ``split.json`` into one
+folder: the source file (its path relative to the manifest where that is short, and its
+sha256), the seed, the test ratio, the grouping, and each side's file, record count and
+sha256. A folder holds one split (the two files' names are fixed), so one manifest a folder,
+replaced with them. Later steps ask :func:`held_out_of` for the test side that belongs to a
+training file: the split whose train side is that very file, unchanged since (by hash).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -10,6 +20,10 @@ from pathlib import Path
 from tuitune.errors import TuituneError
 
 GROUP_BY = ("none", "input")
+TRAIN, TEST, MANIFEST = "train.jsonl", "test.jsonl", "split.json"
+#: What a split writes into its folder (a CLI refuses to replace the two data files without --force).
+OUTPUTS = (TRAIN, TEST)
+MANIFEST_KIND = "tuitune split"
 
 
 @dataclass
@@ -24,6 +38,7 @@ class SplitResult:
     train_questions: int = 0         # distinct questions on the train side
     test_questions: int = 0          # distinct questions on the test side
     shared_questions: int = 0        # questions on both sides (0 when grouped)
+    manifest_path: str = ""          # split.json beside the two files
 
     def lines(self) -> list[str]:
         out = [f"train: {self.train} records, {self.train_questions} distinct questions → {self.train_path}",
@@ -33,6 +48,9 @@ class SplitResult:
                        "test questions unseen")
         else:
             out.append("no question is on both sides")
+        if self.manifest_path:
+            out.append(f"manifest → {self.manifest_path} (Evaluate finds the test side of a run trained on "
+                       f"{Path(self.train_path).name} through it)")
         return out
 
 
@@ -92,12 +110,99 @@ def split_file(src: str | os.PathLike, out_dir: str | os.PathLike | None = None,
     out = Path(out_dir) if out_dir else src.parent
     if out.exists() and not out.is_dir():
         raise TuituneError(f"{out}: is a file; -o takes a folder for train.jsonl and test.jsonl")
-    tp, sp = out / "train.jsonl", out / "test.jsonl"
-    if src.resolve() in (tp.resolve(), sp.resolve()):
+    tp, sp, mp = out / TRAIN, out / TEST, out / MANIFEST
+    if src.resolve() in (tp.resolve(), sp.resolve(), mp.resolve()):
         raise TuituneError(f"{src}: would be overwritten by the split; choose another -o folder")
+    if mp.exists() and read_manifest(out) is None:
+        raise TuituneError(f"{mp}: exists and is not a split's manifest; move it, or choose another -o folder")
     write_records(tp, train)
     write_records(sp, test)
+    # The manifest last: a split cut short leaves an old manifest whose hashes no longer match.
+    write_manifest(out, src, seed=seed, test_ratio=test_ratio, group_by=group_by or "none",
+                   sides={"train": (TRAIN, len(train)), "test": (TEST, len(test))})
     train_q, test_q = {group_key(r) for r in train}, {group_key(r) for r in test}
     groups = len(train_q | test_q) if group_by == "input" else None
     return SplitResult(str(tp), str(sp), len(train), len(test), groups,
-                       len(train_q), len(test_q), len(train_q & test_q))
+                       len(train_q), len(test_q), len(train_q & test_q), str(mp))
+
+
+# --- the manifest -------------------------------------------------------------------------------
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's sha256, read in chunks (hashlib.file_digest is Python 3.11+; train/build.py has a
+    private twin for its cache key)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _as_seen_from(folder: Path, path: Path) -> str:
+    """``path`` relative to ``folder`` when that is short (the workspace can move), else absolute."""
+    try:
+        rel = Path(os.path.relpath(path.resolve(), folder.resolve()))
+    except ValueError:  # another drive
+        return str(path.resolve())
+    return rel.as_posix() if rel.parts[:3].count("..") < 3 else str(path.resolve())
+
+
+def write_manifest(folder: Path, src: Path, *, seed: int, test_ratio: float, group_by: str,
+                   sides: dict[str, tuple[str, int]]) -> Path:
+    from tuitune.fsutil import atomic_write_json
+
+    manifest = {"kind": MANIFEST_KIND, "version": 1,
+                "source": {"file": _as_seen_from(folder, src), "sha256": sha256_of(src)},
+                "seed": seed, "test_ratio": test_ratio, "group_by": group_by}
+    for side, (name, count) in sides.items():
+        manifest[side] = {"file": name, "records": count, "sha256": sha256_of(folder / name)}
+    return atomic_write_json(folder / MANIFEST, manifest)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The split manifest in ``folder``, or None (none there, or not one of ours)."""
+    try:
+        m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(m, dict) and m.get("kind") == MANIFEST_KIND and all(
+        isinstance(m.get(side), dict) and isinstance(m[side].get("file"), str) for side in ("train", "test"))
+    return m if ok else None
+
+
+@dataclass
+class HeldOutSide:
+    """What :func:`held_out_of` found for a training file: the test side, or why there is none."""
+
+    test: Path | None
+    manifest: Path | None = None
+    source: str = ""                 # the split's source, as the manifest names it
+    why_not: str = ""                # one clause, when ``test`` is None
+
+
+def held_out_of(train_file: str | os.PathLike, show=str) -> HeldOutSide:
+    """The test side of the split whose train side is ``train_file`` (same folder, name and content).
+
+    ``show`` writes a path for the ``why_not`` clause (e.g. relative to the user's folder).
+    """
+    train_file = Path(train_file)
+    folder = train_file.parent
+    m = read_manifest(folder)
+    mp = folder / MANIFEST
+    if m is None:
+        beside = folder / TEST
+        return HeldOutSide(None, why_not=f"{show(beside)} has no split manifest ({MANIFEST}) tying it to "
+                                         f"{train_file.name}" if beside.is_file() else
+                                         f"no split manifest ({MANIFEST}) beside {show(train_file)}")
+    source = m["source"].get("file", "?") if isinstance(m.get("source"), dict) else "?"
+    if m["train"]["file"] != train_file.name:
+        return HeldOutSide(None, mp, source, f"{show(mp)} is the split of {source}, whose train side is "
+                                              f"{m['train']['file']}, not {train_file.name}")
+    if not train_file.is_file() or sha256_of(train_file) != m["train"].get("sha256"):
+        return HeldOutSide(None, mp, source, f"{show(train_file)} is not the train side {show(mp)} describes "
+                                              "(changed since the split)")
+    test = folder / m["test"]["file"]
+    if not test.is_file() or sha256_of(test) != m["test"].get("sha256"):
+        return HeldOutSide(None, mp, source, f"{show(test)} is missing or changed since the split {show(mp)} "
+                                              "describes")
+    return HeldOutSide(test, mp, source)

@@ -69,6 +69,16 @@ def summary_line(report: dict) -> str:
     return ", ".join(parts + marks) or "nothing measured"
 
 
+def data_text(report: dict, code: bool = False) -> str:
+    """``data/split/test.jsonl, 6 of 36 records (the test side of ...)``: the report's held-out file."""
+    d = report["summary"].get("data") or {}
+    name = d.get("file") or report["data"]
+    kind = "pairs" if report.get("pairs") else "records"
+    n, total = report["records"], d.get("records")
+    count = f"{n} of {total} {kind}" if total and total != n else f"{n} {kind}"
+    return (f"`{name}`" if code else name) + f", {count}" + (f" ({d['note']})" if d.get("note") else "")
+
+
 def _md_cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", "<br>")
 
@@ -86,7 +96,7 @@ def markdown(report: dict, records: list[dict]) -> str:
     sampling = ("each pair's answers scored, none generated" if report.get("pairs") else
                 f"max_new_tokens {st['max_new_tokens']}, " + ('greedy' if st['temperature'] == 0 else
                                                              f"temperature {st['temperature']}, seed {st['seed']}"))
-    lines += [f"- **data**: `{report['data']}`, {report['records']} " + ("pairs" if report.get("pairs") else "records"),
+    lines += [f"- **data**: {data_text(report, code=True)}",
               f"- **settings**: template `{st['template']}`, {sampling}",
               "", "| metric | " + (" baseline |" if base else "") + " target |",
               "| --- | " + ("--- | " if base else "") + "--- |"]
@@ -204,5 +214,5 @@ def now_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-__all__ = ["REPORT_JSON", "ANSWERS", "REPORT_MD", "MARKS", "verdict", "summary_line", "markdown", "write_report",
-           "read_report", "mark", "list_reports", "side_summary"]
+__all__ = ["REPORT_JSON", "ANSWERS", "REPORT_MD", "MARKS", "verdict", "summary_line", "data_text", "markdown",
+           "write_report", "read_report", "mark", "list_reports", "side_summary"]

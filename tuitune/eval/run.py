@@ -1,11 +1,12 @@
 """One evaluation: the target and its baseline on the same held-out records.
 
 :func:`plan` resolves what to compare (through :func:`tuitune.sources.resolve`, the one
-resolver) and which data (the run's ``data.eval``, else the ``test.jsonl`` its split wrote
-beside ``data.train``), and checks it all before a model loads. :func:`evaluate` computes,
-for each side, the held-out loss (the training encoding and mask) and the answers to each
-record's prompt (:func:`tuitune.generation.answer_batch`, the generation path chat and the
-training samples use), scores them against the references, and writes the report.
+resolver) and which data (:mod:`tuitune.eval.heldout`: the file given, the run's ``data.eval``,
+or the test side of the split whose train side the run trained on), and checks it all before a
+model loads. :func:`evaluate` computes, for each side, the held-out loss (the training encoding
+and mask) and the answers to each record's prompt (:func:`tuitune.generation.answer_batch`, the
+generation path chat and the training samples use), scores them against the references, and
+writes the report.
 Two sides on one base share one copy of it in memory, as Chat's compare mode does.
 """
 
@@ -18,6 +19,7 @@ from typing import Callable
 
 from tuitune.chat.loading import _check_template, _load_tokenizer, adapter_selector, can_share_base, load_model
 from tuitune.errors import TuituneError
+from tuitune.eval.heldout import HeldOut, pick, run_config, shown
 from tuitune.sources import ModelSource
 
 Progress = Callable[[str, int, int], None]   # (what, done, total)
@@ -37,31 +39,12 @@ class EvalPlan:
     task: str = "sft"
     checkpoints: list[tuple[int, Path]] = field(default_factory=list)
     pairs: bool = False             # preference pairs: chosen-vs-rejected log-probs instead of answers
+    held: HeldOut | None = None     # which file, why, and its records (the whole file's)
+    workspace: Path = Path(".")
 
     @property
     def generates(self) -> bool:
         return self.task != "pretrain" and not self.pairs
-
-
-def _run_config(src: ModelSource):
-    if src.config_path is None:
-        return None
-    from tuitune.config import load_config
-
-    return load_config(src.config_path, workspace=src.run_dir.parent.parent if src.run_dir else None)
-
-
-def _default_data(src: ModelSource, cfg) -> Path:
-    if cfg is None:
-        raise TuituneError(f"{src.label} is not a run, so there is no held-out file to default to; give --data FILE "
-                           "(a conversation JSONL; `tuitune data split` writes test.jsonl)")
-    if cfg.data.eval:
-        return cfg.resolve(cfg.data.eval)
-    test = cfg.resolve(cfg.data.first_train).parent / "test.jsonl"
-    if test.is_file():
-        return test
-    raise TuituneError(f"run {src.run} has no data.eval and no test.jsonl beside its training file "
-                       f"({cfg.data.first_train}); give --data FILE, or split the data with `tuitune data split`")
 
 
 def prompt_of(record: dict) -> tuple[list[dict], str]:
@@ -85,8 +68,11 @@ def _need_answers(path: Path) -> None:
 
 
 def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = None, against: str | None = None,
-         checkpoints: bool = False, max_samples: int | None = None) -> EvalPlan:
-    """Everything checked before a model is loaded; TuituneError names what is wrong."""
+         checkpoints: bool = False, max_samples: int | None = None, base: str | Path | None = None) -> EvalPlan:
+    """Everything checked before a model is loaded; TuituneError names what is wrong.
+
+    ``base``: the folder that paths in messages are relative to (the CLI's current folder).
+    """
     from tuitune.data import load_records
     from tuitune.sources import resolve
 
@@ -94,7 +80,7 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
         raise TuituneError(f"--max-samples {max_samples}: give 1 or more (leave it out for every record)")
     workspace = Path(workspace)
     src = resolve(target, workspace)
-    cfg = _run_config(src)
+    cfg = run_config(src)
     if against in (None, "base"):
         if src.adapter is None and src.run is None:
             if against == "base":
@@ -107,14 +93,11 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
                                    trust_remote_code=src.trust_remote_code, system=src.system, run=src.run)
     else:
         baseline = resolve(against, workspace)
-    if data is None:
-        path = _default_data(src, cfg)
-    else:
-        path = Path(data).expanduser()
-        if not path.is_absolute() and not path.exists() and (workspace / path).exists():
-            path = workspace / path
+    held = pick(src, cfg, data, workspace, base)
+    path = held.path
     if not path.is_file():
-        raise TuituneError(f"{path}: no such data file; give --data with a conversation JSONL (the held-out split)")
+        raise TuituneError(f"{shown(path, base)}: no such data file; give --data with a conversation JSONL "
+                           "(the held-out split)")
     task = cfg.task if cfg is not None else "sft"
     from tuitune.data.io import iter_json_items
     from tuitune.data.preference import conversation_of, is_preference
@@ -127,6 +110,7 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     records = load_records(path, task="dpo" if pairs else ("any" if cfg is None or cfg.is_preference else task))
     if not records:
         raise TuituneError(f"{path}: no records to evaluate on")
+    held.records = len(records)
     if max_samples:
         records = records[:max_samples]
     prompts, refs = [], []
@@ -145,7 +129,7 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
             raise TuituneError(f"run {src.run} has no complete checkpoint yet (training.save_steps)")
     return EvalPlan(src, baseline, path, records, prompts, refs, template=src.template or "auto",
                     system=src.system or "", max_length=cfg.data.max_length if cfg is not None else 2048,
-                    task=task, checkpoints=eps, pairs=pairs)
+                    task=task, checkpoints=eps, pairs=pairs, held=held, workspace=workspace)
 
 
 class _Models:
@@ -282,11 +266,13 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     ident = lambda s: {"label": s.label, "spec": spec_of(s), "base": s.base,  # noqa: E731
                        "adapter": str(s.adapter) if s.adapter else None, "run": s.run, "checkpoint": s.checkpoint}
     report = {"version": 1, "created": time.time(), "target": ident(p.target),
-              "baseline": ident(p.baseline) if p.baseline else None, "data": str(p.data), "records": len(records),
+              "baseline": ident(p.baseline) if p.baseline else None, "data": shown(p.data, p.workspace),
+              "records": len(records),
               "generated": p.generates, "pairs": p.pairs, "task": p.task,
               "settings": {**settings.to_dict(), "template": p.template, "system": p.system,
                            "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
-              "summary": {side: results[side]["summary"] for side in sides}, "checkpoints": curve,
+              "summary": {"data": held_out_summary(p, len(records)),
+                          **{side: results[side]["summary"] for side in sides}}, "checkpoints": curve,
               "seconds": round(time.time() - t0, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(prefix=f".{out.name}.partial-", dir=out.parent)
@@ -300,6 +286,12 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, report
+
+
+def held_out_summary(p: EvalPlan, evaluated: int) -> dict:
+    """The report summary's data entry: the file (relative to the workspace), its records, why it."""
+    held = p.held or HeldOut(p.data, "given", records=evaluated)
+    return {**held.as_dict(p.workspace), "evaluated": evaluated}
 
 
 def _checkpoint_losses(p: EvalPlan, models: _Models, encoded, pad, tell, cancelled, say) -> list[dict]:
