@@ -38,7 +38,7 @@ class RunCallback(TrainerCallback):
     """Events for every log, evaluation, checkpoint and lifecycle step; stop and save on request."""
 
     def __init__(self, run, cfg, tokenizer, *, is_main: bool, distributed: bool = False, zero3: bool = False,
-                 node_main: bool | None = None):
+                 node_main: bool | None = None, cores=None):
         self.run = run
         self.cfg = cfg
         self.tokenizer = tokenizer
@@ -47,6 +47,7 @@ class RunCallback(TrainerCallback):
         self.node_main = is_main if node_main is None else node_main
         self.distributed = distributed
         self.zero3 = zero3
+        self.cores = cores  # this process's share of the CPU's cores (tuitune.cores.Share), or None
         self.t0 = None
         self.step0 = 0
         self.tokens0 = 0
@@ -196,6 +197,8 @@ class RunCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kw):
         step = state.global_step
+        if self.cores is not None and self.cores.rebalance() is not None:  # another process came or went
+            self.state(threads=self.cores.threads)
         if self._requested("save"):
             control.should_save = True
             self.event(type="lifecycle", event="save_requested", step=step)

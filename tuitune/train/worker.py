@@ -21,6 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
+from tuitune.cores import share_cores
 from tuitune.errors import TuituneError
 from tuitune.train.runfolder import RunFolder
 
@@ -145,10 +146,15 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
                            "world_size": world, **({"rank": rank} if rank else {})})
     stopped = False
     try:
+        log = (lambda msg: print(msg, flush=True)) if keeps_folder else (lambda msg: None)
+        # Before torch's thread pools start: this run's share of the CPU beside other tuitune processes
+        # (none of this on a GPU box); looked at again between steps (RunCallback).
+        cores = share_cores(f"run {run.id}", workspace=state.get("workspace"), log=log)
+        if cores is not None and keeps_folder:
+            run.write_state(threads=cores.threads)
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
-        log = (lambda msg: print(msg, flush=True)) if keeps_folder else (lambda msg: None)
         use_trackers(cfg.training.report_to, run, log)
         from tuitune.config.convert import keep_bitsandbytes_out, needs_bitsandbytes
 
@@ -161,7 +167,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
 
         trainer, tokenizer = build_trainer(cfg, run, log=log)
         cb = RunCallback(run, cfg, tokenizer, is_main=is_main, distributed=world > 1,
-                         zero3=cfg.distributed.deepspeed.startswith("zero3"), node_main=keeps_folder)
+                         zero3=cfg.distributed.deepspeed.startswith("zero3"), node_main=keeps_folder, cores=cores)
         trainer.add_callback(cb)
         checkpoint = None
         if resume:
