@@ -46,3 +46,33 @@ def test_inspect_bad_input(tmp_path, tiny_model):
     assert_one_line_error(run_cli("data", "inspect", ok, "--model", tmp_path / "nomodel"), "nomodel")
     assert_one_line_error(run_cli("data", "inspect", ok, "--model", tiny_model, "--template", "nope"),
                           "nope", "qwen_chat", "auto")
+
+
+def test_a_spreadsheet_is_named_as_one_with_the_convert_line(workspace):
+    """#20 item 10: `data inspect FILE.xlsx` said "not UTF-8 (byte 0xa7 ...); save it as UTF-8". The
+    reader says what the file is and the `data convert` line, for every verb that reads records;
+    typed from the workspace with relative paths."""
+    import shutil
+
+    shutil.copy(ROOT / "sample_data" / "medqa_sample.xlsx", workspace / "data" / "MedInfo2019-QA-Medications.xlsx")
+    (workspace / "data" / "table.csv").write_text("Question,Answer\nq,a\n")
+    (workspace / "data" / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 64)
+    shutil.copy(ROOT / "sample_data" / "medqa_sample.xlsx", workspace / "data" / "sheet.json")  # a misnamed one
+    med = "data/MedInfo2019-QA-Medications.xlsx"
+    for verb in (("data", "inspect", med, "--model", "models/tiny-chat"), ("data", "split", med)):
+        line = assert_one_line_error(run_cli(*verb, cwd=workspace), med, "spreadsheet",
+                                     f"tuitune data convert {med} -o data/MedInfo2019-QA-Medications.jsonl")
+        assert "UTF-8" not in line
+    assert_one_line_error(run_cli("data", "split", "data/table.csv", cwd=workspace), "data/table.csv", "CSV",
+                          "tuitune data convert data/table.csv -o data/table.jsonl")
+    for verb in (("data", "split", "data/old.xls"), ("data", "convert", "data/old.xls", "-o", "data/old.jsonl")):
+        assert_one_line_error(run_cli(*verb, cwd=workspace), "data/old.xls", "Excel 97-2003", "save it as .xlsx",
+                              "tuitune data convert data/old.xlsx -o data/old.jsonl")
+    assert_one_line_error(run_cli("data", "inspect", "data/sheet.json", "--model", "models/x", cwd=workspace),
+                          "data/sheet.json", "spreadsheet", "rename it to sheet.xlsx",
+                          "tuitune data convert data/sheet.xlsx -o data/sheet.jsonl")
+    assert not (workspace / "data" / "old.jsonl").exists()
+    # The line it gives works as typed.
+    proc = run_cli("data", "convert", med, "-o", "data/MedInfo2019-QA-Medications.jsonl", cwd=workspace)
+    assert proc.returncode == 0, proc.stderr
+    assert (workspace / "data" / "MedInfo2019-QA-Medications.jsonl").stat().st_size > 0

@@ -102,6 +102,11 @@ def detect_format(path: str | Path, input_col: str | None = None) -> Detection:
     if ext not in (".json", ".jsonl"):
         if head.startswith(b"PK"):
             return Detection("xlsx", "file starts like a zip archive (an Excel workbook)")
+        from tuitune.data.io import table_kind
+
+        old = table_kind(path, head)  # .xls, .ods: openpyxl reads .xlsx only
+        if old is not None:
+            raise TuituneError(f"{path}: {old[0]}, which tuitune reads only as .xlsx; {old[1]}")
         if not head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{"):
             raise TuituneError(f"{path}: can't tell the format from the extension {ext or '(none)'}; "
                                f"pass --format ({', '.join(FORMAT_NAMES)})")

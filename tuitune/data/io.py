@@ -103,6 +103,45 @@ class JsonSource:
     bad_lines: list[BadLine] = field(default_factory=list)
 
 
+#: Files that hold a table, not records, by extension: what to call them in an error.
+TABLE_KINDS = {".xlsx": "a spreadsheet (Excel workbook)", ".xlsm": "a spreadsheet (Excel workbook)",
+               ".xls": "a spreadsheet (Excel 97-2003 workbook)", ".ods": "a spreadsheet (OpenDocument)",
+               ".csv": "a table (CSV)", ".tsv": "a table (tab-separated)"}
+#: Tables that ``tuitune data convert`` reads as they are (the others are saved as .xlsx first).
+CONVERTIBLE = (".xlsx", ".xlsm", ".csv", ".tsv")
+#: How a spreadsheet starts whatever its name: (first bytes, what it is, the fix: rename or save as .xlsx).
+TABLE_MAGIC = ((b"PK\x03\x04", "a spreadsheet (a zip archive, as an Excel workbook is)", "rename"),
+               (b"\xd0\xcf\x11\xe0", "a spreadsheet (Excel 97-2003 workbook)", "save"))
+
+
+def table_kind(path: str | os.PathLike, head: bytes = b"") -> tuple[str, str] | None:
+    """``(what it is, how to make records of it)`` when ``path`` is a spreadsheet or a CSV (by its
+    name, or by its first bytes ``head``), else None. The fix is the ``tuitune data convert`` line."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    kind, fix = TABLE_KINDS.get(ext), "save"
+    if kind is None:
+        kind, fix = next(((k, f) for m, k, f in TABLE_MAGIC if head.startswith(m)), (None, ""))
+        if kind is None:
+            return None
+    out = Path("data") / f"{path.stem}.jsonl"
+    xlsx = path.with_suffix(".xlsx")
+    if ext in CONVERTIBLE:
+        return kind, f"convert it first: tuitune data convert {path} -o {out}"
+    if fix == "rename":
+        return kind, f"rename it to {xlsx.name}, then convert it: tuitune data convert {xlsx} -o {out}"
+    return kind, (f"save it as .xlsx (Excel or LibreOffice: Save As), then convert it: "
+                  f"tuitune data convert {xlsx} -o {out}")
+
+
+def refuse_table(path: Path, head: bytes = b"") -> None:
+    """Raise a TuituneError when ``path`` is a table where conversation records are read: every
+    verb that reads records (inspect, split, train, eval) says what it is and the convert line."""
+    found = table_kind(path, head)
+    if found is not None:
+        raise TuituneError(f"{path}: {found[0]}, not conversation records; {found[1]}")
+
+
 def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
@@ -113,6 +152,7 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        refuse_table(path, data[:8])
         raise TuituneError(f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                            "save it as UTF-8") from None
 
@@ -128,6 +168,7 @@ def iter_json_items(path: str | os.PathLike, skip_bad_lines: bool = False,
     """
     path = Path(path)
     source = source or JsonSource(path)
+    refuse_table(path)
     if path.suffix.lower() == ".jsonl":
         # Stream JSONL line by line: memory stays flat however long the file is.
         if not path.is_file():
