@@ -210,13 +210,13 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
 
     def _model_source(self) -> str | Path:
         """The model field as the estimator takes it: a folder (relative to the workspace) or a hub id."""
-        from tuitune.vram import looks_like_hub_id
+        from tuitune.sources import looks_like_hub_id
 
         model = self.query_one("#est-model", Input).value.strip()
         path = Path(model).expanduser()
         if not path.is_absolute():
             path = self.app.workspace.root / path
-        if not path.exists() and looks_like_hub_id(model):
+        if not path.exists() and looks_like_hub_id(model, self.app.workspace.root):
             return model
         return path
 
@@ -260,7 +260,7 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
         source = self._model_source()
         try:
             est = estimate_model_dir(
-                source, online=False, method=self.query_one("#est-method", Select).value, max_length=max_len,
+                source, online=False, workspace=self.app.workspace.root, method=self.query_one("#est-method", Select).value, max_length=max_len,
                 batch_size=batch, gradient_checkpointing=self.query_one("#est-ckpt", Checkbox).value)
         except TuituneError as exc:
             text = Text(str(exc), style="bold red")

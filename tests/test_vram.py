@@ -337,7 +337,7 @@ def test_folder_without_config(tmp_path):
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(TuituneError, match="does not exist"):
+    with pytest.raises(TuituneError, match="nope: no such folder"):
         read_model_shape(tmp_path / "nope")
 
 
@@ -491,7 +491,7 @@ def test_estimate_a_hub_id_from_the_local_hub_cache(tmp_path, tiny_model):
     proc = run_cli("env", "--estimate", "nobody/nothing-7b", env=env, cwd=tmp_path)
     assert_one_line_error(proc, "nobody/nothing-7b", "hub cache", "offline")
     # A path that does not exist is still a missing folder.
-    assert_one_line_error(run_cli("env", "--estimate", "./no/such", env=env, cwd=tmp_path), "does not exist")
+    assert_one_line_error(run_cli("env", "--estimate", "./no/such", env=env, cwd=tmp_path), "no such folder")
 
 
 async def test_env_screen_estimates_a_hub_id_from_the_cache_and_wraps_the_checks_at_80x24(

@@ -36,6 +36,10 @@ MIN_VERSIONS = {
 }
 
 
+#: What a box without a GPU cannot do, said once (the cuda and cpu rows).
+NEEDS_GPU = "7B LoRA/QLoRA, bitsandbytes 4-bit and DeepSpeed"
+#: Seconds the hub gets to answer the hf-cache row's one HEAD request.
+HUB_PROBE_S = 2.0
 @dataclass
 class Check:
     name: str
@@ -154,15 +158,17 @@ def check_torch_and_gpus(report: Report) -> list[Check]:
             out.append(Check("bf16", WARN, "this GPU has no bf16",
                              "use `precision: fp16` in the run config (`auto` picks it)"))
     else:
-        if not cuda_build:
-            why = "torch is a CPU-only build"
-        elif driver:
-            why = "the driver is there but torch cannot use CUDA"
-        else:
-            why = "no NVIDIA GPU or driver"
-        out.append(Check("cuda", FAIL, f"no CUDA GPU available: {why}; only the tiny demo model can train here",
-                         "run tuitune on the GPU box (over SSH); there check `nvidia-smi` and "
-                         "CUDA_VISIBLE_DEVICES, and that torch is a CUDA build"))
+        if driver:  # a GPU box whose GPU torch cannot use: that is broken
+            why = "torch is a CPU-only build" if not cuda_build else "torch cannot use CUDA"
+            out.append(Check("cuda", FAIL, f"an NVIDIA driver is here but {why}: training would run on the CPU",
+                             "install a torch build for this driver's CUDA (pytorch.org's selector); check "
+                             "`nvidia-smi` and CUDA_VISIBLE_DEVICES"))
+        else:  # a CPU box: small models train here (the cpu row says how fast), big ones need a GPU
+            why = "torch is a CPU-only build" if not cuda_build else "no NVIDIA GPU or driver"
+            out.append(Check("cuda", WARN, f"no CUDA GPU ({why}): training runs on the CPU, fine for small models "
+                             f"such as the demo's SmolLM2-135M (see the cpu row); {NEEDS_GPU} need a GPU",
+                             "for a 7B model, run tuitune on a GPU box (over SSH); there check `nvidia-smi`, "
+                             "CUDA_VISIBLE_DEVICES and that torch is a CUDA build"))
         from tuitune.config.convert import cpu_bf16_evidence
 
         cpu_bf16 = cpu_bf16_evidence()
@@ -181,6 +187,35 @@ def check_precision() -> list[Check]:
     precision, why = auto_precision()
     held = "" if precision == "fp32" else f" (a LoRA base is held in {precision}, trainable weights in fp32)"
     return [Check("precision", OK, f"auto picks {precision}: {why}{held}")]
+
+
+def check_cpu_training(report: Report) -> list[Check]:
+    """On a box without a usable GPU: how fast LoRA trains the demo's real model here, and what needs a GPU."""
+    import torch
+
+    if report.gpus or torch.cuda.is_available():
+        return []
+    from tuitune.config.convert import auto_precision
+    from tuitune.config.presets import get_preset
+    from tuitune.vram.speed import cpu_lora_rate
+
+    precision = auto_precision()[0]
+    demo = get_preset("smol-demo")
+    rate = cpu_lora_rate(precision, demo.data.max_length)
+    tokens = demo.training.max_steps * demo.training.batch_size * demo.training.grad_accum * demo.data.max_length
+    seconds = tokens / rate.tokens_per_s
+    took = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = f"; load average {load:.1f} on {cores} cores: other processes slow this down" if load > cores / 2 else ""
+    detail = (f"LoRA trains the demo's SmolLM2-135M at about {rate.tokens_per_s:.0f} tokens/s here in {precision} "
+              f"(estimated from its layers' matmuls, timed just now at {rate.gflops:.0f} GFLOP/s on "
+              f"{torch.get_num_threads()} threads{busy}), so the smol-demo run ({tokens:,} tokens) takes about "
+              f"{took}; a 7B model's LoRA would go at about {rate.tokens_per_s_7b:.1f} tokens/s: use a GPU for it")
+    if seconds > 30 * 60:
+        return [Check("cpu", WARN, detail, "this CPU is slow for training (or busy: another process may hold its "
+                      "cores); the tiny demo model trains in seconds, bigger models need a GPU box")]
+    return [Check("cpu", OK, detail)]
 
 
 def check_bitsandbytes() -> list[Check]:
@@ -209,7 +244,7 @@ def check_bitsandbytes() -> list[Check]:
                 raise RuntimeError("round trip is wrong")
             works.append(dev.upper())
         except Exception as exc:
-            broken.append(f"{dev.upper()} ({str(exc).splitlines()[0][:80]})")
+            broken.append(f"{dev.upper()} ({' '.join(str(exc).split())})")
     if "CUDA" in works:
         return [Check("bitsandbytes", OK, f"bitsandbytes {version}: 4-bit works on {', '.join(works)}")]
     if works:
@@ -275,12 +310,24 @@ def check_ram() -> list[Check]:
     return [Check("ram", OK, detail)]
 
 
-def check_hf_cache() -> list[Check]:
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    mode = "offline (models must be local folders or already cached)" if offline else "online"
-    return [Check("hf-cache", OK, f"Hugging Face cache {cache}; hub {mode}")]
+def check_hf_cache(timeout: float = HUB_PROBE_S) -> list[Check]:
+    """The hub cache, and whether the hub is there: "online" only after it answered a HEAD request."""
+    from tuitune.vram import hub_cache_dir, hub_offline, hub_unreachable
+
+    cache = hub_cache_dir()
+    if hub_offline():
+        return [Check("hf-cache", OK, f"Hugging Face cache {cache}; hub offline as asked (HF_HUB_OFFLINE): "
+                                      "models must be local or cached")]
+    why = hub_unreachable(timeout)
+    if why:
+        return [Check("hf-cache", WARN, f"Hugging Face cache {cache}; hub not reachable (offline): models must be "
+                                        f"local or cached ({why})",
+                       "to download models, check the network, HF_ENDPOINT or a proxy (HTTPS_PROXY); or bring "
+                       "model folders here by hand (`hf download ID --local-dir DIR` on a machine that reaches "
+                       "the hub)")]
+    from huggingface_hub import constants
+
+    return [Check("hf-cache", OK, f"Hugging Face cache {cache}; hub online ({constants.ENDPOINT} answered)")]
 
 
 def check_tmux() -> list[Check]:
@@ -297,6 +344,7 @@ def run_checks(workspace: str | Path = ".") -> Report:
         ("python", check_python),
         ("torch", lambda: check_torch_and_gpus(report)),
         ("precision", check_precision),
+        ("cpu", lambda: check_cpu_training(report)),
         ("bitsandbytes", check_bitsandbytes),
         ("optional", check_optional),
         ("libraries", check_libraries),

@@ -15,9 +15,9 @@ def register(sub) -> None:
         description="Check this machine for fine-tuning and say what to fix. With --estimate, "
         "estimate the GPU memory a model needs with the given settings (reads only config.json).")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--estimate", metavar="MODEL", help="model folder (with config.json), or a hub id such as "
-                   "internlm/internlm2_5-7b-chat (its config.json from the local hub cache, or the hub "
-                   "when online), to estimate VRAM for")
+    p.add_argument("--estimate", metavar="MODEL", help="model folder (with config.json; relative to here, else to "
+                   "the workspace), a run id (its base model), or a hub id such as internlm/internlm2_5-7b-chat "
+                   "(its config.json from the local hub cache, else the hub, asked once), to estimate VRAM for")
     p.add_argument("--method", choices=METHODS, default="lora", help="fine-tuning method (default: lora)")
     p.add_argument("--max-length", type=int, default=2048, metavar="N", help="tokens per sample (default: 2048)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples per GPU per step (default: 1)")
@@ -65,7 +65,7 @@ def run_estimate(args) -> int:
     for name in ("max-length", "batch-size", "lora-r", "gpus"):
         _positive(name, getattr(args, name.replace("-", "_")))
     est = estimate_model_dir(
-        args.estimate, method=args.method, max_length=args.max_length, batch_size=args.batch_size,
+        args.estimate, workspace=args.workspace, method=args.method, max_length=args.max_length, batch_size=args.batch_size,
         gradient_checkpointing=args.gradient_checkpointing, lora_r=args.lora_r, gpus=args.gpus,
         deepspeed=None if args.deepspeed == "none" else args.deepspeed,
     )

@@ -213,9 +213,10 @@ def estimate(shape: ModelShape, method: str = "lora", max_length: int = 2048, ba
     )
 
 
-def estimate_model_dir(model_dir: Union[str, Path], online: bool | None = None, **kwargs) -> Estimate:
-    """:func:`estimate` for the model in ``model_dir`` or hub id (reads only its config.json)."""
-    return estimate(read_model_shape(model_dir, online), **kwargs)
+def estimate_model_dir(model_dir: Union[str, Path], online: bool | None = None, workspace=".", **kwargs) -> Estimate:
+    """:func:`estimate` for the model in ``model_dir``, a hub id or what else the resolver takes in
+    ``workspace`` (reads only its config.json)."""
+    return estimate(read_model_shape(model_dir, online, workspace), **kwargs)
 
 
 def estimate_for_config(cfg, online: bool | None = False) -> Estimate:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Union
@@ -140,6 +139,10 @@ class ModelShape:
 
     def layer_param_max(self) -> int:
         return max(sum(i * o * m for _, i, o, m in lin) for _, lin in self._layers())
+
+    def layer_linears(self) -> list[tuple[int, int]]:
+        """(in, out) of each linear layer of the first decoder layer (an MoE layer lists each expert's)."""
+        return [(i, o) for _, i, o, m in self._layers()[0][1] for _ in range(m)]
 
     def activation_elems_per_token_layer(self) -> float:
         """16-bit elements autograd saves per token in one decoder layer (mean over layers)."""
@@ -302,15 +305,7 @@ def _vision_params(vis: dict) -> int:
     return n * (4 * h * h + 2 * h * int(i))
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def looks_like_hub_id(text: str) -> bool:
-    """``owner/name`` (what Config accepts as a hub model id), not a path like ``./x`` or ``/x``."""
-    return bool(_HUB_ID.match(str(text))) and not str(text).startswith((".", "~"))
-
-
-def _hub_cache_dir() -> str:
+def hub_cache_dir() -> str:
     """The hub cache as the environment says now (HF_HUB_CACHE, else HF_HOME/hub)."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -319,9 +314,51 @@ def _hub_cache_dir() -> str:
     return os.path.join(home, "hub")
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether the environment asks for no hub at all (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+#: Seconds the hub gets to answer the one request that decides whether it is there (no retries):
+#: HF_HUB_ETAG_TIMEOUT when set, as huggingface_hub itself reads it.
+HUB_TIMEOUT_S = 5.0
+
+
+def _hub_timeout(default: float) -> float:
+    try:
+        return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or default)
+    except ValueError:
+        return default
+
+
+def _in_one_line(exc: BaseException) -> str:
+    """An exception as ``Type: message``, its lines joined, whole (never cut)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _no_answer(exc: BaseException, timeout: float) -> str:
+    """"did not answer within 2 s (...)" for a timeout, "could not be reached (...)" for the rest."""
+    if "timeout" in type(exc).__name__.lower():
+        return f"did not answer within {timeout:g} s ({_in_one_line(exc)})"
+    return f"could not be reached ({_in_one_line(exc)})"
+
+
+def hub_unreachable(timeout: float = 2.0) -> str:
+    """"" when the hub (``HF_ENDPOINT``) answered one HEAD request within ``timeout`` seconds, else
+    why not, in a few words. One request, no retries: huggingface_hub's own calls retry a network
+    error five times with a backoff of up to 8 s each, which is what made an offline box wait 24 s.
+    """
+    from huggingface_hub import constants, get_session
+
+    try:
+        response = get_session().head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+    except Exception as exc:  # noqa: BLE001 - refused, DNS, timeout, TLS: the hub is not there either way
+        return f"{constants.ENDPOINT} {_no_answer(exc, timeout)}"
+    if response.status_code >= 500:
+        return f"{constants.ENDPOINT} answered HTTP {response.status_code}"
+    return ""
 
 
 def hub_config_path(repo_id: str, online: bool | None = None) -> Path:
@@ -329,9 +366,9 @@ def hub_config_path(repo_id: str, online: bool | None = None) -> Path:
 
     ``online=None`` follows the environment (HF_HUB_OFFLINE=1: the cache only); ``False``
     reads only the cache (a screen that estimates on every key). Raises one TuituneError
-    when neither has it.
+    when neither has it. The hub is asked once, with a short timeout (``HUB_TIMEOUT_S``).
     """
-    cache = _hub_cache_dir()
+    cache = hub_cache_dir()
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError as e:  # pragma: no cover - transformers brings it
@@ -339,30 +376,62 @@ def hub_config_path(repo_id: str, online: bool | None = None) -> Path:
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
     if isinstance(found, str) and os.path.isfile(found):
         return Path(found)
-    if online is False or (online is None and _offline()):
+    download = f"download it once where the hub answers (`hf download {repo_id} config.json`), or give a local " \
+               "model folder"
+    if online is False or (online is None and hub_offline()):
         why = "while offline (HF_HUB_OFFLINE)" if online is None else "(not asked online yet)"
         raise TuituneError(f"{repo_id}: not a folder, and its config.json is not in the hub cache ({cache}) "
-                           f"{why}; download it once with `huggingface-cli download {repo_id} config.json`, "
-                           "or give a local model folder")
+                           f"{why}; {download}")
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    timeout = _hub_timeout(HUB_TIMEOUT_S)
+    head = f"{repo_id}: not a folder, not in the hub cache ({cache}), and the hub ({constants.ENDPOINT})"
     try:
-        from huggingface_hub import hf_hub_download
+        # One HEAD request (get_hf_file_metadata does not retry); hf_hub_download would retry a
+        # network error five times, up to 8 s apart, before saying anything.
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=timeout)
+    except GatedRepoError:
+        raise TuituneError(f"{repo_id} is gated on the hub: accept its terms on {constants.ENDPOINT}/{repo_id} "
+                           "and log in with `hf auth login`, or give a local model folder") from None
+    except RepositoryNotFoundError:
+        raise TuituneError(f"{head} has no such model (or it is private: log in with `hf auth login`); check "
+                           "the id, or give a local model folder") from None
+    except EntryNotFoundError:
+        raise TuituneError(f"{repo_id} on the hub has no config.json, so it is not a transformers model; "
+                           "give a local model folder") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise TuituneError(f"{head} answered HTTP {status} ({_in_one_line(e)}); try again later, or "
+                           f"{download}") from None
+    except Exception as e:  # noqa: BLE001 - refused, DNS, timeout: the hub is not there
+        raise TuituneError(f"{head} {_no_answer(e, timeout)}; check the network (HF_ENDPOINT, a proxy), or "
+                           f"{download}") from None
+    try:
+        return Path(hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=timeout))
+    except Exception as e:  # noqa: BLE001 - it answered a moment ago: say what it says now, whole
+        raise TuituneError(f"{head} did not give its config.json ({_in_one_line(e)}); {download}") from None
 
-        return Path(hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=10))
-    except Exception as e:  # noqa: BLE001 - network, 404, gated: one line either way
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TuituneError(f"{repo_id}: not a folder, not in the hub cache ({cache}), and the hub did not give "
-                           f"its config.json ({type(e).__name__}: {why[:160]}); check the id and the network, "
-                           "or give a local model folder") from e
+
+def _config_location(spec: str, workspace, online: bool | None) -> Path:
+    """A model spec that is no path here, through the one resolver (``tuitune.sources.resolve``):
+    a folder in the workspace, a run's or an adapter's base model, or a hub id's config.json."""
+    from tuitune.sources import resolve
+
+    base = resolve(spec, workspace).base
+    return Path(base) if Path(base).is_absolute() else hub_config_path(base, online)
 
 
-def read_model_shape(model_dir: Union[str, Path], online: bool | None = None) -> ModelShape:
+def read_model_shape(model_dir: Union[str, Path], online: bool | None = None, workspace=".") -> ModelShape:
     """Read ``MODEL_DIR/config.json`` (or a path to the config file itself, or a hub id's config).
 
-    A hub id that is not a folder here is read from the hub cache, or the hub (``hub_config_path``).
+    What is no path here is what ``tuitune.sources.resolve`` makes of it in ``workspace``: a model
+    folder there, a run's base model, or a hub id read from the hub cache, or the hub
+    (``hub_config_path``); a missing local path is refused at once, naming the workspace's models.
     """
     path = Path(model_dir).expanduser()
-    if not path.exists() and looks_like_hub_id(str(model_dir)):
-        path = hub_config_path(str(model_dir), online)
+    if not path.exists():
+        path = _config_location(str(model_dir), workspace, online)
     cfg_path = path if path.is_file() else path / "config.json"
     if not path.exists():
         raise TuituneError(f"model folder {path} does not exist: give the folder that holds config.json, "
