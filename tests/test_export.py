@@ -65,7 +65,7 @@ def test_a_template_ollama_cannot_take_is_named():
 
 # --- as a user types it: a workspace, relative paths (#20 item 1) -------------------------------------
 
-
+SMOL_DEFAULT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,15 @@ def test_export_takes_paths_relative_to_the_folder_the_user_is_in(mini_ws):
     assert _gguf_tensors(mini_ws / "mini-merged.gguf") == 20
     assert not list(mini_ws.rglob("*.partial-*"))
 
+
+@pytest.mark.slow
+def test_an_ollama_folder_carries_the_templates_default_system_prompt(mini_ws):
+    """SmolLM2's template puts its own system prompt in when a conversation has none, and training
+    used it (template auto, no data.system): the Modelfile's SYSTEM is that prompt (#20 item 5)."""
+    proc = run_cli("export", "models/mini", "--format", "ollama", "-o", "ollama/mini", cwd=mini_ws, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = mini_ws / "ollama" / "mini"
+    mf = (folder / "Modelfile").read_text()
+    assert f'SYSTEM """{SMOL_DEFAULT}"""' in mf, mf
+    assert _gguf_tensors(folder / "mini-f16.gguf") == 20
+    assert f"ollama create mini -f {folder / 'Modelfile'}" in proc.stdout

@@ -12,7 +12,8 @@ saved in the tokenizer, so the served model renders the format it was trained on
 
 ``ollama``: a folder with the GGUF and a ``Modelfile``: ``FROM``, ``TEMPLATE`` in Ollama's
 Go-template syntax built from the same template, ``PARAMETER stop`` for each stop word,
-``SYSTEM`` with the run's default system prompt, and the ``ollama create`` line to run.
+``SYSTEM`` with the run's system prompt (``data.system``), else the one the chat template puts in by
+itself (SmolLM2's, Qwen2.5's), as training rendered it, and the ``ollama create`` line to run.
 The output appears only when complete (``OUT.partial-*`` renamed at the end).
 """
 
@@ -221,12 +222,58 @@ def ollama_template(tokenizer, template: str) -> tuple[str, str]:
     return body, name
 
 
+def default_system_prompt(tokenizer) -> str:
+    """The system prompt the tokenizer's own chat template puts in when a conversation has none, or "".
+
+    SmolLM2's template adds "You are a helpful AI assistant named SmolLM, ...", Qwen2.5's "You are
+    Qwen, ..."; a run with template ``auto`` and no ``data.system`` trained with it. Found by
+    rendering the template with a marker as the system prompt and with none: the default is the
+    text standing where the marker stood, and rendering it as the system prompt gives the same text.
+    """
+    from tuitune.templates import render_prompt
+
+    question = [{"role": "user", "content": "Q"}]
+    marker = "\u2063SYSTEM\u2063"
+
+    def render(system: str | None) -> str:
+        return render_prompt(tokenizer, "auto", ([{"role": "system", "content": system}] if system is not None
+                                                 else []) + question)
+
+    try:
+        pre, found, post = render(marker).partition(marker)
+        without = render(None)
+        if not found or len(without) < len(pre) + len(post) or not (without.startswith(pre) and
+                                                                       without.endswith(post)):
+            return ""
+        default = without[len(pre):len(without) - len(post)]
+        return default if default and render(default) == without else ""
+    except TuituneError:   # no chat template, or one that takes no system message
+        return ""
+
+
 def modelfile(gguf_name: str, go_template: str, stops: list[str], system: str) -> str:
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{go_template}"""']
     lines += [f"PARAMETER stop {_quote(s)}" for s in stops]
     if system:
         lines.append(f'SYSTEM """{_go_text(system, "system prompt")}"""')
     return "\n".join(lines) + "\n"
+
+
+def ollama_modelfile(tokenizer, template: str, system: str, gguf_name: str,
+                     log: Callable[[str], None] = lambda s: None) -> str:
+    """The Modelfile for ``gguf_name``: the Go template, the stop words, and the system prompt training
+    used: ``system`` (the run's ``data.system``), else for ``auto`` the template's own default."""
+    from tuitune.templates import stop_words
+
+    go, named = ollama_template(tokenizer, template)
+    if not system and template == "auto":
+        # Training rendered each record with the template's own default system prompt; Ollama adds a
+        # system block only when it has one, so the Modelfile's SYSTEM carries it.
+        system = default_system_prompt(tokenizer)
+        if system:
+            log(f"Modelfile SYSTEM: the chat template's default system prompt ({system[:60]!r}), which training "
+                "put before every conversation")
+    return modelfile(gguf_name, go, stop_words(tokenizer, named), system)
 
 
 def _quote(s: str) -> str:
@@ -273,10 +320,8 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
         if fmt == "ollama":  # a template Ollama cannot take fails before the conversion
             from transformers import AutoTokenizer
 
-            from tuitune.templates import stop_words
-
-            tok = AutoTokenizer.from_pretrained(model_dir)
-            go, named = ollama_template(tok, src.template or "auto")
+            mf = ollama_modelfile(AutoTokenizer.from_pretrained(model_dir), src.template or "auto", src.system,
+                                  gguf_name, log)
         log(f"converting with llama.cpp's convert_hf_to_gguf.py ({outtype})")
         _convert(converter, model_dir, gguf_path, outtype,
                  f"{spec} (merged)" if src.adapter is not None else str(model_dir))
@@ -288,8 +333,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
             folder = tmp / "ollama"
             folder.mkdir()
             os.replace(gguf_path, folder / gguf_name)
-            (folder / "Modelfile").write_text(modelfile(gguf_name, go, stop_words(tok, named), src.system),
-                                              encoding="utf-8")
+            (folder / "Modelfile").write_text(mf, encoding="utf-8")
             fix_modes(folder)
             publish_dir(folder, out)
             result.command = f"ollama create {slug((name or out.name).lower(), 'model')} -f {out / 'Modelfile'}"
@@ -313,5 +357,5 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["export", "find_converter", "check_gguf", "ollama_template", "modelfile", "ExportResult", "FORMATS",
-           "OUTTYPES"]
+__all__ = ["export", "find_converter", "check_gguf", "ollama_template", "default_system_prompt", "modelfile",
+           "ollama_modelfile", "ExportResult", "FORMATS", "OUTTYPES"]
