@@ -325,8 +325,9 @@ def share_cores(what: str | None = None, workspace: str | Path | None = None,
                   log=say)
     if not fixed:
         with registry as reg:
-            if share._idle(reg.holders()):  # a first look at their CPU time, to tell the idle ones
-                time.sleep(SAMPLE_SECONDS)
+            holders = share._idle(reg.holders())  # a first look at their CPU time, to tell the idle ones
+        if holders:
+            time.sleep(SAMPLE_SECONDS)  # not holding the lock: a process waiting on it would look idle
     with registry as reg:
         others = [] if fixed else share._idle(reg.holders())
         if not fixed:
