@@ -209,22 +209,21 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
         self.update_estimate()
 
     def _model_source(self) -> str | Path:
-        """The model field as the estimator takes it: a folder (relative to the workspace) or a hub id."""
-        from tuitune.sources import looks_like_hub_id
-
+        """The model field as the estimator takes it: a folder (relative to the workspace), else the
+        text as typed, which the resolver reads as a run, a hub id or a missing folder it names."""
         model = self.query_one("#est-model", Input).value.strip()
         path = Path(model).expanduser()
         if not path.is_absolute():
             path = self.app.workspace.root / path
-        if not path.exists() and looks_like_hub_id(model, self.app.workspace.root):
-            return model
-        return path
+        return path if path.exists() else model
 
     @on(Input.Submitted, "#est-model")
     def _fetch_hub_config(self) -> None:
         """Enter on a hub id not in the cache: fetch its config.json (a worker: the network may be slow)."""
+        from tuitune.sources import looks_like_hub_id
+
         source = self._model_source()
-        if isinstance(source, str):
+        if isinstance(source, str) and looks_like_hub_id(source, self.app.workspace.root):
             self.query_one("#env-estimate", Static).update(Text(f"fetching {source}'s config.json…", style="dim"))
             self.fetch_hub_config(source)
 

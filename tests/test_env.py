@@ -238,3 +238,29 @@ def test_the_cpu_rate_is_the_models_flops_over_the_timed_matmuls():
     assert rate.gflops > 0 and rate.flops_per_token == per_token
     assert rate.tokens_per_s == pytest.approx(rate.gflops * 1e9 / per_token)
     assert rate.tokens_per_s_7b < rate.tokens_per_s / 40
+
+
+async def test_the_estimate_tab_names_a_missing_folder_as_typed_and_enter_asks_no_hub(workspace, tiny_model):
+    import shutil
+
+    from conftest import widget_text
+    from test_app import make_app
+
+    shutil.copytree(tiny_model, workspace / "models" / "tiny-chat")
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("v")
+        await pilot.pause()
+        field = app.screen.query_one("#est-model")
+        assert field.value == "models/tiny-chat"
+        field.value = "models/missing"
+        await pilot.pause()
+        out = widget_text(app.screen.query_one("#env-estimate"))
+        assert out.startswith("models/missing: no such folder"), out
+        assert "models in the workspace: models/tiny-chat" in " ".join(out.split()), out
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not [w for w in app.workers if w.group == "hub-estimate"]
+        assert widget_text(app.screen.query_one("#env-estimate")) == out
