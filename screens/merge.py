@@ -81,7 +81,7 @@ quantizers start from.
   new name (`…-merged-2`), or cancel.
 - **x** stops a merge (nothing is written). **r** re-reads the runs.
 - **o** opens the merged model in Chat, once merged.
-- **e** exports the selected adapter (merged first) or the model just merged: a GGUF file
+- **e** (in the footer, and named in the result) exports the selected adapter (merged first) or the model just merged: a GGUF file
   written by llama.cpp's own converter (f16, bf16 or q8_0), or an Ollama folder (the GGUF
   and a Modelfile with the run's template, stop words and system prompt). The file is read
   back and checked; the result gives the command to run it.
@@ -92,9 +92,9 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     BINDINGS = [
         Binding("m", "merge", "Merge", id="merge-start", tooltip="Merge the selected adapter"),
         Binding("x", "cancel", "Stop", id="merge-cancel", tooltip="Stop the merge; nothing is written"),
-        Binding("r", "refresh", "Re-read runs", id="merge-refresh"),
-        # Not in the footer (it would pass 80 columns); F1, the palette and the result name it.
-        Binding("e", "export", "Export", id="merge-export", show=False,
+        Binding("r", "refresh", "Reload", id="merge-refresh", tooltip="Re-read the runs and their adapters"),
+        # Short labels: with o and the App's f1, q and ^p the footer fits 80 columns.
+        Binding("e", "export", "Export", id="merge-export",
                 tooltip="Export as GGUF or an Ollama folder (llama.cpp's converter)"),
         *_handover_bindings(),
     ]
@@ -295,8 +295,8 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             text.append(v.line(), style="green" if v.ok else "bold red")
         if r.replaced_to:
             text.append(f"\nthe folder that was there is now {r.replaced_to}", style="dim")
-        for key, _target, label in HANDOVERS:
-            text.append(f"\npress {key}: {label}", style="dim")
+        nexts = ["e: Export (GGUF, Ollama)", *(f"{key}: {label}" for key, _target, label in HANDOVERS)]
+        text.append("\npress " + " · ".join(nexts), style="dim")
         self.query_one("#merge-result", Static).update(text)
 
     def _shown_path(self, p: Path) -> str:

@@ -237,3 +237,35 @@ async def test_export_from_the_screen_merges_then_says_why_the_converter_refuses
         assert status.startswith(f"error: {RUN} (merged): llama.cpp's converter cannot convert this model"), status
         assert not (workspace / "models" / f"{RUN}-q8_0.gguf").exists()
         assert not list((workspace / "models").glob(".*partial*"))
+
+
+async def test_export_is_shown_in_the_footer_and_after_a_merge(workspace):
+    """e Export sits in the footer beside the other keys, q included, within 80 columns; after a merge
+    the result names it before Chat, and e offers the merged model (#20 item 4)."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from screens.widgets.merge.export import ExportModal
+    from tuitune.merge import MergeResult, Verification
+
+    app = make_app(workspace_with_runs(workspace))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        keys = {k.key: k for k in app.screen.query_one(Footer).query(FooterKey)}
+        for key, label in (("m", "Merge"), ("e", "Export"), ("o", "Open in Chat"), ("q", "Quit")):
+            assert keys[key].description == label, (key, keys[key].description)
+        assert all(k.region.width and k.region.right <= 80 for k in keys.values()), \
+            {k: (v.region.x, v.region.right) for k, v in keys.items()}
+        out = workspace / "models" / f"{RUN}-merged"
+        screen = app.screen
+        screen.post_message(screen.Done(MergeResult(
+            out=out, shards=1, tensors=26, bytes=2_497_536, dtype="fp32", streamed=True, fallback=None,
+            untied=False, seconds=1.0, verification=Verification(ok=True, max_abs_diff=1e-6, tolerance=1e-4,
+                                                                 top1_agree=1.0, prompts=3, dtype="fp32"))))
+        await pilot.pause()
+        result = widget_text(screen.query_one("#merge-result"), width=80)
+        assert "press e: Export (GGUF, Ollama) · o: Open in Chat" in result, result
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, ExportModal)
+        assert app.screen.query_one("#export-out").value == f"models/{RUN}-merged-f16.gguf"

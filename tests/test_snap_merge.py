@@ -1,4 +1,5 @@
-"""Snapshots of the Merge step: the adapters to pick from, and a finished, verified merge.
+"""Snapshots of the Merge step: the adapters to pick from, and a finished, verified merge (its result
+and footer name e Export).
 
 The run folders are written by hand (no model is loaded); the finished state is the
 screen's own Done message carrying a fixed result, so every figure is the same each run.
@@ -22,7 +23,7 @@ def test_adapters_to_pick_from_100x32(snap_compare, fixed_workspace):
     assert snap_compare(app, terminal_size=(100, 32), run_before=_settled)
 
 
-def test_a_verified_merge_100x32(snap_compare, fixed_workspace):
+def _verified_merge(snap_compare, fixed_workspace, size) -> bool:
     ws = workspace_with_runs(fixed_workspace)
     app = make_app(ws)
 
@@ -38,7 +39,20 @@ def test_a_verified_merge_100x32(snap_compare, fixed_workspace):
         screen.post_message(screen.Done(result))
         await _settled(pilot)
 
-    assert snap_compare(app, terminal_size=(100, 32), run_before=finished)
+    return snap_compare(app, terminal_size=size, run_before=finished)
+
+
+def test_a_verified_merge_100x32(snap_compare, fixed_workspace):
+    assert _verified_merge(snap_compare, fixed_workspace, (100, 32))
+
+
+def test_a_verified_merge_names_export_80x24(snap_compare, fixed_workspace):
+    """The footer keeps e Export with the other keys and q; the result names e before o (#20 item 4)."""
+    assert _verified_merge(snap_compare, fixed_workspace, (80, 24))
+
+
+def test_a_verified_merge_names_export_120x36(snap_compare, fixed_workspace):
+    assert _verified_merge(snap_compare, fixed_workspace, (120, 36))
 
 
 def test_adapters_to_pick_from_80x24(snap_compare, fixed_workspace):
