@@ -15,8 +15,10 @@ import re
 import stat
 import tempfile
 import threading
+from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 _UMASK_LOCK = threading.Lock()
 
@@ -154,24 +156,81 @@ def refuse_existing(path: str | os.PathLike, force: bool = False, folder: bool =
     raise TuituneError(f"{path}: {kind}; choose another output, or pass --force to overwrite it")
 
 
+def aside_path(out: str | os.PathLike) -> Path:
+    """Where ``--force`` keeps what ``out`` held: ``out.replaced-<time>`` beside it (``-2``, ... if taken)."""
+    import time
+
+    out = Path(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = out.with_name(f"{out.name}.replaced-{stamp}"), 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
+    return aside
+
+
 def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path | None:
     """Rename the finished folder ``tmp`` to ``out``; returns where an existing non-empty ``out``
     was moved (``out.replaced-<time>``), never deleted, or None. An empty ``out`` is replaced."""
-    import time
-
     tmp, out = Path(tmp), Path(out)
     aside = None
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     elif out.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside, n = out.with_name(f"{out.name}.replaced-{stamp}"), 1
-        while aside.exists():
-            n += 1
-            aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
+        aside = aside_path(out)
         os.replace(out, aside)
     os.replace(tmp, out)
     return aside
+
+
+#: ``--force``'s one behaviour, said in the help of every verb that writes (the README says it too).
+FORCE_KEPT = "the old one is kept beside it as NAME.replaced-<time>, never deleted"
+
+
+def force_help(what: str = "OUT") -> str:
+    """The help of a ``--force`` that replaces ``what``."""
+    return f"replace an existing {what}; {FORCE_KEPT}"
+
+
+@contextmanager
+def kept_aside(*outputs: str | os.PathLike, force: bool, note: Callable[[str], None] = lambda line: None):
+    """The CLI's ``--force`` for every verb: an output that exists is replaced only when the command
+    succeeds, and what it held is kept as ``NAME.replaced-<time>`` beside it (:data:`FORCE_KEPT`).
+
+    A folder is moved aside by :func:`publish_dir` when its writer publishes the new one; here it is
+    only reported. A file is hard-linked (copied where links are refused) to its aside name before
+    the writer runs, and every writer here replaces a file by renaming a new one over it, so the
+    link keeps the old bytes; where the command fails, or leaves the file as it was, the link goes.
+    Without ``force`` this does nothing: the writer refuses an existing output.
+    """
+    import shutil
+
+    kept: list[tuple[Path, Path]] = []
+    folders: list[tuple[Path, set[str]]] = []
+    for out in map(lambda o: Path(o).expanduser(), outputs if force else ()):
+        if out.is_dir() and output_exists(out):
+            folders.append((out, {p.name for p in out.parent.glob(f"{glob_escape(out.name)}.replaced-*")}))
+        elif out.is_file():
+            aside = aside_path(out)
+            try:
+                os.link(out, aside)
+            except OSError:
+                shutil.copy2(out, aside)
+            kept.append((out, aside))
+    replaced = False
+    try:
+        yield
+        replaced = True
+    finally:
+        for out, aside in kept:
+            if not replaced or (out.exists() and os.path.samefile(out, aside)):
+                aside.unlink(missing_ok=True)
+            else:
+                note(f"the file that was there is now {aside}")
+    for out, before in folders:
+        for p in sorted(out.parent.glob(f"{glob_escape(out.name)}.replaced-*")):
+            if p.name not in before:
+                note(f"the folder that was there is now {p}")
 
 
 _NUMBERED = re.compile(r"^(?P<stem>.*?)-(?P<n>\d+)$")
