@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,6 +74,20 @@ def test_a_missing_local_path_is_refused_at_once_naming_the_workspace_models(dem
     assert json.loads(proc.stdout)["n_params"] > 0
     proc = tuitune(demo.parent, "-w", demo.name, "env", "--estimate", "models/tiny-chat", "--json")
     assert proc.returncode == 0, proc.stderr
+    n_params = json.loads(proc.stdout)["n_params"]
+    # A run, through the same resolver: its base model, even before it has an adapter.
+    run = demo / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text((demo / "configs" / "tiny-demo.yaml").read_text())
+    (run / "state.json").write_text('{"status": "finished"}')
+    try:
+        for typed in ("r1", "r1:base"):
+            proc = tuitune(demo, "env", "--estimate", typed, "--json")
+            assert proc.returncode == 0, proc.stderr
+            assert json.loads(proc.stdout)["n_params"] == n_params
+        assert_one_line_error(tuitune(demo, "env", "--estimate", "r2"), "r2: no such folder", "no run 'r2'")
+    finally:
+        shutil.rmtree(run)
 
 
 def test_a_hub_id_with_no_hub_fails_once_in_one_whole_line(demo, tmp_path):
@@ -241,8 +256,6 @@ def test_the_cpu_rate_is_the_models_flops_over_the_timed_matmuls():
 
 
 async def test_the_estimate_tab_names_a_missing_folder_as_typed_and_enter_asks_no_hub(workspace, tiny_model):
-    import shutil
-
     from conftest import widget_text
     from test_app import make_app
 

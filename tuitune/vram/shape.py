@@ -418,7 +418,15 @@ def _config_location(spec: str, workspace, online: bool | None) -> Path:
     a folder in the workspace, a run's or an adapter's base model, or a hub id's config.json."""
     from tuitune.sources import resolve
 
-    base = resolve(spec, workspace).base
+    try:
+        base = resolve(spec, workspace).base
+    except TuituneError as exc:
+        if ":" in spec:
+            raise
+        try:  # a run with no adapter or checkpoint yet: the estimate needs only its base model
+            base = resolve(f"{spec}:base", workspace).base
+        except TuituneError:
+            raise exc from None
     return Path(base) if Path(base).is_absolute() else hub_config_path(base, online)
 
 
