@@ -6,40 +6,57 @@ import json
 import sys
 import time
 
+RUN_HELP = "run id (or a unique part of it), as `tuitune runs list` shows it"
+
 
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list, follow, stop, save, resume, delete or compare training runs",
                        description="Runs live in the workspace's runs/ folder. Without an action: list them.")
     acts = p.add_subparsers(dest="action", metavar="ACTION")
     p.set_defaults(func=run_list, json=False)
-    ls = acts.add_parser("list", help="each run's status, step, loss and age")
+    ls = acts.add_parser("list", help="each run's status, step, loss and age",
+                         description="Each run of the workspace: status, step, last loss, age, method, model.")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=run_list)
-    f = acts.add_parser("follow", help="print a run's events as they come, until it ends")
-    f.add_argument("run", help="run id (or a unique part of it)")
+    f = acts.add_parser("follow", help="print a run's events as they come, until it ends",
+                        description="Print RUN's train and eval losses, sample answers, checkpoints and "
+                        "lifecycle events from its start, then each as it comes; ends when the run does "
+                        "(exit 1 if it failed). Stopping this stops nothing.")
+    f.add_argument("run", metavar="RUN", help=RUN_HELP)
     f.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
     f.set_defaults(func=run_follow)
-    s = acts.add_parser("stop", help="checkpoint and stop a run (--kill: end it now)")
-    s.add_argument("run")
+    s = acts.add_parser("stop", help="checkpoint and stop a run (--kill: end it now)",
+                        description="Ask RUN to stop: it saves a checkpoint after its current step and exits, "
+                        "so `tuitune runs resume RUN` continues it. --kill ends its processes at once, "
+                        "without a checkpoint.")
+    s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.add_argument("--kill", action="store_true", help="kill the run's processes at once (no checkpoint)")
     s.add_argument("--wait", type=float, default=0, metavar="S", help="wait up to S seconds for it to stop")
     s.set_defaults(func=run_stop)
-    sv = acts.add_parser("save", help="write a checkpoint at the next step")
-    sv.add_argument("run")
+    sv = acts.add_parser("save", help="write a checkpoint at the next step",
+                         description="Ask RUN to save a checkpoint after its current step, and go on training.")
+    sv.add_argument("run", metavar="RUN", help=RUN_HELP)
     sv.set_defaults(func=run_save)
-    r = acts.add_parser("resume", help="continue a stopped or failed run from its newest checkpoint")
-    r.add_argument("run")
+    r = acts.add_parser("resume", help="continue a stopped or failed run from its newest checkpoint",
+                        description="Continue RUN (stopped or failed) from its newest complete checkpoint, or "
+                        "from --checkpoint N, with its frozen config.yaml, in the same run folder; detached "
+                        "unless --foreground.")
+    r.add_argument("run", metavar="RUN", help=RUN_HELP)
     r.add_argument("--checkpoint", metavar="N", help="resume from checkpoint-N instead of the newest "
                    "(later checkpoints are moved to checkpoints/.superseded-*/, not deleted)")
     r.add_argument("--foreground", action="store_true", help="run attached to this terminal")
     r.set_defaults(func=run_resume)
-    d = acts.add_parser("delete", help="delete a run folder (never a running run)")
-    d.add_argument("run")
-    d.add_argument("--json", action="store_true")
+    d = acts.add_parser("delete", help="delete a run folder (never a running run)",
+                        description="Delete RUN's folder: config, events, checkpoints and adapter. A running "
+                        "run is refused: stop it first.")
+    d.add_argument("run", metavar="RUN", help=RUN_HELP)
+    d.add_argument("--json", action="store_true", help="print what was deleted as JSON")
     d.set_defaults(func=run_delete)
-    c = acts.add_parser("compare", help="two runs side by side: the settings that differ, the final figures")
-    c.add_argument("a", metavar="A", help="run id (or a unique part of it)")
-    c.add_argument("b", metavar="B", help="the other run")
+    c = acts.add_parser("compare", help="two runs side by side: the settings that differ, the final figures",
+                        description="The settings that differ between the two runs' frozen config.yaml, and "
+                        "their figures: steps, last and best train and eval loss, tokens/s, time.")
+    c.add_argument("a", metavar="RUN_A", help=RUN_HELP)
+    c.add_argument("b", metavar="RUN_B", help="the other run")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=run_compare)
 
