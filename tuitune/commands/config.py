@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from tuitune.fsutil import force_help
+
     p = sub.add_parser("config", help="run configs: list presets, create, check, show",
                        description="A run config is one YAML file, checked by a schema and never executed. "
                        "Start from a preset, edit it (or use the Config screen), check it, train it.")
@@ -22,13 +24,13 @@ def register(sub) -> None:
                            description="Write a config file from a preset (every field, each described).")
     new.add_argument("--preset", required=True, metavar="NAME", help="preset name (see `tuitune config list`)")
     new.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write, e.g. configs/my-run.yaml")
-    new.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    new.add_argument("--force", action="store_true", help=force_help("FILE"))
     new.set_defaults(func=run_new)
 
     check = verbs.add_parser("check", help="validate a config against the schema and this machine",
                              description="Validate FILE: schema, files, GPUs, bitsandbytes, DeepSpeed, template. "
                              "Exits 2 with one error line for the first problem.")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", help="the run config (YAML), e.g. configs/my-run.yaml")
     check.add_argument("--json", action="store_true", help="print the issues as JSON")
     check.add_argument("--no-machine", action="store_true",
                        help="skip the checks of this machine (GPUs, bitsandbytes, DeepSpeed); files still checked")
@@ -37,7 +39,7 @@ def register(sub) -> None:
     show = verbs.add_parser("show", help="resolved values, descriptions and the diff against the preset",
                             description="Every field with its resolved value and description, the effective "
                             "batch size, and what differs from the preset the file started from.")
-    show.add_argument("file", metavar="FILE")
+    show.add_argument("file", metavar="FILE", help="the run config (YAML), e.g. configs/my-run.yaml")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=run_show)
 
@@ -65,6 +67,7 @@ def run_list(args) -> int:
 
 
 def run_new(args) -> int:
+    from tuitune.commands import replacing
     from tuitune.config import get_preset, save_config
     from tuitune.errors import TuituneError
 
@@ -74,7 +77,8 @@ def run_new(args) -> int:
         raise TuituneError(f"{out}: exists; choose another -o FILE or add --force to overwrite it")
     if out.suffix not in (".yaml", ".yml"):
         raise TuituneError(f"{out}: a config file name ends in .yaml; e.g. -o configs/{args.preset}.yaml")
-    save_config(cfg, out)
+    with replacing(args, out):
+        save_config(cfg, out)
     print(f"wrote {out} from preset {args.preset}")
     print(f"edit it, then: tuitune config check {out}")
     return 0

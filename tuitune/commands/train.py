@@ -20,14 +20,16 @@ def _count(text: str) -> int:
 
 
 def register(sub) -> None:
+    from tuitune.fsutil import force_help
+
     p = sub.add_parser(
         "train", help="start a training run (detached: it survives SSH drops and closing the terminal)",
         description="Start a run from a config. The run is a process of its own: it keeps going when "
         "you log out. Follow it with `tuitune runs follow RUN` or in the TUI. On several machines, start "
         "the same config on each with its own --node-rank (node 0 first; the others wait up to "
         "TUITUNE_MASTER_TIMEOUT seconds, 60 by default, for it), or let SLURM do it: --print-launch slurm.")
-    p.add_argument("config", help="run config YAML (see `tuitune config new`)")
-    p.add_argument("--name", help="run id (default: date-time and the config's name); node N > 0 adds -nodeN")
+    p.add_argument("config", metavar="CONFIG", help="run config YAML (see `tuitune config new`)")
+    p.add_argument("--name", metavar="NAME", help="run id (default: date-time and the config's name); node N > 0 adds -nodeN")
     p.add_argument("--foreground", action="store_true",
                    help="run attached to this terminal (ctrl+c checkpoints and stops)")
     nodes = p.add_argument_group("several machines (each overrides the config's distributed.* for this launch)")
@@ -35,11 +37,11 @@ def register(sub) -> None:
     nodes.add_argument("--nnodes", type=_count, metavar="N", help="machines in the job")
     nodes.add_argument("--master-addr", metavar="HOST", help="node 0's address, reachable from every node")
     nodes.add_argument("--master-port", type=_count, metavar="PORT", help="a free TCP port on node 0")
-    nodes.add_argument("--print-launch", choices=("slurm",),
+    nodes.add_argument("--print-launch", choices=("slurm",), metavar="slurm",
                        help="print an sbatch script that runs this config on every node of an allocation, "
                             "and start nothing")
     nodes.add_argument("-o", "--output", metavar="FILE", help="with --print-launch: write the script to FILE")
-    nodes.add_argument("--force", action="store_true", help="with -o: overwrite FILE if it exists")
+    nodes.add_argument("--force", action="store_true", help=f"with -o: {force_help('FILE')}")
     p.set_defaults(func=run)
 
 
@@ -80,8 +82,11 @@ def print_launch(args, nodes: dict) -> int:
 
     from tuitune.fsutil import atomic_write_text, file_mode, refuse_existing
 
+    from tuitune.commands import replacing
+
     refuse_existing(args.output, force=args.force)
-    atomic_write_text(args.output, text)
-    os.chmod(args.output, file_mode(executable=True))
+    with replacing(args, args.output):
+        atomic_write_text(args.output, text)
+        os.chmod(args.output, file_mode(executable=True))
     print(f"wrote {args.output}; submit it with: sbatch {args.output}")
     return 0
