@@ -3,9 +3,10 @@
 All logic lives in ``tuitune.chat`` (headless). This screen gathers input and runs the
 engine in thread workers: one loads (with a progress line; loading frees the models
 loaded before), one generates and posts the answer's pieces as they stream, coalesced to
-a few updates a second. Compare mode sends one prompt to two models in turn with the
-same settings and seed; when both sit on one base (base vs run, two checkpoints) the
-base is loaded once. torch is imported only inside the workers.
+a few updates a second. Compare mode sends one prompt to two models, which answer
+together (token by token in turn) with the same settings and seed; when both sit on one
+base (base vs run, two checkpoints) the base is loaded once. torch is imported only
+inside the workers. Arriving puts the focus on the transcript, never in a text field.
 """
 
 from __future__ import annotations
@@ -54,12 +55,15 @@ folder, a run id (its adapter on its base; a run still training: its newest chec
 `RUN:checkpoint-N` or `RUN:base`. **Enter** in the field (or **ctrl+l**) loads it; once
 another model has loaded, the one before is freed (a load that fails keeps it).
 
-Type below and press **Enter** to send; **ctrl+j** starts a new line; **Esc** stops an answer. Answers stream in;
+**i** (or **Enter**) puts the cursor in the message box; **Esc** takes it out again, so the
+number keys switch steps. Type and press **Enter** to send; **ctrl+j** starts a new line;
+**Esc** stops an answer: what it wrote so far stays, marked *stopped*. Answers stream in;
 the view follows them while you are at the bottom and stays put when you scroll up.
 
 **Compare** (**ctrl+t**) sends each prompt to two models with the same settings and seed,
 side by side: a run's base and the run, or two checkpoints of a run (even while it
-trains). With a run in the first field, switching compare on fills in `RUN:base` vs `RUN`.
+trains). Both answer at once, token by token in turn; **Esc** stops both where they are.
+With a run in the first field, switching compare on fills in `RUN:base` vs `RUN`.
 
 The settings panel (**ctrl+b** shows or hides it) holds temperature (0 is greedy), top-p,
 top-k, repetition penalty, max tokens, the seed (set before every answer: the same
@@ -70,11 +74,17 @@ format, so good answers can become training data.
 The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 """
 
+    # On arrival the transcript has the focus, not a text field: number keys switch steps, q quits.
+    AUTO_FOCUS = "#chat-a"
+
     BINDINGS = [
         # Load is not in the footer (Enter in a model field loads; with Stop the footer would be
         # wider than 80 columns); F1 help and the palette list it.
         # Shown (and taking Esc) only while an answer is being written; otherwise Esc leaves the field.
-        Binding("escape", "stop", "Stop", id="chat-stop", tooltip="Stop the answer being written"),
+        Binding("escape", "stop", "Stop", id="chat-stop", tooltip="Stop the answers being written"),
+        # i (or Enter where nothing else takes it) goes to the message box; the footer says so.
+        Binding("i,enter", "focus_message", "Message", id="chat-message",
+                tooltip="Put the cursor in the message box (Esc takes it out)"),
         Binding("ctrl+r", "reset", "Reset", id="chat-reset", tooltip="Forget the conversation"),
         Binding("ctrl+s", "save", "Save", id="chat-save", tooltip="Append the conversation to the transcript file"),
         Binding("ctrl+t", "compare", "Compare", id="chat-compare", tooltip="Two models side by side"),
@@ -137,8 +147,10 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
     def on_mount(self) -> None:
         self.query_one("#chat-loading").display = False
         self._show_compare(False)
-        self.query_one("#chat-input", ChatInput).focus()
         self._take_handover()
+
+    def action_focus_message(self) -> None:
+        self.query_one("#chat-input", ChatInput).focus()
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:
@@ -259,8 +271,11 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         self._status(status)
         for i, s in enumerate(self.sessions):
             await self._column(i).clear()
-            self._set_title(i, f"{'AB'[i]}: {s.source.label}")
-        self.query_one("#chat-input", ChatInput).focus()
+            self.columns.set_title(i, f"{'AB'[i]}: {s.source.label}")
+        # Typed in a model field (Enter there): on to the message box. A load that came from
+        # another step (a hand-over) leaves the focus where it is, out of the text fields.
+        if isinstance(self._focus_before, Input) and self._focus_before.id in ("chat-model", "chat-model-b"):
+            self.query_one("#chat-input", ChatInput).focus()
 
     @on(Worker.StateChanged)
     async def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -290,9 +305,6 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
     @property
     def columns(self) -> ChatColumns:
         return self.query_one(ChatColumns)
-
-    def _set_title(self, side: int, title: str) -> None:
-        self.columns.set_title(side, title)
 
     def _column(self, side: int) -> ChatTranscript:
         return self.columns.column(side)
@@ -332,14 +344,15 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "stop":
             return self.generating
+        if action == "save":  # not while answering: the footer needs its room for Stop (80 columns)
+            return not self.generating
         return True
 
     def action_stop(self) -> None:
+        """Stop every answer being written (both, in compare mode); what they wrote stays, marked stopped."""
         if not self.generating:
             return
-        for s in self.sessions:
-            s.stop()
-        self.columns.cancel()
+        self.columns.stop()
         self._status(Text("Stopped.", style="yellow") + Text("  ") + self._describe())
 
     async def action_reset(self) -> None:
@@ -353,10 +366,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         from tuitune.chat import save_conversations
         from tuitune.errors import TuituneError
 
-        if self.generating:
-            self._status("Still answering: save once it is done (or esc to stop).", "yellow")
-            return
-        raw = self.query_one(ChatSettings).save_path or DEFAULT_SAVE
+        raw = self.query_one(ChatSettings).save_path or DEFAULT_SAVE  # not while answering: check_action
         path = Path(raw).expanduser()
         if not path.is_absolute():
             path = self.app.workspace.root / path
@@ -386,7 +396,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
                 # Keep the first model; the second is dropped (its memory goes with it).
                 self.sessions[1].unload()
                 self.sessions = self.sessions[:1]
-                self._set_title(0, f"A: {self.sessions[0].source.label}")
+                self.columns.set_title(0, f"A: {self.sessions[0].source.label}")
                 self._status(self._describe())
             return
         a_field = self.query_one("#chat-model", Input)

@@ -267,6 +267,55 @@ def test_compare_shares_one_base_and_matches_single_sessions(tiny_model, adapter
     assert ans_a != ans_b1
 
 
+def test_compare_sides_answer_together_each_as_it_would_alone(tiny_model, adapter):
+    """Issue 20 #8: the sides of a compare stream together (both have text before either ends),
+    token by token in turn on the shared base, and each answer is the one its session gives alone
+    with the same seed. A stop ends both where they are: each keeps its text, finish "stopped"."""
+    from tuitune.chat import Together
+
+    settings = GenerationSettings(temperature=0.9, seed=11, max_new_tokens=20)
+    a, b = load_pair(resolve(str(tiny_model)), resolve(str(tiny_model), adapter=str(adapter)), settings=settings)
+    events = list(Together([a, b], QUESTION))
+    first_end = next(i for i, e in enumerate(events) if e.done)
+    assert {e.side for e in events[:first_end] if e.text} == {0, 1}, [(e.side, e.done) for e in events]
+    got = {e.side: e.answer.text for e in events if e.done}
+    assert got == {0: a.last.text, 1: b.last.text}
+    alone_a, alone_b = a.last.text, b.last.text
+    a.reset(), b.reset()
+    assert (a.ask(QUESTION), b.ask(QUESTION)) == (alone_a, alone_b)
+    assert alone_a != alone_b
+
+    # A stop asked from another thread mid-answer ends both sides; their text so far stays.
+    for s in (a, b):
+        s.reset()
+        s.settings = GenerationSettings(temperature=0, max_new_tokens=100000)
+    together = Together([a, b], QUESTION)
+    seen: dict[int, str] = {0: "", 1: ""}
+    ends = {}
+    stopper = threading.Thread(target=together.stop)
+    for e in together:
+        seen[e.side] += e.text
+        if all(seen.values()) and not stopper.is_alive() and stopper.ident is None:
+            stopper.start()
+        if e.done:
+            ends[e.side] = e.answer
+    assert set(ends) == {0, 1}
+    for side, ans in ends.items():
+        assert ans.stats.finish == "stopped" and ans.text == seen[side] and ans.text
+
+
+def test_one_side_failing_leaves_the_other_answering(tiny_model, adapter):
+    """A side that fails before its first token (its prompt does not fit) does not hold the other up."""
+    from tuitune.chat import Together
+
+    settings = GenerationSettings(temperature=0, max_new_tokens=8)
+    a, b = load_pair(resolve(str(tiny_model)), resolve(str(tiny_model), adapter=str(adapter)), settings=settings)
+    b.context_length = 4
+    ends = {e.side: e for e in Together([a, b], QUESTION) if e.done}
+    assert ends[0].answer.text and ends[0].answer.stats.finish in ("eos", "length")
+    assert ends[1].answer is None and "context" in ends[1].error
+
+
 def test_loading_another_model_frees_the_previous(tiny_model):
     s = ChatSession(GenerationSettings(temperature=0, max_new_tokens=4)).load(str(tiny_model))
     ref = weakref.ref(s.loaded.model)

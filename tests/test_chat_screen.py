@@ -283,3 +283,83 @@ async def test_at_80x24_compare_titles_show_the_model_names_whole(tmp_path, tiny
         for side, session in zip("ab", screen.sessions):
             title = screen.query_one(f"#chat-title-{side}")
             assert_shown_whole(screen, title, f"{side.upper()}: {session.source.label}")
+
+
+def footer_keys(app) -> dict[str, str]:
+    """What the footer shows: key as displayed → description."""
+    return {k.key_display: k.description for k in app.screen.query("FooterKey")}
+
+
+async def test_arriving_on_chat_leaves_the_number_keys_to_the_steps(ws):
+    """Issue 20 #13: Chat put the cursor in its message box on arrival, so 7 typed "7" there instead
+    of opening Evaluate, and q left the footer. Now the transcript has the focus; i (or Enter) goes
+    to the message box, and the footer says so."""
+    app = make_app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert app.focused is screen.query_one("#chat-a")
+        keys = footer_keys(app)
+        assert keys.get("q") == "Quit" and keys.get("i") == "Message", keys
+        await pilot.press("i")
+        assert app.focused is screen.query_one("#chat-input")
+        await pilot.press("escape", "enter")  # Enter outside a field goes to the box too
+        assert app.focused is screen.query_one("#chat-input") and screen.query_one("#chat-input").text == ""
+        await pilot.press("escape", "7")
+        await pilot.pause()
+        assert app.current_mode == "eval" and type(app.screen).__name__ == "EvalScreen"
+        assert screen.query_one("#chat-input").text == ""
+        await pilot.press("6")  # back: still not in a text field
+        await pilot.pause()
+        assert app.screen is screen and app.focused is screen.query_one("#chat-a")
+        assert footer_keys(app).get("q") == "Quit"
+
+
+async def test_a_handed_over_model_loads_without_taking_the_focus(ws):
+    """A model handed over from Merge loads on arrival; the cursor stays out of the text fields."""
+    app = make_app(ws, selected_model="models/tiny-chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.sessions and not screen.loading_models, "the handed-over model")
+        await pilot.pause()
+        assert app.focused is screen.query_one("#chat-a")
+        await pilot.press("7")
+        await pilot.pause()
+        assert app.current_mode == "eval"
+
+
+def pieces_and_ends(seen: list) -> list[tuple[str, int]]:
+    """The order in which the columns handled streamed pieces and answer ends: ("piece"|"done", side)."""
+    kinds = {"_Piece": "piece", "_Done": "done"}
+    return [(kinds[type(m).__name__], m.side) for m in seen if type(m).__name__ in kinds]
+
+
+async def test_compare_sides_answer_together_and_esc_stops_both(tmp_path, tiny_model):
+    """Issue 20 #8: compare ran the sides one after the other (B waited for all of A) and Esc
+    stopped A while B never answered. Both now stream before either ends; Esc stops both where
+    they are, each keeps its text and says it was stopped."""
+    ws = chat_workspace(tmp_path / "ws", tiny_model, adapter=True)
+    seen: list = []
+    app = make_app(ws)
+    async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
+        screen = app.screen
+        await load(pilot, compare_with="models/tiny-lora")
+        set_field(screen, "max-new-tokens", "100000")  # neither ends by itself
+        set_field(screen, "temperature", "0")
+        await pilot.pause()
+        await pilot.press("i", *"hi", "enter")
+        col_a, col_b = screen.query_one("#chat-a"), screen.query_one("#chat-b")
+        await until(pilot, lambda: col_a.answers and col_b.answers and col_a.answers[0].text
+                    and col_b.answers[0].text, "both sides' first tokens", timeout=60)
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating, "both answers to stop")
+        await pilot.pause()
+        order = pieces_and_ends(seen)
+        first_end = next(i for i, (kind, _) in enumerate(order) if kind == "done")
+        assert ("piece", 0) in order[:first_end] and ("piece", 1) in order[:first_end], order
+        for col, session in ((col_a, screen.sessions[0]), (col_b, screen.sessions[1])):
+            block = col.answers[0]
+            assert session.last.stats.finish == "stopped"
+            assert block.text and block.text == session.last.text  # the partial answer stays
+            assert "stopped" in str(block.query_one(".chat-stats").render())
+        assert "Stopped." in status(app)

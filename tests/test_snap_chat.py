@@ -47,3 +47,26 @@ def test_compare_80x24(snap_compare, fixed_workspace, tiny_model):
     app = make_app(ws, chat_timings=False)
     assert snap_compare(app, terminal_size=(80, 24),
                         run_before=answered("hello", compare_with="models/tiny-lora", temperature="0"))
+
+
+def load_error(spec: str):
+    async def run_before(pilot):
+        screen = pilot.app.screen
+        screen.query_one("#chat-model").value = spec
+        await pilot.press("ctrl+l")
+        await until(pilot, lambda: "Could not load" in str(screen.query_one("#chat-status").render())
+                    and not screen.loading_models, "the load error")
+        await pilot.pause()
+
+    return run_before
+
+
+def test_load_error_wraps_80x24(snap_compare, fixed_workspace, tiny_model):
+    """Issue 20 #14: the load error was cut after three lines ("…; give a"); it wraps whole."""
+    ws = chat_workspace(fixed_workspace, tiny_model)
+    assert snap_compare(make_app(ws), terminal_size=(80, 24), run_before=load_error("models/smol"))
+
+
+def test_load_error_wraps_120x36(snap_compare, fixed_workspace, tiny_model):
+    ws = chat_workspace(fixed_workspace, tiny_model)
+    assert snap_compare(make_app(ws), terminal_size=(120, 36), run_before=load_error("models/smol"))

@@ -13,15 +13,17 @@ the functions that need them, so ``import tuitune.chat`` stays light.
   :class:`tuitune.generation.Generation`, the path training samples and evaluation
   use too. A multi-turn history is kept and trimmed from the oldest turn when prompt +
   ``max_new_tokens`` would pass the model's context. Each answer records time to first
-  token and tokens per second (:class:`tuitune.generation.Stats`).
+  token and tokens per second (:class:`tuitune.generation.Stats`). Compare mode's
+  :class:`Together` streams one prompt's answers from two sessions together, token by
+  token in turn; a stop ends both where they are.
 """
 
 from __future__ import annotations
 
 from tuitune.chat.loading import BITS, DTYPES, LoadedModel, load_model
-from tuitune.chat.session import Answer, ChatSession, compare, load_pair, save_conversations
+from tuitune.chat.session import Answer, ChatSession, Event, Together, compare, load_pair, save_conversations
 from tuitune.generation import SETTING_NAMES, GenerationSettings, Stats
 from tuitune.sources import MODEL_HELP, ModelSource
 
-__all__ = ["GenerationSettings", "ModelSource", "LoadedModel", "ChatSession", "Stats", "Answer", "load_model",
+__all__ = ["GenerationSettings", "ModelSource", "LoadedModel", "ChatSession", "Stats", "Answer", "Together", "Event", "load_model",
            "load_pair", "compare", "save_conversations", "SETTING_NAMES", "DTYPES", "BITS", "MODEL_HELP"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,8 @@ from typing import Callable, Iterator
 from tuitune.chat.loading import (LoadedModel, _check_template, _context_length, _load_tokenizer, adapter_selector,
                                   can_share_base, load_model)
 from tuitune.errors import TuituneError
-from tuitune.generation import Generation, GenerationSettings, Stats, encode, messages_for
+from tuitune.errors import first_line
+from tuitune.generation import Generation, GenerationSettings, Stats, Turns, encode, messages_for
 from tuitune.sources import ModelSource, resolve
 
 
@@ -141,10 +144,12 @@ class ChatSession:
             note = (note + "; " if note else "") + f"max_new_tokens lowered to {room} to fit the context"
         return ids, dropped, max_new, note
 
-    def stream(self, prompt: str) -> Iterator[str]:
+    def stream(self, prompt: str, *, turns: Turns | None = None, side: int = 0,
+               stop_event: threading.Event | None = None) -> Iterator[str]:
         """Answer ``prompt``: yields text pieces as tokens arrive; then ``self.last`` holds the Answer.
 
         The answer joins the history. Closing the iterator early stops the generation.
+        ``turns``, ``side``, ``stop_event``: this is one side of :class:`Together`.
         """
         if not self.is_loaded:
             raise TuituneError("no model loaded; load one first")
@@ -155,7 +160,8 @@ class ChatSession:
         ids, dropped, max_new, note = self._encode(prompt, s.max_new_tokens)
         model = self.loaded.model
         gen = Generation(model, self.tokenizer, s, template=self.template, ids=ids, max_new_tokens=max_new,
-                         prepare=adapter_selector(model, self.loaded.is_peft, self.adapter_name), t0=t0)
+                         prepare=adapter_selector(model, self.loaded.is_peft, self.adapter_name), t0=t0,
+                         turns=turns, side=side, stop_event=stop_event)
         self._generation = gen
         self.generating = True
         try:
@@ -248,10 +254,79 @@ def load_pair(a: ModelSource, b: ModelSource, *, template: str | None = None, dt
     return sa, sb
 
 
+@dataclass
+class Event:
+    """What :class:`Together` reports: a piece of side ``side``'s answer, or that side's end.
+
+    At the end (``done``): ``answer`` (its text and stats; ``stats.finish`` is ``stopped``
+    when it was stopped), or ``error``, one line, when it failed.
+    """
+
+    side: int
+    text: str = ""
+    done: bool = False
+    answer: Answer | None = None
+    error: str = ""
+
+
+class Together:
+    """One prompt answered by several sessions together (compare mode), streamed as :class:`Event` s.
+
+    The sides take turns token by token on the model (:mod:`tuitune.generation.turns`
+    says why turns and not two generations at once), so both answers grow together and
+    each is the answer its session would give alone with the same settings and seed. A
+    thread per side reads its stream into one queue; iterating yields the events in the
+    order they came. :meth:`stop` (from any thread) ends every side still answering after
+    its current token; the text so far stays, as an answer whose finish is ``stopped``.
+    A side that fails ends with its error; the others go on.
+    """
+
+    def __init__(self, sessions: list[ChatSession], prompt: str):
+        self.sessions, self.prompt = list(sessions), prompt
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _side(self, side: int, session: ChatSession, turns: Turns, out: queue.SimpleQueue) -> None:
+        from tuitune.errors import TuituneError
+
+        try:
+            for piece in session.stream(self.prompt, turns=turns, side=side, stop_event=self._stop):
+                out.put(Event(side, text=piece))
+            out.put(Event(side, done=True, answer=session.last))
+        except Exception as exc:  # noqa: BLE001 - this side's error; the others go on
+            out.put(Event(side, done=True, error=str(exc) if isinstance(exc, TuituneError) else
+                          f"{type(exc).__name__}: {first_line(exc)}"))
+        finally:
+            turns.leave(side)  # a side that failed before its first token must not hold the others up
+
+    def __iter__(self) -> Iterator[Event]:
+        turns = Turns(len(self.sessions))
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        threads = [threading.Thread(target=self._side, args=(i, s, turns, out), name=f"tuitune-side-{i}",
+                                    daemon=True) for i, s in enumerate(self.sessions)]
+        for t in threads:
+            t.start()
+        left = len(threads)
+        try:
+            while left:
+                event = out.get()
+                left -= event.done
+                yield event
+        finally:
+            if left:  # the reader went away: stop the others, wait for them
+                self.stop()
+            for t in threads:
+                t.join()
+
+
 def compare(sessions: list[ChatSession], prompt: str) -> list[Answer]:
-    """One prompt to each session in turn, each with the same settings and seed."""
-    out = []
-    for s in sessions:
-        s.ask(prompt)
-        out.append(s.last)
+    """One prompt to each session, answered together with the same settings and seed."""
+    out: list = [None] * len(sessions)
+    for event in Together(sessions, prompt):
+        if event.error:
+            raise TuituneError(event.error)
+        if event.done:
+            out[event.side] = event.answer
     return out

@@ -11,8 +11,12 @@ and streams the answer as text:
   seed, settings, model and prompt give the same answer whatever ran before; a greedy
   answer (temperature 0) touches no random state, so a training run's RNG is left alone;
 - tokens are generated in a thread and read back in batches (:class:`Streamer`); a
-  stop request (:meth:`Generation.stop`, from any thread) or a consumer that goes
-  away ends the generation after the current token;
+  stop request (:meth:`Generation.stop`, from any thread, or the shared ``stop_event``
+  of answers generated together) or a consumer that goes away ends the generation
+  after the current token;
+- answers to one prompt from two models (Chat's compare mode) are generated together,
+  token by token in turn (``turns``, :mod:`tuitune.generation.turns`), each still one
+  ``generate()`` here;
 - under DeepSpeed ZeRO-3 (``synced_gpus=True``) every rank runs the same forward passes,
   as the partitioned weights need.
 
@@ -33,9 +37,11 @@ from typing import Callable, ContextManager, Iterator
 from tuitune.errors import TuituneError, first_line
 from tuitune.generation.settings import SETTING_NAMES, GenerationSettings, parse_setting
 from tuitune.generation.stream import Detokenizer, Stats, StopWords, Streamer, cancel_criteria
+from tuitune.generation.turns import Hold, Turns, hand_over_criteria
 
 # One generation at a time in this process: the seed lives in torch's global RNG,
-# which every thread shares, so two interleaved generations would disturb each other.
+# which every thread shares, so two interleaved generations would disturb each other
+# (answers generated together take it in turns, carrying their RNG state: turns.py).
 GENERATE_LOCK = threading.Lock()
 
 
@@ -104,14 +110,17 @@ class Generation:
     ``max_new_tokens``: overrides the settings' (a caller that fitted the context).
     ``prepare``: a context manager factory entered in the generating thread, under the
     lock (chat selects an adapter with it). ``t0``: when the request began, for the
-    time to first token (default: now).
+    time to first token (default: now). ``turns`` and ``side``: this answer is side
+    ``side`` of several generated together, token by token in turn (:class:`Turns`).
+    ``stop_event``: ends the answer too once set (one stop for every side).
     """
 
     def __init__(self, model, tokenizer, settings: GenerationSettings, *, template: str = "auto",
                  messages: list[dict] | None = None, ids: list[int] | None = None,
                  max_new_tokens: int | None = None, stop_words: list[str] | None = None,
                  prepare: Callable[[], ContextManager] | None = None, synced_gpus: bool = False,
-                 t0: float | None = None):
+                 t0: float | None = None, turns: Turns | None = None, side: int = 0,
+                 stop_event: threading.Event | None = None):
         from tuitune.templates import stop_words as template_stop_words
 
         self.t0 = time.perf_counter() if t0 is None else t0
@@ -122,6 +131,7 @@ class Generation:
         self.eos_ids, self.text_words = stop_tokens(model, tokenizer, [*words, *settings.stop])
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         self.prepare, self.synced_gpus = prepare, synced_gpus
+        self.turns, self.side, self.stop_event = turns, side, stop_event
         self.cancel = threading.Event()
         self.text = ""
         self.stats: Stats | None = None
@@ -139,22 +149,26 @@ class Generation:
         gen_cfg = generation_config(model, self.tokenizer, s, self.max_new, self.eos_ids)
         clock: dict = {}
         cancel = self.cancel
-        stopper = cancel_criteria(cancel)
+        stopped = lambda: cancel.is_set() or (self.stop_event is not None and self.stop_event.is_set())  # noqa: E731
         streamer = Streamer(clock)
         outcome: dict = {}
+        # The lock, the adapter (prepare) and, with turns, the hand-over after each token.
+        hold = Hold(GENERATE_LOCK, self.prepare, self.turns, self.side, sampled=not s.greedy)
+        criteria = [cancel_criteria(cancel, self.stop_event)]
+        if self.turns is not None:
+            criteria.append(hand_over_criteria(hold))
 
         def run() -> None:
             try:
                 # no_grad, not inference_mode: a training run's model must not keep inference tensors.
-                with GENERATE_LOCK, torch.no_grad():
+                with hold, torch.no_grad():
                     if not s.greedy:
                         from transformers import set_seed
 
                         set_seed(self.seed)
-                    with (self.prepare() if self.prepare else nullcontext()):
-                        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                             generation_config=gen_cfg, streamer=streamer,
-                                             stopping_criteria=[stopper], synced_gpus=self.synced_gpus)
+                    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                         generation_config=gen_cfg, streamer=streamer,
+                                         stopping_criteria=criteria, synced_gpus=self.synced_gpus)
                     outcome["n"] = int(out.shape[1] - input_ids.shape[1])
                     outcome["last"] = int(out[0, -1]) if outcome["n"] else None
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
@@ -193,7 +207,7 @@ class Generation:
                 finish = "error"
             elif stops.hit:
                 finish = "stop_word"
-            elif cancel.is_set():
+            elif stopped():
                 finish = "stopped"
             elif outcome.get("last") in self.eos_ids:
                 finish = "eos"
@@ -280,5 +294,5 @@ def answer_batch(model, tokenizer, settings: GenerationSettings, *, template: st
     return out  # type: ignore[return-value]
 
 
-__all__ = ["GENERATE_LOCK", "BatchAnswer", "answer_batch", "Generation", "GenerationSettings", "Stats", "StopWords", "Detokenizer", "Streamer",
+__all__ = ["GENERATE_LOCK", "Turns", "BatchAnswer", "answer_batch", "Generation", "GenerationSettings", "Stats", "StopWords", "Detokenizer", "Streamer",
            "answer", "encode", "messages_for", "stop_tokens", "special_stop_ids", "generation_config", "SETTING_NAMES", "parse_setting"]

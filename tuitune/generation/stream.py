@@ -156,7 +156,8 @@ class Detokenizer:
         return new_text[len(prefix_text):]
 
 
-def cancel_criteria(event: threading.Event):
+def cancel_criteria(event: threading.Event, also: threading.Event | None = None):
+    """Stops the generation once ``event`` (or ``also``, e.g. one stop for every side of a compare) is set."""
     import torch
     from transformers import StoppingCriteria
 
@@ -164,7 +165,7 @@ def cancel_criteria(event: threading.Event):
 
     class _Cancel(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            key = (input_ids.shape[0], input_ids.device, event.is_set())
+            key = (input_ids.shape[0], input_ids.device, event.is_set() or (also is not None and also.is_set()))
             out = cache.get(key)
             if out is None:
                 out = cache[key] = torch.full(key[:1], key[2], dtype=torch.bool, device=key[1])

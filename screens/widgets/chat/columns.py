@@ -1,9 +1,12 @@
 """The Chat step's answer columns: one transcript (two in compare mode), and the worker that streams into them.
 
-:meth:`ChatColumns.answer` sends one prompt to each session in turn in a thread worker;
-the worker only posts messages (a piece of text coalesced to a few updates a second, the
-answer's end with its stats or its error), which the widget writes on the UI thread.
-When every session has answered, :class:`ChatColumns.Over` goes up to the screen.
+:meth:`ChatColumns.answer` sends one prompt to every session in a thread worker; the
+sessions answer together (:class:`tuitune.chat.Together`: token by token in turn on the
+model), so both columns grow at once. The worker only posts messages (a piece of text,
+coalesced per side to a few updates a second; a side's end with its stats or its
+error), which the widget writes on the UI thread. :meth:`ChatColumns.stop` ends every
+answer still being written where it is: its text stays, marked stopped. When every
+session has answered, :class:`ChatColumns.Over` goes up to the screen.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from textual.widgets import Static
 from textual.worker import Worker, get_current_worker
 
 from screens.widgets.chat.transcript import ChatTranscript
-from screens.workers import failure, one_line
+from screens.workers import failure
 
 POST_EVERY = 0.05          # seconds between streamed updates to the view
 GROUP = "chat-generate"
@@ -54,6 +57,7 @@ class ChatColumns(Horizontal):
         super().__init__(**kwargs)
         self._words = words
         self._blocks: dict[int, object] = {}
+        self._together = None
         self.timings = True
 
     def compose(self) -> ComposeResult:
@@ -78,35 +82,40 @@ class ChatColumns(Horizontal):
         for i in range(2):
             await self.column(i).clear()
 
-    def cancel(self) -> None:
-        self.workers.cancel_group(self, GROUP)
+    def stop(self) -> None:
+        """End every answer still being written, after its current token (safe from any thread)."""
+        together = self._together
+        if together is not None:
+            together.stop()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group=GROUP, description="answer")
     def answer(self, prompt: str, sessions: list) -> None:
+        from tuitune.chat import Together
+
         worker = get_current_worker()
+        together = self._together = Together(sessions, prompt)
         for side, session in enumerate(sessions):
-            if worker.is_cancelled or (side and sessions[0].last and sessions[0].last.stats.finish == "stopped"):
-                break
             self.post_message(self._Started(side, session.source.label if session.source else "model"))
-            buf: list[str] = []
-            last = 0.0
-            error = ""
-            try:
-                for piece in session.stream(prompt):
-                    buf.append(piece)
-                    now = time.monotonic()
-                    if now - last >= POST_EVERY:
+        bufs: dict[int, list[str]] = {side: [] for side in range(len(sessions))}
+        last = dict.fromkeys(bufs, 0.0)
+        try:
+            for event in together:
+                if worker.is_cancelled:  # the screen went away (or a new prompt): stop where we are
+                    together.stop()
+                if event.text:
+                    bufs[event.side].append(event.text)
+                now = time.monotonic()
+                for side, buf in bufs.items():  # each side's text so far, at most every POST_EVERY
+                    if buf and (now - last[side] >= POST_EVERY or (event.done and side == event.side)):
                         self.post_message(self._Piece(side, "".join(buf)))
                         buf.clear()
-                        last = now
-                    if worker.is_cancelled:
-                        session.stop()
-            except Exception as exc:  # noqa: BLE001 - shown under the answer, the other side still runs
-                error = self._words(one_line(exc))
-            if buf:
-                self.post_message(self._Piece(side, "".join(buf)))
-            stats = session.last.stats if session.last and not error else None
-            self.post_message(self._Done(side, stats, error))
+                        last[side] = now
+                if event.done:
+                    stats = event.answer.stats if event.answer and not event.error else None
+                    error = self._words(event.error) if event.error else ""
+                    self.post_message(self._Done(event.side, stats, error))
+        finally:
+            self._together = None
         self.post_message(self.Over())
 
     async def on_chat_columns__started(self, message: _Started) -> None:
@@ -128,7 +137,7 @@ class ChatColumns(Horizontal):
             await block.finish(message.error, error=True)
             return
         st = message.stats
-        await block.finish(st.line(timings=self.timings))
+        await block.finish(st.line(timings=self.timings), stopped=st.finish == "stopped")
         if st.note:
             await self.column(message.side).add_note(f"note: {st.note}")
 

@@ -35,7 +35,8 @@ class ChatSettings(VerticalScroll):
     """A column of labelled fields; posts :class:`Changed` with valid settings."""
 
     DEFAULT_CSS = """
-    ChatSettings { width: 28; height: 1fr; padding: 0 1; border-left: solid $primary-darken-2; }
+    /* 27 columns inside: the default transcript file, data/chat-transcripts.jsonl, reads whole. */
+    ChatSettings { width: 29; height: 1fr; padding: 0 0 0 1; border-left: solid $primary-darken-2; }
     ChatSettings .chat-set-row { height: 1; margin: 0 0 1 0; }
     ChatSettings .chat-set-row > Label { width: 13; color: $text-muted; }
     ChatSettings .chat-set-row > Input { width: 1fr; }

@@ -53,14 +53,15 @@ class AnswerBlock(Vertical):
             self._stream = Markdown.get_stream(self.markdown)
         await self._stream.write(printable(piece))
 
-    async def finish(self, stats_line: str, error: bool = False) -> None:
+    async def finish(self, stats_line: str, error: bool = False, stopped: bool = False) -> None:
+        """The answer's end: its stats line (an error in red; a stopped answer's, which says so, in yellow)."""
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
         stats = self.query_one(".chat-stats", Static)
-        stats.update(Text(stats_line, style="bold red" if error else ""))
+        stats.update(Text(stats_line, style="bold red" if error else "yellow" if stopped else ""))
         if not self.text.strip() and not error:
-            await self.markdown.update("*(an empty answer)*")
+            await self.markdown.update("*(stopped before its first word)*" if stopped else "*(an empty answer)*")
 
 
 class ChatTranscript(VerticalScroll):
