@@ -28,6 +28,15 @@ MODEL_OR_RUN is one of:
 """
 
 
+def model_or_run_forms(hub: bool = True) -> str:
+    """:data:`MODEL_OR_RUN_FORMS` for a verb's epilog; ``hub=False`` where only local folders will do."""
+    if hub:
+        return MODEL_OR_RUN_FORMS
+    rows = MODEL_OR_RUN_FORMS.splitlines(keepends=True)
+    return "".join(r for r in rows if not r.lstrip().startswith("org/name")) + \
+        "  (a hub id: download the model first; only a local folder is read)\n"
+
+
 def replacing(args, *outputs):
     """``--force`` as every verb does it: ``with replacing(args, OUT): write OUT``. What an existing
     OUT held is kept as OUT.replaced-<time>, said on stdout (stderr under ``--json``)."""

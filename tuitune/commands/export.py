@@ -6,37 +6,46 @@ import json
 
 
 def register(sub) -> None:
+    import argparse
+
+    from tuitune.commands import MODEL_OR_RUN, MODEL_OR_RUN_HELP, model_or_run_forms
     from tuitune.export import FORMATS, OUTTYPES
+    from tuitune.fsutil import force_help
 
     p = sub.add_parser(
         "export", help="export a run or model as GGUF (llama.cpp's converter) or an Ollama folder",
-        description="Export RUN_OR_MODEL (a run or adapter is merged first, streamed and verified) as a GGUF file "
+        epilog=model_or_run_forms(hub=False),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export MODEL_OR_RUN (a run or adapter is merged first, streamed and verified) as a GGUF file "
         "written by llama.cpp's convert_hf_to_gguf.py, or as an Ollama folder (the GGUF and a Modelfile whose "
         "TEMPLATE, stops and SYSTEM are the run's). The file is read back and checked: architecture, tensors, "
         "tokenizer and chat template.")
-    p.add_argument("source", metavar="RUN_OR_MODEL", help="run id, RUN:checkpoint-N, adapter or model folder")
-    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("source", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
+    p.add_argument("--format", choices=FORMATS, required=True,
+                   help="gguf: one .gguf file; ollama: a folder with the GGUF and a Modelfile")
     p.add_argument("--type", dest="outtype", choices=OUTTYPES, default="f16", help="GGUF tensor type (default: f16)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .gguf file, or the Ollama folder")
-    p.add_argument("--name", help="the Ollama model name (default: the folder's name)")
+    p.add_argument("--name", metavar="NAME", help="the Ollama model name (default: the folder's name)")
     p.add_argument("--llama-cpp", metavar="DIR", help="a llama.cpp checkout (default: LLAMA_CPP_DIR, else the "
                    "converter vendored in the llama-cpp-python source package, fetched once)")
-    p.add_argument("--force", action="store_true", help="replace an existing output")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--force", action="store_true", help=force_help("OUT"))
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import sys
 
+    from tuitune.commands import replacing
     from tuitune.export import export
 
     def log(line):
         if not args.json:
             print(line, file=sys.stderr, flush=True)
 
-    res = export(args.source, args.output, workspace=args.workspace, fmt=args.format, outtype=args.outtype,
-                 force=args.force, llama_cpp=args.llama_cpp, name=args.name, log=log)
+    with replacing(args, args.output):
+        res = export(args.source, args.output, workspace=args.workspace, fmt=args.format, outtype=args.outtype,
+                     force=args.force, llama_cpp=args.llama_cpp, name=args.name, log=log)
     if args.json:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return 0

@@ -9,13 +9,16 @@ DTYPES = ("fp16", "bf16", "fp32")
 
 
 def register(sub) -> None:
+    from tuitune.fsutil import force_help
+
     p = sub.add_parser(
         "merge", help="merge an adapter into its base as a standalone model (streamed shard by shard)",
         description="Merge a LoRA/QLoRA adapter into its base model, one safetensors shard at a time, and "
         "check that the merged model's logits match base + adapter. The output folder appears only "
         "when complete. With --export-adapter, write a clean adapter folder instead.")
-    p.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run id (its final adapter) or an adapter folder")
-    p.add_argument("--base", metavar="MODEL", help="base model folder (default: the run's model, or "
+    p.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run id (its final adapter), RUN:checkpoint-N or an "
+                   "adapter folder: what has an adapter to merge (a model folder has none)")
+    p.add_argument("--base", metavar="DIR", help="base model folder (default: the run's model, or "
                    "base_model_name_or_path in adapter_config.json)")
     p.add_argument("--checkpoint", type=int, metavar="N", help="merge the run's checkpoint-N instead of its final adapter")
     out = p.add_mutually_exclusive_group(required=True)
@@ -25,8 +28,7 @@ def register(sub) -> None:
                      "tokenizer) instead of merging")
     p.add_argument("--max-shard-size", default="2GB", metavar="SIZE", help="largest output shard (default: 2GB)")
     p.add_argument("--dtype", choices=DTYPES, help="dtype of the merged weights (default: the base's)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty output folder (its files are moved "
-                   "aside to OUT.replaced-<time>, never deleted)")
+    p.add_argument("--force", action="store_true", help=force_help("OUT"))
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip comparing the merged model's logits with base + adapter")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -41,7 +43,10 @@ def run(args) -> int:
     src = resolve(args.source, args.workspace, base=args.base, checkpoint=args.checkpoint, need="adapter")
     quiet = args.json or not sys.stderr.isatty()
     if args.export_adapter:
-        out = export_adapter(src, args.export_adapter, force=args.force)
+        from tuitune.commands import replacing
+
+        with replacing(args, args.export_adapter):
+            out = export_adapter(src, args.export_adapter, force=args.force)
         if args.json:
             print(json.dumps({"adapter": str(out), "base": str(src.base_dir)}))
         else:
