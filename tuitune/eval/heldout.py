@@ -28,13 +28,15 @@ class HeldOut:
     origin: str                  # GIVEN, DATA_EVAL or SPLIT
     note: str = ""               # "the test side of the split of medqa.jsonl (data/split.json)"
     records: int | None = None   # the whole file's records
+    brief: str = ""              # the note in a few words: "test side of data/split.json"
 
-    def line(self, base: str | os.PathLike | None = None, evaluated: int | None = None) -> str:
+    def line(self, base: str | os.PathLike | None = None, evaluated: int | None = None, brief: bool = False) -> str:
         """``data/split/test.jsonl, 36 records (the test side of ...)``; paths relative to ``base``."""
         n = "" if self.records is None else f", {self.records} record{'s' if self.records != 1 else ''}"
         if evaluated is not None and self.records is not None and evaluated < self.records:
             n += f" (the first {evaluated} evaluated)"
-        return f"{shown(self.path, base)}{n}" + (f" ({self.note})" if self.note else "")
+        note = self.brief if brief else self.note
+        return f"{shown(self.path, base)}{n}" + (f" ({note})" if note else "")
 
     def as_dict(self, base: str | os.PathLike | None = None) -> dict:
         return {"file": shown(self.path, base), "records": self.records, "origin": self.origin, "note": self.note}
@@ -42,9 +44,9 @@ class HeldOut:
 
 def shown(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
     """``path`` relative to ``base`` (default: the current folder) when inside it, else absolute."""
-    p = Path(path).absolute()
+    p = Path(os.path.normpath(Path(path).absolute()))  # "data/split/../a.jsonl" reads data/a.jsonl
     try:
-        return p.relative_to(Path(base or ".").absolute()).as_posix()
+        return p.relative_to(Path(os.path.normpath(Path(base or ".").absolute()))).as_posix()
     except ValueError:
         return str(p)
 
@@ -66,16 +68,18 @@ def default_data(src: ModelSource, cfg, base: str | os.PathLike | None = None) -
         raise TuituneError(f"{src.label} is not a run, so no held-out file belongs to it; give --data FILE "
                            "(a conversation JSONL the model never trained on)")
     if cfg.data.eval:
-        return HeldOut(cfg.resolve(cfg.data.eval), DATA_EVAL, "the run's data.eval")
+        return HeldOut(cfg.resolve(cfg.data.eval), DATA_EVAL, "the run's data.eval", brief="the run's data.eval")
     found, refused = [], []
     for entry in cfg.data.sources():
         train = cfg.resolve(entry.path)
         side = held_out_of(train, show=lambda p: shown(p, base))
         (found if side.test is not None else refused).append((entry.path, side))
     if len(found) == 1:
-        path, side = found[0]
-        return HeldOut(side.test, SPLIT, f"the test side of the split of {side.source} that gave "
-                                         f"{path} ({shown(side.manifest, base)})")
+        side = found[0][1]
+        source = shown(side.manifest.parent / side.source, base)  # the manifest names it from its folder
+        manifest = shown(side.manifest, base)
+        return HeldOut(side.test, SPLIT, f"test side of the split of {source} in {manifest}; the run trained "
+                                         "on its train side", brief=f"test side of {manifest}")
     if found:
         tests = ", ".join(shown(side.test, base) for _, side in found)
         raise TuituneError(f"run {src.run} trained on the train side of {len(found)} splits; give --data FILE, "

@@ -69,14 +69,14 @@ def summary_line(report: dict) -> str:
     return ", ".join(parts + marks) or "nothing measured"
 
 
-def data_text(report: dict, code: bool = False) -> str:
+def data_text(report: dict, code: bool = False, note: bool = True) -> str:
     """``data/split/test.jsonl, 6 of 36 records (the test side of ...)``: the report's held-out file."""
     d = report["summary"].get("data") or {}
     name = d.get("file") or report["data"]
     kind = "pairs" if report.get("pairs") else "records"
     n, total = report["records"], d.get("records")
     count = f"{n} of {total} {kind}" if total and total != n else f"{n} {kind}"
-    return (f"`{name}`" if code else name) + f", {count}" + (f" ({d['note']})" if d.get("note") else "")
+    return (f"`{name}`" if code else name) + f", {count}" + (f" ({d['note']})" if note and d.get("note") else "")
 
 
 def _md_cell(text) -> str:
