@@ -30,20 +30,27 @@ from screens.widgets.fields import NumberInput, Toggle, tui_message
 from screens.workers import failure
 
 #: The engine's flags as this screen's fields are named.
-EVAL_LABELS = {"--max-samples": "samples", "--data FILE": "the data field", "--data": "the data field",
+EVAL_LABELS = {"--max-samples": "samples", "--data FILE": "a file in the data field", "--data": "the data field",
                "--against MODEL": "the against field", "--checkpoints": "checkpoints",
                "pass --force to replace it": "run it again (a new folder)"}
 
 
 class EvalScreen(StepScreen):
     STEP = "eval"
+    # No focus by itself on arrival or after the palette closes: the App's default ("*") would put
+    # the cursor in the target field, where number keys type and q is no longer Quit. on_mount
+    # focuses the reports list instead (the same default sits in the shared base; see the report).
+    AUTO_FOCUS = ""
     HELP = """\
 # Evaluate
 
 Did fine-tuning help? The **target** (a run: its final adapter; `RUN:checkpoint-N`; an
 adapter or model folder) and its baseline (the run's base model, or the model in
-**against**) answer the same held-out records: the run's `data.eval`, else the
-`test.jsonl` its split wrote, or the file in **data**.
+**against**) answer the same held-out records: the file in **data**, else the run's
+`data.eval`, else the test side of the split whose train side the run trained on (the
+`split.json` a split writes beside its two files says which). Nothing else: a
+`test.jsonl` from another file's split is not the run's. The line under the target
+names the file and its records before anything runs.
 
 For each: the held-out loss on the answer tokens (the training template and mask) and
 its perplexity, and the answers, scored against the references: ROUGE-L (characters
@@ -87,7 +94,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
         self._phase: tuple[str, float] = ("", 0.0)
 
     def compose_body(self) -> ComposeResult:
-        with Horizontal(classes="eval-row"):
+        with Horizontal(classes="eval-row eval-row-top"):
             yield Label("target", classes="field-label")
             yield Input(self._default_target(), id="eval-target", compact=True,
                         placeholder="run id, RUN:checkpoint-N, adapter or model folder",
@@ -96,7 +103,8 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
             yield Label("data", classes="field-label")
             yield Input("", id="eval-data", compact=True, placeholder="the run's held-out file",
                         tooltip="A conversation JSONL of held-out records (empty: the run's data.eval, else "
-                        "the test.jsonl beside its training file).")
+                        "the test side of the split whose train side the run trained on).")
+        yield Static("", id="eval-heldout")
         with Horizontal(classes="eval-row"):
             yield Label("against", classes="field-label")
             yield Input("", id="eval-against", compact=True, placeholder="base",
@@ -124,6 +132,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
         self.refresh_reports()
         # Not a text field: the step's keys (r, x, g, b, o) work at once; Tab reaches the fields.
         self.query_one("#eval-reports").focus()
+        self.update_heldout()
 
     def _default_target(self) -> str:
         from tuitune.train.runfolder import list_runs
@@ -167,6 +176,28 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
             return str(p.relative_to(self.app.workspace.root))
         except ValueError:
             return str(p)
+
+    # --- which held-out file, before anything runs ----------------------------------------------
+
+    @on(Input.Changed, "#eval-target, #eval-data, #eval-samples")
+    def update_heldout(self) -> None:
+        target = self._value("eval-target")
+        if not target:
+            self._heldout(Text("held-out file: shown here once a target is given", style="dim"))
+            return
+        samples = self._value("eval-samples")
+        self.find_heldout(target, self._value("eval-data") or None, int(samples) if samples.isdigit() else None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="eval-heldout", description="held-out file")
+    def find_heldout(self, target: str, data: str | None, samples: int | None) -> Text:
+        from tuitune.eval.heldout import preview
+
+        ws = self.app.workspace.root
+        held = preview(target, ws, data, base=ws)
+        return Text.assemble(("held-out ", "bold"), held.line(ws, evaluated=samples, brief=True))
+
+    def _heldout(self, text: Text) -> None:
+        self.query_one("#eval-heldout", Static).update(text)
 
     def _status(self, text: Text) -> None:
         self.query_one("#eval-status", Static).update(text)
@@ -227,6 +258,12 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "eval-heldout" and not event.worker.is_cancelled:
+            if event.state == WorkerState.SUCCESS:
+                self._heldout(event.worker.result)
+            elif error := failure(event):
+                self._heldout(Text(f"error: {tui_message(error, EVAL_LABELS)}", style="bold red"))
+            return
         if event.worker.group != "eval" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                                WorkerState.CANCELLED):
             return

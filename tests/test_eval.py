@@ -219,3 +219,28 @@ async def test_the_screen_runs_an_evaluation_marks_and_hands_a_record_to_chat(ws
         await pilot.pause()
         assert app.current_mode == "chat" and app.selected_pair == (f"{RUN}:base", RUN, prompt)
         assert app.screen.query_one("#chat-model-b").value == RUN
+
+
+@pytest.mark.parametrize("first", [(), ("escape",)], ids=["reports-focused", "nothing-focused"])
+async def test_after_the_palette_no_field_has_the_cursor_and_5_opens_merge(workspace, first):
+    """#20 item 13: on Evaluate, ctrl+p then escape gave the target field the cursor (Textual's auto
+    focus, when nothing was focused: after Esc), so 5 typed into it and q Quit left the footer."""
+    from textual.widgets import Input
+
+    from screens.app import TuituneApp
+    from tuitune.doctor import Report
+
+    app = TuituneApp(workspace, start="eval", doctor=lambda w: Report())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not isinstance(app.focused, Input)
+        for key in (*first, "ctrl+p", "escape"):
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.current_mode == "eval" and not isinstance(app.focused, Input), app.focused
+        keys = {b.binding.key for b in app.screen.active_bindings.values()}
+        assert "q" in keys and "r" in keys
+        await pilot.press("5")
+        await pilot.pause()
+        assert app.current_mode == "merge"
+        assert app.step_screens["eval"].query_one("#eval-target", Input).value == ""

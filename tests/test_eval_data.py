@@ -89,21 +89,19 @@ def test_a_run_on_a_splits_train_side_is_scored_on_its_test_side(ws):
     proc = tuitune(ws, "eval", "held", *QUICK, "-o", "evals/held")
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = proc.stderr.splitlines()[0]
-    assert first.startswith(f"data: data/split/test.jsonl, {n} records (the first 2 evaluated) (the test side "
-                            "of the split of ../self_cognition.jsonl that gave data/split/train.jsonl")
+    assert first == (f"data: data/split/test.jsonl, {n} records (the first 2 evaluated) (test side of the split "
+                     "of data/self_cognition.jsonl in data/split/split.json; the run trained on its train side)")
     rep = json.loads((ws / "evals" / "held" / "report.json").read_text())
     assert rep["data"] == "data/split/test.jsonl" and rep["records"] == 2
     d = rep["summary"]["data"]
     assert (d["file"], d["records"], d["evaluated"], d["origin"]) == ("data/split/test.jsonl", n, 2, "split")
     md = (ws / "evals" / "held" / "report.md").read_text()
-    assert f"- **data**: `data/split/test.jsonl`, 2 of {n} records (the test side of the split" in md
+    assert f"- **data**: `data/split/test.jsonl`, 2 of {n} records (test side of the split of data/" in md
     # What the Evaluate screen shows before it runs: the same file, counted, and why.
     from tuitune.eval.heldout import preview
 
     held = preview("held", ws, base=ws)
-    assert (held.line(ws), held.origin) == (f"data/split/test.jsonl, {n} records (the test side of the split of "
-                                            "../self_cognition.jsonl that gave data/split/train.jsonl "
-                                            "(data/split/split.json))", "split")
+    assert (held.line(ws), held.origin) == (first[len("data: "):].replace(" (the first 2 evaluated)", ""), "split")
 
 
 def test_a_changed_or_moved_training_file_is_not_matched(ws, tmp_path):
@@ -133,3 +131,34 @@ def test_a_changed_or_moved_training_file_is_not_matched(ws, tmp_path):
     held = preview("held", copy, base=copy)
     assert (held.origin, held.line(copy)) == ("data.eval", f"data/moved/test.jsonl, {held.records} records "
                                                            "(the run's data.eval)")
+
+
+async def test_the_screen_names_the_file_and_its_records_before_anything_runs(ws):
+    """The line under the target: the held-out file, its records and why; a run with none says what to give."""
+    from textual.widgets import Input, Static
+
+    from conftest import widget_text
+    from screens.app import TuituneApp
+    from tuitune.doctor import Report
+
+    n = len((ws / "data" / "split" / "test.jsonl").read_text().splitlines())
+    app = TuituneApp(ws, start="eval", doctor=lambda w: Report())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+
+        async def shown_after(target: str, samples: str = "") -> str:
+            screen.query_one("#eval-target", Input).value = target
+            screen.query_one("#eval-samples", Input).value = samples
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            return " ".join(widget_text(screen.query_one("#eval-heldout", Static), 200).split())
+
+        assert await shown_after("held") == (f"held-out data/split/test.jsonl, {n} records (test side of "
+                                             "data/split/split.json)")
+        assert await shown_after("held", "3") == (f"held-out data/split/test.jsonl, {n} records (the first 3 "
+                                                  "evaluated) (test side of data/split/split.json)")
+        text = await shown_after("own")
+        assert text.startswith("error: run own has no held-out file: no data.eval, and no split manifest "
+                               "(split.json) beside data/self_cognition.jsonl; give a file in the data field"), text
+        assert screen.folder is None and not screen.running

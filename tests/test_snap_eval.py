@@ -36,9 +36,12 @@ def fixed_report(ws: Path) -> Path:
              "adapter": str(ws / "runs" / "quick" / "adapter"), "run": "quick", "checkpoint": None}
     base = {**ident, "label": "quick:base", "spec": "quick:base", "adapter": None}
     report = {"version": 1, "created": 1_764_600_000.0, "target": ident, "baseline": base,
-              "data": str(ws / "data" / "split" / "test.jsonl"), "records": len(records), "generated": True,
+              "data": "data/split/test.jsonl", "records": len(records), "generated": True,
               "task": "sft", "settings": {"temperature": 0.0, "seed": 0, "max_new_tokens": 128, "template": "auto"},
-              "summary": {"baseline": {"loss": 2.9, "ppl": 18.2, "rouge_l": 0.21, "bleu": 4.2, "chrf": 18.0,
+              "summary": {"data": {"file": "data/split/test.jsonl", "records": 30, "evaluated": len(records),
+                                   "origin": "split", "note": "test side of the split of data/self_cognition.jsonl "
+                                   "in data/split/split.json; the run trained on its train side"},
+                          "baseline": {"loss": 2.9, "ppl": 18.2, "rouge_l": 0.21, "bleu": 4.2, "chrf": 18.0,
                                        "exact": 0.0},
                           "target": {"loss": 1.42, "ppl": 4.14, "rouge_l": 0.61, "bleu": 38.5, "chrf": 55.1,
                                      "exact": 0.0}},
@@ -90,3 +93,23 @@ def test_a_marked_record_in_the_detail_pane_80x24(snap_compare, fixed_workspace)
 def test_a_marked_record_in_the_detail_pane_120x36(snap_compare, fixed_workspace):
     folder = fixed_report(fixed_workspace)
     assert snap_compare(make_app(fixed_workspace), terminal_size=(120, 36), run_before=_opened(folder, 2))
+
+
+async def test_at_80x24_the_prompt_column_is_on_screen(fixed_workspace):
+    """#20 item 14: at 80x24 the table ran past its right edge and its prompt column was never seen; the
+    prompt takes what the other columns leave, and the table needs no sideways scrolling."""
+    from textual.widgets import DataTable
+
+    folder = fixed_report(fixed_workspace)
+    app = make_app(fixed_workspace)
+    for size in ((80, 24), (120, 36), (100, 30)):
+        async with app.run_test(size=size) as pilot:
+            await _opened(folder)(pilot)
+            table = app.screen.query_one("#eval-records", DataTable)
+            widths = [c.get_render_width(table) for c in table.ordered_columns]
+            start = sum(widths[:-1])
+            assert str(table.ordered_columns[-1].label) == "prompt"
+            assert sum(widths) <= table.scrollable_content_region.width, (size, widths)
+            assert widths[-1] - 2 * table.cell_padding >= 10, (size, widths)  # "What can yo…" at least
+            assert start + len("prompt") < table.scrollable_content_region.width
+        app = make_app(fixed_workspace)

@@ -7,9 +7,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from tuitune.eval.report import summary_line
+from tuitune.eval.report import data_text, summary_line
 
 VERDICT_STYLE = {"better": "green", "worse": "red", "same": "dim"}
+#: The verdict in one cell beside the change (the detail pane spells it out).
+VERDICT_MARK = {"better": "▲", "worse": "▼", "same": "="}
 MARK_TEXT = {"good": "✓ good", "bad": "✗ bad", None: ""}
 MARK_CELL = {"good": "✓", "bad": "✗", None: ""}
 
@@ -23,7 +25,7 @@ def summary_card(report: dict) -> Text:
     text.append(f"{report['target']['label']}", style="bold")
     if base_label:
         text.append(f" vs {base_label}", style="bold dim")
-    text.append(f" · {report['records']} records\n", style="dim")
+    text.append(f" · {data_text(report, note=False)}\n", style="dim")
     text.append(summary_line(report) + "\n", style="bold")
     cells = []
     for title, key, fmt in (("margin", "margin", "{:+.2f}"), ("prefers chosen", "accuracy", "{:.0%}"),
@@ -79,6 +81,7 @@ class ReportView(Vertical):
         self.report: dict | None = None
         self.records: list[dict] = []
         self.order: list[int] = []
+        self._width = 0
 
     def compose(self) -> ComposeResult:
         yield Static("", id="eval-summary")
@@ -90,23 +93,48 @@ class ReportView(Vertical):
     def show(self, report: dict, records: list[dict], keep: int | None = None) -> None:
         self.report, self.records = report, records
         self.query_one("#eval-summary", Static).update(summary_card(report))
-        table = self.query_one("#eval-records", DataTable)
-        table.clear(columns=True)
-        table.add_column("#", key="n", width=4)
-        table.add_column("verdict", key="verdict", width=7)
-        table.add_column("Δmargin" if report.get("pairs") else "ΔROUGE", key="change", width=7 if report.get("pairs") else 6)
-        table.add_column("mark", key="mark", width=4)
-        table.add_column("prompt", key="prompt")
         self.order = sorted(range(len(records)), key=lambda i: -abs(records[i].get("change") or 0))
+        self._fill(keep)
+        self.call_after_refresh(self._fit)  # the table's width is known once it is laid out
+
+    def _fixed_columns(self) -> list[tuple[str, str, int]]:
+        """(label, key, width) of the columns before the prompt: # (with the mark) and the change."""
+        digits = len(str(len(self.records)))
+        return [("#", "n", digits + 1), ("Δmargin" if (self.report or {}).get("pairs") else "ΔROUGE", "change", 7)]
+
+    def _prompt_width(self) -> int:
+        """What the table leaves for the prompt, so it is never pushed past the right edge (80x24)."""
+        table = self.query_one("#eval-records", DataTable)
+        pad = 2 * table.cell_padding
+        used = sum(w + pad for _l, _k, w in self._fixed_columns()) + pad
+        return max(6, table.scrollable_content_region.width - used)
+
+    def _fill(self, keep: int | None = None) -> None:
+        table = self.query_one("#eval-records", DataTable)
+        width = self._prompt_width()
+        self._width = width
+        table.clear(columns=True)
+        for label, key, w in self._fixed_columns():
+            table.add_column(label, key=key, width=w)
+        table.add_column("prompt", key="prompt", width=width)
         for i in self.order:
-            r = records[i]
-            change = r.get("change")
-            table.add_row(str(i + 1), Text(r.get("verdict") or "", style=VERDICT_STYLE.get(r.get("verdict"), "")),
-                          "" if change is None else f"{change:+.2f}", MARK_CELL[r.get("mark")],
-                          Text(" ".join(r["prompt"].split())[:200], overflow="ellipsis", no_wrap=True), key=str(i))
+            r = self.records[i]
+            change, verdict = r.get("change"), r.get("verdict")
+            cell = Text("" if change is None else f"{VERDICT_MARK.get(verdict, ' ')}{change:+.2f}",
+                        style=VERDICT_STYLE.get(verdict, ""))
+            table.add_row(Text(f"{i + 1}{MARK_CELL[r.get('mark')]}"), cell,
+                          Text(" ".join(r["prompt"].split())[:400], overflow="ellipsis", no_wrap=True), key=str(i))
         if keep is not None and keep in self.order:
             table.move_cursor(row=self.order.index(keep))
         self.show_detail()
+
+    def _fit(self) -> None:
+        """Fill again when the table's width changed what the prompt column can have."""
+        if self.report is not None and self._prompt_width() != self._width:
+            self._fill(self.current())
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit)
 
     def current(self) -> int | None:
         """The index (0-based, in the report) of the record under the cursor."""
