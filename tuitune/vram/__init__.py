@@ -89,8 +89,8 @@ read) and, for MoE models, LoRA on every expert's linears.
 from tuitune.vram.advice import Advice, advise
 from tuitune.vram.estimate import (DEEPSPEED, GIB, LOGIT_BYTES, LOGIT_BYTES_CHUNKED, METHODS, NF4_BYTES, OVERHEAD_GIB,
                                    PRECISIONS, Estimate, estimate, estimate_for_config, estimate_model_dir)
-from tuitune.vram.shape import (ALL_LINEAR, HUB_TIMEOUT_S, ModelShape, hub_cache_dir, hub_config_path, hub_offline,
-                                hub_unreachable, read_model_shape, shape_from_config)
+from tuitune.vram.hub import HUB_TIMEOUT_S, hub_cache_dir, hub_config_path, hub_offline, hub_unreachable
+from tuitune.vram.shape import ALL_LINEAR, ModelShape, read_model_shape, shape_from_config
 
 __all__ = ["ALL_LINEAR", "DEEPSPEED", "GIB", "LOGIT_BYTES", "LOGIT_BYTES_CHUNKED", "METHODS", "NF4_BYTES",
            "OVERHEAD_GIB", "PRECISIONS", "Advice", "Estimate", "ModelShape", "advise", "estimate",
