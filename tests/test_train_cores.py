@@ -127,8 +127,8 @@ def test_share_cores_with_a_users_count_a_gpu_and_a_claim_beside(tmp_path, child
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     share = cores.share_cores("run mine", log=lines.append, folder=folder)
     assert share.threads == 3 and set_to == [] and share.rebalance(force=True) is None
-    assert lines == ["using 3 CPU threads: OMP_NUM_THREADS=3 is set (unset it to share the 4 cores with other "
-                     "tuitune processes)"]
+    assert lines == ["using 3 CPU threads: OMP_NUM_THREADS=3 is set, and kept (without it the 4 cores are shared "
+                     "with other tuitune processes)"]
     assert json.loads((folder / f"{os.getpid()}.json").read_text())["threads"] == 3  # others count it
     share.release()
 

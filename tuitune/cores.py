@@ -337,8 +337,8 @@ def share_cores(what: str | None = None, workspace: str | Path | None = None,
     _current = share
     n = share.threads
     if fixed:  # torch and OpenMP read the variable themselves: nothing to set
-        say(f"using {n} CPU thread{'s' if n != 1 else ''}: {fixed[0]}={n} is set (unset it to share the "
-            f"{total} cores with other tuitune processes)")
+        say(f"using {n} CPU thread{'s' if n != 1 else ''}: {fixed[0]}={n} is set, and kept (without it the "
+            f"{total} cores are shared with other tuitune processes)")
     else:
         set_threads(n, first=True)
         if others or not quiet_alone:

@@ -149,7 +149,8 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         log = (lambda msg: print(msg, flush=True)) if keeps_folder else (lambda msg: None)
         # Before torch's thread pools start: this run's share of the CPU beside other tuitune processes
         # (none of this on a GPU box); looked at again between steps (RunCallback).
-        cores = share_cores(f"run {run.id}", workspace=state.get("workspace"), log=log)
+        cores = share_cores(f"run {run.id}" + (f" rank {rank}" if world > 1 else ""), workspace=state.get("workspace"),
+                            log=log)
         if cores is not None and keeps_folder:
             run.write_state(threads=cores.threads)
         from tuitune.config import load_config
