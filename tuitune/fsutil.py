@@ -149,11 +149,8 @@ def refuse_existing(path: str | os.PathLike, force: bool = False, folder: bool =
         raise TuituneError(f"{path}: exists and is a file; choose a new output folder")
     if force or not output_exists(p):
         return
-    if folder:
-        raise TuituneError(f"{path}: folder exists and is not empty; choose a new folder, or pass --force "
-                           "to replace it (its files are moved aside, never deleted)")
     kind = "folder exists and is not empty" if p.is_dir() else "exists"
-    raise TuituneError(f"{path}: {kind}; choose another output, or pass --force to overwrite it")
+    raise TuituneError(f"{path}: {kind}; choose another output, or pass --force to replace it ({FORCE_KEPT})")
 
 
 def aside_path(out: str | os.PathLike) -> Path:

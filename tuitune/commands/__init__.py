@@ -8,6 +8,7 @@ its verb's help; ``--force`` replaces an existing output and keeps the old one b
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 #: The metavar of every argument the one resolver (tuitune/sources.py) reads.
@@ -35,6 +36,15 @@ def model_or_run_forms(hub: bool = True) -> str:
     rows = MODEL_OR_RUN_FORMS.splitlines(keepends=True)
     return "".join(r for r in rows if not r.lstrip().startswith("org/name")) + \
         "  (a hub id: download the model first; only a local folder is read)\n"
+
+
+class FormsHelpFormatter(argparse.HelpFormatter):
+    """A paragraph is wrapped to the terminal; a text with line breaks (the forms above) stays as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text.strip("\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def replacing(args, *outputs):

@@ -10,17 +10,9 @@ import json
 import re
 import sys
 
-MODEL_FORMS = """\
-MODEL is one of:
-  models/qwen2-0.5b           a model folder (config.json): base, merged or fully fine-tuned
-  runs/RUN/adapter            an adapter folder (adapter_config.json), on the base of its run,
-                              else on its adapter_config.json's base_model_name_or_path
-  RUN                         a run id (or a unique part of it): its final adapter on the base model
-                              of its config.yaml; a run still training: its latest checkpoint
-  RUN:checkpoint-N, RUN:N     that checkpoint of the run (or RUN --checkpoint N)
-  RUN:base                    the run's base model alone
-  org/name                    a hub id (downloaded by transformers if not cached)
+from tuitune.commands import MODEL_OR_RUN, MODEL_OR_RUN_FORMS, MODEL_OR_RUN_HELP
 
+MODEL_FORMS = MODEL_OR_RUN_FORMS + """
 The REPL (without --prompt/--prompts): Enter sends a line; end a line with \\ to go on
 on the next one, or put text between two lines of \"\"\". Commands:
   /reset (or RESET)           forget the conversation
@@ -48,8 +40,8 @@ def register(sub) -> None:
         description="Chat with a model in the terminal, with every generation control and a seed:\n"
         "the same seed, settings, model and prompt give the same answer.\n"
         "Without --prompt/--prompts, an interactive REPL.", epilog=MODEL_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="model folder, adapter folder, run id, RUN:checkpoint-N or RUN:base")
-    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply on MODEL (a model folder)")
+    p.add_argument("model", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
+    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder to apply on MODEL_OR_RUN (a model folder)")
     p.add_argument("--checkpoint", type=_checkpoint, metavar="N",
                    help="with a run: chat with its checkpoint-N instead of the final adapter")
     once = p.add_mutually_exclusive_group()
@@ -61,7 +53,7 @@ def register(sub) -> None:
 
     add_arguments(p.add_argument_group("generation"))
     m = p.add_argument_group("model")
-    m.add_argument("--template", choices=TEMPLATE_NAMES, default=None, metavar="T",
+    m.add_argument("--template", choices=TEMPLATE_NAMES, default=None, metavar="NAME",
                    help="prompt template: auto (the tokenizer's chat template) or one of "
                    f"{', '.join(n for n in TEMPLATE_NAMES if n != 'auto')} (default: the run's, else auto)")
     m.add_argument("--bits", type=int, choices=(4, 8), default=None,

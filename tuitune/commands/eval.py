@@ -25,20 +25,23 @@ def _count(text: str) -> int:
 
 
 def register(sub) -> None:
+    from tuitune.commands import MODEL_OR_RUN, MODEL_OR_RUN_HELP, FormsHelpFormatter, model_or_run_forms
+    from tuitune.fsutil import force_help
     from tuitune.generation.settings import add_arguments
 
     p = sub.add_parser(
         "eval", help="did fine-tuning help? held-out loss and answers, the run against its base",
-        description="Evaluate TARGET (a run: its final adapter; RUN:checkpoint-N; an adapter folder; a model folder) "
+        epilog=model_or_run_forms(), formatter_class=FormsHelpFormatter,
+        description="Evaluate MODEL_OR_RUN (a run: its final adapter; RUN:checkpoint-N; an adapter folder; a model folder) "
         "against a baseline (default: the run's base model) on the same held-out records: loss and perplexity "
         "on the answer tokens, and answers scored against the references (ROUGE-L, BLEU-4, chrF, exact "
         "match). Writes report.json, answers.jsonl and report.md.")
-    p.add_argument("target", nargs="?", metavar="TARGET", help="run id, RUN:checkpoint-N, adapter or model folder")
+    p.add_argument("target", nargs="?", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
     p.add_argument("--data", metavar="FILE", help="held-out conversation JSONL (default: the run's data.eval, "
                    "else the test side of the split whose train side the run trained on, found through the "
                    "split.json `tuitune data split` writes; else give this)")
-    p.add_argument("--against", metavar="BASE", help="the baseline: base (default), a model folder or "
-                   "RUN:checkpoint-N")
+    p.add_argument("--against", metavar=MODEL_OR_RUN, help="the baseline: base (default: the base model the run "
+                   "or adapter was trained on), or any other MODEL_OR_RUN, e.g. RUN:checkpoint-N")
     p.add_argument("--checkpoints", action="store_true", help="also the held-out loss of every checkpoint of the run")
     p.add_argument("--max-samples", type=_count, metavar="N", help="evaluate the first N records only")
     g = p.add_argument_group("generation")
@@ -48,7 +51,7 @@ def register(sub) -> None:
     g.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                    help="weights dtype (default: auto)")
     p.add_argument("-o", "--output", metavar="DIR", help="report folder (default: evals/<target>-<time>/)")
-    p.add_argument("--force", action="store_true", help="replace an existing report folder (moved aside, not deleted)")
+    p.add_argument("--force", action="store_true", help=force_help("DIR"))
     p.add_argument("--json", action="store_true", help="print the report's JSON")
     r = p.add_argument_group("reports")
     r.add_argument("--list", action="store_true", help="list the workspace's reports")
@@ -78,7 +81,7 @@ def run(args) -> int:
         print(summary_line(rep))
         return 0
     if not args.target:
-        raise TuituneError("give TARGET (a run id, RUN:checkpoint-N, an adapter or a model folder), or --list")
+        raise TuituneError("give MODEL_OR_RUN (a run id, RUN:checkpoint-N, an adapter or a model folder), or --list")
     from tuitune.generation.settings import from_arguments
 
     settings = from_arguments(args)
@@ -105,8 +108,11 @@ def run(args) -> int:
                 last[0] = ""
             print(line, file=sys.stderr, flush=True)
 
-    folder, rep = evaluate(p, out, settings=settings, dtype=args.dtype, batch_size=args.batch_size, force=args.force,
-                           progress=progress, log=log)
+    from tuitune.commands import replacing
+
+    with replacing(args, out):
+        folder, rep = evaluate(p, out, settings=settings, dtype=args.dtype, batch_size=args.batch_size,
+                               force=args.force, progress=progress, log=log)
     if last[0]:
         print(file=sys.stderr)
     if args.json:

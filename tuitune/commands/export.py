@@ -6,16 +6,14 @@ import json
 
 
 def register(sub) -> None:
-    import argparse
-
-    from tuitune.commands import MODEL_OR_RUN, MODEL_OR_RUN_HELP, model_or_run_forms
+    from tuitune.commands import MODEL_OR_RUN, MODEL_OR_RUN_HELP, FormsHelpFormatter, model_or_run_forms
     from tuitune.export import FORMATS, OUTTYPES
     from tuitune.fsutil import force_help
 
     p = sub.add_parser(
         "export", help="export a run or model as GGUF (llama.cpp's converter) or an Ollama folder",
         epilog=model_or_run_forms(hub=False),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=FormsHelpFormatter,
         description="Export MODEL_OR_RUN (a run or adapter is merged first, streamed and verified) as a GGUF file "
         "written by llama.cpp's convert_hf_to_gguf.py, or as an Ollama folder (the GGUF and a Modelfile whose "
         "TEMPLATE, stops and SYSTEM are the run's). The file is read back and checked: architecture, tensors, "
