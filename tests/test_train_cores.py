@@ -202,7 +202,8 @@ def test_chat_beside_a_busy_claim_takes_fewer_threads(tmp_path, tiny_model, chil
     write_claim(folder, busy.pid, 1, "run busy")
     for var in cores.USER_ENV:
         monkeypatch.delenv(var, raising=False)
-    proc = run_cli("chat", tiny_model, "--prompt", "hi", "--max-new-tokens", "3", env={cores.CORES_DIR_ENV: str(folder)})
+    proc = run_cli("chat", tiny_model, "--prompt", "hi", "--max-new-tokens", "3",
+                   env={cores.CORES_DIR_ENV: str(folder)})
     assert proc.returncode == 0, proc.stderr
     assert f"using {total - 1} of {total} CPU threads: run busy holds 1" in proc.stderr
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{busy.pid}.json", ".lock"])

@@ -164,7 +164,7 @@ class Registry:
                 claim = json.loads(path.read_text(encoding="utf-8"))
                 pid = int(claim["pid"])
             except (OSError, ValueError, KeyError, TypeError):
-                continue  # being written by another reader's rename; or not a claim
+                continue  # not a claim (claims are written whole, by rename)
             if pid == me:
                 continue
             if not is_alive(pid, claim.get("start")):
