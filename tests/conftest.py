@@ -111,3 +111,21 @@ def widget_text(widget, width: int = 100) -> str:
     console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)
     console.print(widget.content)
     return console.export_text()
+
+
+def parser_tree():
+    """Every parser of the CLI as ``(path, parser)``: ``("tuitune",)``, ``("tuitune", "runs")``,
+    ``("tuitune", "runs", "stop")``, ... from the parser ``tuitune`` builds (argparse keeps its
+    tree in private attributes only, so they are read here, in one place)."""
+    import argparse
+
+    from tuitune.cli import build_parser
+
+    def walk(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*path, name))
+
+    return list(walk(build_parser(), ("tuitune",)))
