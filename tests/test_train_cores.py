@@ -147,6 +147,19 @@ def test_share_cores_with_a_users_count_a_gpu_and_a_claim_beside(tmp_path, child
     share.release()
 
 
+def test_an_unwritable_claims_folder_leaves_the_threads_as_they_are(tmp_path, monkeypatch):
+    lines = []
+    monkeypatch.setattr(cores, "_current", None)
+    monkeypatch.setattr(cores, "_has_gpu", lambda: False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cores.share_cores("run mine", log=lines.append, folder=blocker / "cores") is None
+    assert lines[0].startswith("note: CPU threads not shared with other tuitune processes (")
+    assert lines[0].endswith(f"set {cores.CORES_DIR_ENV} to a writable folder)")
+
+
 def test_a_worker_gives_back_and_takes_back_cores_as_others_come_and_go(tmp_path, child, monkeypatch):
     folder, lines, set_to = tmp_path / "cores", [], []
     monkeypatch.setattr(cores, "set_threads", lambda n, first=False: set_to.append(n))

@@ -279,12 +279,15 @@ class Share:
         if self.fixed or (not force and self.clock() < self.next_look):
             return None
         self.next_look = self.clock() + REBALANCE_EVERY
-        with self.registry as reg:
-            others = self._idle(reg.holders())
-            n = plan(self.total, others)
-            if n == self.threads:
-                return None
-            self.path = reg.claim(n, self.what)
+        try:
+            with self.registry as reg:
+                others = self._idle(reg.holders())
+                n = plan(self.total, others)
+                if n == self.threads:
+                    return None
+                self.path = reg.claim(n, self.what)
+        except OSError:  # the claims folder went away or filled the disk: keep the threads, look again later
+            return None
         set_threads(n)
         self.threads = n
         self.log(f"now {describe(n, self.total, others)}")
@@ -323,16 +326,21 @@ def share_cores(what: str | None = None, workspace: str | Path | None = None,
     registry = Registry(folder, workspace)
     share = Share(registry, what or process_label(), total, fixed[1] if fixed else total, fixed=fixed is not None,
                   log=say)
-    if not fixed:
-        with registry as reg:
-            holders = share._idle(reg.holders())  # a first look at their CPU time, to tell the idle ones
-        if holders:
-            time.sleep(SAMPLE_SECONDS)  # not holding the lock: a process waiting on it would look idle
-    with registry as reg:
-        others = [] if fixed else share._idle(reg.holders())
+    try:
         if not fixed:
-            share.threads = plan(total, others)
-        share.path = reg.claim(share.threads, share.what)
+            with registry as reg:
+                holders = share._idle(reg.holders())  # a first look at their CPU time, to tell the idle ones
+            if holders:
+                time.sleep(SAMPLE_SECONDS)  # not holding the lock: a process waiting on it would look idle
+        with registry as reg:
+            others = [] if fixed else share._idle(reg.holders())
+            if not fixed:
+                share.threads = plan(total, others)
+            share.path = reg.claim(share.threads, share.what)
+    except OSError as exc:  # no writable cache (a read-only home): the threads stay as torch sizes them
+        say(f"note: CPU threads not shared with other tuitune processes ({registry.folder}: {exc.strerror or exc}; "
+            f"set {CORES_DIR_ENV} to a writable folder)")
+        return None
     atexit.register(share.release)
     _current = share
     n = share.threads
