@@ -461,7 +461,7 @@ def test_hub_model_offline_and_not_cached(demo_ws, monkeypatch, tmp_path):
     from tuitune.config.checks import _check_hub_model
 
     issues = _check_hub_model(cfg)
-    assert issues and "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct" in issues[0].message
+    assert issues and "hf download Qwen/Qwen2.5-0.5B-Instruct" in issues[0].message
 
 
 def test_unknown_preset_name_in_a_file_warns(demo_ws):

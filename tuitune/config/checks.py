@@ -153,7 +153,7 @@ def _check_hub_model(cfg: RunConfig) -> list[Issue]:
     if isinstance(cached, str):
         return []
     return [Issue(ERROR, "model", f"{cfg.model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-                  f"download it first (`huggingface-cli download {cfg.model} --local-dir models/"
+                  f"download it first (`hf download {cfg.model} --local-dir models/"
                   f"{cfg.model.split('/')[-1]}`) and set model to that folder")]
 
 
