@@ -123,7 +123,8 @@ def _convert(converter: Path, model_dir: Path, outfile: Path, outtype: str, labe
     if "not supported" in last or "NotImplementedError" in last:
         raise TuituneError(f"{label}: llama.cpp's converter cannot convert this model ({last.strip()[:240]}); "
                            "it knows the architectures and tokenizers llama.cpp runs (llama, qwen2, mistral, gemma, "
-                           "phi3, ...): export such a model, or serve this one from the merged safetensors")
+                           "phi3, ...): export such a model (the real demo's: tuitune demo --real), or serve this one "
+                           "from the merged safetensors")
     raise TuituneError(f"{label}: llama.cpp's converter failed ({last.strip()[:240]})")
 
 
