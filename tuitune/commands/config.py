@@ -71,10 +71,11 @@ def run_new(args) -> int:
     from tuitune.config import get_preset, save_config
     from tuitune.errors import TuituneError
 
+    from tuitune.fsutil import refuse_existing
+
     cfg = get_preset(args.preset)
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise TuituneError(f"{out}: exists; choose another -o FILE or add --force to overwrite it")
+    refuse_existing(out, args.force)
     if out.suffix not in (".yaml", ".yml"):
         raise TuituneError(f"{out}: a config file name ends in .yaml; e.g. -o configs/{args.preset}.yaml")
     with replacing(args, out):
