@@ -283,6 +283,12 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         text = Text()
         text.append("wrote ", style="bold")
         text.append(f"{self._shown_path(r.out)}\n")
+        # What to do next comes second, so a short terminal shows it above the details.
+        text.append("press ", style="dim")
+        nexts = [("e", "Export (GGUF, Ollama)"), *((key, label) for key, _target, label in HANDOVERS)]
+        for i, (key, label) in enumerate(nexts):
+            text.append(" · " if i else "", style="dim").append(key, style="bold").append(f": {label}", style="dim")
+        text.append("\n")
         how = "streamed shard by shard" if r.streamed else f"merged by peft ({r.fallback})"
         text.append(f"{r.shards} shard(s), {r.tensors} tensors, {human_size(r.bytes)}, {r.dtype}, {how}\n")
         if r.untied:
@@ -295,8 +301,6 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             text.append(v.line(), style="green" if v.ok else "bold red")
         if r.replaced_to:
             text.append(f"\nthe folder that was there is now {r.replaced_to}", style="dim")
-        nexts = ["e: Export (GGUF, Ollama)", *(f"{key}: {label}" for key, _target, label in HANDOVERS)]
-        text.append("\npress " + " · ".join(nexts), style="dim")
         self.query_one("#merge-result", Static).update(text)
 
     def _shown_path(self, p: Path) -> str:
