@@ -16,7 +16,7 @@ def register(sub) -> None:
         formatter_class=FormsHelpFormatter,
         description="Export MODEL_OR_RUN (a run or adapter is merged first, streamed and verified) as a GGUF file "
         "written by llama.cpp's convert_hf_to_gguf.py, or as an Ollama folder (the GGUF and a Modelfile whose "
-        "TEMPLATE, stops and SYSTEM are the run's). The file is read back and checked: architecture, tensors, "
+        "TEMPLATE, stops and SYSTEM are what training used). The file is read back and checked: architecture, tensors, "
         "tokenizer and chat template.")
     p.add_argument("source", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
     p.add_argument("--format", choices=FORMATS, required=True,
