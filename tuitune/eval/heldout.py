@@ -10,6 +10,7 @@ run's training data the evaluation refuses and says to pass ``--data FILE``.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,13 @@ def default_data(src: ModelSource, cfg, base: str | os.PathLike | None = None) -
 
 def count_records(path: Path) -> int:
     """Items in a JSON/JSONL file (unchecked: the evaluation checks each record when it loads them)."""
+    st = path.stat()
+    return _count(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _count(path: str, _mtime_ns: int, _size: int) -> int:
+    """Counted once per version of the file (the screen asks again at each key typed in its form)."""
     from tuitune.data.io import iter_json_items
 
     return sum(1 for _ in iter_json_items(path))
