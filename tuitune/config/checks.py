@@ -105,10 +105,41 @@ def _check_kind(cfg: RunConfig, field: str, path: Path) -> list[Issue]:
     first = _first_record(str(path), st.st_mtime_ns, st.st_size)
     if first is None:
         return []
-    from tuitune.data.preference import task_mismatch
+    from tuitune.data import preference, prompts
 
-    wrong = task_mismatch(first[1], first[0], path, cfg.task)
+    wrong = prompts.task_mismatch(first[1], first[0], path, cfg.task)
+    if wrong is None and cfg.task != "grpo":
+        wrong = preference.task_mismatch(first[1], first[0], path, cfg.task)
     return [Issue(ERROR, field, wrong)] if wrong else []
+
+
+def check_rewards(cfg: RunConfig) -> list[Issue]:
+    """Task grpo: rewards that read the reference have answers to read (the first training file's first
+    record), and each ``file.py:function`` imports and returns a number on that record, tried in a
+    separate process (a user's code never runs inside the checking process)."""
+    if cfg.task != "grpo":
+        return []
+    from tuitune.train.rewards import USER_REWARD, needs_answers
+
+    path = cfg.resolve(cfg.data.first_train)
+    first = None
+    if path.is_file() and path.suffix.lower() in DATA_SUFFIXES:
+        st = path.stat()
+        first = _first_record(str(path), st.st_mtime_ns, st.st_size)
+    rec = first[1] if first and isinstance(first[1], dict) and "prompt" in first[1] else None
+    out: list[Issue] = []
+    for spec in cfg.grpo.rewards:
+        if rec is not None and needs_answers(spec) and not str(rec.get("answer") or "").strip():
+            out.append(Issue(ERROR, "grpo.rewards", f"reward {spec.name} checks the completion against the "
+                             f"record's answer, but {path.name} {first[0]} has none; give each prompt its "
+                             "\"answer\", or use regex/length/your own reward"))
+        elif USER_REWARD.match(spec.name):
+            from tuitune.train.rewards import check_user_reward
+
+            problem = check_user_reward(cfg.workspace, spec.name, rec, first[0] if rec is not None else "a sample record")
+            if problem:
+                out.append(Issue(ERROR, "grpo.rewards", problem))
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -281,6 +312,8 @@ def check_config(cfg: RunConfig, *, machine: bool = True, tokenizer: bool = True
     tokenizer to render the evaluation prompts.
     """
     issues = check_files(cfg)
+    if not any(i.level == ERROR for i in issues):
+        issues += check_rewards(cfg)
     if machine:
         issues += _check_machine(cfg) + check_trackers(cfg)
     if tokenizer:

@@ -19,6 +19,8 @@ LINES_FIELDS = ("evaluation.prompts",)
 #: The training data: one file, or a mix written ``a.jsonl; b.jsonl weight=2 max_records=500``.
 MIX_FIELDS = ("data.train",)
 MIX_SEP = ";"
+#: GRPO's rewards: one a line, ``regex weight=0.5 pattern='#### -?\d+'`` (RewardSpec.line).
+REWARD_FIELDS = ("grpo.rewards",)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def _spec(name: str, info) -> FieldSpec:
         ann = rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
     default = info.default_factory() if info.default_factory is not None else info.default
     desc = info.description or ""
-    if name in LINES_FIELDS:
+    if name in LINES_FIELDS or name in REWARD_FIELDS:
         return FieldSpec(name, "lines", desc, default, optional)
     if name in MIX_FIELDS:
         return FieldSpec(name, "mix", desc, default, optional)
@@ -90,6 +92,11 @@ def to_text(name: str, value: Any) -> str:
     s = spec(name)
     if value is None:
         return ""
+    if name in REWARD_FIELDS:
+        from tuitune.config.schema_grpo import RewardSpec
+
+        return "\n".join(r if isinstance(r, str) else (r if isinstance(r, RewardSpec) else RewardSpec.model_validate(r))
+                         .line() for r in value)
     if s.kind == "lines":
         return "\n".join(value)
     if s.kind == "mix":
@@ -162,6 +169,16 @@ def _adapter(name: str) -> TypeAdapter:
 
 def validate_field(name: str, text: str) -> str | None:
     """None when ``text`` is a valid value for field ``name``, else what is wrong and what to do."""
+    if name in REWARD_FIELDS:
+        from tuitune.config.schema_grpo import GrpoConfig
+
+        try:
+            GrpoConfig.model_validate({"rewards": from_text(name, text)})
+        except ValidationError as exc:
+            err = dict(exc.errors(include_url=False)[0])
+            err["loc"] = ("grpo", *err.get("loc", ()))
+            return explain_error(err)[1]
+        return None
     if spec(name).kind == "mix":
         if not text.strip():
             return "required; give a data file (or several: a.jsonl; b.jsonl weight=2)"

@@ -95,6 +95,22 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "preference": {"beta": 0.1},
         "evaluation": {"every": 200, "prompts": ["请介绍一下你自己", "Please introduce yourself"]},
     }),
+    Preset("grpo", "reinforcement learning from checkable rewards (GRPO) with QLoRA on Qwen2.5-1.5B-Instruct, on "
+           "GSM8K-style prompts: a correct final answer and the #### format are rewarded (a GPU box)", {
+        "model": "Qwen/Qwen2.5-1.5B-Instruct",
+        "task": "grpo",
+        "method": "qlora",
+        "data": {"train": "data/gsm8k_train.jsonl", "max_length": 512, "pack": False},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
+        "training": {"epochs": 1, "max_steps": 500, "batch_size": 8, "grad_accum": 4, "lr": 1e-5,
+                     "warmup_ratio": 0.05, "save_steps": 50, "logging_steps": 1},
+        "grpo": {"num_generations": 8, "max_completion_length": 256, "temperature": 0.9, "beta": 0.04,
+                 "rewards": [{"name": "exact", "weight": 1.0},
+                             {"name": "regex", "weight": 0.5, "pattern": r"####\s*-?[\d,.]+\s*$"}]},
+        "evaluation": {"every": 50, "prompts": ["Natalia sold 48 clips in April and half as many in May. How many "
+                                                "clips did she sell altogether? End with #### and the number."],
+                       "max_new_tokens": 256, "eval_loss": False},
+    }),
     Preset("tiny-demo", "the tiny offline model on the sample self-cognition data: learns the name in ~1 min on a CPU", {
         "model": "models/tiny-chat",
         "method": "lora",
@@ -120,6 +136,26 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                        "max_new_tokens": 32, "eval_loss": False},
     }),
 ]}
+
+#: smol-grpo: the real demo model learns to end its answers with ``#### <number>`` (a format reward) while a
+#: correctness reward keeps the arithmetic (a format reward alone is learned by dropping the arithmetic).
+#: CPU-sane generation: 4 prompts × 4 completions of at most 48 tokens a step, ~20 s on 2 cores.
+PRESETS["smol-grpo"] = Preset(
+    "smol-grpo", "GRPO on a CPU: the real demo model (SmolLM2-135M-Instruct, `tuitune demo --real`) learns to "
+    "end its answers with #### <number>, rewarded for the format and the right sum", {
+        "model": "models/smollm2-135m-instruct",
+        "task": "grpo",
+        "method": "lora",
+        "data": {"train": "data/arithmetic_prompts.jsonl", "max_length": 256, "pack": False},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"max_steps": 10, "batch_size": 16, "grad_accum": 1, "lr": 1e-4, "warmup_ratio": 0.0,
+                     "gradient_checkpointing": False, "save_steps": 5, "save_total_limit": 2, "logging_steps": 1},
+        "grpo": {"num_generations": 4, "max_completion_length": 48, "temperature": 0.7, "beta": 0.0,
+                 "rewards": [{"name": "regex", "weight": 1.0, "pattern": r"####\s*-?\d+\s*$"},
+                             {"name": "exact", "weight": 1.0}]},
+        "evaluation": {"every": 5, "prompts": ["What is 38 + 45? End your answer with a line: #### <number>"],
+                       "max_new_tokens": 48, "eval_loss": False},
+    })
 
 
 def preset_names() -> list[str]:

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
+from tuitune.config.schema_grpo import GrpoConfig
+
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
               "polynomial", "inverse_sqrt", "cosine_with_min_lr")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit",
@@ -224,9 +226,10 @@ class RunConfig(_Section):
                        description="base model: a local folder (relative to the workspace) or a hub id")
     template: str = Field("auto", min_length=1,
                           description="prompt template: auto (the tokenizer's chat template) or a named one")
-    task: Literal["sft", "pretrain", "dpo", "orpo"] = Field(
+    task: Literal["sft", "pretrain", "dpo", "orpo", "grpo"] = Field(
         "sft", description="sft: learn answers to prompts; pretrain: learn plain text; dpo, orpo: learn to prefer "
-                           "the chosen answer of a pair over the rejected one")
+                           "the chosen answer of a pair over the rejected one; grpo: learn from rewards on "
+                           "sampled completions of prompts")
     method: Literal["full", "lora", "qlora"] = Field(
         "qlora", description="full: all weights; lora: adapter on a 16-bit model; qlora: adapter on a 4-bit model")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (InternLM needs it); only for models you trust")
@@ -238,6 +241,7 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="evaluation during training")
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
                                          description="preference tuning (tasks dpo and orpo)")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="reinforcement learning from rewards (task grpo)")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig, description="GPUs, nodes, DeepSpeed")
 
     # Where relative paths resolve, and where each key sits in the YAML it came from.
@@ -268,7 +272,25 @@ class RunConfig(_Section):
             if self.task == "orpo" and self.preference.reference != "auto":
                 raise ValueError(f"preference.reference {self.preference.reference}: orpo has no reference "
                                  "model; leave it auto, or use task: dpo")
+        if self.task == "grpo":
+            self._check_grpo()
         return self
+
+    def _check_grpo(self) -> None:
+        if self.data.pack:
+            raise ValueError("data.pack: task grpo samples completions of each prompt, which are never packed; "
+                             "set data.pack: false")
+        n, t, world = self.grpo.num_generations, self.training, self.distributed.gpus * self.distributed.nnodes
+        if self.effective_batch_size % n:
+            raise ValueError(
+                f"grpo.num_generations {n} must divide the global batch, which counts completions: training."
+                f"batch_size {t.batch_size} × grad_accum {t.grad_accum} × {world} GPU(s) = "
+                f"{self.effective_batch_size}; make it a multiple of {n} (e.g. batch_size {n}), or pick "
+                f"num_generations among its divisors")
+        if self.data.eval and self.evaluation.eval_loss and (t.batch_size * world) % n:
+            raise ValueError(f"grpo.num_generations {n} must divide the evaluation batch, training.batch_size "
+                             f"{t.batch_size} × {world} GPU(s); make batch_size a multiple of {n}, or set "
+                             "evaluation.eval_loss: false")
 
     def __eq__(self, other: object) -> bool:
         # Equal values are equal configs, wherever they were loaded from (private attrs differ).
@@ -358,7 +380,7 @@ def template_names() -> tuple[str, ...]:
 SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "lora": LoraSection, "quantization": QuantizationConfig,
     "training": TrainingConfig, "evaluation": EvaluationConfig, "preference": PreferenceConfig,
-    "distributed": DistributedConfig,
+    "grpo": GrpoConfig, "distributed": DistributedConfig,
 }
 TOP_FIELDS = ("preset", "model", "template", "task", "method", "trust_remote_code")
 

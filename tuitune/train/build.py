@@ -215,6 +215,13 @@ def build_mix(cfg, build_one, *, log=print):
 def dataset_builder(cfg, tokenizer, *, log=print):
     """``build(path, pack)``: one file tokenized for ``cfg``'s task, cached in the workspace."""
     cache_dir = Path(cfg.workspace) / ".cache" / "tokenized"
+    if cfg.task == "grpo":   # prompts, with their ids for the counts (the trainer takes them from the text)
+        from tuitune.train.grpo import build_prompt_dataset
+
+        def build_prompts(path, pack):
+            ds, ids = build_prompt_dataset(cfg, tokenizer, path, log=log)
+            return ds.add_column("prompt_ids", [ids[p] for p in ds["prompt"]])
+        return build_prompts
     if cfg.is_preference:
         from tuitune.train.preference import build_preference_dataset as build_pairs
 
@@ -372,12 +379,13 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     if max_pos and cfg.data.max_length > max_pos:
         raise TuituneError(f"data.max_length {cfg.data.max_length} is beyond what {cfg.model} supports "
                            f"({max_pos} positions); set data.max_length to {max_pos} or less")
-    build = dataset_builder(cfg, tokenizer, log=log)
-    train_ds = build_mix(cfg, lambda path: build(path, False), log=log) if len(cfg.data.sources()) > 1 \
-        else build(cfg.resolve(cfg.data.first_train), cfg.data.pack)
-    eval_ds = None
-    if cfg.data.eval and cfg.evaluation.eval_loss:
-        eval_ds = build(cfg.resolve(cfg.data.eval), False)
+    train_ds = eval_ds = None
+    if cfg.task != "grpo":   # GRPO's prompts are read by its own builder (train/grpo.py)
+        build = dataset_builder(cfg, tokenizer, log=log)
+        train_ds = build_mix(cfg, lambda path: build(path, False), log=log) if len(cfg.data.sources()) > 1 \
+            else build(cfg.resolve(cfg.data.first_train), cfg.data.pack)
+        if cfg.data.eval and cfg.evaluation.eval_loss:
+            eval_ds = build(cfg.resolve(cfg.data.eval), False)
     # Seed before the model is built: LoRA's A matrices are drawn at random when the adapter is
     # added, and the Trainer only seeds later. Same seed, same run.
     from transformers import set_seed
@@ -397,6 +405,10 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
         trainer = make_trainer(cfg, model=model, args=preference_arguments(cfg, args), train_dataset=train_ds,
                                eval_dataset=eval_ds, tokenizer=tokenizer, callbacks=callbacks)
         return trainer, tokenizer
+    if cfg.task == "grpo":
+        from tuitune.train.grpo import build_grpo
+
+        return build_grpo(cfg, model, args, tokenizer, callbacks, log=log), tokenizer
     from tuitune.train.trainer import BatchCollator, TuituneTrainer, flattens
 
     flat = flattens(model, cfg.data.max_length)

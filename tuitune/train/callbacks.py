@@ -34,6 +34,24 @@ def _preference(logs: dict, prefix: str = "") -> dict:
     return {prefix + name: _float(logs[prefix + key]) for key, name in PREFERENCE_LOGS.items() if prefix + key in logs}
 
 
+#: What TRL's GRPO trainer logs beside the loss, under the names the events use: the weighted reward's
+#: mean and spread, the share of groups whose completions all scored the same (they teach nothing), the
+#: completions' mean length, the KL to the reference (beta > 0) and the share of clipped tokens.
+GRPO_LOGS = {"reward": "reward_mean", "reward_std": "reward_std", "frac_reward_zero_std": "reward_zero_std",
+             "completions/mean_length": "completion_length", "kl": "kl", "clip_ratio/region_mean": "clip_ratio"}
+
+
+def _grpo(logs: dict, prefix: str = "") -> dict:
+    """GRPO's figures, and each reward function's mean and spread as ``reward_<name>_mean``/``_std``
+    (TRL logs ``rewards/<name>/mean``, the name being the function's ``__name__``)."""
+    out = {prefix + name: _float(logs[prefix + key]) for key, name in GRPO_LOGS.items() if prefix + key in logs}
+    for key, value in logs.items():
+        parts = key[len(prefix):].split("/") if key.startswith(prefix + "rewards/") else ()
+        if len(parts) == 3 and parts[2] in ("mean", "std"):
+            out[f"{prefix}reward_{parts[1]}_{parts[2]}"] = _float(value)
+    return out
+
+
 class RunCallback(TrainerCallback):
     """Events for every log, evaluation, checkpoint and lifecycle step; stop and save on request."""
 
@@ -174,7 +192,7 @@ class RunCallback(TrainerCallback):
         step = state.global_step
         if "eval_loss" in logs:
             self.event(type="eval", step=step, epoch=_float(state.epoch), eval_loss=_float(logs["eval_loss"]),
-                       **_preference(logs, "eval_"))
+                       **_preference(logs, "eval_"), **_grpo(logs, "eval_"))
             self.state(last_eval_loss=_float(logs["eval_loss"]))
             return
         if "loss" not in logs:
@@ -190,7 +208,7 @@ class RunCallback(TrainerCallback):
                    loss=_float(logs.get("loss")), lr=_float(logs.get("learning_rate")),
                    grad_norm=_float(logs.get("grad_norm")), tokens=tokens,
                    tokens_per_s=round(tps, 1) if tps is not None else None,
-                   elapsed=round(elapsed, 2), eta=eta, **_preference(logs))
+                   elapsed=round(elapsed, 2), eta=eta, **_preference(logs), **_grpo(logs))
         self.state(step=step, total_steps=state.max_steps, last_loss=_float(logs.get("loss")),
                    eta=eta, elapsed=round(elapsed, 2),
                    sec_per_step=round(rate, 4) if rate is not None else None)

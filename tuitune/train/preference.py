@@ -91,7 +91,7 @@ def make_trainer(cfg, *, model, args, train_dataset, eval_dataset, tokenizer, ca
         trainer = TuituneDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
                                     eval_dataset=eval_dataset, processing_class=tokenizer,
                                     callbacks=list(callbacks))
-        _drop_reference_adapter(trainer)
+        drop_reference_adapter(trainer)
         return trainer
     from trl.experimental.orpo import ORPOTrainer
 
@@ -153,7 +153,7 @@ def _reference_copy(cfg):
     return model.eval()
 
 
-def _drop_reference_adapter(trainer) -> None:
+def drop_reference_adapter(trainer) -> None:
     """TRL gives a model that is already a peft model a second adapter, "ref", a copy of the first,
     as the reference. Our adapter is fresh (the base with it off is the same model), so the base
     with the adapter off serves, and the copy (and its memory, and a second set of
