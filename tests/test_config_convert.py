@@ -47,6 +47,8 @@ def _other(spec, value):
         return next(c for c in spec.choices if c != value and c not in ("auto",))
     if spec.name == "training.report_to":
         return [*value, "tensorboard"]
+    if spec.name == "grpo.rewards":
+        return [*value, {"name": "regex", "pattern": "####"}]
     if spec.kind in ("list", "lines"):
         return ["q_proj", "v_proj"] if value == "all-linear" else [*value, "extra"]
     if spec.numeric:
@@ -79,7 +81,17 @@ def library_view(cfg: RunConfig) -> dict:
         "evaluation": to_eval_settings(cfg),
         "launch": to_launch_command(cfg, ["-m", "tuitune.train.worker"]),
         "DPOConfig": _preference_view(cfg),
+        "GRPOConfig": _grpo_view(cfg),
     }
+
+
+def _grpo_view(cfg: RunConfig) -> dict:
+    """What the grpo section sets in TRL's GRPOConfig, and the reward functions (by the names TRL logs)."""
+    from tuitune.train.grpo import grpo_settings
+    from tuitune.train.rewards import labels
+
+    return {**grpo_settings(cfg), "rewards": labels(cfg.grpo.rewards),
+            "options": [r.model_dump() for r in cfg.grpo.rewards]}
 
 
 def _preference_view(cfg: RunConfig) -> dict:

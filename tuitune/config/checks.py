@@ -136,7 +136,8 @@ def check_rewards(cfg: RunConfig) -> list[Issue]:
         elif USER_REWARD.match(spec.name):
             from tuitune.train.rewards import check_user_reward
 
-            problem = check_user_reward(cfg.workspace, spec.name, rec, first[0] if rec is not None else "a sample record")
+            where = f"{path.name} {first[0]}" if rec is not None else "a made-up record (no data yet)"
+            problem = check_user_reward(cfg.workspace, spec.name, rec, where)
             if problem:
                 out.append(Issue(ERROR, "grpo.rewards", problem))
     return out

@@ -318,8 +318,8 @@ def _check_main() -> int:
                        trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
                        **sample_columns(rec, req["where"]))
         except Exception as exc:
-            raise TuituneError(f"reward {name} raised {_first_line(exc)} on {req['where']} of the data; fix "
-                               "the function") from None
+            raise TuituneError(f"reward {name} raised {_first_line(exc)} on {req['where']}; fix the "
+                               "function") from None
         problem = return_problem(out, 1)
         if problem:
             raise TuituneError(f"reward {name}: {problem}")
