@@ -108,20 +108,14 @@ def verb_and_action(line: str) -> tuple[str, str | None]:
 
 def _verbs_and_actions() -> dict[str, set[str]]:
     """Each verb of the step registry and its actions, from the argparse tree the CLI builds."""
-    import argparse
+    from conftest import parser_tree
 
-    from tuitune.cli import build_parser
     from tuitune.steps import COMMANDS
 
-    def choices(parser) -> dict[str, argparse.ArgumentParser]:
-        for action in parser._actions:  # argparse keeps its tree here and nowhere public
-            if isinstance(action, argparse._SubParsersAction):
-                return dict(action.choices)
-        return {}
-
-    verbs = choices(build_parser())
-    assert set(verbs) == set(COMMANDS), "the parser's verbs are the step registry's"
-    return {v: set(choices(verbs[v])) for v in COMMANDS}
+    paths = [path[1:] for path, _parser in parser_tree()]
+    verbs = {path[0] for path in paths if len(path) == 1}
+    assert verbs == set(COMMANDS), "the parser's verbs are the step registry's"
+    return {v: {path[1] for path in paths if len(path) == 2 and path[0] == v} for v in COMMANDS}
 
 
 def test_every_verb_and_action_is_typed_here():
