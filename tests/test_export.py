@@ -105,6 +105,7 @@ def _gguf_tensors(path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("export-mini")   # one worker builds mini_ws once
 def test_export_takes_paths_relative_to_the_folder_the_user_is_in(mini_ws):
     """`-o out/x.gguf`, `-o x.gguf` and `--llama-cpp tools/llama.cpp`, typed in the workspace: each
     is read from there (the converter runs in its own folder, so a path handed on as typed broke)."""
@@ -121,6 +122,7 @@ def test_export_takes_paths_relative_to_the_folder_the_user_is_in(mini_ws):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("export-mini")   # one worker builds mini_ws once
 def test_an_ollama_folder_carries_the_templates_default_system_prompt(mini_ws):
     """SmolLM2's template puts its own system prompt in when a conversation has none, and training
     used it (template auto, no data.system): the Modelfile's SYSTEM is that prompt (#20 item 5)."""
