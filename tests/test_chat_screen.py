@@ -363,3 +363,19 @@ async def test_compare_sides_answer_together_and_esc_stops_both(tmp_path, tiny_m
             assert block.text and block.text == session.last.text  # the partial answer stays
             assert "stopped" in str(block.query_one(".chat-stats").render())
         assert "Stopped." in status(app)
+
+
+async def test_keys_typed_in_a_burst_reach_the_box_in_order(ws):
+    """"hi⏎" arriving at once (a quick typist over SSH, tmux send-keys) sent an empty message and
+    left "hi" in the box: Enter ran as a priority binding before the letters reached the box."""
+    from textual import events
+
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await pilot.press("i")
+        burst = [("a", "a"), ("b", "b"), ("ctrl+j", "\n"), ("c", "c"), ("enter", "\r")]
+        for key, char in burst:  # posted back to back, as the driver does with one read
+            app.post_message(events.Key(key, char))
+        await until(pilot, lambda: "Load a model first" in status(app), "the message to be sent")
+        assert screen.query_one("#chat-input").text == "ab\nc"  # kept, as no model is loaded
