@@ -69,7 +69,7 @@ IN_WORKSPACE: dict[str, str] = {
 FROM_PARENT: dict[str, str] = {
     "demo": "tuitune demo ws --no-open",
     "-w runs list": "tuitune -w ws runs list --json",
-    "-w config check": "tuitune -w ws config check ws/configs/quick.yaml",
+    "-w config show": "tuitune -w ws config show ws/configs/quick.yaml",
     "-w train --print-launch": "tuitune -w ws train ws/configs/quick.yaml --print-launch slurm -o ws/out/job.sbatch",
 }
 
@@ -306,7 +306,9 @@ def test_eval_writes_its_report_where_it_was_told_and_shows_and_marks_it(quick, 
 def test_workspace_flag_with_a_relative_folder_from_its_parent(quick, quick_config, ws, parent):
     rows = {r["id"]: r for r in json.loads(ok(typed("-w runs list", parent)).stdout)}
     assert rows["quick"]["status"] == "finished"
-    assert ok(typed("-w config check", parent)).stdout.startswith("ok: ws/configs/quick.yaml")
+    # The file is read from here; the model path inside it from the workspace.
+    show = ok(typed("-w config show", parent)).stdout
+    assert show.startswith("ws/configs/quick.yaml") and str((ws / "models" / "tiny-chat").resolve()) in show
     ok(typed("-w train --print-launch", parent))
     script = (ws / "out" / "job.sbatch").read_text(encoding="utf-8")
     assert "#SBATCH" in script and "quick" in script
