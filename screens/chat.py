@@ -6,7 +6,7 @@ loaded before), one generates and posts the answer's pieces as they stream, coal
 a few updates a second. Compare mode sends one prompt to two models, which answer
 together (token by token in turn) with the same settings and seed; when both sit on one
 base (base vs run, two checkpoints) the base is loaded once. torch is imported only
-inside the workers. Arriving puts the focus on the transcript, never in a text field.
+inside the workers. Arriving puts the focus nowhere, never in a text field.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ format, so good answers can become training data.
 The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 """
 
-    # On arrival the transcript has the focus, not a text field: number keys switch steps, q quits.
-    AUTO_FOCUS = "#chat-a"
+    # On arrival nothing has the focus (no text field): number keys switch steps, q quits, and
+    # Tab goes to the model field first.
+    AUTO_FOCUS = ""
 
     BINDINGS = [
         # Load is not in the footer (Enter in a model field loads; with Stop the footer would be

@@ -292,13 +292,13 @@ def footer_keys(app) -> dict[str, str]:
 
 async def test_arriving_on_chat_leaves_the_number_keys_to_the_steps(ws):
     """Issue 20 #13: Chat put the cursor in its message box on arrival, so 7 typed "7" there instead
-    of opening Evaluate, and q left the footer. Now the transcript has the focus; i (or Enter) goes
-    to the message box, and the footer says so."""
+    of opening Evaluate, and q left the footer. Now nothing has the focus (Tab goes to the model
+    field); i (or Enter) goes to the message box, and the footer says so."""
     app = make_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = app.screen
-        assert app.focused is screen.query_one("#chat-a")
+        assert app.focused is None
         keys = footer_keys(app)
         assert keys.get("q") == "Quit" and keys.get("i") == "Message", keys
         await pilot.press("i")
@@ -311,8 +311,10 @@ async def test_arriving_on_chat_leaves_the_number_keys_to_the_steps(ws):
         assert screen.query_one("#chat-input").text == ""
         await pilot.press("6")  # back: still not in a text field
         await pilot.pause()
-        assert app.screen is screen and app.focused is screen.query_one("#chat-a")
+        assert app.screen is screen and app.focused is None
         assert footer_keys(app).get("q") == "Quit"
+        await pilot.press("tab")
+        assert app.focused is screen.query_one("#chat-model")
 
 
 async def test_a_handed_over_model_loads_without_taking_the_focus(ws):
@@ -322,7 +324,7 @@ async def test_a_handed_over_model_loads_without_taking_the_focus(ws):
         screen = app.screen
         await until(pilot, lambda: screen.sessions and not screen.loading_models, "the handed-over model")
         await pilot.pause()
-        assert app.focused is screen.query_one("#chat-a")
+        assert app.focused is None
         await pilot.press("7")
         await pilot.pause()
         assert app.current_mode == "eval"
