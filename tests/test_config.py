@@ -61,7 +61,8 @@ def line_of(path: Path, needle: str) -> int:
 # --- presets and round trips ----------------------------------------------------------------
 
 def test_presets_are_the_tutorials_jobs_and_all_valid():
-    assert set(PRESETS) == {"assistant", "medqa", "pretrain", "full-small", "dpo", "orpo", "tiny-demo", "smol-demo"}
+    assert set(PRESETS) == {"assistant", "medqa", "pretrain", "full-small", "dpo", "orpo", "tiny-demo", "smol-demo",
+                            "grpo", "smol-grpo"}
     for name in PRESETS:
         cfg = get_preset(name)
         assert cfg.preset == name
@@ -108,7 +109,8 @@ def test_save_then_load_gives_the_same_config(name, workspace):
     assert diff_against(again) == []
 
 
-@pytest.mark.parametrize("name, where", [("tiny-demo", "configs"), ("smol-demo", "real/configs")])
+@pytest.mark.parametrize("name, where", [("tiny-demo", "configs"), ("smol-demo", "real/configs"),
+                                        ("smol-grpo", "real/configs")])
 def test_shipped_demo_yamls_are_the_presets(name, where):
     shipped = ROOT / "sample_data" / where / f"{name}.yaml"
     assert shipped.read_text(encoding="utf-8") == dump_config(get_preset(name))
