@@ -13,8 +13,7 @@ from typing import Callable, Iterator
 
 from tuitune.chat.loading import (LoadedModel, _check_template, _context_length, _load_tokenizer, adapter_selector,
                                   can_share_base, load_model)
-from tuitune.errors import TuituneError
-from tuitune.errors import first_line
+from tuitune.errors import TuituneError, first_line
 from tuitune.generation import Generation, GenerationSettings, Stats, Turns, encode, messages_for
 from tuitune.sources import ModelSource, resolve
 
@@ -289,8 +288,6 @@ class Together:
         self._stop.set()
 
     def _side(self, side: int, session: ChatSession, turns: Turns, out: queue.SimpleQueue) -> None:
-        from tuitune.errors import TuituneError
-
         try:
             for piece in session.stream(self.prompt, turns=turns, side=side, stop_event=self._stop):
                 out.put(Event(side, text=piece))
