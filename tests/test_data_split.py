@@ -85,7 +85,8 @@ def test_each_side_reports_its_own_counts(tmp_path):
 def test_the_manifest_goes_with_its_two_files_and_a_users_split_json_is_never_replaced(tmp_path):
     """#20 item 2: split.json names the source (relative to it), its hash, the settings and both sides; a
     folder holds one split, so a second split there needs --force and replaces the manifest with the files."""
-    from tuitune.data.split import held_out_of, sha256_of
+    from tuitune.data.split import held_out_of
+    from tuitune.fsutil import sha256_of
 
     (tmp_path / "data").mkdir()
     for name, recs in (("a.jsonl", _records(10, 1)), ("b.jsonl", _records(12, 1))):

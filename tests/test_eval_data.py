@@ -49,7 +49,7 @@ def ws(tmp_path_factory, tiny_model) -> Path:
 def test_the_split_writes_a_manifest_that_names_its_source_and_both_sides(ws):
     m = json.loads((ws / "data" / "split" / "split.json").read_text())
     assert m["source"]["file"] == "../self_cognition.jsonl"  # relative to the manifest
-    from tuitune.data.split import sha256_of
+    from tuitune.fsutil import sha256_of
 
     assert m["source"]["sha256"] == sha256_of(ws / "data" / "self_cognition.jsonl")
     assert (m["seed"], m["test_ratio"], m["group_by"]) == (3, 0.2, "none")

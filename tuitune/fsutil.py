@@ -91,6 +91,17 @@ def fix_modes(tree: str | os.PathLike) -> Path:
     return tree
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's sha256, read in 1 MiB chunks (``hashlib.file_digest`` is Python 3.11+ only)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def slug(text: str, default: str = "run") -> str:
     """``text`` as a file name: runs of other characters become ``-``, at most 60 characters."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or default

@@ -10,7 +10,6 @@ training file: the split whose train side is that very file, unchanged since (by
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuitune.errors import TuituneError
+from tuitune.fsutil import sha256_of
 
 GROUP_BY = ("none", "input")
 TRAIN, TEST, MANIFEST = "train.jsonl", "test.jsonl", "split.json"
@@ -127,16 +127,6 @@ def split_file(src: str | os.PathLike, out_dir: str | os.PathLike | None = None,
 
 
 # --- the manifest -------------------------------------------------------------------------------
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The file's sha256, read in chunks (hashlib.file_digest is Python 3.11+; train/build.py has a
-    private twin for its cache key)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _as_seen_from(folder: Path, path: Path) -> str:
     """``path`` relative to ``folder`` when that is short (the workspace can move), else absolute."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tuitune.errors import TuituneError
+from tuitune.fsutil import sha256_of
 
 #: Bump when the encoding changes, so cached datasets are rebuilt.
 ENCODING_VERSION = "2"  # 2: packing best fit decreasing
@@ -43,14 +44,6 @@ def check_model_folder(cfg) -> None:
                                "point `model:` at a folder saved with save_pretrained, or a hub id")
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _tokenizer_digest(tokenizer) -> str:
     """A digest of what the tokenizer does: vocabulary, special tokens and chat template."""
     h = hashlib.sha256()
@@ -62,7 +55,7 @@ def _tokenizer_digest(tokenizer) -> str:
 
 
 def dataset_cache_key(cfg, path: Path, tokenizer, pack: bool) -> str:
-    parts = [ENCODING_VERSION, _file_digest(path), _tokenizer_digest(tokenizer), cfg.template, cfg.task,
+    parts = [ENCODING_VERSION, sha256_of(path), _tokenizer_digest(tokenizer), cfg.template, cfg.task,
              str(cfg.data.max_length), str(pack), cfg.data.system or ""]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
