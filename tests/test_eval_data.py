@@ -133,6 +133,21 @@ def test_a_changed_or_moved_training_file_is_not_matched(ws, tmp_path):
                                                            "(the run's data.eval)")
 
 
+def test_a_split_redone_after_the_run_started_is_not_the_run_s(ws, tmp_path):
+    """The run's state keeps the sha256 of each training file as it started: a split redone with
+    --force has a new train side (and a test side that may hold what the run trained on)."""
+    state = json.loads((ws / "runs" / "held" / "state.json").read_text())
+    assert set(state["trained_on"]) == {"data/split/train.jsonl"}
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns("models"))
+    os.symlink(ws / "models", copy / "models")
+    proc = tuitune(copy, "data", "split", "data/self_cognition.jsonl", "-o", "data/split", "--test-ratio", "0.3",
+                   "--seed", "9", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert_one_line_error(tuitune(copy, "eval", "held", *QUICK), "data/split/split.json was split again after the "
+                          "run started", "--data FILE")
+
+
 async def test_the_screen_names_the_file_and_its_records_before_anything_runs(ws):
     """The line under the target: the held-out file, its records and why; a run with none says what to give."""
     from textual.widgets import Input, Static

@@ -170,10 +170,12 @@ class HeldOutSide:
     why_not: str = ""                # one clause, when ``test`` is None
 
 
-def held_out_of(train_file: str | os.PathLike, show=str) -> HeldOutSide:
+def held_out_of(train_file: str | os.PathLike, show=str, trained: str | None = None) -> HeldOutSide:
     """The test side of the split whose train side is ``train_file`` (same folder, name and content).
 
     ``show`` writes a path for the ``why_not`` clause (e.g. relative to the user's folder).
+    ``trained``: the sha256 the file had when a run started on it (its run folder's state); a split
+    redone since then has another train side, and its test side may hold what the run trained on.
     """
     train_file = Path(train_file)
     folder = train_file.parent
@@ -191,6 +193,9 @@ def held_out_of(train_file: str | os.PathLike, show=str) -> HeldOutSide:
     if not train_file.is_file() or sha256_of(train_file) != m["train"].get("sha256"):
         return HeldOutSide(None, mp, source, f"{show(train_file)} is not the train side {show(mp)} describes "
                                               "(changed since the split)")
+    if trained and trained != m["train"].get("sha256"):
+        return HeldOutSide(None, mp, source, f"{show(mp)} was split again after the run started: its train side "
+                                              "is not the file the run trained on")
     test = folder / m["test"]["file"]
     if not test.is_file() or sha256_of(test) != m["test"].get("sha256"):
         return HeldOutSide(None, mp, source, f"{show(test)} is missing or changed since the split {show(mp)} "

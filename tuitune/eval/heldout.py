@@ -71,9 +71,14 @@ def default_data(src: ModelSource, cfg, base: str | os.PathLike | None = None) -
     if cfg.data.eval:
         return HeldOut(cfg.resolve(cfg.data.eval), DATA_EVAL, "the run's data.eval", brief="the run's data.eval")
     found, refused = [], []
+    trained = {}
+    if src.run_dir is not None:
+        from tuitune.train.runfolder import RunFolder
+
+        trained = RunFolder(src.run_dir).read_state().get("trained_on") or {}
     for entry in cfg.data.sources():
         train = cfg.resolve(entry.path)
-        side = held_out_of(train, show=lambda p: shown(p, base))
+        side = held_out_of(train, show=lambda p: shown(p, base), trained=trained.get(str(entry.path)))
         (found if side.test is not None else refused).append((entry.path, side))
     if len(found) == 1:
         side = found[0][1]

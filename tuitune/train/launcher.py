@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tuitune.errors import TuituneError
 from tuitune.fsutil import slug
-from tuitune.train.runfolder import LIVE, RunFolder, find_run, process_start_time, runs_dir
+from tuitune.train.runfolder import LIVE, RunFolder, find_run, process_start_time, runs_dir, trained_on
 
 
 def prepare_run(config_path: str | Path, workspace: str | Path, name: str | None = None) -> RunFolder:
@@ -156,7 +156,7 @@ def _prepare(config_path, workspace, name, nodes: Mapping | None = None, log=Non
     save_config(cfg, run.config_path)
     run.write_state(status="starting", created=time.time(), host=socket.gethostname(), workspace=str(workspace),
                     config_source=str(Path(config_path).resolve()), name=run_id, model=cfg.model,
-                    method=cfg.method, task=cfg.task, step=0, total_steps=None, **node_state(cfg))
+                    method=cfg.method, task=cfg.task, step=0, total_steps=None, trained_on=trained_on(cfg), **node_state(cfg))
     run.append_event({"type": "lifecycle", "event": "created", "config": str(Path(config_path).resolve())})
     return run, cfg
 

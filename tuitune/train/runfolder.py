@@ -23,6 +23,15 @@ LIVE = ("starting", "running", "stopping")
 ENDED = ("stopped", "finished", "failed")
 
 
+def trained_on(cfg) -> dict[str, str]:
+    """Each training file of ``cfg`` (as the config names it) with its sha256 as the run starts: kept in
+    state.json so Evaluate can tell a split redone after the run from the one it trained on."""
+    from tuitune.fsutil import sha256_of
+
+    files = {str(entry.path): cfg.resolve(entry.path) for entry in cfg.data.sources()}
+    return {name: sha256_of(path) for name, path in sorted(files.items()) if path.is_file()}
+
+
 def process_start_time(pid: int) -> float | None:
     """The start time of ``pid`` (seconds since the epoch), or None if there is no such process."""
     try:
