@@ -14,7 +14,7 @@ from train_helpers import events, make_workspace, write_config
 from tuitune.config import check_config, get_preset
 from tuitune.config.checks import check_trackers
 from tuitune.errors import TuituneError
-from tuitune.train.launcher import tracking_env
+from tuitune.train.tracking import tracking_env
 
 #: Every variable tracking_env may set or read: a test's environment starts without them.
 TRACKER_VARS = ("TENSORBOARD_LOGGING_DIR", "WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "WANDB_BASE_URL", "NETRC",
@@ -117,7 +117,7 @@ def test_a_login_or_the_users_own_settings_are_left_alone(tmp_path, home):
 
 def test_the_worker_sets_the_environment_and_makes_the_folders(tmp_path, home, monkeypatch):
     from tuitune.train.runfolder import RunFolder
-    from tuitune.train.worker import use_trackers
+    from tuitune.train.tracking import use_trackers
 
     for key in TRACKER_VARS:
         monkeypatch.delenv(key, raising=False)
@@ -148,7 +148,7 @@ def test_a_tracker_that_is_not_installed_is_an_error_with_the_pip_line(monkeypat
     assert 'pip install "tuitune[wandb,mlflow]"' in check_trackers(cfg)[0].message
     # A resume skips the launch checks: the worker says the same before it builds anything.
     from tuitune.train.runfolder import RunFolder
-    from tuitune.train.worker import use_trackers
+    from tuitune.train.tracking import use_trackers
 
     with pytest.raises(TuituneError, match=r'training.report_to: .*pip install "tuitune\[wandb\]"'):
         use_trackers(["wandb"], RunFolder(tmp_path / "run"), print)

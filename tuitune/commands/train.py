@@ -72,7 +72,7 @@ def print_launch(args, nodes: dict) -> int:
     """``--print-launch slurm``: the sbatch script, on stdout or in ``-o FILE``."""
     import sys
 
-    from tuitune.train.launcher import slurm_script
+    from tuitune.train.multinode import slurm_script
 
     text = slurm_script(args.config, args.workspace, name=args.name, nodes=nodes)
     if not args.output:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tuitune.config.presets import PRESETS
 from tuitune.config.schema import RunConfig
+from tuitune.train.tracking import trackers_problem
 
 ERROR, WARN = "error", "warn"
 
@@ -243,29 +244,8 @@ def _check_machine(cfg: RunConfig) -> list[Issue]:
     return out
 
 
-#: The module each tracker's Trainer callback imports (tensorboard: either writer will do).
-TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "swanlab": ("swanlab",),
-                   "mlflow": ("mlflow",), "trackio": ("trackio",)}
-
-
-def missing_trackers(report_to) -> list[str]:
-    """The trackers in ``report_to`` whose package is not installed here."""
-    return [name for name in report_to
-            if not any(importlib.util.find_spec(m) is not None for m in TRACKER_MODULES.get(name, (name,)))]
-
-
-def trackers_problem(report_to) -> str | None:
-    """What to do when trackers in ``report_to`` are not installed (each is an extra of tuitune), or None."""
-    missing = missing_trackers(report_to)
-    if not missing:
-        return None
-    names = ", ".join(missing)
-    verb = "is" if len(missing) == 1 else "are"
-    extras = ",".join(missing)
-    return f'{names} {verb} not installed; pip install "tuitune[{extras}]", or take {names} out of report_to'
-
-
 def check_trackers(cfg: RunConfig) -> list[Issue]:
+    """An error when a tracker of ``training.report_to`` is not installed (the rows of ``tuitune.train.tracking``)."""
     problem = trackers_problem(cfg.training.report_to)
     return [Issue(ERROR, "training.report_to", problem)] if problem else []
 

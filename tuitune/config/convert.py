@@ -29,7 +29,7 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
 
     ``output_dir`` is the run's ``checkpoints/``; its parent is the run folder, whose ``tracking/``
     holds what ``training.report_to``'s trackers write (the worker points them there, see
-    ``tuitune.train.launcher.tracking_env``), named after the run.
+    ``tuitune.train.tracking``), named after the run.
     """
     from transformers import TrainingArguments
 
@@ -86,14 +86,11 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
     if "logging_dir" in _init_params(TrainingArguments):
         # transformers 4.x: TensorBoard writes to logging_dir (5.x reads TENSORBOARD_LOGGING_DIR,
         # which the worker sets to the same folder).
-        kwargs["logging_dir"] = str(tracking_dir(Path(output_dir).parent) / "tensorboard")
+        from tuitune.train.tracking import TRACKERS
+
+        kwargs["logging_dir"] = str(TRACKERS["tensorboard"].folder_in(Path(output_dir).parent))
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
-
-
-def tracking_dir(run_dir) -> Path:
-    """Where the experiment trackers of ``training.report_to`` write, inside the run folder."""
-    return Path(run_dir) / "tracking"
 
 
 def _init_params(cls) -> set[str]:

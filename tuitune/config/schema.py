@@ -4,7 +4,8 @@ Defaults follow XTuner's QLoRA configs (lr 2e-4, r 64, alpha 16, dropout 0.1,
 warmup 0.03, cosine, max grad norm 1, save_total_limit 2). Unknown keys are errors
 (``extra="forbid"``); the loader turns them into "did you mean" messages.
 
-This module imports pydantic only: the screens validate every keystroke with it.
+This module imports pydantic and the trackers' table (``tuitune.train.tracking``, standard library
+only) and nothing heavy: the screens validate every keystroke with it.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from typing import Any, Iterator, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from tuitune.config.schema_grpo import GrpoConfig
+from tuitune.train.tracking import TRACKER_NAMES  # it never imports tuitune.config: no cycle
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
               "polynomial", "inverse_sqrt", "cosine_with_min_lr")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit",
               "adamw_bnb_8bit", "adafactor", "sgd", "lion_8bit", "paged_lion_8bit")
 DEEPSPEED = ("none", "zero2", "zero3", "zero2_offload", "zero3_offload")
-#: Experiment trackers the Trainer reports to (each an optional extra: pip install "tuitune[NAME]").
-TRACKERS = ("tensorboard", "wandb", "swanlab", "mlflow", "trackio")
 #: Tasks that learn from preference pairs (chosen over rejected) rather than from answers.
 PREFERENCE_TASKS = ("dpo", "orpo")
 #: TRL's DPO losses offered here (sigmoid is the DPO paper's; the others are its best-known variants).
@@ -164,7 +164,7 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(10, ge=1, description="log loss and lr every this many steps")
     report_to: list[str] = Field(
         default_factory=list,
-        description="experiment trackers to log to as well: tensorboard, wandb, swanlab, mlflow, trackio "
+        description=f"experiment trackers to log to as well: {', '.join(TRACKER_NAMES)} "
                     "(their files go in the run folder's tracking/)")
 
     @field_validator("report_to")
@@ -174,11 +174,11 @@ class TrainingConfig(_Section):
         for name in (s.strip().lower() for s in v):
             if not name or name == "none":
                 continue
-            if name not in TRACKERS:
+            if name not in TRACKER_NAMES:
                 import difflib
-                close = difflib.get_close_matches(name, TRACKERS, n=1)
+                close = difflib.get_close_matches(name, TRACKER_NAMES, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(f"unknown tracker {name!r}; {hint}choose from: {', '.join(TRACKERS)}")
+                raise ValueError(f"unknown tracker {name!r}; {hint}choose from: {', '.join(TRACKER_NAMES)}")
             if name not in out:
                 out.append(name)
         return out

@@ -96,6 +96,11 @@ class RunFolder:
         return self.path / "control"
 
     @property
+    def tracking(self) -> Path:
+        """Where the trackers of ``training.report_to`` write (each its own folder, see ``tuitune.train.tracking``)."""
+        return self.path / "tracking"
+
+    @property
     def lock_path(self) -> Path:
         return self.path / ".lock"
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from tuitune.cores import share_cores
 from tuitune.errors import TuituneError
 from tuitune.train.runfolder import RunFolder
+from tuitune.train.tracking import use_trackers
 
 
 def _rank() -> tuple[int, int, int]:
@@ -108,26 +109,6 @@ def reuse_freed_memory() -> None:
     libc.malloc_trim(0)
     libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD: heap, not mmap, up to 256 MB a block
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed heap top
-
-
-def use_trackers(report_to, run: RunFolder, log) -> None:
-    """Point ``training.report_to``'s trackers at ``run/tracking/`` (offline without a login) in this
-    process's environment, before the Trainer builds their callbacks; one line each says where."""
-    if not report_to:
-        return
-    from tuitune.config.checks import trackers_problem
-    from tuitune.train.launcher import tracking_env
-
-    problem = trackers_problem(report_to)  # checked at launch too; a resume is not
-    if problem:
-        raise TuituneError(f"training.report_to: {problem}")
-
-    setup = tracking_env(report_to, run.path, os.environ)
-    for folder in setup.dirs:
-        folder.mkdir(parents=True, exist_ok=True)
-    os.environ.update(setup.env)
-    for line in setup.lines:
-        log(line)
 
 
 def run_worker(run_dir: str, resume: bool = False) -> int:
