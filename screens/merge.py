@@ -53,6 +53,13 @@ def _handover_bindings() -> list[Binding]:
                     tooltip=f"{label}: the merged model") for key, target, label in HANDOVERS]
 
 
+def _export_labels() -> str:
+    """The export formats as the screen names them ("GGUF, Ollama"), from the export registry."""
+    from tuitune.export import FORMATS
+
+    return ", ".join(f.label for f in FORMATS.values())
+
+
 class MergeScreen(StepScreen):
     STEP = "merge"
     HELP = """\
@@ -94,8 +101,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         Binding("x", "cancel", "Stop", id="merge-cancel", tooltip="Stop the merge; nothing is written"),
         Binding("r", "refresh", "Reload", id="merge-refresh", tooltip="Re-read the runs and their adapters"),
         # Short labels: with o and the App's f1, q and ^p the footer fits 80 columns.
-        Binding("e", "export", "Export", id="merge-export",
-                tooltip="Export as GGUF or an Ollama folder (llama.cpp's converter)"),
+        Binding("e", "export", "Export", id="merge-export", tooltip=f"Export as {_export_labels()}"),
         *_handover_bindings(),
     ]
 
@@ -285,7 +291,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         text.append(f"{self._shown_path(r.out)}\n")
         # What to do next comes second, so a short terminal shows it above the details.
         text.append("press ", style="dim")
-        nexts = [("e", "Export (GGUF, Ollama)"), *((key, label) for key, _target, label in HANDOVERS)]
+        nexts = [("e", f"Export ({_export_labels()})"), *((key, label) for key, _target, label in HANDOVERS)]
         for i, (key, label) in enumerate(nexts):
             text.append(" · " if i else "", style="dim").append(key, style="bold").append(f": {label}", style="dim")
         text.append("\n")
@@ -353,7 +359,10 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         bar.update(total=None, progress=0)
         bar.display = True
         self.query_one("#merge-result", Static).update("")
-        self._status(Text(f"exporting {spec} as {req.fmt} ({req.outtype})…"))
+        from tuitune.export import FORMATS
+
+        typed = f" ({req.outtype})" if FORMATS[req.fmt].gguf else ""
+        self._status(Text(f"exporting {spec} as {req.fmt}{typed}…"))
         self.run_export(spec, req.fmt, req.outtype, out)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="export")
@@ -370,9 +379,10 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         self.query_one("#merge-progress", ProgressBar).display = False
         self._status(Text(f"exported in {r.seconds:.1f} s", style="green"))
         text = Text()
-        text.append("wrote ", style="bold").append(f"{self._shown_path(r.gguf)}\n")
-        text.append(f"{r.bytes / 1e6:.1f} MB, {r.outtype}, {r.architecture}\n")
-        text.append("checked: " + "; ".join(r.checks) + "\n", style="green")
+        text.append("wrote ", style="bold").append(f"{self._shown_path(r.gguf or r.out)}\n")
+        text.append(f"{r.bytes / 1e6:.1f} MB" + (f", {r.outtype}, {r.architecture}\n" if r.gguf else "\n"))
+        if r.checks:
+            text.append("checked: " + "; ".join(r.checks) + "\n", style="green")
         text.append("run it: ", style="bold").append(r.command)
         self.query_one("#merge-result", Static).update(text)
 

@@ -133,3 +133,96 @@ def test_an_ollama_folder_carries_the_templates_default_system_prompt(mini_ws):
     assert f'SYSTEM """{SMOL_DEFAULT}"""' in mf, mf
     assert _gguf_tensors(folder / "mini-f16.gguf") == 20
     assert f"ollama create mini -f {folder / 'Modelfile'}" in proc.stdout
+
+
+# --- the format registry: a format is one module that declares itself (#21 item 5) -------------------
+
+def _copy_model(job):
+    """A throwaway format: the (merged) model folder as it is, the safetensors a vLLM server reads."""
+    from tuitune.export import Written
+
+    folder = job.tmp / "model"
+    shutil.copytree(job.model_dir, folder)
+    job.checks.append(f"{len(list(folder.glob('*.safetensors')))} safetensors file(s) copied")
+    return Written(path=folder, command=f"vllm serve {job.out} --served-model-name {job.model_name}")
+
+
+@pytest.fixture
+def safetensors_format():
+    """Registered from here, as a file beside gguf.py would be by discovery; nothing else is edited."""
+    from tuitune.export import FORMATS, ExportFormat, register
+
+    fmt = register(ExportFormat(name="safetensors", label="safetensors", kind="folder", output="{stem}-vllm",
+                                description="the model's safetensors folder, for vllm serve", write=_copy_model,
+                                gguf=False))
+    yield fmt
+    FORMATS.pop(fmt.name)
+
+
+def test_the_shipped_formats_are_found_in_their_own_modules():
+    """gguf.py and ollama.py each declare FORMAT; the package registers what it finds, gguf first."""
+    from tuitune.export import DEFAULT_FORMAT, FORMATS, get_format
+    from tuitune.errors import TuituneError
+
+    assert list(FORMATS)[:2] == ["gguf", "ollama"] and DEFAULT_FORMAT == "gguf"
+    assert {f.name: (f.write.__module__, f.kind) for f in FORMATS.values()} == {
+        "gguf": ("tuitune.export.gguf", "file"), "ollama": ("tuitune.export.ollama", "folder")}
+    assert FORMATS["gguf"].default_output("smol", "q8_0") == "smol-q8_0.gguf"
+    assert FORMATS["ollama"].default_output("smol", "q8_0") == "smol-ollama"
+    with pytest.raises(TuituneError, match="--format mlx: choose gguf or ollama"):
+        get_format("mlx")
+
+
+def test_a_third_format_is_one_declaration(safetensors_format, tiny_model, tmp_path, capsys):
+    """The CLI's choices and help, the engine (merge first, publish, --force, no converter looked for
+    since the format holds no GGUF) take a format registered from this module."""
+    from merge_helpers import make_adapter
+
+    from tuitune.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "--format {gguf,ollama,safetensors}" in helptext
+    assert "safetensors: the model's safetensors folder, for vllm serve" in helptext
+    assert "safetensors: a folder" in helptext
+
+    adapter = make_adapter(tiny_model, tmp_path / "adapter", r=2)
+    out = tmp_path / "served" / "tiny"
+    args = ["export", str(adapter), "--format", "safetensors", "-o", str(out), "--llama-cpp", str(tmp_path / "no")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}:" in printed and "1 safetensors file(s) copied" in printed
+    assert f"run it: vllm serve {out} --served-model-name tiny" in printed
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()   # merged, not the adapter
+    assert not list(tmp_path.rglob("*.partial-*"))
+
+    assert main(args) == 2 and "pass --force" in capsys.readouterr().err   # an existing output: refused
+    assert main([*args, "--force", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["gguf"] is None and result["merged"] is True and result["out"] == str(out)
+    assert [p.name.split(".replaced-")[0] for p in out.parent.iterdir()] == ["tiny", "tiny"]   # the old kept aside
+
+
+async def test_the_merge_dialog_offers_a_registered_format(safetensors_format):
+    """The Export dialog lists the registry; picking a format without a GGUF sets its default output
+    and turns the GGUF's tensor type off."""
+    from textual.app import App
+
+    from screens.widgets.merge.export import ExportModal
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(ExportModal("tiny", "tiny"))
+
+    app = Host()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        fmt, typ, out = (app.screen.query_one(f"#export-{w}") for w in ("format", "type", "out"))
+        assert fmt.value == "gguf" and out.value == "models/tiny-f16.gguf" and not typ.disabled
+        fmt.value = "safetensors"   # a value the Select does not offer raises InvalidSelectValueError
+        await pilot.pause()
+        assert out.value == "models/tiny-vllm" and typ.disabled
+        fmt.value = "ollama"
+        await pilot.pause()
+        assert out.value == "models/tiny-ollama" and not typ.disabled

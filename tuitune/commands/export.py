@@ -1,4 +1,4 @@
-"""``tuitune export``: a run, adapter or model → a GGUF file (llama.cpp's converter) or an Ollama folder."""
+"""``tuitune export``: a run, adapter or model → one of the export formats (``tuitune.export.FORMATS``)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ def register(sub) -> None:
     from tuitune.fsutil import force_help
 
     p = sub.add_parser(
-        "export", help="export a run or model as GGUF (llama.cpp's converter) or an Ollama folder",
+        "export", help=f"export a run or model ({', '.join(f.label for f in FORMATS.values())})",
         epilog=model_or_run_forms(hub=False),
         formatter_class=FormsHelpFormatter,
-        description="Export MODEL_OR_RUN (a run or adapter is merged first, streamed and verified) as a GGUF file "
-        "written by llama.cpp's convert_hf_to_gguf.py, or as an Ollama folder (the GGUF and a Modelfile whose "
-        "TEMPLATE, stops and SYSTEM are what training used). The file is read back and checked: architecture, tensors, "
-        "tokenizer and chat template.")
+        description="Export MODEL_OR_RUN (a run or adapter is merged first, streamed and verified) as --format "
+        "says. A GGUF is written by llama.cpp's convert_hf_to_gguf.py and read back and checked: architecture, "
+        "tensors, tokenizer and chat template.")
     p.add_argument("source", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
-    p.add_argument("--format", choices=FORMATS, required=True,
-                   help="gguf: one .gguf file; ollama: a folder with the GGUF and a Modelfile")
+    p.add_argument("--format", choices=list(FORMATS), required=True,
+                   help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
     p.add_argument("--type", dest="outtype", choices=OUTTYPES, default="f16", help="GGUF tensor type (default: f16)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .gguf file, or the Ollama folder")
-    p.add_argument("--name", metavar="NAME", help="the Ollama model name (default: the folder's name)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the output (" + "; ".join(
+                   f"{f.name}: a {f.kind}" for f in FORMATS.values()) + ")")
+    p.add_argument("--name", metavar="NAME", help="the model's name where the format names it, as "
+                   "in ollama create NAME (default: OUT's name)")
     p.add_argument("--llama-cpp", metavar="DIR", help="a llama.cpp checkout (default: LLAMA_CPP_DIR, else the "
                    "converter vendored in the llama-cpp-python source package, fetched once)")
     p.add_argument("--force", action="store_true", help=force_help("OUT"))
@@ -47,7 +48,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return 0
-    print(f"wrote {res.gguf}: {res.bytes / 1e6:.1f} MB, {res.outtype}, {res.architecture}, in {res.seconds:.1f} s")
-    print("checked: " + "; ".join(res.checks))
+    what = f"{res.outtype}, {res.architecture}, " if res.gguf else ""
+    print(f"wrote {res.gguf or res.out}: {res.bytes / 1e6:.1f} MB, {what}in {res.seconds:.1f} s")
+    if res.checks:
+        print("checked: " + "; ".join(res.checks))
     print(f"run it: {res.command}")
     return 0

@@ -1,4 +1,4 @@
-"""The Merge step's Export dialog: format (GGUF or an Ollama folder), tensor type, output."""
+"""The Merge step's Export dialog: format (from the export registry), tensor type, output."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tuitune.export import FORMATS, OUTTYPES
+from tuitune.export import DEFAULT_FORMAT, FORMATS, OUTTYPES
 
 
 @dataclass
@@ -22,7 +22,8 @@ class ExportRequest:
 
 
 def default_output(stem: str, fmt: str, outtype: str) -> str:
-    return f"models/{stem}-{outtype}.gguf" if fmt == "gguf" else f"models/{stem}-ollama"
+    """Where the format's output goes by default: under the workspace's models/."""
+    return f"models/{FORMATS[fmt].default_output(stem, outtype)}"
 
 
 class ExportModal(ModalScreen[ExportRequest | None]):
@@ -51,16 +52,17 @@ class ExportModal(ModalScreen[ExportRequest | None]):
                          "merged first (streamed, verified).", classes="dim")
             with Horizontal(classes="form-row"):
                 yield Label("format", classes="field-label")
-                yield Select([(f, f) for f in FORMATS], value="gguf", allow_blank=False, id="export-format",
-                             compact=True, tooltip="gguf: one file for llama.cpp; ollama: a folder with the GGUF "
-                             "and a Modelfile.")
+                yield Select([(f, f) for f in FORMATS], value=DEFAULT_FORMAT, allow_blank=False,
+                             id="export-format", compact=True,
+                             tooltip="\n".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
                 yield Label("type", classes="field-label")
                 yield Select([(t, t) for t in OUTTYPES], value="f16", allow_blank=False, id="export-type",
                              compact=True, tooltip="The GGUF's tensor type: f16, bf16, or q8_0 (about half the size).")
             with Horizontal(classes="form-row"):
                 yield Label("output", classes="field-label")
-                yield Input(default_output(self.stem, "gguf", "f16"), id="export-out", compact=True,
-                            tooltip="The .gguf file, or the Ollama folder (relative to the workspace).")
+                yield Input(default_output(self.stem, DEFAULT_FORMAT, "f16"), id="export-out", compact=True,
+                            tooltip="The output, relative to the workspace: " + "; ".join(
+                                f"{f.name}: a {f.kind}" for f in FORMATS.values()))
             with Horizontal(id="export-buttons"):
                 yield Button("Export", id="export-go", variant="primary", compact=True)
                 yield Button("Cancel", id="export-cancel", compact=True)
@@ -69,6 +71,7 @@ class ExportModal(ModalScreen[ExportRequest | None]):
     def _follow(self, event: Select.Changed) -> None:
         out = self.query_one("#export-out", Input)
         fmt, typ = self.query_one("#export-format", Select).value, self.query_one("#export-type", Select).value
+        self.query_one("#export-type", Select).disabled = not FORMATS[str(fmt)].gguf   # --type is the GGUF's
         if out.value in {default_output(self.stem, f, t) for f in FORMATS for t in OUTTYPES}:
             out.value = default_output(self.stem, str(fmt), str(typ))
 
