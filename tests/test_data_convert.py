@@ -310,3 +310,67 @@ def test_system_column_and_conflicting_system_options(tmp_path):
     with pytest.raises(TuituneError, match="--system-col and --system"):
         convert(p, tmp_path / "o2.jsonl", input_col="q", output_col="a", system_col="sys", system="S")
     assert not (tmp_path / "o2.jsonl").exists()
+
+
+# --- #20 item 12: each message says the fix, in the CLI's words (tests/test_data_messages.py: the TUI's) ---
+
+def workbook(path: Path, sheets: dict[str, list[list]]) -> Path:
+    """A workbook with these sheets (an empty list: an empty sheet), in this order."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
+        for r in rows:
+            ws.append(r)
+    wb.save(path)
+    return path
+
+
+QA = [["Question", "Answer"], ["What is it?", "A drug."]]
+
+
+def test_an_empty_workbook_says_it_has_no_rows_not_pick_another_sheet(workspace):
+    """It said "choose another sheet with --sheet (sheets: Sheet)" of a workbook with one sheet."""
+    workbook(workspace / "data" / "empty.xlsx", {"Sheet": []})
+    line = assert_one_line_error(run_cli("data", "convert", "data/empty.xlsx", "-o", "data/e.jsonl", cwd=workspace),
+                                 "data/empty.xlsx", "the workbook has no rows", "its only sheet, 'Sheet', is empty",
+                                 "fill in a header row and data rows, or pick another file")
+    assert "--sheet" not in line and "another sheet" not in line
+    workbook(workspace / "data" / "empty2.xlsx", {"A": [], "B": []})
+    assert_one_line_error(run_cli("data", "convert", "data/empty2.xlsx", "--sheet", "B", "-o", "data/e.jsonl",
+                                  cwd=workspace), "'A', 'B' are all empty", "pick another file")
+    assert not (workspace / "data" / "e.jsonl").exists()
+
+
+def test_the_first_sheet_with_rows_is_read_and_an_empty_one_named_says_which_have_rows(workspace):
+    workbook(workspace / "data" / "multi.xlsx", {"Sheet1": [], "Notes": [], "QA": QA})
+    proc = run_cli("data", "convert", "data/multi.xlsx", "-o", "data/m.jsonl", cwd=workspace)
+    assert proc.returncode == 0, proc.stderr
+    assert "sheet 'QA'" in proc.stdout and len(read_jsonl(workspace / "data" / "m.jsonl")) == 1
+    assert_one_line_error(run_cli("data", "convert", "data/multi.xlsx", "--sheet", "Notes", "-o", "data/n.jsonl",
+                                  cwd=workspace),
+                          "sheet 'Notes' is empty", "pick another with --sheet", "sheets with rows: QA")
+    assert_one_line_error(run_cli("data", "convert", "data/multi.xlsx", "--sheet", "Drugs", "-o", "data/n.jsonl",
+                                  cwd=workspace), "no sheet 'Drugs'", "sheets: Sheet1, Notes, QA", "pick one with --sheet")
+
+
+def test_preset_on_another_workbook_says_the_fix(workspace):
+    """It said "no sheet 'DrugQA'; sheets: Sheet" with no fix."""
+    workbook(workspace / "data" / "other.xlsx", {"Sheet": QA})
+    assert_one_line_error(run_cli("data", "convert", "data/other.xlsx", "--preset", "medqa", "-o", "data/o.jsonl",
+                                  cwd=workspace),
+                          "no sheet 'DrugQA', which --preset medqa reads", "sheets: Sheet", "--sheet",
+                          "drop --preset medqa", "--input-col and --output-col")
+    # The fix as said: --sheet with the preset converts it, with the tutorial's system prompt.
+    proc = run_cli("data", "convert", "data/other.xlsx", "--preset", "medqa", "--sheet", "Sheet", "-o", "data/o.jsonl",
+                   cwd=workspace)
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(workspace / "data" / "o.jsonl")[0]["conversation"][0]["system"] == MEDQA_SYSTEM
+    # A sheet without the preset's columns names them and both ways out.
+    workbook(workspace / "data" / "cols.xlsx", {"DrugQA": [["Q", "A"], ["q", "a"]]})
+    assert_one_line_error(run_cli("data", "convert", "data/cols.xlsx", "--preset", "medqa", "-o", "data/c.jsonl",
+                                  cwd=workspace),
+                          "no column 'Question'", "--preset medqa maps 'Question' and 'Answer'",
+                          "--input-col and --output-col", "drop --preset medqa")

@@ -118,8 +118,9 @@ class Report:
             out.append(f"bad lines skipped: {len(self.bad_lines)}:")
             out.extend(f"  {i.where}: {i.reason}" for i in self.bad_lines)
         if self.repeated_inputs:
-            out.append(f"{self.repeated_inputs} questions appear more than once with different answers; "
-                       "split with --group-by input to keep each on one side")
+            n = self.repeated_inputs
+            out.append(f"{n} question{'s' if n != 1 else ''} appear{'s' if n == 1 else ''} more than once with "
+                       "different answers; split with --group-by input to keep each on one side")
         return out
 
 
@@ -200,11 +201,19 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
     js = None
     strict = True  # structured files stop at a bad record; tables skip bad rows and report them
     if det.format in F.TABLE_FORMATS:
-        from tuitune.data.tabular import open_csv, open_xlsx
+        from tuitune.data.tabular import NoSheet, open_csv, open_xlsx
 
         if det.format == "csv" and user_sheet:
             raise TuituneError(f"{src}: --sheet {user_sheet!r} applies to .xlsx files only; a csv has one table")
-        table = open_xlsx(src, sheet) if det.format == "xlsx" else open_csv(src)
+        try:
+            table = open_xlsx(src, sheet) if det.format == "xlsx" else open_csv(src)
+        except NoSheet as exc:
+            if user_sheet or not preset:
+                raise
+            raise TuituneError(f"{src}: no sheet {sheet!r}, which --preset {preset} reads; sheets: "
+                               f"{', '.join(exc.names)}; name the sheet with --sheet (the preset still maps "
+                               f"{input_col!r} and {output_col!r}), or drop --preset {preset} and map the "
+                               "columns with --input-col and --output-col") from None
         strict = False
         report.sheet, report.encoding = table.sheet, table.encoding
         header = table.header
@@ -217,8 +226,15 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             cols = ", ".join(repr(h) for h in header if h.strip())
             raise TuituneError(f"{src}: can't tell which columns hold the question and the answer; "
                                f"pass --input-col and --output-col (columns: {cols})")
-        ii = _col_index(src, header, input_col, table.sheet)
-        oi = _col_index(src, header, output_col, table.sheet)
+        try:
+            ii = _col_index(src, header, input_col, table.sheet)
+            oi = _col_index(src, header, output_col, table.sheet)
+        except TuituneError as exc:
+            table.close()
+            if not preset:
+                raise
+            raise TuituneError(f"{exc} (--preset {preset} maps {input_col!r} and {output_col!r}); name the "
+                               f"columns with --input-col and --output-col, or drop --preset {preset}") from None
         si = _col_index(src, header, system_col, table.sheet) if system_col else None
         if not system_col and not preset and all(c in header for c in MEDQA_COLUMNS) and system is None:
             report.notes.append("the columns are MedQA's; --preset medqa adds the tutorial's system prompt")

@@ -147,6 +147,14 @@ def open_workbook(path: Path):
     return reader.wb, reader.shared_strings
 
 
+class NoSheet(TuituneError):
+    """The workbook has no sheet by that name (``names`` are the ones it has)."""
+
+    def __init__(self, path: Path, sheet: str, names: tuple[str, ...]):
+        super().__init__(f"{path}: no sheet {sheet!r}; sheets: {', '.join(names)}; pick one with --sheet")
+        self.names = names
+
+
 @dataclass
 class Table:
     """A sheet or csv: its header and a way to stream its data rows."""
@@ -184,23 +192,27 @@ def open_xlsx(path: str | os.PathLike, sheet: str | None = None) -> Table:
             return strings.text(value)
         return cell_text(value)
 
-    if sheet is None:
-        sheet = names[0]
-    elif sheet not in names:
+    if sheet is not None and sheet not in names:
         close()
-        raise TuituneError(f"{path}: no sheet {sheet!r}; sheets: {', '.join(names)}")
-    ws = wb[sheet]
-    it = ws.iter_rows(values_only=True)
+        raise NoSheet(path, sheet, names)
     header, header_row = None, 0
-    for n, row in enumerate(it, 1):
-        cells = _trim([text(v) for v in row])
-        if any(c.strip() for c in cells):
-            header, header_row = cells, n
+    # No sheet named: the first one with rows (a workbook often starts with an empty Sheet1).
+    for name in [sheet] if sheet is not None else names:
+        header, header_row = _header(wb[name], text)
+        if header is not None:
+            sheet = name
             break
     if header is None:
+        others = [n for n in names if n != sheet and _header(wb[n], text)[0] is not None]
         close()
-        raise TuituneError(f"{path}: sheet {sheet!r} is empty; choose another sheet with --sheet "
-                           f"(sheets: {', '.join(names)})")
+        if not others:
+            what = (f"its only sheet, {names[0]!r}, is empty" if len(names) == 1 else
+                    f"its sheets {', '.join(map(repr, names))} are all empty")
+            raise TuituneError(f"{path}: the workbook has no rows ({what}); fill in a header row and "
+                               "data rows, or pick another file")
+        raise TuituneError(f"{path}: sheet {sheet!r} is empty; pick another with --sheet "
+                           f"(sheets with rows: {', '.join(others)})")
+    ws = wb[sheet]
     total = ws.max_row if isinstance(ws.max_row, int) else None
 
     def rows():
@@ -210,6 +222,15 @@ def open_xlsx(path: str | os.PathLike, sheet: str | None = None) -> Table:
             yield n, row
 
     return Table(path, header, header_row, rows, sheet, names, total, None, close, text)
+
+
+def _header(ws, text) -> tuple[list[str] | None, int]:
+    """A sheet's header (its first row with text) and that row's number; (None, 0) when empty."""
+    for n, row in enumerate(ws.iter_rows(values_only=True), 1):
+        cells = _trim([text(v) for v in row])
+        if any(c.strip() for c in cells):
+            return cells, n
+    return None, 0
 
 
 def detect_encoding(path: Path) -> str:
