@@ -40,11 +40,15 @@ Turn a spreadsheet or JSON file into training conversations.
    green, masked text dim.
 5. **Self-cognition** (F6): who-are-you data that teaches the model its name.
 
+The file tree shows new files by itself (it looks every 2 s); **r** reads the folders again at once.
 The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`.
 """
     AUTO_FOCUS = "#data-tree"  # arrow keys move in the file browser as soon as the step opens
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", id="data-run", tooltip="Run this tab's action"),
+        # Not priority: typed into a text field, r is a letter.
+        Binding("r", "reload", "Reload files", id="data-reload",
+                tooltip="Read the workspace's folders again (new files also appear by themselves within 2 s)"),
         # Priority: the tab keys work whichever widget has focus (a checkbox, a button, the table).
         # Not in the footer (with them it is wider than 80 columns): the tabs show their names,
         # F1 help and the palette their keys.
@@ -104,6 +108,14 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
                       and not w.has_class("form")), None)
         self.set_focus(first)
 
+    def action_reload(self) -> None:
+        """Read the file tree's folders again (files copied in over SSH)."""
+        self.query_one(DataFileTree).reread()
+
+    def on_screen_resume(self) -> None:
+        """Entering the step reads the folders again: another step may have written files."""
+        self.query_one(DataFileTree).reread()
+
     def action_do(self, tab: str) -> None:
         """Show ``tab`` and run its action (the palette's "Convert", "Split", ...)."""
         self.action_tab(tab)
@@ -124,7 +136,7 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
     # --- what one tab hands the next --------------------------------------------------------
 
     def on_file_pane_previewed(self, message: FilePane.Previewed) -> None:
-        self.query_one(ConvertForm).set_source(message.path, message.preview)
+        self.query_one(ConvertForm).set_source(message.path, message.preview, message.error, message.sheet)
         if message.preview is not None and message.preview["format"] == "xtuner":
             self.query_one(SplitForm).use(message.path)
             self.query_one(TokensForm).use(message.path)
@@ -139,4 +151,4 @@ The same steps from a shell: `tuitune data convert|split|inspect|self-cognition`
             self.query_one(TokensForm).use(message.path)
         elif message.tab == "split":
             self.query_one(TokensForm).use(message.path)
-        self.query_one(DataFileTree).reload()
+        self.query_one(DataFileTree).reread()

@@ -9,7 +9,12 @@ async def _stable(app, pilot):
     from screens.widgets.data.filetree import DataFileTree
 
     await settle(app, pilot)
-    await app.screen.query_one(DataFileTree).reload()
+    tree = app.screen.query_one(DataFileTree)
+    for _ in range(200):  # the tree's folders read (it rereads them itself after a write)
+        if tree.settled:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
     app.screen.set_focus(None)  # no blinking cursor in the picture
     await pilot.pause()
 
@@ -113,3 +118,33 @@ def test_snap_data_file_tree_80x24(snap_compare, fixed_workspace):
         await _stable(pilot.app, pilot)
 
     assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)
+
+
+def _long_names(ws):
+    """#20 item 14: names cut alike at the end ("MedInfo2019-QA-Medicat" twice); now cut in the middle."""
+    fill_workspace(ws)
+    for name in ("MedInfo2019-QA-Medications.xlsx", "MedInfo2019-QA-Medications.jsonl", "chat-transcripts.jsonl",
+                 "clinic-transcripts-2024-q3-final-reviewed.jsonl"):
+        (ws / "data" / name).write_text("")
+
+
+def test_snap_data_tree_long_names_80x24(snap_compare, fixed_workspace):
+    from screens.app import TuituneApp
+
+    _long_names(fixed_workspace)
+
+    async def run_before(pilot):
+        await _stable(pilot.app, pilot)
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snap_data_tree_long_names_120x36(snap_compare, fixed_workspace):
+    from screens.app import TuituneApp
+
+    _long_names(fixed_workspace)
+
+    async def run_before(pilot):
+        await _stable(pilot.app, pilot)
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=(120, 36), run_before=run_before)

@@ -62,6 +62,8 @@ class ConvertForm(DataForm):
         super().__init__(**kwargs)
         self.source: Path | None = None
         self.preview: dict | None = None
+        self.unreadable: str | None = None  # why the source's preview failed (in this step's words)
+        self._preset_pending = False  # the MedQA preset picked its sheet: set its columns when read
 
     def compose(self) -> ComposeResult:
         yield Static("No file picked yet (F2).", id="conv-source", classes="hint")
@@ -90,12 +92,22 @@ class ConvertForm(DataForm):
     def tabular(self) -> bool:
         return bool(self.preview and self.preview["format"] in TABULAR)
 
-    def set_source(self, path: Path, preview: dict | None) -> None:
-        """The file to convert and its preview (None: it could not be read); fills the defaults."""
-        self.source, self.preview = path, preview
+    def set_source(self, path: Path, preview: dict | None, error: str | None = None,
+                   sheet: str | None = None) -> None:
+        """The file to convert and its preview (None: it could not be read, for ``error``); fills the
+        defaults. When another ``sheet`` of the same file could not be read, the sheet list stays
+        (so another one can be picked) and the error shows here."""
+        if preview is None and sheet is not None and self.tabular and Path(path) == self.source:
+            self.say(error or f"sheet {sheet!r} could not be read", error=True)
+            return
+        if path != self.source:
+            self._preset_pending = False
+        self.source, self.preview, self.unreadable = path, preview, error
         self._set_table_controls(preview)
         if preview is None:
             return
+        if self._preset_pending:
+            self._preset()
         src, root = Path(path), self.workspace.root
         self.query_one("#conv-source", Static).update(
             Text.assemble(("Source: ", "dim"), (self.rel(src), "bold"), f"  ({preview['format']})"))
@@ -138,22 +150,52 @@ class ConvertForm(DataForm):
 
         p = PRESETS["medqa"]
         sheet = self.query_one("#conv-sheet", Select)
-        if self.preview and p["sheet"] in self.preview.get("sheets", []) and sheet.value != p["sheet"]:
+        sheets = self.preview.get("sheets", []) if self.preview else []
+        self.set_value("conv-system", p["system"])
+        if p["sheet"] in sheets and sheet.value != p["sheet"]:
+            # The columns are set when the sheet's preview comes back (the preset is asked again then).
+            self._preset_pending = True
             sheet.value = p["sheet"]
+            return
+        self._preset_pending = False
         cols = self.preview["columns"] if self.preview else []
+        missing = [p[k] for k in ("input_col", "output_col") if p[k] not in cols]
         for wid, key in (("conv-input", "input_col"), ("conv-output", "output_col")):
             if p[key] in cols:
                 self.query_one(f"#{wid}", Select).value = p[key]
-        self.set_value("conv-system", p["system"])
+        if p["sheet"] not in sheets:
+            shown = f"sheets: {', '.join(sheets)}" if sheets else "it has no sheets"
+            self.say(f"MedQA preset: system prompt set; this workbook has no sheet {p['sheet']!r} ({shown}), so "
+                     "pick the sheet and the Question and Answer columns yourself, or pick another file (F2)")
+        elif missing:
+            self.say(f"MedQA preset: system prompt set; sheet {p['sheet']!r} has no column "
+                     f"{' or '.join(map(repr, missing))}, so pick the Question and Answer columns yourself")
+        else:
+            self.say(f"MedQA preset: sheet {p['sheet']!r}, {p['input_col']} → input, {p['output_col']} → "
+                     "output, the tutorial's system prompt. Convert: ctrl+r")
+
+    def missing(self) -> str | None:
+        """What Convert still needs, said as the missing input (None: it can run)."""
+        if self.source is None:
+            return "no input file: pick the file to convert in the File tab (F2)"
+        if self.preview is None:
+            why = f" ({self.unreadable})" if self.unreadable else ""
+            return (f"no input file: {self.rel(self.source)} could not be read{why}; pick another file in the "
+                    "File tab (F2)")
+        if self.tabular:
+            for wid, label, what in (("conv-input", "Question", "the questions (→ input)"),
+                                     ("conv-output", "Answer", "the answers (→ output)")):
+                if self.select(wid) is None:
+                    return f"no {label} column: pick the column that holds {what} in the {label} list"
+        if not self.value("conv-out"):
+            return f"Output is empty: give the file to write, e.g. {self.rel(self.workspace.data / 'converted.jsonl')}"
+        return None
 
     def run(self) -> None:
-        if self.source is None:
-            self.say("pick a file first (F2)", error=True)
+        if (missing := self.missing()) is not None:
+            self.say(missing, error=True)
             return
         out = self.value("conv-out")
-        if not out:
-            self.say("give an output file, e.g. data/converted.jsonl", error=True)
-            return
         tabular = self.tabular
         system_col = self.select("conv-system-col") if tabular else None
         opts = dict(

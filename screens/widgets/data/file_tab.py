@@ -35,11 +35,15 @@ class FilePane(Horizontal):
 
         path: Path
         preview: dict | None
+        #: Why it could not be read (in this step's words), and the sheet that was asked for (None: the default).
+        error: str | None = None
+        sheet: str | None = None
 
     def __init__(self, root: Path, **kwargs):
         super().__init__(**kwargs)
         self.root = root
         self.source: Path | None = None  # the file picked last
+        self._sheet: str | None = None  # the sheet asked for last
 
     def compose(self) -> ComposeResult:
         tree = DataFileTree(self.root, id="data-tree")
@@ -64,18 +68,24 @@ class FilePane(Horizontal):
     def _say(self, text: Text | str, error: bool = False) -> None:
         say(self.query_one("#preview-result", Static), text, error)
 
+    def load_preview(self, path: Path, sheet: str | None) -> None:
+        """Read ``path`` (its ``sheet``; None: the default) in a worker; :class:`Previewed` follows."""
+        self._sheet = sheet
+        self._read(path, sheet)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-preview", name="preview",
           description="reading the file")
-    def load_preview(self, path: Path, sheet: str | None):
+    def _read(self, path: Path, sheet: str | None):
         from tuitune.data.convert import preview
 
         return path, preview(path, sheet=sheet, limit=30)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if (error := failure(event)) is not None:
-            self._say(engine_error("preview", error), error=True)
+            error = engine_error("preview", error)
+            self._say(error, error=True)
             self.query_one("#data-preview", DataTable).clear(columns=True)
-            self.post_message(self.Previewed(self.source, None))
+            self.post_message(self.Previewed(self.source, None, error, self._sheet))
         elif event.state == WorkerState.SUCCESS and not event.worker.is_cancelled:
             self._show(*event.worker.result)
 

@@ -9,6 +9,7 @@ needs to know (a file was written) goes up to the screen as :class:`DataForm.Wri
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,23 @@ FLAG_LABELS = {
 }
 #: Per tab, what ``-o`` means there.
 OUTPUT_LABEL = {"convert": "Output", "split": "Folder", "selfcog": "Output"}
+#: Fixes the engine gives with several flags or a command line, said with this step's controls
+#: (applied before FLAG_LABELS). Where the step has no control for it, the fix says what to do
+#: instead (a shell command, named as one). tests/test_data_screen.py raises each message from the
+#: engine and checks its words here, so a reworded engine message cannot leave a flag on screen.
+TUI_FIXES = (
+    (r"(convert it(?: first)?): tuitune data convert .*$", r"\1 in the Convert tab (F3)"),
+    (r"pick (another|one) with --sheet", r"pick \1 in the Sheet list"),
+    (r"--preset medqa adds", "the MedQA preset button adds"),
+    (r"pass --input-col and --output-col", "pick them in the Question and Answer lists"),
+    (r"pass --input-col/--output-col to map them, or --format",
+     "map them from a shell: `tuitune data convert FILE --input-col FIELD --output-col FIELD -o OUT`"),
+    (r"pass --format \([^)]*\)", "rename it to .jsonl, .json, .csv, .xlsx or .txt"),
+    (r"fix it or use --format to pick another format", "fix it in the file"),
+    (r"fix the line or pass --skip-bad-lines to skip it", "fix that line in the file"),
+    (r"save the file as UTF-8 or pass --skip-bad-lines", "save the file as UTF-8"),
+    (r"split with --group-by input", "split with Group on (Split tab)"),
+)
 
 
 def field_row(label: str, widget) -> Horizontal:
@@ -42,7 +60,12 @@ def field_row(label: str, widget) -> Horizontal:
 
 def engine_error(tab: str, message: str) -> str:
     """An engine error (written for the CLI) in this step's words: field labels, not flags."""
-    return tui_message(message, {**FLAG_LABELS, "-o": OUTPUT_LABEL.get(tab, "Output")})
+    for pattern, repl in TUI_FIXES:
+        message = re.sub(pattern, repl, message)
+    labels = {**FLAG_LABELS, "-o": OUTPUT_LABEL.get(tab, "Output")}
+    # A command between backticks is for a shell: its flags stay.
+    parts = re.split(r"(`[^`]*`)", message)
+    return "".join(p if p.startswith("`") else tui_message(p, labels) for p in parts)
 
 
 def rel(root: Path, p: Path) -> str:
