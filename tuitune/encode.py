@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from typing import Iterable, Iterator, Sequence
 
+from tuitune.data.records import conversation_of
 from tuitune.errors import TuituneError
 
 IGNORE_INDEX = -100
@@ -61,8 +62,6 @@ def encode_preference(tokenizer, record: dict, template: str, max_length: int) -
     completion is the last answer's trained tokens. TRL's own tokenization would apply the
     tokenizer's chat template, which for a named template is a second rendering of it.
     """
-    from tuitune.data.preference import conversation_of
-
     sides = []
     for key in ("chosen", "rejected"):
         enc = encode_conversation(tokenizer, conversation_of(record, record[key]), template, 0)

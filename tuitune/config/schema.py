@@ -17,6 +17,7 @@ from typing import Any, Iterator, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from tuitune.config.schema_grpo import GrpoConfig
+from tuitune.data.records import PREFERENCE_TASKS  # the record kinds' bottom layer: it never imports tuitune.config
 from tuitune.train.tracking import TRACKER_NAMES  # it never imports tuitune.config: no cycle
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
@@ -24,8 +25,6 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_wi
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit",
               "adamw_bnb_8bit", "adafactor", "sgd", "lion_8bit", "paged_lion_8bit")
 DEEPSPEED = ("none", "zero2", "zero3", "zero2_offload", "zero3_offload")
-#: Tasks that learn from preference pairs (chosen over rejected) rather than from answers.
-PREFERENCE_TASKS = ("dpo", "orpo")
 #: TRL's DPO losses offered here (sigmoid is the DPO paper's; the others are its best-known variants).
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
               "apo_zero", "apo_down", "sigmoid_norm")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuitune.data.preference import PREFERENCE_FORMATS
+from tuitune.data.records import first_question
 from tuitune.errors import TuituneError
 
 MEDQA_SYSTEM = ("You are a professional, highly experienced doctor professor. You always provide accurate, "
@@ -333,8 +334,6 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 continue
             if det.format in PREFERENCE_FORMATS:
                 import json
-
-                from tuitune.data.preference import first_question
 
                 rec, answers = turns, [turns["chosen"], turns["rejected"]]
                 key, question = _digest(json.dumps(rec, sort_keys=True, ensure_ascii=False)), first_question(rec)

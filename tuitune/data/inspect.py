@@ -7,6 +7,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tuitune.data.records import PREFERENCE_TASKS, is_preference
 from tuitune.errors import TuituneError
 
 
@@ -65,8 +66,6 @@ def default_template(tokenizer) -> str:
 def guess_task(records: list[dict]) -> str:
     """``dpo`` for preference pairs; ``pretrain`` when every record is bare text (one turn, no input,
     no system); else ``sft``."""
-    from tuitune.data.preference import is_preference
-
     if records and is_preference(records[0]):
         return "dpo"
     for r in records:
@@ -105,8 +104,6 @@ def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: st
     get_template(template)
     records = [r for _, r in pairs]
     task = task or guess_task(records)
-    from tuitune.config.schema import PREFERENCE_TASKS
-
     if task in PREFERENCE_TASKS:
         return _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, notes)
     lengths = []

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from tuitune.data.preference import task_mismatch, validate_preference
+from tuitune.data.records import is_preference
 from tuitune.errors import TuituneError
 from tuitune.fsutil import file_mode, refuse_existing
 
@@ -222,8 +224,6 @@ def _jsonl_items(path: Path, lines, skip_bad_lines: bool, source: JsonSource) ->
 def validate_record(rec: Any, where: str, path: Path | str, task: str = "sft") -> dict:
     """Check one record (a conversation, or a preference pair for dpo/orpo); return it or raise a
     TuituneError naming the field. ``task`` "any" takes either kind; a task refuses the other kind."""
-    from tuitune.data.preference import is_preference, task_mismatch, validate_preference
-
     wrong = task_mismatch(rec, where, path, task) if task != "any" else None
     if wrong:
         raise TuituneError(wrong)

@@ -28,9 +28,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuitune.data.records import (PREF_KEYS, PREFERENCE_SHAPE, PREFERENCE_TASKS, SFT_TASKS, Detection, MapError,
+                                  as_text, conversation_turns, is_preference, need_dict, sharegpt_turns,
+                                  turns_from_messages, with_system)
+# eval/run.py still reads conversation_of here (its import is item 3's file): until it reads records.
+from tuitune.data.records import conversation_of  # noqa: F401
 from tuitune.errors import TuituneError
 
-PREF_KEYS = ("prompt", "chosen", "rejected")
 PREFERENCE_FORMATS = ("preference", "pref_messages", "pref_text", "sharegpt_ranking")
 FORMAT_HELP = {
     "preference": "preference pairs {conversation, prompt, chosen, rejected} (tuitune's, for dpo/orpo)",
@@ -38,42 +42,7 @@ FORMAT_HELP = {
     "pref_text": "preference pairs {prompt|instruction, chosen, rejected} as strings (TRL, LLaMA-Factory alpaca)",
     "sharegpt_ranking": "LLaMA-Factory's ranking ShareGPT {conversations, chosen: {from, value}, rejected}",
 }
-SHAPE = '{"conversation": [earlier turns], "prompt": ..., "chosen": ..., "rejected": ...}'
-
-
-def is_preference(item: Any) -> bool:
-    """A preference pair in any of the shapes above (it has a chosen and a rejected answer)."""
-    return isinstance(item, dict) and "chosen" in item and "rejected" in item
-
-
-def kind_of(item: Any) -> str:
-    """``preference`` or ``conversation``: what a record is, for the task checks."""
-    return "preference" if is_preference(item) else "conversation"
-
-
-def conversation_of(rec: dict, answer: str) -> dict:
-    """The XTuner conversation of the pair's context, its prompt and ``answer``."""
-    turns = [dict(t) for t in rec.get("conversation") or []]
-    last = {"input": rec["prompt"], "output": answer}
-    if not turns and rec.get("system"):
-        last = {"system": rec["system"], **last}
-    return {"conversation": turns + [last]}
-
-
-def with_system(rec: dict, system: str | None) -> dict:
-    """The pair with ``system`` as its system prompt where it has none of its own (the run's data.system)."""
-    turns = rec.get("conversation") or []
-    if not system or rec.get("system") or (turns and turns[0].get("system")):
-        return rec
-    if not turns:
-        return {**rec, "system": system}
-    return {**rec, "conversation": [{"system": system, **turns[0]}, *turns[1:]]}
-
-
-def first_question(rec: dict) -> str:
-    """The record's first user message: what a leak-free split groups by."""
-    turns = rec.get("conversation") or []
-    return (turns[0].get("input") if turns else rec.get("prompt")) or ""
+SHAPE = PREFERENCE_SHAPE
 
 
 def validate_preference(rec: Any, where: str, path: Path | str) -> dict:
@@ -109,13 +78,11 @@ def validate_preference(rec: Any, where: str, path: Path | str) -> dict:
 
 def task_mismatch(rec: Any, where: str, path: Path | str, task: str) -> str | None:
     """The error line when a record does not fit ``task`` (a pair for sft, a conversation for dpo)."""
-    from tuitune.config.schema import PREFERENCE_TASKS
-
     fields = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
     if task in PREFERENCE_TASKS and not is_preference(rec):
         return (f"{path}: {where}: task {task} learns from preference pairs {SHAPE}, but this record has "
                 f"fields {fields}; convert pairs with `tuitune data convert`, or set task: sft")
-    if task in ("sft", "pretrain") and is_preference(rec):
+    if task in SFT_TASKS and is_preference(rec):
         return (f"{path}: {where}: this is a preference pair (fields {fields}), but task is {task}; "
                 "set task: dpo or orpo, or give conversation records")
     return None
@@ -125,8 +92,6 @@ def task_mismatch(rec: Any, where: str, path: Path | str, task: str) -> str | No
 
 def detect(item: Any):
     """The preference format of ``item``, with the reason; None when it is not a pair."""
-    from tuitune.data.formats import Detection
-
     if not is_preference(item):
         return None
     chosen = item["chosen"]
@@ -144,16 +109,12 @@ def detect(item: Any):
 
 
 def _need(d: dict, key: str) -> Any:
-    from tuitune.data.formats import MapError
-
     if key not in d:
         raise MapError(f"no \"{key}\" field (fields: {', '.join(map(str, d))})")
     return d[key]
 
 
 def _record(history: list[dict], system: str, prompt: str, chosen: str, rejected: str) -> dict:
-    from tuitune.data.formats import MapError
-
     if not prompt.strip():
         raise MapError("the prompt (the last user message) is empty")
     for name, text in (("chosen", chosen), ("rejected", rejected)):
@@ -161,24 +122,17 @@ def _record(history: list[dict], system: str, prompt: str, chosen: str, rejected
             raise MapError(f"\"{name}\" is empty")
     if chosen == rejected:
         raise MapError("\"chosen\" and \"rejected\" are the same answer")
-    if history and system and not history[0].get("system"):
-        history[0] = {"system": system, **history[0]}
-    rec: dict = {"conversation": history}
-    if system and not history:
-        rec["system"] = system
-    rec.update(prompt=prompt, chosen=chosen, rejected=rejected)
-    return rec
+    return with_system({"conversation": history, "prompt": prompt, "chosen": chosen, "rejected": rejected},
+                       system)
 
 
 def _split_messages(msgs: list, what: str) -> tuple[list[tuple[str, str]], str]:
     """Messages ending on the assistant → (the messages before the answer, the answer)."""
-    from tuitune.data.formats import MapError, _s
-
     pairs = []
     for i, m in enumerate(msgs, 1):
         if not isinstance(m, dict) or "role" not in m:
             raise MapError(f"{what}[{i}] has no \"role\"")
-        pairs.append(({"developer": "system"}.get(m["role"], m["role"]), _s(m.get("content"), f"{what}[{i}].content")))
+        pairs.append(({"developer": "system"}.get(m["role"], m["role"]), as_text(m.get("content"), f"{what}[{i}].content")))
     if not pairs or pairs[-1][0] != "assistant":
         raise MapError(f"{what} does not end with an assistant message")
     return pairs[:-1], pairs[-1][1]
@@ -186,8 +140,6 @@ def _split_messages(msgs: list, what: str) -> tuple[list[tuple[str, str]], str]:
 
 def _context(pairs: list[tuple[str, str]], what: str) -> tuple[list[dict], str, str]:
     """(role, text) ending on the user → (earlier XTuner turns, system prompt, the last user message)."""
-    from tuitune.data.formats import MapError, _pairs
-
     system = pairs[0][1] if pairs and pairs[0][0] == "system" else ""
     rest = pairs[1:] if system else pairs
     if not rest or rest[-1][0] != "user":
@@ -197,14 +149,12 @@ def _context(pairs: list[tuple[str, str]], what: str) -> tuple[list[dict], str, 
         users += 1
     prompt = "\n".join(t for _, t in rest[len(rest) - users:])
     earlier = rest[:len(rest) - users]
-    history = _pairs(earlier, what) if earlier else []
+    history = turns_from_messages(earlier, what) if earlier else []
     return history, system, prompt
 
 
 def map_pref_messages(item: Any) -> dict:
-    from tuitune.data.formats import MapError, _need_dict, _s
-
-    d = _need_dict(item)
+    d = need_dict(item)
     chosen_ctx, chosen = _split_messages(_need(d, "chosen"), "chosen")
     rejected_ctx, rejected = _split_messages(_need(d, "rejected"), "rejected")
     prompt = d.get("prompt")
@@ -218,61 +168,53 @@ def map_pref_messages(item: Any) -> dict:
                            "conversation and differs in the answer only")
         ctx = chosen_ctx
     elif isinstance(prompt, str):
-        ctx = [("user", _s(prompt, "prompt"))]
+        ctx = [("user", as_text(prompt, "prompt"))]
     else:
         raise MapError("no conversation before the answers: \"chosen\" holds only the answer and there is no "
                        "\"prompt\"")
     history, system, last = _context(ctx, "the conversation")
-    return _record(history, system or _s(d.get("system"), "system"), last, chosen, rejected)
+    return _record(history, system or as_text(d.get("system"), "system"), last, chosen, rejected)
 
 
 def _split_prompt(msgs: list) -> list[tuple[str, str]]:
-    from tuitune.data.formats import MapError, _s
-
     out = []
     for i, m in enumerate(msgs, 1):
         if not isinstance(m, dict) or "role" not in m:
             raise MapError(f"prompt[{i}] has no \"role\"")
-        out.append(({"developer": "system"}.get(m["role"], m["role"]), _s(m.get("content"), f"prompt[{i}].content")))
+        out.append(({"developer": "system"}.get(m["role"], m["role"]), as_text(m.get("content"), f"prompt[{i}].content")))
     return out
 
 
 def map_pref_text(item: Any) -> dict:
-    from tuitune.data.formats import MapError, _need_dict, _s
-
-    d = _need_dict(item)
+    d = need_dict(item)
     if "prompt" in d:
-        prompt = _s(d["prompt"], "prompt")
+        prompt = as_text(d["prompt"], "prompt")
     elif "instruction" in d:
-        inst, extra = _s(d["instruction"], "instruction"), _s(d.get("input"), "input")
+        inst, extra = as_text(d["instruction"], "instruction"), as_text(d.get("input"), "input")
         prompt = f"{inst}\n{extra}" if extra.strip() else inst
     else:
         raise MapError(f"no \"prompt\" (or \"instruction\") field (fields: {', '.join(map(str, d))})")
-    return _record([], _s(d.get("system"), "system"), prompt, _s(_need(d, "chosen"), "chosen"),
-                   _s(_need(d, "rejected"), "rejected"))
+    return _record([], as_text(d.get("system"), "system"), prompt, as_text(_need(d, "chosen"), "chosen"),
+                   as_text(_need(d, "rejected"), "rejected"))
 
 
 def map_sharegpt_ranking(item: Any) -> dict:
-    from tuitune.data.formats import _need_dict, _s, sharegpt_turns
-
-    d = _need_dict(item)
+    d = need_dict(item)
     history, system, prompt = _context(sharegpt_turns(d), "conversations")
     answers = []
     for key in ("chosen", "rejected"):
         a = d[key]
-        answers.append(_s(a.get("value") if isinstance(a, dict) else a, f"{key}.value"))
+        answers.append(as_text(a.get("value") if isinstance(a, dict) else a, f"{key}.value"))
     return _record(history, system, prompt, *answers)
 
 
 def map_preference(item: Any) -> dict:
-    from tuitune.data.formats import MapError, map_xtuner, _need_dict, _s
-
-    d = _need_dict(item)
-    history = map_xtuner({"conversation": d["conversation"]}) if d.get("conversation") else []
+    d = need_dict(item)
+    history = conversation_turns({"conversation": d["conversation"]}) if d.get("conversation") else []
     if "prompt" not in d:
         raise MapError("no \"prompt\" field")
-    return _record(history, _s(d.get("system"), "system"), _s(d["prompt"], "prompt"),
-                   _s(_need(d, "chosen"), "chosen"), _s(_need(d, "rejected"), "rejected"))
+    return _record(history, as_text(d.get("system"), "system"), as_text(d["prompt"], "prompt"),
+                   as_text(_need(d, "chosen"), "chosen"), as_text(_need(d, "rejected"), "rejected"))
 
 
 MAPPERS = {"preference": map_preference, "pref_messages": map_pref_messages, "pref_text": map_pref_text,

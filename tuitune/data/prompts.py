@@ -24,9 +24,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+from tuitune.data import formats
+from tuitune.data.io import iter_json_items
+from tuitune.data.records import (PROMPT_SHAPE, PROMPT_TASKS, SFT_TASKS, Detection, MapError, is_prompt_record,
+                                  system_of)
 from tuitune.errors import TuituneError
 
-SHAPE = '{"prompt": ..., "answer": ..., "system"?: ..., "conversation"?: [earlier turns]}'
+SHAPE = PROMPT_SHAPE
 PROMPT_FORMATS = ("prompts", "gsm8k")
 FORMAT_HELP = {
     "prompts": "prompt records {prompt, answer?, system?, conversation?} (tuitune's, for grpo)",
@@ -34,15 +38,8 @@ FORMAT_HELP = {
 }
 
 
-def is_prompt_record(item: Any) -> bool:
-    """A prompt record: a ``prompt`` and no chosen/rejected pair."""
-    return isinstance(item, dict) and "prompt" in item and "chosen" not in item and "rejected" not in item
-
-
 def detect(item: Any):
     """``prompts`` or ``gsm8k`` with the reason, or None (another format, or a conversation to convert)."""
-    from tuitune.data.formats import Detection
-
     if is_prompt_record(item):
         return Detection("prompts", "records are prompts {prompt, answer} (for grpo)")
     if isinstance(item, dict) and isinstance(item.get("question"), str) and isinstance(item.get("answer"), str) \
@@ -57,8 +54,6 @@ def final_answer(text: str) -> str:
 
 
 def map_gsm8k(item: Any) -> dict:
-    from tuitune.data.formats import MapError
-
     if not isinstance(item, dict) or "question" not in item or "answer" not in item:
         raise MapError("a GSM8K record needs question and answer")
     q, a = item["question"], item["answer"]
@@ -72,8 +67,6 @@ def map_gsm8k(item: Any) -> dict:
 def from_turns(turns: list[dict]) -> dict:
     """A conversation's turns as a prompt record: the last turn's input is the prompt, its output the
     reference answer, the turns before it the context (the system prompt stays on the first turn)."""
-    from tuitune.data.formats import MapError
-
     if not turns:
         raise MapError("no turns")
     *earlier, last = [dict(t) for t in turns]
@@ -91,8 +84,6 @@ def from_turns(turns: list[dict]) -> dict:
 
 
 def map_prompts(item: Any) -> dict:
-    from tuitune.data.formats import MapError
-
     try:
         return validate_prompt(item, "record", "input")
     except TuituneError as exc:
@@ -107,12 +98,10 @@ def to_prompt_mapper(fmt: str):
     """The mapper from records of format ``fmt`` (a prompt format, or any conversation format) to prompt records."""
     if fmt in MAPPERS:
         return MAPPERS[fmt]
-    from tuitune.data import formats as F
-
-    if fmt not in F.MAPPERS:
+    if fmt not in formats.MAPPERS:
         raise TuituneError(f"format {fmt!r} cannot become prompt records; give conversations, alpaca, GSM8K "
                            "question/answer, or prompt records")
-    base = F.MAPPERS[fmt]
+    base = formats.MAPPERS[fmt]
     return lambda item: from_turns(base(item))
 
 
@@ -149,8 +138,6 @@ def validate_prompt(rec: Any, where: str, path: Path | str) -> dict:
 
 def iter_prompts(path: str | Path) -> Iterator[tuple[str, dict]]:
     """``(where, record)`` for each prompt record of a JSON/JSONL file; TuituneError at the first bad one."""
-    from tuitune.data.io import iter_json_items
-
     path = Path(path)
     for where, item in iter_json_items(path):
         wrong = task_mismatch(item, where, path, "grpo")
@@ -170,7 +157,7 @@ def messages_of(rec: dict, system: str | None = None) -> list[dict]:
     """The record as chat messages up to its prompt: the system prompt (its own, else ``system``), the
     earlier turns, the prompt. What the template renders and the model completes."""
     turns = rec.get("conversation") or []
-    sys_prompt = rec.get("system") or (turns[0].get("system") if turns else None) or system
+    sys_prompt = system_of(rec) or system
     msgs = [{"role": "system", "content": sys_prompt}] if sys_prompt else []
     for t in turns:
         msgs += [{"role": "user", "content": t.get("input") or ""}, {"role": "assistant", "content": t.get("output") or ""}]
@@ -180,10 +167,10 @@ def messages_of(rec: dict, system: str | None = None) -> list[dict]:
 def task_mismatch(rec: Any, where: str, path: Path | str, task: str) -> str | None:
     """The error line when a record does not fit ``task`` (a conversation for grpo, a prompt record for sft)."""
     fields = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
-    if task == "grpo" and not is_prompt_record(rec):
+    if task in PROMPT_TASKS and not is_prompt_record(rec):
         return (f"{path}: {where}: task grpo learns from prompt records {SHAPE}, but this record has fields "
                 f"{fields}; give prompt records, or set the task that fits it")
-    if task in ("sft", "pretrain") and is_prompt_record(rec):
+    if task in SFT_TASKS and is_prompt_record(rec):
         return (f"{path}: {where}: this is a prompt record for grpo (fields {fields}), but task is {task}; "
                 "set task: grpo, or give conversation records")
     return None

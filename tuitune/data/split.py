@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuitune.data.records import first_question
 from tuitune.errors import TuituneError
 from tuitune.fsutil import sha256_of
 
@@ -56,7 +57,6 @@ class SplitResult:
 
 def group_key(rec: dict) -> str:
     from tuitune.data.convert import normalize_key
-    from tuitune.data.preference import first_question
 
     return normalize_key(first_question(rec))
 
