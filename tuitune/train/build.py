@@ -1,29 +1,26 @@
 """From a run config to a ready ``transformers.Trainer``: tokenizer, model, data, collator.
 
 Training runs on transformers' Trainer (with accelerate and DeepSpeed underneath) and
-peft for adapters; this module only wires the config into them. What is written by hand:
-the tokenized-dataset cache key (no library keys a cache on data file + tokenizer +
-template + length) and a padding collator that keeps per-sample ``position_ids`` of packed
-rows (transformers' DataCollatorWithFlattening needs flash-attention; ours pads, which
-works with every attention implementation).
+peft for adapters; this module only wires the config into them (the tokenized-dataset
+cache is :mod:`tuitune.train.tokenized`). What is written by hand: a padding collator
+that keeps per-sample ``position_ids`` of packed rows (transformers'
+DataCollatorWithFlattening needs flash-attention; ours pads, which works with every
+attention implementation).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuitune.data.records import with_system
 from tuitune.errors import TuituneError
-from tuitune.fsutil import sha256_of
+from tuitune.train.tokenized import cached_or_records, save_cached
 
-#: Bump when the encoding changes, so cached datasets are rebuilt.
-ENCODING_VERSION = "2"  # 2: packing best fit decreasing
+#: eval/loss.py (item 3's file) reads the rule here until it imports tuitune.data.records.with_system.
+_with_system = with_system
 
 
 def load_tokenizer(cfg):
@@ -44,55 +41,24 @@ def check_model_folder(cfg) -> None:
                                "point `model:` at a folder saved with save_pretrained, or a hub id")
 
 
-def _tokenizer_digest(tokenizer) -> str:
-    """A digest of what the tokenizer does: vocabulary, special tokens and chat template."""
-    h = hashlib.sha256()
-    h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
-    h.update(json.dumps(tokenizer.all_special_tokens).encode())
-    h.update(str(getattr(tokenizer, "chat_template", None)).encode())
-    h.update(str(tokenizer.bos_token_id).encode() + str(tokenizer.eos_token_id).encode())
-    return h.hexdigest()
-
-
-def dataset_cache_key(cfg, path: Path, tokenizer, pack: bool) -> str:
-    parts = [ENCODING_VERSION, sha256_of(path), _tokenizer_digest(tokenizer), cfg.template, cfg.task,
-             str(cfg.data.max_length), str(pack), cfg.data.system or ""]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
-
-
-def _with_system(record: dict, system: str | None) -> dict:
-    turns = [dict(t) for t in record["conversation"]]
-    if system and not turns[0].get("system"):
-        turns[0]["system"] = system
-    return {"conversation": turns}
-
-
 def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, log=print):
     """Tokenize ``path`` with the config's template (cached by content), optionally packed."""
-    import datasets
     from datasets import Dataset
 
-    from tuitune.data import load_records
     from tuitune.encode import encode_conversation
 
     path = Path(path)
-    if not path.is_file():
-        raise TuituneError(f"data: {path} does not exist; convert your data with `tuitune data convert` "
-                           "and point data.train at the .jsonl it writes")
-    key = dataset_cache_key(cfg, path, tokenizer, pack)
-    target = Path(cache_dir) / key
-    if (target / "dataset_info.json").is_file():
-        log(f"tokenized data from cache {target}")
-        return datasets.load_from_disk(str(target))
-    records = load_records(path, task=cfg.task)
-    if not records:
-        raise TuituneError(f"data: {path} has no records; check the file or convert it again")
+    cached, records, target = cached_or_records(
+        cfg, tokenizer, path, pack=pack, cache_dir=cache_dir, what="data", log=log,
+        missing="convert your data with `tuitune data convert` and point data.train at the .jsonl it writes")
+    if cached is not None:
+        return cached
     template, max_length, task, system = cfg.template, cfg.data.max_length, cfg.task, cfg.data.system
 
     def encode(batch):
         out = {"input_ids": [], "labels": []}
         for conv in batch["conversation"]:
-            enc = encode_conversation(tokenizer, _with_system({"conversation": conv}, system), template,
+            enc = encode_conversation(tokenizer, with_system({"conversation": conv}, system), template,
                                       max_length, task=task)
             out["input_ids"].append(enc["input_ids"])
             out["labels"].append(enc["labels"])
@@ -110,20 +76,6 @@ def build_dataset(cfg, tokenizer, path: Path, *, pack: bool, cache_dir: Path, lo
     if pack:
         ds = pack_dataset(ds, max_length)
     return save_cached(ds, target)
-
-
-def save_cached(ds, target: Path):
-    """Write a tokenized dataset to the cache folder ``target`` (whole or not at all); read it back."""
-    import datasets
-
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process cached the same data first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(str(target))
 
 
 def mix_indices(n: int, weight: float | None, max_records: int | None, seed: int) -> list[int]:

@@ -16,31 +16,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuitune.data.records import with_system
 from tuitune.errors import TuituneError
+from tuitune.train.tokenized import cached_or_records, save_cached
 
 
 def build_preference_dataset(cfg, tokenizer, path: Path, *, cache_dir: Path, log=print):
     """The pairs of ``path`` as ``prompt_ids``/``chosen_ids``/``rejected_ids`` (cached by content)."""
-    import datasets
     from datasets import Dataset
 
-    from tuitune.data.io import load_records
-    from tuitune.data.preference import with_system
     from tuitune.encode import encode_preference
-    from tuitune.train.build import dataset_cache_key, save_cached
 
     path = Path(path)
-    if not path.is_file():
-        raise TuituneError(f"data: {path} does not exist; convert your preference pairs with `tuitune data "
-                           "convert` and point data.train at the .jsonl it writes")
-    key = dataset_cache_key(cfg, path, tokenizer, pack=False)
-    target = Path(cache_dir) / key
-    if (target / "dataset_info.json").is_file():
-        log(f"tokenized pairs from cache {target}")
-        return datasets.load_from_disk(str(target))
-    records = load_records(path, task=cfg.task)
-    if not records:
-        raise TuituneError(f"data: {path} has no records; check the file or convert it again")
+    cached, records, target = cached_or_records(
+        cfg, tokenizer, path, pack=False, cache_dir=cache_dir, what="pairs", log=log,
+        missing="convert your preference pairs with `tuitune data convert` and point data.train at the .jsonl "
+                "it writes")
+    if cached is not None:
+        return cached
     rows = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     dropped = 0
     for rec in records:
