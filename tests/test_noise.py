@@ -91,7 +91,7 @@ def test_quantizing_after_an_unquantized_load_still_finds_bitsandbytes(tiny_mode
         pytest.skip("bitsandbytes is not installed")
     code = f"""
 import sys, torch
-from tuitune.config.convert import allow_bitsandbytes, keep_bitsandbytes_out
+from tuitune.hardware import allow_bitsandbytes, keep_bitsandbytes_out
 keep_bitsandbytes_out()
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig

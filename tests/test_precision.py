@@ -15,11 +15,11 @@ from conftest import run_cli
 from train_helpers import make_workspace, write_config
 
 from tuitune.config import load_config
-from tuitune.config.convert import (
+from tuitune.config.convert import model_dtype
+from tuitune.hardware import (
     Hardware,
     auto_precision,
     cpu_bf16_evidence,
-    model_dtype,
     resolve_compute_dtype,
     resolve_precision,
     uses_autocast,
@@ -118,7 +118,8 @@ def test_what_each_method_holds_and_where_autocast_runs(tmp_path):
 
 
 def test_training_arguments_follow_the_probe(tmp_path, monkeypatch):
-    from tuitune.config import convert, hardware
+    from tuitune import hardware
+    from tuitune.config import convert
 
     cfg = _cfg(tmp_path, **{"training.precision": "auto", "lora.modules_to_save": []})
     monkeypatch.setattr(hardware, "probe_hardware", lambda: CPU_AMX)
@@ -147,7 +148,8 @@ def test_a_lora_run_on_a_bf16_base_keeps_trainable_weights_fp32_and_merges(tmp_p
                                                                            modules_to_save):
     import torch
 
-    from tuitune.config import convert, hardware
+    from tuitune import hardware
+    from tuitune.config import convert
     from tuitune.train import launcher
     from tuitune.train.build import load_model
     from tuitune.train.worker import run_worker
@@ -204,7 +206,8 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
     import torch
     from transformers import AutoTokenizer
 
-    from tuitune.config import convert, hardware
+    from tuitune import hardware
+    from tuitune.config import convert
     from tuitune.train.build import load_model
 
     tok = AutoTokenizer.from_pretrained(real_model)
@@ -240,7 +243,8 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
 ])
 def test_the_environment_step_says_what_auto_picks_and_why(monkeypatch, hw, detail):
     from tuitune import doctor
-    from tuitune.config import convert, hardware
+    from tuitune import hardware
+    from tuitune.config import convert
 
     monkeypatch.setattr(hardware, "probe_hardware", lambda: hw)
     (row,) = doctor.check_precision()

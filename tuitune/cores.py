@@ -206,7 +206,7 @@ class Registry:
 
 
 def _has_gpu() -> bool:
-    from tuitune.config.hardware import probe_hardware
+    from tuitune.hardware import probe_hardware
 
     if probe_hardware().cuda:
         return True

@@ -7,7 +7,6 @@ exception's text. Heavy imports (torch, bitsandbytes) happen inside the checks.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata as md
 import importlib.util
 import json
@@ -169,7 +168,7 @@ def check_torch_and_gpus(report: Report) -> list[Check]:
                              f"such as the demo's SmolLM2-135M (see the cpu row); {NEEDS_GPU} need a GPU",
                              "for a 7B model, run tuitune on a GPU box (over SSH); there check `nvidia-smi`, "
                              "CUDA_VISIBLE_DEVICES and that torch is a CUDA build"))
-        from tuitune.config.convert import cpu_bf16_evidence
+        from tuitune.hardware import cpu_bf16_evidence
 
         cpu_bf16 = cpu_bf16_evidence()
         if cpu_bf16:
@@ -182,7 +181,7 @@ def check_torch_and_gpus(report: Report) -> list[Check]:
 
 def check_precision() -> list[Check]:
     """What ``precision: auto`` picks on this machine, with the reason (the same function training uses)."""
-    from tuitune.config.convert import auto_precision
+    from tuitune.hardware import auto_precision
 
     precision, why = auto_precision()
     held = "" if precision == "fp32" else f" (a LoRA base is held in {precision}, trainable weights in fp32)"
@@ -195,7 +194,7 @@ def check_cpu_training(report: Report) -> list[Check]:
 
     if report.gpus or torch.cuda.is_available():
         return []
-    from tuitune.config.convert import auto_precision
+    from tuitune.hardware import auto_precision
     from tuitune.config.presets import get_preset
     from tuitune.vram.speed import cpu_lora_rate
 
@@ -219,42 +218,10 @@ def check_cpu_training(report: Report) -> list[Check]:
 
 
 def check_bitsandbytes() -> list[Check]:
-    version = _version("bitsandbytes")
-    if version is None:
-        return [Check("bitsandbytes", WARN, "not installed: QLoRA (4-bit) and 8-bit loading are unavailable",
-                      "pip install bitsandbytes")]
-    from tuitune.config.convert import allow_bitsandbytes
+    """bitsandbytes' 4-bit round trip on each device (``tuitune.hardware.probe_bitsandbytes``)."""
+    from tuitune.hardware import probe_bitsandbytes
 
-    allow_bitsandbytes()  # this process may have hidden it for an unquantized chat or merge
-    try:
-        import torch
-        with contextlib.redirect_stdout(sys.stderr):
-            import bitsandbytes.functional as F
-    except Exception as exc:
-        return [Check("bitsandbytes", FAIL, f"bitsandbytes {version} does not import: {exc}",
-                      "pip install -U bitsandbytes; on a GPU box its CUDA libraries must match torch's CUDA")]
-    works, broken = [], []
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for dev in devices:
-        try:
-            x = torch.randn(64, 64, device=dev)
-            q, state = F.quantize_4bit(x, quant_type="nf4")
-            y = F.dequantize_4bit(q, state)
-            if float((x - y).abs().mean()) > 0.2:
-                raise RuntimeError("round trip is wrong")
-            works.append(dev.upper())
-        except Exception as exc:
-            broken.append(f"{dev.upper()} ({' '.join(str(exc).split())})")
-    if "CUDA" in works:
-        return [Check("bitsandbytes", OK, f"bitsandbytes {version}: 4-bit works on {', '.join(works)}")]
-    if works:
-        detail = f"bitsandbytes {version}: 4-bit works on {', '.join(works)} only"
-        if broken:
-            detail += f"; fails on {', '.join(broken)}"
-        return [Check("bitsandbytes", WARN, detail,
-                      "QLoRA runs here with compute dtype float32 (slow); on a GPU box it uses CUDA")]
-    return [Check("bitsandbytes", FAIL, f"bitsandbytes {version}: no working 4-bit backend ({'; '.join(broken)})",
-                  "pip install -U bitsandbytes (its wheel must match torch's CUDA), or use `method: lora`")]
+    return [Check("bitsandbytes", *probe_bitsandbytes())]
 
 
 def check_optional() -> list[Check]:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from tuitune.config.convert import DTYPE_NAMES as _TORCH
+from tuitune.hardware import DTYPE_NAMES as _TORCH
 from tuitune.errors import TuituneError
 
 DTYPES = ("bf16", "fp16", "fp32")

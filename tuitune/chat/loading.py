@@ -34,10 +34,10 @@ def _torch_dtype(dtype: str):
         raise TuituneError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     if dtype == "auto":
         # The same pick as training's precision: auto (bf16 on GPUs and CPUs that compute it natively).
-        from tuitune.config.convert import auto_precision
+        from tuitune.hardware import auto_precision
 
         dtype = auto_precision()[0]
-    from tuitune.config.convert import torch_dtype
+    from tuitune.hardware import torch_dtype
 
     return torch_dtype(dtype)
 
@@ -49,7 +49,7 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     say = progress or (lambda _msg: None)
     if bits is not None and bits not in BITS:
         raise TuituneError(f"--bits must be 4 or 8, got {bits}")
-    from tuitune.config.convert import allow_bitsandbytes, keep_bitsandbytes_out
+    from tuitune.hardware import allow_bitsandbytes, keep_bitsandbytes_out
     from tuitune.cores import share_cores
 
     # bitsandbytes only for --bits: peft would import it anyway, and it prints noise on some CPUs.
@@ -67,7 +67,7 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     torch_dtype = _torch_dtype(dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if bits is not None:
-        from tuitune.config.convert import bnb_config
+        from tuitune.hardware import bnb_config
 
         # 4-bit weights compute in the asked 16-bit type (fp16 where fp32 was asked: on a GPU).
         kwargs["quantization_config"] = bnb_config(bits, torch.float16 if torch_dtype == torch.float32 else torch_dtype)

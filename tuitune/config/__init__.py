@@ -8,8 +8,6 @@ pydantic and PyYAML only: conversions import transformers / peft / torch inside.
 from tuitune.config.checks import ERROR, WARN, Issue, check_config, check_files, summary
 from tuitune.config.convert import (
     METADATA_FIELDS,
-    resolve_compute_dtype,
-    resolve_precision,
     to_bnb_config,
     to_data_settings,
     to_deepspeed_config,
@@ -48,7 +46,7 @@ from tuitune.config.schema import (
 
 __all__ = [
     "ERROR", "WARN", "Issue", "check_config", "check_files", "summary",
-    "METADATA_FIELDS", "resolve_compute_dtype", "resolve_precision", "to_bnb_config", "to_data_settings",
+    "METADATA_FIELDS", "to_bnb_config", "to_data_settings",
     "to_deepspeed_config", "to_eval_settings", "to_launch_command", "to_lora_config", "to_model_kwargs",
     "to_training_arguments",
     "all_fields", "config_from_data", "dump_config", "errors_of", "load_config", "loads_config", "parse_yaml",

@@ -41,15 +41,15 @@ class Issue:
 
 @functools.lru_cache(maxsize=1)
 def _bnb_check():
-    """``doctor.check_bitsandbytes`` once per process: it takes seconds (it quantizes on each device)."""
-    from tuitune.doctor import check_bitsandbytes
+    """The bitsandbytes probe (the doctor's row too) once per process: it takes seconds (it quantizes on each device)."""
+    from tuitune.hardware import probe_bitsandbytes
 
-    return check_bitsandbytes()[0]
+    return probe_bitsandbytes()
 
 
 def _device() -> tuple[bool, bool, int]:
     """(cuda available, bf16 on the GPU, number of visible GPUs), from the one hardware probe."""
-    from tuitune.config.convert import probe_hardware
+    from tuitune.hardware import probe_hardware
     from tuitune.gpus import gpu_inventory
 
     hw = probe_hardware()

@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuitune.config.hardware import (DTYPE_NAMES, NON_BNB_OPTIMIZERS, Hardware, allow_bitsandbytes,  # noqa: F401
-                                     auto_precision, bnb_config, cpu_bf16_evidence, keep_bitsandbytes_out,
-                                     needs_bitsandbytes, probe_hardware, resolve_compute_dtype, resolve_precision,
-                                     torch_dtype, uses_autocast)
-from tuitune.config import hardware as _hw
+from tuitune import hardware
 from tuitune.config.schema import RunConfig
+from tuitune.hardware import (DTYPE_NAMES, Hardware, bnb_config, resolve_compute_dtype, resolve_precision, torch_dtype,
+                              uses_autocast)
 
 #: Fields that are not settings of any library: the config's own bookkeeping.
 METADATA_FIELDS = ("preset",)
@@ -35,7 +33,7 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
 
     t, ev = cfg.training, cfg.evaluation
     precision = resolve_precision(cfg)
-    cuda = _hw.probe_hardware().cuda
+    cuda = hardware.probe_hardware().cuda  # through the module: tests set the probe there
     autocast = uses_autocast(cfg)
     do_eval = bool(cfg.data.eval) and ev.eval_loss
     kwargs: dict[str, Any] = dict(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tuitune.config.convert import DTYPE_NAMES as _TORCH_DTYPE
+from tuitune.hardware import DTYPE_NAMES as _TORCH_DTYPE
 from tuitune.errors import TuituneError
 from tuitune.sources import ModelSource
 

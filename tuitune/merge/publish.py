@@ -142,7 +142,7 @@ def merge(src: ModelSource, out: str | Path, *, max_shard_size: str | int = "2GB
         raise TuituneError(f"{out}: is the base or adapter folder; choose a new output folder")
     t0 = time.monotonic()
     plan = make_plan(src, dtype)
-    from tuitune.config.convert import keep_bitsandbytes_out
+    from tuitune.hardware import keep_bitsandbytes_out
 
     keep_bitsandbytes_out()  # a merge quantizes nothing; peft would import bitsandbytes (and its noise)
     if verify_result:

@@ -138,7 +138,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
         use_trackers(cfg.training.report_to, run, log)
-        from tuitune.config.convert import keep_bitsandbytes_out, needs_bitsandbytes
+        from tuitune.hardware import keep_bitsandbytes_out, needs_bitsandbytes
 
         if not needs_bitsandbytes(cfg):
             # peft imports bitsandbytes where it is installed; unquantized, it is only import

@@ -44,7 +44,7 @@ def time_layer_matmuls(shape, precision: str, tokens: int = 128, budget_s: float
 
     import torch
 
-    from tuitune.config.hardware import torch_dtype
+    from tuitune.hardware import torch_dtype
 
     dtype, gen = torch_dtype(precision), torch.Generator().manual_seed(0)
     linears = shape.layer_linears()

@@ -8,9 +8,12 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple
 
-from tuitune.config.schema import RunConfig
 from tuitune.errors import TuituneError
+
+if TYPE_CHECKING:  # annotations only: the config imports this module, not the reverse
+    from tuitune.config.schema import RunConfig
 
 
 @dataclass(frozen=True)
@@ -275,3 +278,51 @@ def allow_bitsandbytes() -> None:
         mod = sys.modules.get(name)
         if mod is not None and not hasattr(mod, "bnb"):
             importlib.reload(mod)
+
+
+class BnbProbe(NamedTuple):
+    """What bitsandbytes' 4-bit quantization does on this machine: the doctor's row and qlora's config check."""
+    status: str          # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def probe_bitsandbytes() -> BnbProbe:
+    """A 4-bit round trip (quantize, dequantize) on each device; takes seconds."""
+    import contextlib
+    import importlib.metadata as md
+
+    try:
+        version = md.version("bitsandbytes")
+    except md.PackageNotFoundError:
+        return BnbProbe("warn", "not installed: QLoRA (4-bit) and 8-bit loading are unavailable",
+                        "pip install bitsandbytes")
+    allow_bitsandbytes()  # this process may have hidden it for an unquantized chat or merge
+    try:
+        import torch
+        with contextlib.redirect_stdout(sys.stderr):
+            import bitsandbytes.functional as F
+    except Exception as exc:
+        return BnbProbe("fail", f"bitsandbytes {version} does not import: {exc}",
+                        "pip install -U bitsandbytes; on a GPU box its CUDA libraries must match torch's CUDA")
+    works, broken = [], []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        try:
+            x = torch.randn(64, 64, device=dev)
+            q, state = F.quantize_4bit(x, quant_type="nf4")
+            y = F.dequantize_4bit(q, state)
+            if float((x - y).abs().mean()) > 0.2:
+                raise RuntimeError("round trip is wrong")
+            works.append(dev.upper())
+        except Exception as exc:
+            broken.append(f"{dev.upper()} ({' '.join(str(exc).split())})")
+    if "CUDA" in works:
+        return BnbProbe("ok", f"bitsandbytes {version}: 4-bit works on {', '.join(works)}")
+    if works:
+        detail = f"bitsandbytes {version}: 4-bit works on {', '.join(works)} only"
+        if broken:
+            detail += f"; fails on {', '.join(broken)}"
+        return BnbProbe("warn", detail, "QLoRA runs here with compute dtype float32 (slow); on a GPU box it uses CUDA")
+    return BnbProbe("fail", f"bitsandbytes {version}: no working 4-bit backend ({'; '.join(broken)})",
+                    "pip install -U bitsandbytes (its wheel must match torch's CUDA), or use `method: lora`")
