@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tuitune.data.preference import PREFERENCE_FORMATS
+from tuitune.data import formats as F
+from tuitune.data.io import JsonSource, RecordWriter, atomic_writer, iter_json_items, wants_array
+from tuitune.data.preference import MAPPERS as PREF_MAPPERS, PREFERENCE_FORMATS
 from tuitune.data.records import first_question
 from tuitune.errors import TuituneError
 
@@ -165,9 +167,6 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
     existing ``out`` is refused unless ``force`` (the CLI's ``--force``; the TUI asks first).
     Raises TuituneError (and leaves no output file) on input it can't read.
     """
-    from tuitune.data import formats as F
-    from tuitune.data.io import RecordWriter, atomic_writer, iter_json_items, JsonSource, wants_array
-
     src = Path(src)
     if out is not None and Path(out).resolve() == src.resolve():
         raise TuituneError(f"{out}: is the input file; choose another output path")
@@ -281,8 +280,6 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             map_item = F.make_columns_mapper(input_col, output_col, system_col, system)
             report.mapping = f"{input_col!r} → input, {output_col!r} → output"
         elif det.format in PREFERENCE_FORMATS:
-            from tuitune.data.preference import MAPPERS as PREF_MAPPERS
-
             base = PREF_MAPPERS[det.format]
             if system:
                 def map_item(item, base=base):
@@ -410,9 +407,6 @@ def preview(src: str | os.PathLike, *, format: str | None = None, sheet: str | N
     ``{"format", "reason", "columns": [...], "rows": [[...]], "sheets": [...], "sheet"}``;
     for JSON formats ``columns`` are ``system``/``input``/``output`` of the first turn.
     """
-    from tuitune.data import formats as F
-    from tuitune.data.io import iter_json_items
-
     src = Path(src)
     det = F.Detection(format, "forced") if format else F.detect_format(src)
     res = {"format": det.format, "reason": det.reason, "columns": [], "rows": [], "sheets": [], "sheet": None}
