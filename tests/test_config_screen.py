@@ -316,3 +316,47 @@ async def test_at_80x24_every_label_and_value_reads_whole(demo_ws):
                 assert shown == control.value, (field.field_name, shown, control.value)
                 checked += 1
         assert checked >= 5
+
+
+@pytest.mark.parametrize("size", [(100, 32), (120, 36)])
+async def test_wide_labels_never_break_mid_word(demo_ws, size):
+    """#20 item 14: at 120x36 the label read "gradient_checkpoi" / "nting"; a key is whole on its line,
+    or wraps between its words (after an underscore)."""
+    from test_merge_screen import visible_lines
+
+    app = make_app(demo_ws)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        for field in screen.fields():
+            field.scroll_visible(animate=False, immediate=True)
+            await pilot.pause()
+            label = field.query_one(".cfg-label")
+            lines = [l.strip() for l in visible_lines(screen, label) if l.strip()]
+            assert "".join(lines) == field.spec.key, (field.field_name, lines)
+            assert all(l.endswith("_") for l in lines[:-1]), (field.field_name, lines)
+        checkpointing = row(app, "training.gradient_checkpointing")
+        checkpointing.scroll_visible(animate=False, immediate=True)
+        await pilot.pause()
+        checkpointing = checkpointing.query_one(".cfg-label")
+        assert [l.strip() for l in visible_lines(screen, checkpointing) if l.strip()] == ["gradient_", "checkpointing"]
+
+
+async def test_the_diff_keeps_a_data_files_name_and_extension(demo_ws):
+    """#20 item 14: the diff showed "data/chat-transcripts.j…"; a path is cut in the middle, if at all."""
+    import shutil
+
+    for name in ("chat-transcripts.jsonl", "MedInfo2019-QA-Medications-train.jsonl"):
+        shutil.copy(demo_ws / "data" / "self_cognition.jsonl", demo_ws / "data" / name)
+    app = make_app(demo_ws)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await type_into(pilot, app, "#f-data-train", "data/chat-transcripts.jsonl")
+        await settle(app, pilot)
+        diff = " ".join(text_of(app, "#cfg-diff").split())
+        assert "data.train: data/self_cognition.jsonl → data/chat-transcripts.jsonl" in diff, diff
+        await type_into(pilot, app, "#f-data-train", "data/MedInfo2019-QA-Medications-train.jsonl")
+        await settle(app, pilot)
+        diff = " ".join(text_of(app, "#cfg-diff").split())
+        new = diff.split("→ ")[1].split()[0]
+        assert new.startswith("data/MedInfo") and "…" in new and new.endswith("-train.jsonl"), diff

@@ -74,3 +74,30 @@ def test_config_unsaved_edits_question_80x24(snap_compare, fixed_workspace, tiny
         await pilot.pause()
 
     assert snap_compare(make_app(ws), terminal_size=(80, 24), run_before=run_before)
+
+
+def _long_labels_and_paths(size):
+    """#20 item 14: the training section (gradient_checkpointing's label whole on one line) and the
+    diff naming data/chat-transcripts.jsonl whole."""
+
+    def test(snap_compare, fixed_workspace, tiny_model):
+        ws = _workspace(fixed_workspace, tiny_model)
+        write_data(ws, "data/chat-transcripts.jsonl")
+
+        async def run_before(pilot):
+            await _settle(pilot)
+            screen = pilot.app.screen
+            screen.query_one("#f-data-train").value = "data/chat-transcripts.jsonl"
+            await _settle(pilot)
+            row = screen.query_one("#row-training-gradient-checkpointing")
+            screen.query_one("#cfg-form").scroll_to_widget(row, animate=False, top=True)
+            screen.set_focus(None)
+            await _settle(pilot)
+
+        assert snap_compare(make_app(ws), terminal_size=size, run_before=run_before)
+
+    return test
+
+
+test_config_training_section_80x24 = _long_labels_and_paths((80, 24))
+test_config_training_section_120x36 = _long_labels_and_paths((120, 36))

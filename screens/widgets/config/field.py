@@ -26,6 +26,25 @@ class SchemaValidator(Validator):
         return self.success() if msg is None else self.failure(msg)
 
 
+#: The label column (its last cell a space). A longer key wraps after an underscore (see
+#: :func:`label_text`), never mid-word ("gradient_checkpoi / nting"); a wider column would cut
+#: the values at 100 columns ("data/self_cognition.js").
+LABEL_WIDTH = 18
+
+
+def label_text(key: str, width: int = LABEL_WIDTH - 1) -> str:
+    """``key`` on lines of at most ``width`` cells, broken after an underscore (between its words):
+    ``gradient_checkpointing`` → ``gradient_`` / ``checkpointing``. Textual wraps at spaces only."""
+    if len(key) <= width:
+        return key
+    lines = [""]
+    for word in key.replace("_", "_\n").split("\n"):
+        if lines[-1] and len(lines[-1]) + len(word) > width:
+            lines.append("")
+        lines[-1] += word
+    return "\n".join(lines)
+
+
 def control_id(name: str) -> str:
     return "f-" + name.replace(".", "-").replace("_", "-")
 
@@ -33,15 +52,15 @@ def control_id(name: str) -> str:
 class ConfigField(Vertical):
     """A form row for one schema field. ``value`` is the field's Python value (unvalidated)."""
 
-    DEFAULT_CSS = """
-    ConfigField { height: auto; }
-    ConfigField > Horizontal { height: auto; }
-    ConfigField .cfg-label { width: 18; padding: 0 1 0 0; color: $text-muted; }
-    ConfigField .cfg-control { width: 1fr; }
-    ConfigField TextArea.cfg-control { height: 3; }
-    ConfigField .cfg-error { color: $error; padding: 0 0 0 18; display: none; }
-    ConfigField.-invalid .cfg-error { display: block; }
-    ConfigField.-invalid .cfg-label { color: $error; }
+    DEFAULT_CSS = f"""
+    ConfigField {{ height: auto; }}
+    ConfigField > Horizontal {{ height: auto; }}
+    ConfigField .cfg-label {{ width: {LABEL_WIDTH}; padding: 0 1 0 0; color: $text-muted; }}
+    ConfigField .cfg-control {{ width: 1fr; }}
+    ConfigField TextArea.cfg-control {{ height: 3; }}
+    ConfigField .cfg-error {{ color: $error; padding: 0 0 0 {LABEL_WIDTH}; display: none; }}
+    ConfigField.-invalid .cfg-error {{ display: block; }}
+    ConfigField.-invalid .cfg-label {{ color: $error; }}
     """
 
     def __init__(self, spec: FieldSpec, value: Any = None):
@@ -56,7 +75,7 @@ class ConfigField(Vertical):
     def compose(self) -> ComposeResult:
         s = self.spec
         with Horizontal():
-            yield Label(s.key, classes="cfg-label")
+            yield Label(label_text(s.key), classes="cfg-label")
             yield self._make_control()
         yield Static("", classes="cfg-error")
 

@@ -190,9 +190,14 @@ def put_markup(widget: Static, text: str) -> None:
         widget.update(text)
 
 
-def _short(value, width: int = 24) -> str:
+def _short(value, width: int = 28) -> str:
+    """A value for the diff, at most ``width`` cells: a path is cut in the middle so its file name's
+    end and extension stay ("data/MedInfo20…s-train.jsonl"); other values at the end."""
     import json
 
+    from screens.widgets.data.filetree import shorten_middle
+
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text if len(text) <= width else text[: width - 1] + "…"
-    return escape(text)
+    if isinstance(value, str) and " " not in value and ("/" in value or "." in value.rpartition("/")[2][1:]):
+        return escape(shorten_middle(value, width))
+    return escape(text if len(text) <= width else text[: width - 1] + "…")
