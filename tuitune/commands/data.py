@@ -30,7 +30,7 @@ def register(sub) -> None:
                    f"{', '.join(FORMAT_NAMES)}")
     c.add_argument("--preset", metavar="NAME", help="a known mapping: medqa (sheet DrugQA, Question → input, Answer → output, "
                    "the tutorial's system prompt)")
-    c.add_argument("--sheet", metavar="NAME", help="xlsx sheet (default: the first)")
+    c.add_argument("--sheet", metavar="NAME", help="xlsx sheet (default: the first one with rows)")
     c.add_argument("--input-col", metavar="COL", help="column (or JSON field) holding the question")
     c.add_argument("--output-col", metavar="COL", help="column (or JSON field) holding the answer")
     c.add_argument("--system-col", metavar="COL", help="column holding a per-row system prompt")
