@@ -265,7 +265,7 @@ def test_the_environment_variable_forces_both_outcomes_of_auto_on_any_box(tmp_pa
                                                                           forced, torch_name):
     """Both outcomes of ``auto`` run on this box whatever its CPU: training's precision, chat's dtype,
     and what the Environment step says."""
-    from tuitune.chat.loading import load_model as load_for_chat
+    from tuitune.loading import load_model as load_for_chat
 
     monkeypatch.setenv("TUITUNE_AUTO_PRECISION", forced)
     picked, why = auto_precision()

@@ -15,7 +15,7 @@ other tuitune process holds (:func:`share_cores`), before its heavy work starts:
   when it went. A process that holds threads but used under a fifth of a core since the last
   look (over ``SAMPLE_SECONDS`` at the start) is not counted: a chat waiting for the next
   question, the app with a model loaded. chat and eval size when they load a model
-  (``tuitune.chat.loading.load_model``, in the CLI and in the app).
+  (``tuitune.loading.load_model``, in the CLI and in the app).
 * a thread count the user set (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` in the environment,
   as torchrun sets for several processes) is kept as it is, and claimed, so others count it.
 * on a machine with a GPU nothing changes.

@@ -24,7 +24,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def encode_conversation(tokenizer, record: dict, template: str, max_length: int, task: str = "sft") -> dict:
     """``record`` (``{"conversation": [...]}``) → ``{"input_ids", "labels"}``, cut to ``max_length``."""
-    from tuitune.templates import _bos_ids, _eos_ids, segments
+    from tuitune.templates import bos_ids, eos_ids, segments
 
     if max_length is not None and max_length < 0:
         raise TuituneError(f"max_length {max_length}: must be positive (0 or None: no truncation)")
@@ -38,7 +38,7 @@ def encode_conversation(tokenizer, record: dict, template: str, max_length: int,
     labels: list[int] = []
     if task == "pretrain":
         text = "".join((t.get("input") or "") + (t.get("output") or "") for t in turns)
-        ids = _bos_ids(tokenizer) + _encode(tokenizer, text) + _eos_ids(tokenizer, template)
+        ids = bos_ids(tokenizer) + _encode(tokenizer, text) + eos_ids(tokenizer, template)
         labels = list(ids)
     elif task == "sft":
         for seg in segments(tokenizer, template, turns):

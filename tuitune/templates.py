@@ -81,14 +81,16 @@ class Segment:
     ids: list[int] | None = field(default=None)  # set for BOS/EOS added as ids, not text
 
 
-def _bos_ids(tokenizer) -> list[int]:
+def bos_ids(tokenizer) -> list[int]:
+    """The ids a sequence starts with: none or the tokenizer's BOS (the encoder's pretraining text too)."""
     # XTuner: Qwen tokenizers take no BOS; others their bos_token_id if they have one.
     if type(tokenizer).__name__.lower().startswith("qwen") or tokenizer.bos_token_id is None:
         return []
     return [tokenizer.bos_token_id]
 
 
-def _eos_ids(tokenizer, template: str) -> list[int]:
+def eos_ids(tokenizer, template: str) -> list[int]:
+    """The tokenizer's EOS as ids; a tokenizer without one is a one-line error naming ``template``."""
     if tokenizer.eos_token_id is None:
         raise TuituneError(f"the tokenizer has no eos_token and template {template!r} needs one; "
                            "set eos_token in tokenizer_config.json or pick a template with an end-of-turn suffix")
@@ -138,7 +140,7 @@ def _named_segments(tokenizer, tpl: Template, turns: list[dict]) -> list[Segment
     needs_bos = True
     for i, t in enumerate(turns):
         if needs_bos:
-            bos = _bos_ids(tokenizer)
+            bos = bos_ids(tokenizer)
             if bos:
                 segs.append(Segment(tokenizer.bos_token, False, bos))
         prompt = tpl.instruction.format(input=t.get("input") or "", round=i + 1)
@@ -149,7 +151,7 @@ def _named_segments(tokenizer, tpl: Template, turns: list[dict]) -> list[Segment
             break
         segs.append(Segment(t["output"] + tpl.suffix, True))
         if not tpl.suffix_as_eos:
-            segs.append(Segment(tokenizer.eos_token or "", True, _eos_ids(tokenizer, tpl.name)))
+            segs.append(Segment(tokenizer.eos_token or "", True, eos_ids(tokenizer, tpl.name)))
             needs_bos = True
         else:
             needs_bos = False
@@ -320,10 +322,10 @@ def to_jinja(tokenizer, template: str, default_system: str | None = None) -> str
     if template == "auto":
         return None
     tpl = get_template(template)
-    bos = _lit(tokenizer.bos_token) if _bos_ids(tokenizer) else ""
+    bos = _lit(tokenizer.bos_token) if bos_ids(tokenizer) else ""
     eos = "" if tpl.suffix_as_eos else "{{ eos_token }}"
     if not tpl.suffix_as_eos and tokenizer.eos_token_id is None:
-        _eos_ids(tokenizer, template)  # the one-line error
+        eos_ids(tokenizer, template)  # the one-line error
     default = default_system or ""
     parts = [
         "{%- set ns = namespace(system=" + json_str(default) + ", pending=none, round=0, bos=true) -%}",

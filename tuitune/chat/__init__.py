@@ -5,8 +5,8 @@ the functions that need them, so ``import tuitune.chat`` stays light.
 
 - What can be loaded is :func:`tuitune.sources.resolve`'s to say (a model folder, an
   adapter folder, a run, ``RUN:checkpoint-N``, ``RUN:base``, a hub id).
-- ``loading``: the base, its adapters (compare mode shares one base between two
-  sessions) and the tokenizer; errors are one line.
+- Loading (the base, its adapters, the tokenizer, the template check) is :mod:`tuitune.loading`'s,
+  the one loader eval, training and data inspect use too.
 - ``session``: :class:`ChatSession`, a conversation with one loaded model. The prompt is
   rendered with the model's template (``auto``: the tokenizer's own, or a named one;
   a run's own template and system prompt when a run is loaded), and answered through
@@ -20,10 +20,9 @@ the functions that need them, so ``import tuitune.chat`` stays light.
 
 from __future__ import annotations
 
-from tuitune.chat.loading import BITS, DTYPES, LoadedModel, load_model
 from tuitune.chat.session import Answer, ChatSession, Event, Together, compare, load_pair, save_conversations
 from tuitune.generation import SETTING_NAMES, GenerationSettings, Stats
 from tuitune.sources import MODEL_HELP, ModelSource
 
-__all__ = ["GenerationSettings", "ModelSource", "LoadedModel", "ChatSession", "Stats", "Answer", "Together", "Event", "load_model",
-           "load_pair", "compare", "save_conversations", "SETTING_NAMES", "DTYPES", "BITS", "MODEL_HELP"]
+__all__ = ["GenerationSettings", "ModelSource", "ChatSession", "Stats", "Answer", "Together", "Event",
+           "load_pair", "compare", "save_conversations", "SETTING_NAMES", "MODEL_HELP"]

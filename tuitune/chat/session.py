@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tuitune.chat.loading import (LoadedModel, _check_template, _context_length, _load_tokenizer, adapter_selector,
-                                  can_share_base, load_model)
 from tuitune.errors import TuituneError, first_line
 from tuitune.generation import Generation, GenerationSettings, Stats, Turns, encode, messages_for
+from tuitune.loading import (LoadedModel, adapter_selector, can_share_base, check_template, context_length, load_model,
+                             load_tokenizer)
 from tuitune.sources import ModelSource, resolve
 
 
@@ -57,19 +57,19 @@ class ChatSession:
     def attach(self, loaded: LoadedModel, adapter_name: str | None, source: ModelSource,
                template: str | None = None) -> "ChatSession":
         """Use an already loaded model (one of its adapters, or None for the bare base)."""
-        tokenizer = _load_tokenizer(str(source.tokenizer_dir), source.trust_remote_code)
+        tokenizer = load_tokenizer(source.tokenizer_dir, source.trust_remote_code)
         name = template or source.template or "auto"
-        self.template = _check_template(tokenizer, name, source.label or source.base)
+        self.template = check_template(tokenizer, name, source.label or source.base)
         self.tokenizer = tokenizer
         self.loaded, self.adapter_name, self.source = loaded, adapter_name, source
-        self.context_length = _context_length(loaded.model, tokenizer)
+        self.context_length = context_length(loaded.model, tokenizer)
         self.reset()
         return self
 
     def set_template(self, template: str | None) -> str:
         """Use another prompt template from the next answer on (None: the run's, else ``auto``)."""
         name = template or (self.source.template if self.source else None) or "auto"
-        self.template = _check_template(self.tokenizer, name, self.source.label if self.source else "model")
+        self.template = check_template(self.tokenizer, name, self.source.label if self.source else "model")
         return self.template
 
     def unload(self) -> None:

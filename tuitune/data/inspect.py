@@ -47,16 +47,13 @@ class InspectResult:
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
-    from transformers import AutoTokenizer
+    """The tokenizer of the model folder ``model_dir`` (a folder only: inspect reads no hub ids), by the one loader."""
+    from tuitune.loading import load_tokenizer as load
 
     p = Path(model_dir)
     if not p.exists():
         raise TuituneError(f"{p}: model folder not found")
-    try:
-        return AutoTokenizer.from_pretrained(str(p))
-    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad folder for the user
-        raise TuituneError(f"{p}: can't load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                           "give a model folder with tokenizer files") from None
+    return load(p, fix="give a model folder with tokenizer files")
 
 
 def default_template(tokenizer) -> str:

@@ -32,10 +32,10 @@ class RecordLoss:
 
 def encode_records(tokenizer, records: list[dict], *, template: str, system: str | None, max_length: int,
                    task: str) -> list[dict]:
+    from tuitune.data.records import with_system
     from tuitune.encode import encode_conversation
-    from tuitune.train.build import _with_system
 
-    return [encode_conversation(tokenizer, _with_system(r, system), template, max_length, task=task) for r in records]
+    return [encode_conversation(tokenizer, with_system(r, system), template, max_length, task=task) for r in records]
 
 
 def encode_pair_sides(tokenizer, records: list[dict], *, template: str, system: str | None,

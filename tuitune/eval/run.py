@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tuitune.chat.loading import _check_template, _load_tokenizer, adapter_selector, can_share_base, load_model
 from tuitune.errors import TuituneError
 from tuitune.eval.heldout import HeldOut, pick, run_config, shown
+from tuitune.loading import adapter_selector, can_share_base, check_template, load_model, load_tokenizer
 from tuitune.sources import ModelSource
 
 Progress = Callable[[str, int, int], None]   # (what, done, total)
@@ -140,8 +140,8 @@ class _Models:
         t, b = plan.target, plan.baseline
         self.shared = (b is not None and Path(t.base) == Path(b.base) and t.trust_remote_code == b.trust_remote_code
                        and can_share_base([t.adapter, b.adapter]))
-        self.tokenizer = _load_tokenizer(str(t.tokenizer_dir), t.trust_remote_code)
-        _check_template(self.tokenizer, plan.template, t.label)
+        self.tokenizer = load_tokenizer(t.tokenizer_dir, t.trust_remote_code)
+        check_template(self.tokenizer, plan.template, t.label)
         self.loaded = None
 
     def load(self, side: str):

@@ -19,18 +19,11 @@ from tuitune.data.records import with_system
 from tuitune.errors import TuituneError
 from tuitune.train.tokenized import cached_or_records, save_cached
 
-#: eval/loss.py (item 3's file) reads the rule here until it imports tuitune.data.records.with_system.
-_with_system = with_system
-
-
 def load_tokenizer(cfg):
-    from transformers import AutoTokenizer
+    """The run's tokenizer (the one loader), padding with its EOS where it has no pad token."""
+    from tuitune.loading import load_tokenizer as load
 
-    tok = AutoTokenizer.from_pretrained(cfg.model_path(), trust_remote_code=cfg.trust_remote_code)
-    if tok.pad_token is None:
-        # Many base models ship without a pad token; padding is masked out anyway.
-        tok.pad_token = tok.eos_token
-    return tok
+    return load(cfg.model_path(), cfg.trust_remote_code, pad=True)
 
 
 def check_model_folder(cfg) -> None:

@@ -1,4 +1,9 @@
-"""Loading a model for generation: the base, its adapters (several share one base), the tokenizer."""
+"""The one loader: a tokenizer (chat, eval, training, data inspect), the template check, and a model
+for generation: the base and its adapters (several share one base). Errors are one line.
+
+Light to import: torch, transformers and peft are imported inside the functions. Training's
+trainable model (LoRA/QLoRA set-up on top of ``from_pretrained``) is built in ``tuitune.train.build``.
+"""
 
 from __future__ import annotations
 
@@ -194,16 +199,25 @@ def _apply_adapter(model, base: str, name: str, adapter: Path, first: bool):
     return model
 
 
-def _load_tokenizer(path: str, trust_remote_code: bool):
+def load_tokenizer(path, trust_remote_code: bool = False, *, pad: bool = False, fix: str = ""):
+    """The tokenizer in ``path`` (a folder or a hub id); a failure is one line naming ``path``, with ``fix``
+    after it. ``pad``: a tokenizer without a pad token pads with its EOS (training: padding is masked out)."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001
-        raise TuituneError(f"{path}: the tokenizer could not be loaded ({first_line(exc)})") from None
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, a missing tokenizer file, ...
+        raise TuituneError(f"{path}: the tokenizer could not be loaded ({first_line(exc)})"
+                           + (f"; {fix}" if fix else "")) from None
+    if pad and tok.pad_token is None:
+        # Many base models ship without a pad token.
+        tok.pad_token = tok.eos_token
+    return tok
 
 
-def _check_template(tokenizer, template: str, where: str) -> str:
+def check_template(tokenizer, template: str, where: str) -> str:
+    """``template`` if it is a known name that this tokenizer can use (``auto`` needs the tokenizer's own
+    chat template); else a one-line error naming ``where`` and the named templates."""
     from tuitune.templates import TEMPLATES, get_template
 
     get_template(template)  # unknown name: a one-line error listing them
@@ -213,7 +227,8 @@ def _check_template(tokenizer, template: str, where: str) -> str:
     return template
 
 
-def _context_length(model, tokenizer) -> int:
+def context_length(model, tokenizer) -> int:
+    """How many tokens the model takes: its positions, or the tokenizer's limit where smaller (2048 if neither says)."""
     cfg = model.config
     try:
         cfg = cfg.get_text_config()
