@@ -12,8 +12,8 @@ target weight gets its LoRA delta ``B @ A * scale`` (scale ``alpha / r``, or
 ``alpha / sqrt(r)`` with rsLoRA; transposed for ``fan_in_fan_out``; LoRA-B biases and
 embedding LoRA too), full tensors the adapter saved (``modules_to_save``, trained
 biases) replace the base's, and each merged tensor is written to its output shard as soon as
-it is made (``_ShardWriter``: the header first, then the bytes, tensor by tensor). The
-input is read through a 256 MB window of its memory map (``_ShardReader``), so peak memory
+it is made (``ShardWriter``: the header first, then the bytes, tensor by tensor). The
+input is read through a 256 MB window of its memory map (``ShardReader``), so peak memory
 is about the largest tensor (in float32, with its delta), that window and the adapter,
 never a whole shard, let alone the model. No library streams this (peft's ``merge_and_unload`` needs the whole model in
 memory), so the delta arithmetic below is written by hand, following peft's
@@ -63,10 +63,10 @@ from tuitune.merge.plan import (ADAPTER_PREFIX, CARD_JSON, DEFAULT_PROMPTS, DTYP
                                 delta, human_size, make_plan, parse_size)
 from tuitune.merge.publish import (MergeResult, SourceRow, copy_tokenizer, export_adapter, list_sources, merge,
                                    model_card)
-from tuitune.merge.stream import _ShardReader, _ShardWriter, peft_merge, stream_merge
+from tuitune.merge.stream import peft_merge, stream_merge
 from tuitune.merge.verify import Verification, verify
 
 __all__ = ["ADAPTER_PREFIX", "CARD_JSON", "DEFAULT_PROMPTS", "DTYPES", "TOKENIZER_FILES", "TOLERANCE", "Plan", "delta",
            "human_size", "make_plan", "parse_size", "MergeResult", "SourceRow", "copy_tokenizer", "export_adapter",
-           "list_sources", "merge", "model_card", "_ShardReader", "_ShardWriter", "peft_merge", "stream_merge",
+           "list_sources", "merge", "model_card", "peft_merge", "stream_merge",
            "Verification", "verify"]

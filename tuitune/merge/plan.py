@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tuitune.hardware import DTYPE_NAMES as _TORCH_DTYPE
 from tuitune.errors import TuituneError
+from tuitune.hardware import DTYPE_NAMES
 from tuitune.sources import ModelSource
 
 DTYPES = ("fp16", "bf16", "fp32")
-_FROM_TORCH = {v: k for k, v in _TORCH_DTYPE.items()}
+FROM_TORCH = {v: k for k, v in DTYPE_NAMES.items()}
 #: Max |merged - reference| / max(1, max |reference|) allowed per dtype.
 TOLERANCE = {"fp32": 1e-4, "bf16": 6e-2, "fp16": 1e-2}
 DEFAULT_PROMPTS = ("Hello! Who are you?", "请介绍一下你自己", "What is LoRA?")
@@ -54,7 +54,7 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -110,16 +110,16 @@ def _pattern(patterns: dict, module: str, default):
     return default
 
 
-def _scale(acfg: dict, module: str, rank: int) -> float:
+def lora_scale(acfg: dict, module: str, rank: int) -> float:
     alpha = _pattern(acfg.get("alpha_pattern"), module, acfg.get("lora_alpha", 8))
     return alpha / math.sqrt(rank) if acfg.get("use_rslora") else alpha / rank
 
 
-def _base_index(base: Path) -> tuple[list[str], dict[str, str]]:
+def base_index(base: Path) -> tuple[list[str], dict[str, str]]:
     """(shard files in order, key → shard) of a safetensors base, or ([], {}) if it has none."""
     idx = base / "model.safetensors.index.json"
     if idx.is_file():
-        wm = _read_json(idx, "the base's index is damaged; download the model again").get("weight_map", {})
+        wm = read_json(idx, "the base's index is damaged; download the model again").get("weight_map", {})
         shards = list(dict.fromkeys(sorted(set(wm.values()))))
         return shards, dict(wm)
     single = base / "model.safetensors"
@@ -142,13 +142,13 @@ def make_plan(src: ModelSource, out_dtype: str | None = None) -> Plan:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    acfg = _read_json(src.adapter / "adapter_config.json", "save the adapter again with save_pretrained")
-    bcfg = _read_json(src.base_dir / "config.json", "the base model folder is incomplete")
+    acfg = read_json(src.adapter / "adapter_config.json", "save the adapter again with save_pretrained")
+    bcfg = read_json(src.base_dir / "config.json", "the base model folder is incomplete")
     if bcfg.get("quantization_config"):
         method = bcfg["quantization_config"].get("quant_method", "quantized")
         raise TuituneError(f"{src.base_dir}: the base is stored quantized ({method}); merge into the 16-bit "
                            "original instead: pass --base with the unquantized model folder")
-    shards, weight_map = _base_index(src.base_dir)
+    shards, weight_map = base_index(src.base_dir)
     plan = Plan(shards=shards, keys_by_shard={}, shapes={}, dtypes={}, loras={}, replace={}, extra={})
     if not shards:
         plan.fallback = "the base has no safetensors weights"
@@ -297,7 +297,7 @@ def _final_tensor(src: ModelSource, plan: Plan, key: str, source: str, acfg: dic
 def delta(lo: _Lora, acfg: dict):
     """``B @ A * scale`` in float32, as peft's ``get_delta_weight`` computes it."""
     rank = lo.A.shape[0]
-    d = (lo.B.float() @ lo.A.float()) * _scale(acfg, lo.module, rank)
+    d = (lo.B.float() @ lo.A.float()) * lora_scale(acfg, lo.module, rank)
     if lo.embedding or acfg.get("fan_in_fan_out"):
         d = d.T
     return d

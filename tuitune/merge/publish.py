@@ -11,9 +11,10 @@ from typing import Callable
 
 from tuitune.errors import TuituneError
 from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir, publish_dir, refuse_existing
-from tuitune.merge.plan import (_FROM_TORCH, _TORCH_DTYPE, CARD_JSON, DTYPES, TOKENIZER_FILES, Plan, Progress, _read_json,
-                                human_size, make_plan, parse_size)
-from tuitune.merge.stream import _import_in_background, imports_ready, peft_merge, stream_merge
+from tuitune.hardware import DTYPE_NAMES
+from tuitune.merge.plan import (CARD_JSON, DTYPES, FROM_TORCH, TOKENIZER_FILES, Plan, Progress, human_size, make_plan,
+                                parse_size, read_json)
+from tuitune.merge.stream import import_in_background, imports_ready, peft_merge, stream_merge
 from tuitune.merge.verify import Verification, verify
 from tuitune.sources import ModelSource
 
@@ -42,8 +43,8 @@ class MergeResult:
 
 def _dtype_name(bcfg: dict, plan: Plan | None) -> str:
     name = str(bcfg.get("dtype") or bcfg.get("torch_dtype") or "").replace("torch.", "")
-    if name in _FROM_TORCH:
-        return _FROM_TORCH[name]
+    if name in FROM_TORCH:
+        return FROM_TORCH[name]
     if plan and plan.dtypes:
         first = next(iter(plan.dtypes.values()))
         return {"F16": "fp16", "BF16": "bf16"}.get(first, "fp32")
@@ -51,10 +52,10 @@ def _dtype_name(bcfg: dict, plan: Plan | None) -> str:
 
 
 def _copy_side_files(src: ModelSource, tmp: Path, untie: bool, dtype: str) -> None:
-    bcfg = _read_json(src.base_dir / "config.json", "the base model folder is incomplete")
+    bcfg = read_json(src.base_dir / "config.json", "the base model folder is incomplete")
     bcfg.pop("quantization_config", None)
     key = "dtype" if "dtype" in bcfg or "torch_dtype" not in bcfg else "torch_dtype"
-    bcfg[key] = _TORCH_DTYPE[dtype]
+    bcfg[key] = DTYPE_NAMES[dtype]
     if untie:
         bcfg["tie_word_embeddings"] = False
     atomic_write_json(tmp / "config.json", bcfg)
@@ -146,8 +147,8 @@ def merge(src: ModelSource, out: str | Path, *, max_shard_size: str | int = "2GB
 
     keep_bitsandbytes_out()  # a merge quantizes nothing; peft would import bitsandbytes (and its noise)
     if verify_result:
-        _import_in_background()
-    bcfg = _read_json(src.base_dir / "config.json", "the base model folder is incomplete")
+        import_in_background()
+    bcfg = read_json(src.base_dir / "config.json", "the base model folder is incomplete")
     dtype = dtype or _dtype_name(bcfg, plan)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(prefix=f"{out.name}.partial-", dir=out.parent)  # the umask's mode, not 0700
@@ -198,7 +199,7 @@ def export_adapter(src: ModelSource, out: str | Path, force: bool = False) -> Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(prefix=f"{out.name}.partial-", dir=out.parent)
     try:
-        acfg = _read_json(src.adapter / "adapter_config.json", "save the adapter again")
+        acfg = read_json(src.adapter / "adapter_config.json", "save the adapter again")
         acfg["inference_mode"] = True
         atomic_write_json(tmp / "adapter_config.json", acfg)
         shutil.copy2(weights, tmp / "adapter_model.safetensors")

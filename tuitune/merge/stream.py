@@ -11,8 +11,9 @@ from typing import Callable
 
 from tuitune.errors import TuituneError
 from tuitune.fsutil import atomic_write_json
+from tuitune.hardware import DTYPE_NAMES
+from tuitune.merge.plan import Plan, Progress, delta, lora_scale
 from tuitune.sources import ModelSource
-from tuitune.merge.plan import _TORCH_DTYPE, Plan, Progress, _scale, delta
 
 
 def _shard_name(i: int, n: int) -> str:
@@ -35,7 +36,7 @@ def _trim() -> None:
         pass
 
 
-def _return_big_frees() -> None:
+def return_big_frees() -> None:
     """Serve allocations of 1 MB and more with mmap from now on, so freeing one hands it back.
 
     glibc raises its mmap threshold after the first large free, and from then on serves large
@@ -70,7 +71,7 @@ def _writing(folder: Path):
 
 
 
-class _ShardReader:
+class ShardReader:
     """``safe_open`` on one shard, reopened after every ``window`` bytes read.
 
     Reading a tensor touches its pages of the memory-mapped file, and those pages count in the
@@ -100,7 +101,7 @@ class _ShardReader:
             _trim()
 
 
-class _ShardWriter:
+class ShardWriter:
     """A safetensors file written one tensor at a time, in the order the header lists them.
 
     safetensors can only save a dict of tensors that are all in memory at once, which would
@@ -174,7 +175,7 @@ def stream_merge(src: ModelSource, plan: Plan, tmp: Path, dtype: str, max_shard:
     import torch
 
     acfg = plan.acfg  # type: ignore[attr-defined]
-    out_t = getattr(torch, _TORCH_DTYPE[dtype])
+    out_t = getattr(torch, DTYPE_NAMES[dtype])
     out_size = _ST_SIZE[{"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]]
     # Work out the output shards from the headers, so names and progress are known up front.
     order: list[tuple[str | None, str]] = [(s, k) for s in plan.shards for k in plan.keys_by_shard[s]]
@@ -210,7 +211,7 @@ def stream_merge(src: ModelSource, plan: Plan, tmp: Path, dtype: str, max_shard:
 
     total, done, written = len(order), 0, 0
     weight_map: dict[str, str] = {}
-    writer: _ShardWriter | None = None
+    writer: ShardWriter | None = None
     current = -1
 
     def open_shard(i: int) -> None:
@@ -222,7 +223,7 @@ def stream_merge(src: ModelSource, plan: Plan, tmp: Path, dtype: str, max_shard:
         name = _shard_name(i + 1, n_out)
         for k in groups[i]:
             weight_map[k] = name
-        writer = _ShardWriter(tmp / name, [(k, *entry(k)) for k in groups[i]])
+        writer = ShardWriter(tmp / name, [(k, *entry(k)) for k in groups[i]])
 
     def finish(k: str, t) -> None:
         nonlocal done
@@ -236,7 +237,7 @@ def stream_merge(src: ModelSource, plan: Plan, tmp: Path, dtype: str, max_shard:
     n_in = len(plan.shards) + (1 if plan.extra else 0)
     for i, shard in enumerate(plan.shards, 1):
         path = src.base_dir / shard
-        reader = _ShardReader(path)
+        reader = ShardReader(path)
         try:
             for k in plan.keys_by_shard[shard]:
                 if cancelled and cancelled():
@@ -250,7 +251,7 @@ def stream_merge(src: ModelSource, plan: Plan, tmp: Path, dtype: str, max_shard:
                 bias_of = k[: -len(".bias")] + ".weight" if k.endswith(".bias") else None
                 if bias_of in plan.loras and plan.loras[bias_of].B_bias is not None:
                     lo = plan.loras[bias_of]
-                    t = t.float() + lo.B_bias.float() * _scale(acfg, lo.module, lo.A.shape[0])
+                    t = t.float() + lo.B_bias.float() * lora_scale(acfg, lo.module, lo.A.shape[0])
                 with _writing(tmp):
                     finish(k, t)
                 if on_progress:
@@ -281,8 +282,8 @@ def peft_merge(src: ModelSource, tmp: Path, dtype: str, max_shard: int, on_progr
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
-    dt = getattr(torch, _TORCH_DTYPE[dtype])
+    quiet_transformers()
+    dt = getattr(torch, DTYPE_NAMES[dtype])
     if on_progress:
         on_progress(0, 1, 0, 1)
     model = AutoModelForCausalLM.from_pretrained(src.base_dir, dtype=dt)
@@ -297,7 +298,7 @@ def peft_merge(src: ModelSource, tmp: Path, dtype: str, max_shard: int, on_progr
     return n, tensors, size
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """No loading bars or deprecation chatter in a merge's output."""
     import warnings
 
@@ -312,7 +313,7 @@ def _quiet_transformers() -> None:
 _WARMUP: list = []   # the warm-up thread, joined before the main thread touches transformers
 
 
-def _import_in_background(modules: tuple[str, ...] = ("accelerate.hooks", "peft", "transformers")) -> None:
+def import_in_background(modules: tuple[str, ...] = ("accelerate.hooks", "peft", "transformers")) -> None:
     """Start importing what verification needs (transformers, peft: ~8 s here) while the merge runs.
 
     transformers' lazy module is not safe to import from two threads at once (a race there raised
@@ -332,6 +333,6 @@ def _import_in_background(modules: tuple[str, ...] = ("accelerate.hooks", "peft"
 
 
 def imports_ready() -> None:
-    """Wait for the warm-up imports, if any are running (see ``_import_in_background``)."""
+    """Wait for the warm-up imports, if any are running (see ``import_in_background``)."""
     while _WARMUP:
         _WARMUP.pop().join()

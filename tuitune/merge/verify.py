@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tuitune.merge.plan import ADAPTER_PREFIX, DEFAULT_PROMPTS, TOLERANCE, _base_index
-from tuitune.merge.stream import _quiet_transformers, _return_big_frees, imports_ready
+from tuitune.merge.plan import ADAPTER_PREFIX, DEFAULT_PROMPTS, TOLERANCE, base_index
+from tuitune.merge.stream import quiet_transformers, return_big_frees, imports_ready
 from tuitune.sources import ModelSource
 
 
@@ -38,7 +38,7 @@ def _keys_in(path: Path) -> dict[str, str]:
 
 def _key_files(folder: Path) -> dict[str, str]:
     """Tensor name -> the safetensors file of ``folder`` that holds it (sharded or single file)."""
-    shards, weight_map = _base_index(folder)
+    shards, weight_map = base_index(folder)
     if weight_map:
         return {k: str(folder / f) for k, f in weight_map.items()}
     return {k: f for shard in shards for k, f in _keys_in(folder / shard).items()}
@@ -117,7 +117,7 @@ def verify(src: ModelSource, merged_dir: Path, dtype: str, prompts: list[str] | 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     # Both forwards run in float32 on the CPU, whatever the output dtype: bf16/fp16 weights are
     # exact in float32, a CPU runs float32 matmuls many times faster than bf16 ones, and the
     # difference left is the merge's own rounding to the output dtype, which the tolerance bounds.
@@ -162,7 +162,7 @@ def verify(src: ModelSource, merged_dir: Path, dtype: str, prompts: list[str] | 
             model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dt)
         return logits(model)
 
-    _return_big_frees()
+    return_big_frees()
     ref = reference()
     gc.collect()
     got = merged()
