@@ -168,3 +168,18 @@ def test_shorten_middle_keeps_start_and_extension():
         s = shorten_middle("MedInfo2019-QA-Medications.xlsx", width)
         assert len(s) <= width and s.startswith("Med") and s.endswith(".xlsx") and "…" in s, (width, s)
     assert shorten_middle("data/chat-transcripts.jsonl", 24).endswith(".jsonl")
+
+
+async def test_the_step_opens_with_the_cursor_on_data(workspace):
+    """data/ is opened and the cursor put on it, so down then Enter picks its first file (the cursor
+    stayed on the root: down, down, Enter closed data/)."""
+    fill_workspace(workspace)
+    app = app_for(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        tree = await open_data(app, pilot)
+        await wait_for(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.path.name == "data",
+                       "the cursor is not on data/")
+        await pilot.press("down", "enter")
+        await settle(app, pilot)
+        assert app.screen.source is not None and app.screen.source.name == "alpaca_sample.json"

@@ -92,7 +92,9 @@ class DataFileTree(DirectoryTree):
         for child in self.root.children:
             if child.data is not None and child.data.path.name == "data":
                 await self.reload_node(child)
-                self.move_cursor(child, animate=False)
+                # After the next refresh: the node's line is known only once the lines are rebuilt
+                # (moved now, the cursor stayed on the root).
+                self.call_after_refresh(self.move_cursor, child, animate=False)
                 break
 
     # --- keeping up with the folder ------------------------------------------------------------
