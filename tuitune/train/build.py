@@ -19,6 +19,7 @@ from tuitune.data.records import with_system
 from tuitune.errors import TuituneError
 from tuitune.train.tokenized import cached_or_records, save_cached
 
+
 def load_tokenizer(cfg):
     """The run's tokenizer (the one loader), padding with its EOS where it has no pad token."""
     from tuitune.loading import load_tokenizer as load
