@@ -154,7 +154,8 @@ async def test_convert_with_no_input_names_the_input_not_the_output(workspace):
         await pilot.press("f3", "ctrl+r")
         await pilot.pause()
         msg = result(app, "convert-result")
-        assert msg.startswith("error: no input file: data/empty.xlsx could not be read (") and "no rows" in msg, msg
+        assert msg.startswith("error: no input file: data/empty.xlsx could not be read: the workbook has no rows") \
+            and msg.endswith("or pick another file in the File tab (F2)"), msg
         assert "output" not in msg.lower()
         assert "choose another sheet" not in msg and "Sheet (sheets" not in msg
 

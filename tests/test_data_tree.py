@@ -174,12 +174,17 @@ async def test_the_step_opens_with_the_cursor_on_data(workspace):
     """data/ is opened and the cursor put on it, so down then Enter picks its first file (the cursor
     stayed on the root: down, down, Enter closed data/)."""
     fill_workspace(workspace)
-    app = app_for(workspace)
+    app = app_for(workspace, start="env")
     async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("2")  # as a user opens it
+        await wait_for(pilot, lambda: app.current_mode == "data", "2 did not open the Data step")
         await settle(app, pilot)
         tree = await open_data(app, pilot)
-        await wait_for(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.path.name == "data",
-                       "the cursor is not on data/")
+        (workspace / "data" / "zz_copied.jsonl").write_text("")  # a poll's reread keeps the cursor too
+        await wait_for(pilot, lambda: "zz_copied.jsonl" in names_in_data(tree) and tree.settled, "never listed")
+        assert tree.cursor_node is not None and tree.cursor_node.data.path.name == "data"
         await pilot.press("down", "enter")
         await settle(app, pilot)
         assert app.screen.source is not None and app.screen.source.name == "alpaca_sample.json"

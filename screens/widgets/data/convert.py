@@ -105,6 +105,8 @@ class ConvertForm(DataForm):
         self.source, self.preview, self.unreadable = path, preview, error
         self._set_table_controls(preview)
         if preview is None:
+            self.query_one("#conv-source", Static).update(
+                Text.assemble(("Source: ", "dim"), (self.rel(Path(path)), "bold"), ("  could not be read (F2)", "red")))
             return
         if self._preset_pending:
             self._preset()
@@ -179,9 +181,12 @@ class ConvertForm(DataForm):
         if self.source is None:
             return "no input file: pick the file to convert in the File tab (F2)"
         if self.preview is None:
-            why = f" ({self.unreadable})" if self.unreadable else ""
-            return (f"no input file: {self.rel(self.source)} could not be read{why}; pick another file in the "
-                    "File tab (F2)")
+            name = self.rel(self.source)
+            why = (self.unreadable or "").removeprefix(f"{name}: ")
+            if why.endswith("pick another file"):  # the reason says it already: say where
+                return f"no input file: {name} could not be read: {why} in the File tab (F2)"
+            return f"no input file: {name} could not be read: {why or 'see the File tab'}; pick another file in " \
+                   "the File tab (F2)"
         if self.tabular:
             for wid, label, what in (("conv-input", "Question", "the questions (→ input)"),
                                      ("conv-output", "Answer", "the answers (→ output)")):

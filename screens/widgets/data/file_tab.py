@@ -82,7 +82,7 @@ class FilePane(Horizontal):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if (error := failure(event)) is not None:
-            error = engine_error("preview", error)
+            error = engine_error("preview", error).replace(f"{self.root}/", "")  # paths as the tree shows them
             self._say(error, error=True)
             self.query_one("#data-preview", DataTable).clear(columns=True)
             self.post_message(self.Previewed(self.source, None, error, self._sheet))

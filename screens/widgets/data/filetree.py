@@ -92,9 +92,10 @@ class DataFileTree(DirectoryTree):
         for child in self.root.children:
             if child.data is not None and child.data.path.name == "data":
                 await self.reload_node(child)
-                # After the next refresh: the node's line is known only once the lines are rebuilt
-                # (moved now, the cursor stayed on the root).
-                self.call_after_refresh(self.move_cursor, child, animate=False)
+                # A node's line is known once the tree's lines are rebuilt, which asking for the last
+                # line does; without it the cursor stayed on the root (down, down, Enter closed data/).
+                _ = self.last_line
+                self.move_cursor(child, animate=False)
                 break
 
     # --- keeping up with the folder ------------------------------------------------------------
