@@ -49,8 +49,8 @@ async def open_file(app, pilot, name: str) -> None:
             if data is not None and not data.is_expanded:
                 data.expand()  # as a user would press Enter on data/
             await pilot.pause(0.05)
-    while tree.cursor_node is not target:
-        await pilot.press("down")
+    while tree.cursor_node is not target:  # up or down to it (down only looped forever on a file above)
+        await pilot.press("down" if tree.cursor_line < target.line else "up")
     await pilot.press("enter")
     await settle(app, pilot)
 
