@@ -22,6 +22,10 @@ class StepScreen(Screen):
 
     STEP = ""
     HELP = ""
+    #: What may take the focus when the step opens or comes back (after the palette, a modal):
+    #: lists, tables, trees, choices, never a text field, where the number keys and q would type
+    #: instead of switching steps and quitting. A screen may name its own (Data: its file tree).
+    AUTO_FOCUS = "DataTable, Tree, ListView, OptionList, Select, Tabs, RadioSet, Checkbox, Switch, Button"
     #: Palette entries beyond the BINDINGS: (title, action, help), for actions without a key.
     ACTIONS: list[tuple[str, str, str]] = []
 

@@ -264,3 +264,27 @@ async def test_at_80x24_every_footer_key_label_reads_whole_on_every_step(workspa
             labels, cut = footer_labels(screen)
             assert "esc Stop" in labels and not cut, (labels, cut)
             screen.generating = False
+
+
+@pytest.mark.parametrize("step", [s.key for s in STEPS])
+async def test_no_step_puts_the_cursor_in_a_text_field_so_number_keys_and_q_work(workspace, step):
+    """#20 item 13: arriving on a step, and coming back to it from the command palette, no text field
+    has the cursor (the number keys would type into it and q leave the footer); the next step's key
+    switches."""
+    from textual.widgets import Input, TextArea
+
+    app = make_app(workspace, start=step)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for when in ("on arrival", "after the palette"):
+            assert not isinstance(app.focused, (Input, TextArea)), (step, when, app.focused)
+            shown = {b.key for (_, b, enabled, _) in app.screen.active_bindings.values() if b.show and enabled}
+            assert "q" in shown, (step, when, shown)
+            await pilot.press("escape", "ctrl+p")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+        other = next(s for s in STEPS if s.key != step)
+        await pilot.press(other.number)
+        await pilot.pause()
+        assert app.current_mode == other.key
