@@ -36,7 +36,7 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 def machine() -> list[str]:
     """The CPU (model, cores, flags) and what ``precision: auto`` picks on it."""
-    from tuitune.config.hardware import auto_precision
+    from tuitune.hardware import auto_precision
     from tuitune.cores import cpu_cores
 
     name, flags = "unknown CPU", set()

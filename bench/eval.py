@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from tuitune.chat.loading import _load_tokenizer, load_model
+    from tuitune.loading import load_model, load_tokenizer
     from tuitune.eval.loss import batches, encode_records, record_losses
     from tuitune.eval.run import prompt_of
     from tuitune.generation import Generation, GenerationSettings, answer_batch
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     model_dir = {"real": lambda: real_model_path(), "tiny": lambda: tiny_model_path()}.get(
         args.model, lambda: Path(args.model))()
     lm = load_model(str(model_dir), {})
-    model, tok = lm.model, _load_tokenizer(str(model_dir), False)
+    model, tok = lm.model, load_tokenizer(str(model_dir), False)
     records = _records(args.records)
     prompts = [prompt_of(r)[0] for r in records]
     settings = GenerationSettings(temperature=0, max_new_tokens=args.max_new_tokens)

@@ -317,7 +317,8 @@ def _real_config(ws: Path, name: str, steps: int, warmup: int, matched: bool) ->
 
 def _resolved(ws: Path, cfg_path: Path) -> dict:
     """What tuitune's config resolves to on this machine: the base's dtype and the Trainer flags."""
-    from tuitune.config import load_config, resolve_precision, to_model_kwargs, to_training_arguments
+    from tuitune.config import load_config, to_model_kwargs, to_training_arguments
+    from tuitune.hardware import resolve_precision
 
     cfg = load_config(cfg_path, workspace=ws)
     targs = to_training_arguments(cfg, ws / ".bench-args")
