@@ -173,6 +173,8 @@ def stop_run(workspace, run_id: str, kill: bool = False, wait: float = 0) -> Run
         raise TuituneError(f"run {run.id} is not running (it is {status.get('status', 'unknown')})")
     if kill:
         pgid = status.get("pgid") or status.get("pid")
+        if not pgid:  # prepared, its process not started yet
+            raise TuituneError(f"run {run.id} is starting and has no process yet; ask again in a moment")
         try:
             os.killpg(int(pgid), signal.SIGKILL)
         except ProcessLookupError:

@@ -126,10 +126,17 @@ class RunFolder:
             return {"status": "failed", "error": f"{self.state_path}: unreadable state file"}
 
     def write_state(self, **changes: Any) -> dict:
-        state = self.read_state()
-        state.update(changes)
-        state["updated"] = time.time()
-        atomic_write_json(self.state_path, state)
+        """Merge ``changes`` into state.json. The launcher (pid, process group) and the worker (its
+        threads, status, step) both write it, at times in the same instant: the read, merge and
+        rename happen under a lock, so neither write loses the other's fields."""
+        import fcntl
+
+        with open(self.path / ".state.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self.read_state()
+            state.update(changes)
+            state["updated"] = time.time()
+            atomic_write_json(self.state_path, state)
         if changes.get("status") == "finished" and changes.get("output"):
             # The final adapter/model (safetensors writes 0600): readable as the umask allows.
             fix_modes(changes["output"])
