@@ -98,8 +98,8 @@ def test_real_app_in_tmux_moves_between_steps_and_quits(tmux, tmp_path, tiny_mod
     tmux.start(f"{shlex.quote(sys.executable)} -m tuitune")
     # First paint, then the checks arrive from the child process.
     tmux.wait_for("▶ 1 Environment")
-    tmux.wait_for("to fix", timeout=120)
-    assert "cuda" in tmux.screen()
+    # The checks' table (on a box without a GPU the cuda row is a warning, not a failure).
+    tmux.wait_for("cuda", timeout=120)
     for step in list(STEPS[1:]) + [STEPS[0]]:
         tmux.goto(step)
     # The command palette can take you to a step by name.
