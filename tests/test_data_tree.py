@@ -161,7 +161,7 @@ async def test_long_names_keep_their_extension(workspace, size):
 
 
 def test_shorten_middle_keeps_start_and_extension():
-    from screens.widgets.data.filetree import shorten_middle
+    from screens.widgets.text import shorten_middle
 
     assert shorten_middle("short.jsonl", 20) == "short.jsonl"
     for width in (12, 16, 22, 30):

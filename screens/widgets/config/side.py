@@ -195,7 +195,7 @@ def _short(value, width: int = 28) -> str:
     end and extension stay ("data/MedInfo20…s-train.jsonl"); other values at the end."""
     import json
 
-    from screens.widgets.data.filetree import shorten_middle
+    from screens.widgets.text import shorten_middle
 
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     if isinstance(value, str) and " " not in value and ("/" in value or "." in value.rpartition("/")[2][1:]):
