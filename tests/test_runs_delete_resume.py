@@ -77,3 +77,30 @@ def test_resume_from_an_earlier_checkpoint_continues_there(tmp_path, tiny_model)
     assert (superseded / "checkpoint-4" / "trainer_state.json").exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == [
         "checkpoint-2", "checkpoint-4"]
+
+
+def test_a_run_killed_after_saving_its_last_step_resumes_without_a_step_past_the_end(tmp_path, tiny_model):
+    """Killed between its last checkpoint and its end, a run resumed from that checkpoint trained one
+    step past max_steps (the Trainer's stop check follows a step): it ends from the checkpoint before."""
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    cfg = write_config(ws, "end", **{"training.max_steps": 4, "training.save_steps": 2, "training.logging_steps": 1,
+                                     "training.save_total_limit": None, "evaluation.prompts": []})
+    assert run_cli("-w", ws, "train", cfg, "--foreground", "--name", "end").returncode == 0
+    run = ws / "runs" / "end"
+    straight = {e["step"]: e["loss"] for e in events(run, "train")}
+    # As kill -9 after checkpoint-4 was saved leaves it: no adapter, the worker gone.
+    st = json.loads((run / "state.json").read_text())
+    st.update(status="running", pid=None, pgid=None, updated=0)
+    (run / "state.json").write_text(json.dumps(st))
+    import shutil
+
+    shutil.rmtree(run / "adapter")
+    proc = run_cli("-w", ws, "runs", "resume", "end", "--foreground")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert state(run)["status"] == "finished" and (run / "adapter" / "adapter_config.json").is_file()
+    steps = [e["step"] for e in events(run, "train")]
+    assert max(steps) == 4, steps
+    resumed = {e["step"]: e["loss"] for e in events(run, "train")}
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(straight[step], abs=1e-6)
+    assert "resuming from checkpoint-2 to end it" in (run / "train.log").read_text()

@@ -153,10 +153,18 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         trainer.add_callback(cb)
         checkpoint = None
         if resume:
-            latest = run.latest_checkpoint()
-            if latest is None:
+            cps = run.list_checkpoints()
+            if not cps:
                 raise TuituneError(f"{run.path}: no complete checkpoint to resume from; start a new run "
                                    "with `tuitune train CONFIG`")
+            latest, end = cps[-1], trainer.args.max_steps
+            if end > 0 and int(latest.name.rsplit("-", 1)[-1]) >= end and len(cps) > 1:
+                # Killed after saving its last step, before it finished: resumed from there the Trainer
+                # trains one step past max_steps (its stop check follows a step), so the run ends from
+                # the checkpoint before, training the same steps again as it would have.
+                log(f"{latest.name} is the run's last step (saved before the run could finish); "
+                    f"resuming from {cps[-2].name} to end it")
+                latest = cps[-2]
             checkpoint = str(latest)
             log(f"resuming from {latest.name}")
             if is_main:
