@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tuitune.train.dashboard import RunFollower, RunView  # noqa: E402
+from tuitune.train.runview import RunFollower, RunView  # noqa: E402
 from tuitune.train.runfolder import RunFolder  # noqa: E402
 
 

@@ -1,5 +1,7 @@
 """Step 6, Chat: talk to a model, an adapter, a run or a checkpoint; compare two side by side.
 
+Layer twin: ``tuitune/commands/chat.py`` is the same step's CLI verb (one name, two layers).
+
 All logic lives in ``tuitune.chat`` (headless). This screen gathers input and runs the
 engine in thread workers: one loads (with a progress line; loading frees the models
 loaded before), one generates and posts the answer's pieces as they stream, coalesced to
@@ -28,7 +30,7 @@ from screens.base import StepScreen
 from screens.workers import failure
 from screens.widgets.chat.columns import ChatColumns
 from screens.widgets.chat.input import ChatInput
-from screens.widgets.chat.settings import ChatSettings, engine_words as _words
+from screens.widgets.chat.settings_panel import ChatSettings, engine_words as _words
 from screens.widgets.chat.transcript import ChatTranscript
 from tuitune.generation.settings import GenerationSettings
 

@@ -1,5 +1,7 @@
 """Step 3, Config: a form over the run config's schema that lets no bad value through.
 
+Layer twin: ``tuitune/commands/config.py`` is the same step's CLI verb (one name, two layers).
+
 Every input validates as you type (Textual validators backed by the pydantic schema);
 the whole config is re-validated on each change, and Save stays disabled until it is
 valid. The side panel shows help for the focused field, the VRAM estimate for the

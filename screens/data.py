@@ -1,5 +1,7 @@
 """The Data step: pick a file, convert it to conversations, split, inspect tokens, self-cognition.
 
+Layer twin: ``tuitune/commands/data.py`` is the same step's CLI verb (one name, two layers).
+
 The screen holds the tabs and passes what one tab made to the next (the picked file to
 Convert, a converted file to Split and Tokens); each tab is a widget under
 ``screens/widgets/data/`` that gathers its fields, runs ``tuitune.data`` or
@@ -14,12 +16,12 @@ from textual.binding import Binding
 from textual.widgets import Input, TabbedContent, TabPane
 
 from screens.base import StepScreen
-from screens.widgets.data.convert import ConvertForm
+from screens.widgets.data.convert_tab import ConvertForm
 from screens.widgets.data.file_tab import FilePane
 from screens.widgets.data.filetree import DataFileTree
-from screens.widgets.data.form import DataForm
-from screens.widgets.data.selfcog import SelfCogForm
-from screens.widgets.data.split import SplitForm
+from screens.widgets.data.tab_form import DataForm
+from screens.widgets.data.selfcog_tab import SelfCogForm
+from screens.widgets.data.split_tab import SplitForm
 from screens.widgets.data.tokens import TokensForm
 
 

@@ -1,5 +1,7 @@
 """Step 1, Environment: the diagnosis of this machine and a VRAM go/no-go for a model.
 
+Layer twin: ``tuitune/commands/env.py`` is the same step's CLI verb (one name, two layers).
+
 The checks run in a child process (``tuitune env --json``) from a thread worker, so
 the UI never imports torch or bitsandbytes itself and first paint is instant.
 """
@@ -21,7 +23,7 @@ from textual.widgets import (Checkbox, DataTable, Input, Label, LoadingIndicator
 from textual.worker import Worker, WorkerState
 
 from screens.base import StepScreen
-from screens.widgets.fields import NumberInput, Toggle
+from screens.widgets.controls import NumberInput, Toggle
 from tuitune.render import estimate_settings, estimate_table, status_text
 
 METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("full", "full")]

@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from screens.base import StepScreen
 from screens.steps import handover_keys
 from screens.widgets.eval.view import ReportView
-from screens.widgets.fields import NumberInput, Toggle, tui_message
+from screens.widgets.controls import NumberInput, Toggle, tui_message
 from screens.workers import failure
 
 #: The engine's flags as this screen's fields are named.

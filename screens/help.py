@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from screens.widgets.fields import field_label
+from screens.widgets.controls import field_label
 
 
 def help_markdown(screen, focused) -> str:

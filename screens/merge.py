@@ -1,5 +1,7 @@
 """Step 5, Merge: a run's adapter + its base → a standalone model, shard by shard, verified.
 
+Layer twin: ``tuitune/commands/merge.py`` is the same step's CLI verb (one name, two layers).
+
 The merge itself is ``tuitune.merge.merge`` (headless, streamed, checked against peft);
 this screen picks the adapter, the output folder, the shard size and dtype, runs the
 merge in a thread worker, shows its progress by tensor and shard, and the verification.
@@ -22,8 +24,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from screens.base import StepScreen
 from screens.steps import handover_keys
 from screens.widgets.choice import Choice, ChoiceScreen
-from screens.widgets.fields import Toggle, tui_message
-from screens.widgets.merge.sources import MergeSources
+from screens.widgets.controls import Toggle, tui_message
+from screens.widgets.merge.adapter_table import MergeSources
 from screens.workers import one_line
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
@@ -333,7 +335,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     # --- export -------------------------------------------------------------------------------
 
     def action_export(self) -> None:
-        from screens.widgets.merge.export import ExportModal
+        from screens.widgets.merge.export_panel import ExportModal
 
         row = self.query_one(MergeSources).current()
         if row is None and self.merged is None:

@@ -1,4 +1,7 @@
-"""The steps the app shows, in order: ``tuitune.steps``' registry, less the steps whose screen is not built."""
+"""The steps the app shows, in order: ``tuitune.steps``' registry, less the steps whose screen is not built.
+
+Layer twin: ``tuitune/steps.py`` is the engine's side (one name, two layers).
+"""
 
 from __future__ import annotations
 

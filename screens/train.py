@@ -1,8 +1,10 @@
 """Step 4, Train: the workspace's runs, and a live dashboard of the selected one.
 
+Layer twin: ``tuitune/commands/train.py`` is the same step's CLI verb (one name, two layers).
+
 Training is a separate, detached process (``tuitune.train.launcher``); this screen is a
 window onto its run folder. A thread worker follows ``events.jsonl`` by byte offset in
-bounded chunks (``tuitune.train.dashboard``) and posts whole snapshots that coalesce
+bounded chunks (``tuitune.train.runview``) and posts whole snapshots that coalesce
 (``can_replace``), so a run with 100k events opens at once and streams in, and a busy run
 never floods the UI. The runs table polls ``state.json`` every two seconds. Quitting
 the app never touches a run; reopening shows it as it is, from its files.
@@ -29,7 +31,7 @@ from screens.widgets.train.modals import ConfirmModal, NewRunModal, OverlayModal
 from screens.widgets.train.runs_table import RunsTable
 from screens.workers import failure, one_line
 from tuitune.gpus import GpuProbe
-from tuitune.train.dashboard import Snapshot
+from tuitune.train.runview import Snapshot
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import LOG_LINES, RunRow, RunWatcher, run_rows
 

@@ -96,8 +96,8 @@ def _grpo_view(cfg: RunConfig) -> dict:
 
 def _preference_view(cfg: RunConfig) -> dict:
     """TRL's DPOConfig for the same settings as a dpo run, and where its reference log-probs come from."""
-    from tuitune.config.convert import to_training_arguments as targs
-    from tuitune.train.preference import preference_arguments, reference_mode
+    from tuitune.config.arguments import to_training_arguments as targs
+    from tuitune.train.preference_trainer import preference_arguments, reference_mode
 
     dpo = cfg.model_copy(update={"task": "dpo"})
     a = preference_arguments(dpo, targs(dpo, "/tmp/out", deepspeed=None))

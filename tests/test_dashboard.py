@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tuitune.train.dashboard import GpuProbe, RunFollower, RunView, Series, format_gpus, parse_lines
+from tuitune.train.runview import GpuProbe, RunFollower, RunView, Series, format_gpus, parse_lines
 from tuitune.train.formatting import format_duration, format_rate
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import run_rows
@@ -336,7 +336,7 @@ def test_gpu_probe_reads_memory_and_utilisation(monkeypatch):
 def test_dashboard_stays_headless():
     import subprocess
 
-    code = ("import sys, tuitune.train.dashboard; "
+    code = ("import sys, tuitune.train.runview; "
             "print(','.join(m for m in ('textual', 'torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr

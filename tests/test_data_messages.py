@@ -118,7 +118,7 @@ def test_each_engine_message_reads_right_in_the_cli_and_in_the_data_step(tmp_pat
     """The engine's message as raised today (so a reworded one fails here, not on a user's screen)."""
     import re
 
-    from screens.widgets.data.form import engine_error
+    from screens.widgets.data.tab_form import engine_error
 
     message = make(tmp_path)
     assert cli in message, message

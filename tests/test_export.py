@@ -209,7 +209,7 @@ async def test_the_merge_dialog_offers_a_registered_format(safetensors_format):
     and turns the GGUF's tensor type off."""
     from textual.app import App
 
-    from screens.widgets.merge.export import ExportModal
+    from screens.widgets.merge.export_panel import ExportModal
 
     class Host(App):
         def on_mount(self) -> None:

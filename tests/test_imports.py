@@ -14,7 +14,7 @@ def _light_modules() -> list[str]:
 
     return ["tuitune.cli", "screens.app", "tuitune.doctor", "tuitune.vram", "tuitune.workspace", "tuitune.merge",
             "tuitune.chat", "tuitune.config", "tuitune.data", "tuitune.sources", "tuitune.generation",
-            "tuitune.train.launcher", "tuitune.train.dashboard", *[s.screen_module for s in STEPS],
+            "tuitune.train.launcher", "tuitune.train.runview", *[s.screen_module for s in STEPS],
             *[f"tuitune.commands.{v}" for v in COMMANDS]]
 
 

@@ -77,3 +77,36 @@ def test_the_walk_finds_what_it_forbids(tmp_path):
         "tuitune/sub/b.py:1: from tuitune.sub.a import _hidden",
         "tuitune/sub/b.py:5: from tuitune.sub.a import _hidden",
     ]
+
+
+def _basename_clashes(root: Path) -> list[str]:
+    """Modules under tuitune/ and screens/ that share a basename where a twin's docstring does
+    not name the other ("Layer twin: ``path``"): one name must mean one thing (#21 item 7)."""
+    by_name: dict[str, list[Path]] = {}
+    for top in ("tuitune", "screens"):
+        for p in sorted((root / top).rglob("*.py")):
+            if p.name != "__init__.py":
+                by_name.setdefault(p.name, []).append(p)
+    bad = []
+    for name, paths in by_name.items():
+        for p in paths if len(paths) > 1 else ():
+            doc = ast.get_docstring(ast.parse(p.read_text())) or ""
+            for other in paths:
+                rel = other.relative_to(root).as_posix()
+                if other != p and f"Layer twin: ``{rel}``" not in doc:
+                    bad.append(f"{p.relative_to(root).as_posix()} shares its name with {rel}")
+    return bad
+
+
+def test_no_two_modules_share_a_name_unless_they_say_they_are_one_thing_at_two_layers():
+    assert _basename_clashes(ROOT) == []
+
+
+def test_the_name_check_finds_a_clash(tmp_path):
+    for d, doc in (("tuitune/train", "The figures."), ("screens/widgets", "The widget.")):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "dashboard.py").write_text(f'"""{doc}"""\n')
+    assert len(_basename_clashes(tmp_path)) == 2
+    (tmp_path / "tuitune/train/dashboard.py").write_text('"""F.\n\nLayer twin: ``screens/widgets/dashboard.py``."""\n')
+    (tmp_path / "screens/widgets/dashboard.py").write_text('"""W.\n\nLayer twin: ``tuitune/train/dashboard.py``."""\n')
+    assert _basename_clashes(tmp_path) == []

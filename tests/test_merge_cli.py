@@ -156,7 +156,7 @@ def test_bad_shard_size_and_unknown_run(tmp_path, workspace, adapter):
 
 
 def test_merge_modules_import_light():
-    code = ("import sys, tuitune.merge, tuitune.commands.merge, screens.merge, screens.widgets.merge.sources; "
+    code = ("import sys, tuitune.merge, tuitune.commands.merge, screens.merge, screens.widgets.merge.adapter_table; "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'safetensors') if m in sys.modules]; "
             "print(heavy); assert not heavy")
     proc = run_cli_python(code)

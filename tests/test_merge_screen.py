@@ -215,7 +215,7 @@ async def test_verify_reads_without_colour_and_errors_name_the_fields_not_flags(
 async def test_export_from_the_screen_merges_then_says_why_the_converter_refuses(workspace, tiny_model):
     """e: the Export dialog (format, type, output); the adapter is merged first, then llama.cpp's
     converter refuses the tiny model's tokenizer, and the screen says so in one line."""
-    from screens.widgets.merge.export import ExportModal
+    from screens.widgets.merge.export_panel import ExportModal
 
     app = make_app(workspace_with_runs(workspace, tiny_model))
     async with app.run_test(size=(100, 32)) as pilot:
@@ -245,7 +245,7 @@ async def test_export_is_shown_in_the_footer_and_after_a_merge(workspace):
     from textual.widgets import Footer
     from textual.widgets._footer import FooterKey
 
-    from screens.widgets.merge.export import ExportModal
+    from screens.widgets.merge.export_panel import ExportModal
     from tuitune.merge import MergeResult, Verification
 
     app = make_app(workspace_with_runs(workspace))

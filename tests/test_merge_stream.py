@@ -10,7 +10,7 @@ def test_shard_writer_files_read_back_as_safetensors_saves_them(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from tuitune.merge.stream import ShardReader as _ShardReader, ShardWriter as _ShardWriter
+    from tuitune.merge.shards import ShardReader as _ShardReader, ShardWriter as _ShardWriter
 
     torch.manual_seed(0)
     tensors = {
@@ -40,7 +40,7 @@ def test_shard_writer_files_read_back_as_safetensors_saves_them(tmp_path):
 def test_shard_writer_refuses_a_tensor_of_another_shape_and_a_shard_left_short(tmp_path):
     import torch
 
-    from tuitune.merge.stream import ShardWriter as _ShardWriter
+    from tuitune.merge.shards import ShardWriter as _ShardWriter
 
     w = _ShardWriter(tmp_path / "s.safetensors", [("a", "F32", [2, 2]), ("b", "F32", [3])])
     with pytest.raises(RuntimeError, match="planned"):
@@ -56,7 +56,7 @@ def test_the_warm_up_imports_are_waited_for_before_the_main_thread_imports(tmp_p
     import sys
     import time
 
-    from tuitune.merge.stream import import_in_background as _import_in_background, imports_ready
+    from tuitune.merge.shards import import_in_background as _import_in_background, imports_ready
 
     (tmp_path / "slow_warm_module.py").write_text("import time\ntime.sleep(0.6)\nDONE = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -15,7 +15,7 @@ from conftest import run_cli
 from train_helpers import make_workspace, write_config
 
 from tuitune.config import load_config
-from tuitune.config.convert import model_dtype
+from tuitune.config.arguments import model_dtype
 from tuitune.hardware import (
     Hardware,
     auto_precision,
@@ -119,7 +119,7 @@ def test_what_each_method_holds_and_where_autocast_runs(tmp_path):
 
 def test_training_arguments_follow_the_probe(tmp_path, monkeypatch):
     from tuitune import hardware
-    from tuitune.config import convert
+    from tuitune.config import arguments as convert
 
     cfg = _cfg(tmp_path, **{"training.precision": "auto", "lora.modules_to_save": []})
     monkeypatch.setattr(hardware, "probe_hardware", lambda: CPU_AMX)

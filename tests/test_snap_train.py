@@ -13,7 +13,7 @@ from test_runs_compare import OTHER_ID, make_other_run
 from test_train_screen import (CREATED, NOW, RUN_ID, first_lines, live_state, make_app, make_run, shown,
                                until)
 
-from tuitune.train.dashboard import GpuStat
+from tuitune.train.runview import GpuStat
 
 
 class OneGpu:

@@ -390,7 +390,7 @@ async def test_n_starts_a_run_from_a_saved_config(tmp_path, tiny_model):
 def test_run_updates_coalesce_per_run_only():
     """A newer snapshot of the same run supersedes a queued one; another run's never does."""
     from screens.train import TrainScreen
-    from tuitune.train.dashboard import RunView
+    from tuitune.train.runview import RunView
 
     a1, a2, b = (TrainScreen.RunUpdated(RunView(r).snapshot()) for r in ("a", "a", "b"))
     assert a1.can_replace(a2) and not a1.can_replace(b) and not b.can_replace(a1)

@@ -1,5 +1,7 @@
 """The step registry: the seven steps as plain data, the one list everything else reads.
 
+Layer twin: ``screens/steps.py`` is the app's side (one name, two layers).
+
 The CLI's verbs (:data:`COMMANDS`), the app's screens, number keys and command palette
 (``screens/steps.py``), the keys that hand a run or a model from one step to another
 (:func:`handovers`) and the import tests' module list all come from :data:`STEPS`.

@@ -1,5 +1,7 @@
 """``tuitune chat``: talk to a model, an adapter, a run or a checkpoint; a REPL or one-shot answers.
 
+Layer twin: ``screens/chat.py`` is the same step's screen (one name, two layers).
+
 Light at import (argparse only): torch and transformers load when a model does.
 """
 

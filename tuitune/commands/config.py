@@ -1,4 +1,7 @@
-"""``tuitune config list | new --preset P -o FILE | check FILE | show FILE``."""
+"""``tuitune config list | new --preset P -o FILE | check FILE | show FILE``.
+
+Layer twin: ``screens/config.py`` is the same step's screen (one name, two layers).
+"""
 
 from __future__ import annotations
 

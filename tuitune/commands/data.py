@@ -1,5 +1,7 @@
 """``tuitune data convert|split|self-cognition|inspect``: the Data step, headless.
 
+Layer twin: ``screens/data.py`` is the same step's screen (one name, two layers).
+
 Light at import: only argparse here; the work happens in ``tuitune.data`` (imported in
 each handler), which loads openpyxl or transformers only when a command needs them.
 """

@@ -1,4 +1,7 @@
-"""``tuitune env``: environment diagnosis, and ``--estimate`` for a VRAM go/no-go."""
+"""``tuitune env``: environment diagnosis, and ``--estimate`` for a VRAM go/no-go.
+
+Layer twin: ``screens/env.py`` is the same step's screen (one name, two layers).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``tuitune merge``: a run's adapter (or any adapter folder) + its base → a standalone model."""
+"""``tuitune merge``: a run's adapter (or any adapter folder) + its base → a standalone model.
+
+Layer twin: ``screens/merge.py`` is the same step's screen (one name, two layers).
+"""
 
 from __future__ import annotations
 

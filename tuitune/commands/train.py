@@ -1,5 +1,7 @@
 """``tuitune train CONFIG [--name N] [--foreground] [--node-rank N ...] [--print-launch slurm [-o FILE]]``.
 
+Layer twin: ``screens/train.py`` is the same step's screen (one name, two layers).
+
 Start a detached run; on several machines, each node runs the same command with its own
 ``--node-rank`` (or prints an sbatch script that does so on a SLURM allocation).
 """

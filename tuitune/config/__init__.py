@@ -6,7 +6,7 @@ pydantic and PyYAML only: conversions import transformers / peft / torch inside.
 """
 
 from tuitune.config.checks import ERROR, WARN, Issue, check_config, check_files, summary
-from tuitune.config.convert import (
+from tuitune.config.arguments import (
     METADATA_FIELDS,
     to_bnb_config,
     to_data_settings,

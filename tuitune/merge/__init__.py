@@ -63,7 +63,7 @@ from tuitune.merge.plan import (ADAPTER_PREFIX, CARD_JSON, DEFAULT_PROMPTS, DTYP
                                 delta, human_size, make_plan, parse_size)
 from tuitune.merge.publish import (MergeResult, SourceRow, copy_tokenizer, export_adapter, list_sources, merge,
                                    model_card)
-from tuitune.merge.stream import peft_merge, stream_merge
+from tuitune.merge.shards import peft_merge, stream_merge
 from tuitune.merge.verify import Verification, verify
 
 __all__ = ["ADAPTER_PREFIX", "CARD_JSON", "DEFAULT_PROMPTS", "DTYPES", "TOKENIZER_FILES", "TOLERANCE", "Plan", "delta",

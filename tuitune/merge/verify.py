@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuitune.merge.plan import ADAPTER_PREFIX, DEFAULT_PROMPTS, TOLERANCE, base_index
-from tuitune.merge.stream import quiet_transformers, return_big_frees, imports_ready
+from tuitune.merge.shards import quiet_transformers, return_big_frees, imports_ready
 from tuitune.sources import ModelSource
 
 

@@ -162,7 +162,7 @@ def dataset_builder(cfg, tokenizer, *, log=print):
             return ds.add_column("prompt_ids", [ids[p] for p in ds["prompt"]])
         return build_prompts
     if cfg.is_preference:
-        from tuitune.train.preference import build_preference_dataset as build_pairs
+        from tuitune.train.preference_trainer import build_preference_dataset as build_pairs
 
         return lambda path, pack: build_pairs(cfg, tokenizer, path, cache_dir=cache_dir, log=log)
     return lambda path, pack: build_dataset(cfg, tokenizer, path, pack=pack, cache_dir=cache_dir, log=log)
@@ -339,7 +339,7 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     # trained on: a named template becomes the tokenizer's chat_template, with the run's system prompt.
     tokenizer.chat_template = to_jinja(tokenizer, cfg.template, cfg.data.system) or tokenizer.chat_template
     if cfg.is_preference:
-        from tuitune.train.preference import make_trainer, preference_arguments
+        from tuitune.train.preference_trainer import make_trainer, preference_arguments
 
         trainer = make_trainer(cfg, model=model, args=preference_arguments(cfg, args), train_dataset=train_ds,
                                eval_dataset=eval_ds, tokenizer=tokenizer, callbacks=callbacks)

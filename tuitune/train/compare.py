@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuitune.errors import TuituneError
-from tuitune.train.dashboard import RunView, Snapshot
+from tuitune.train.runview import RunView, Snapshot
 from tuitune.train.formatting import format_duration, format_loss, format_rate, format_rewards, format_steps
 from tuitune.train.runfolder import LIVE, RunFolder, RunFollower, find_run
 

@@ -101,7 +101,7 @@ def make_grpo_trainer(cfg, *, model, args, train_dataset, eval_dataset, tokenize
     """TRL's GRPOTrainer on the run's prompts (their ids ours), rewards and model."""
     from trl import GRPOTrainer
 
-    from tuitune.train.preference import drop_reference_adapter
+    from tuitune.train.preference_trainer import drop_reference_adapter
     from tuitune.train.rewards import reward_functions
 
     funcs, _weights = reward_functions(cfg.grpo.rewards, cfg.workspace)  # weights: in args.reward_weights

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuitune.train.dashboard import RunView, Snapshot
+from tuitune.train.runview import RunView, Snapshot
 from tuitune.train.runfolder import CHUNK_BYTES, LIVE, RunFolder, RunFollower, list_runs
 
 

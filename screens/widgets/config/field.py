@@ -10,7 +10,7 @@ from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static, TextArea
 
-from screens.widgets.fields import NUMBER_RESTRICT, Toggle
+from screens.widgets.controls import NUMBER_RESTRICT, Toggle
 from tuitune.config.fields import FieldSpec, from_text, to_text, validate_field
 
 

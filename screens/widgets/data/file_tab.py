@@ -15,7 +15,7 @@ from textual.widgets import DataTable, DirectoryTree, Static
 from textual.worker import Worker, WorkerState
 
 from screens.widgets.data.filetree import DataFileTree
-from screens.widgets.data.form import engine_error, rel, say
+from screens.widgets.data.tab_form import engine_error, rel, say
 from screens.workers import failure
 
 CELL_WIDTH = 28

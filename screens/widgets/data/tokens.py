@@ -11,8 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Select, Static
 
-from screens.widgets.data.form import DataForm, field_row
-from screens.widgets.fields import NumberInput
+from screens.widgets.data.tab_form import DataForm, field_row
+from screens.widgets.controls import NumberInput
 from tuitune.errors import TuituneError
 from tuitune.templates import TEMPLATE_NAMES  # light: no transformers at import
 

@@ -26,7 +26,7 @@ from screens.widgets.train.chart import LossChart
 from screens.workers import failure
 from tuitune.gpus import format_gpus
 from tuitune.render import RUN_STATUS_STYLE
-from tuitune.train.dashboard import Snapshot
+from tuitune.train.runview import Snapshot
 from tuitune.train.formatting import format_duration, format_loss, format_rate, format_rewards, format_steps
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunWatcher

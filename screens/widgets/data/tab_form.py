@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from screens.widgets.choice import ChoiceScreen, overwrite_choices
-from screens.widgets.fields import tui_message
+from screens.widgets.controls import tui_message
 from screens.workers import failure
 from tuitune.errors import TuituneError
 from tuitune.fsutil import next_free_path, output_exists

@@ -14,8 +14,8 @@ from textual.message import Message
 from textual.widgets import Button, Input, ProgressBar, Select, Static
 from textual.worker import get_current_worker
 
-from screens.widgets.data.form import DataForm, engine_error, field_row
-from screens.widgets.fields import Toggle
+from screens.widgets.data.tab_form import DataForm, engine_error, field_row
+from screens.widgets.controls import Toggle
 from tuitune.fsutil import next_free_path
 
 TABULAR = ("xlsx", "csv")  # the formats with columns to map

@@ -9,8 +9,8 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Button, Input, Static
 
-from screens.widgets.data.form import DataForm, engine_error, field_row
-from screens.widgets.fields import NumberInput, Toggle
+from screens.widgets.data.tab_form import DataForm, engine_error, field_row
+from screens.widgets.controls import NumberInput, Toggle
 from tuitune.errors import TuituneError
 from tuitune.fsutil import next_free_path
 

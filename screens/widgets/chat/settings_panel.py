@@ -16,7 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-from screens.widgets.fields import NumberInput
+from screens.widgets.controls import NumberInput
 from tuitune.generation.settings import PANEL_FIELDS, GenerationSettings, info
 from tuitune.errors import TuituneError
 from tuitune.templates import TEMPLATE_NAMES
@@ -135,6 +135,6 @@ FLAG_LABELS = _flag_labels()
 
 def engine_words(text: str) -> str:
     """An engine error in the screen's words: flags become the settings' and fields' names."""
-    from screens.widgets.fields import tui_message
+    from screens.widgets.controls import tui_message
 
     return tui_message(" ".join(text.split()), FLAG_LABELS)
