@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator
 
 from tuitune.errors import TuituneError, first_line
@@ -238,6 +238,7 @@ class BatchAnswer:
     text: str
     new_tokens: int
     finish: str           # eos, stop_word, length
+    ids: list[int] = field(default_factory=list)   # the answer's token ids (a reward's completion_ids)
 
 
 def answer_batch(model, tokenizer, settings: GenerationSettings, *, template: str = "auto",
@@ -287,7 +288,7 @@ def answer_batch(model, tokenizer, settings: GenerationSettings, *, template: st
             text = stops.feed(tokenizer.decode(new, skip_special_tokens=True)) + stops.flush()
             n = len(new)
             finish = "stop_word" if stops.hit else "eos" if ended is not None else "length"
-            out[i] = BatchAnswer(text, n, finish)
+            out[i] = BatchAnswer(text, n, finish, new)
         done += len(idx)
         if on_batch is not None:
             on_batch(done)
