@@ -1,4 +1,5 @@
-"""How the run's figures read on screen and in the CLI: durations, ages, steps, losses, tokens/s, rewards."""
+"""How the run's figures read on screen and in the CLI: durations, ages, steps, losses, tokens/s, rewards
+(a preference run's margin and accuracy, a GRPO run's rewards, completion length, KL and clipped share)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,40 @@ def format_rewards(figures: Mapping[str, float], prefix: str = "") -> list[tuple
         value = figures.get(prefix + name)
         if value is not None:
             out.append((label, f"{value:.1%}" if name == "reward_accuracy" else f"{value:.4f}"))
+    return out
+
+
+#: A GRPO run's figures shown after its rewards: (the name events use, label, format).
+GRPO_SHOWN = (("completion_length", "completion", "{:.1f} tok"), ("kl", "kl", "{:.4f}"),
+              ("clip_ratio", "clipped", "{:.1%}"))
+
+
+def reward_names(figures: Mapping[str, float], prefix: str = "") -> list[str]:
+    """A GRPO run's reward functions, as its figures name them (``reward_<name>_mean``), in their order."""
+    head = prefix + "reward_"
+    return [k[len(head):-len("_mean")] for k in figures
+            if k.startswith(head) and k.endswith("_mean") and k != head + "mean"]
+
+
+def _spread(mean: float, std: float | None) -> str:
+    return f"{mean:.3f}" + ("" if std is None else f"±{std:.3f}")
+
+
+def format_grpo(figures: Mapping[str, float], prefix: str = "") -> list[tuple[str, str]]:
+    """(label, text) for a GRPO run's figures in ``figures`` (an event, or a snapshot's ``rewards``;
+    ``prefix`` "eval_": the eval ones): the run's reward (the weighted sum: mean±spread over the
+    completions), each reward function's, then the completions' mean length, the KL to the reference
+    and the share of clipped tokens. Empty for a run that is not a GRPO run."""
+    mean = figures.get(prefix + "reward_mean")
+    if mean is None:
+        return []
+    out = [("reward", _spread(mean, figures.get(prefix + "reward_std")))]
+    for name in reward_names(figures, prefix):
+        value = figures[f"{prefix}reward_{name}_mean"]
+        if value is not None:
+            out.append((name, _spread(value, figures.get(f"{prefix}reward_{name}_std"))))
+    for key, label, fmt in GRPO_SHOWN:
+        value = figures.get(prefix + key)
+        if value is not None:
+            out.append((label, fmt.format(value)))
     return out
