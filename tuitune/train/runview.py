@@ -1,8 +1,9 @@
 """What a training dashboard shows, built from a run folder's files (headless: no textual, no torch).
 
 * ``RunView`` ingests events incrementally (``feed``) and keeps only what a dashboard shows:
-  bounded loss and eval-loss series, the latest metrics, sample answers per prompt,
-  checkpoints and lifecycle events. A run with 100k events stays a few thousand numbers.
+  bounded loss and eval-loss series (``Series``, tuitune.train.series), a GRPO run's reward
+  series, the latest metrics, sample answers per prompt (a GRPO run's sampled completions with
+  their rewards), checkpoints and lifecycle events. A run with 100k events stays a few thousand numbers.
 * ``RunFollower`` (the run folder's one reader, in runfolder.py) reads ``events.jsonl`` from
   a byte offset in bounded chunks, so the first paint of a huge file is quick and the rest
   streams in; a line still being written is left for the next read.
@@ -14,7 +15,6 @@ The TUI's Train screen and any other front end share these; they hold no textual
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -22,140 +22,10 @@ from typing import Iterable
 from tuitune.gpus import GpuProbe, GpuStat, format_gpus  # noqa: F401 (re-exported: the GPUs live in tuitune.gpus)
 # RunFollower and parse_lines live with the run folder (its one reader); re-exported for the screens.
 from tuitune.train.runfolder import LIVE, RunFollower, parse_lines  # noqa: F401
+from tuitune.train.series import MAX_POINTS, Series  # noqa: F401 (re-exported: the series has its own module)
 
-MAX_POINTS = 2000
 MAX_LIFECYCLE = 50
 MAX_SAMPLE_ROUNDS = 500  # evaluation rounds of sample answers kept (each is a few short strings)
-
-
-# --- a bounded series --------------------------------------------------------------------------------
-
-class Series:
-    """(x, y) points kept to at most ``max_points`` by merging neighbouring buckets.
-
-    While the series is short every point is kept as is. When it would grow past the
-    bound, pairs of buckets merge (their mean, at the first x of the pair) and each
-    bucket covers twice as many points from then on. The newest point is always shown
-    exactly, and the lowest value (with its x) is tracked exactly in ``min``.
-    """
-
-    __slots__ = ("max_points", "width", "_x", "_y", "_n", "_open_x", "_open_sum", "_open_n",
-                 "last", "min", "count")
-
-    def __init__(self, max_points: int = MAX_POINTS):
-        if max_points < 4:
-            raise ValueError("max_points must be at least 4")
-        self.max_points = max_points
-        self.width = 1           # raw points per closed bucket
-        self._x: list[float] = []  # closed buckets: first x, mean y, points merged
-        self._y: list[float] = []
-        self._n: list[int] = []
-        self._open_x = 0.0
-        self._open_sum = 0.0
-        self._open_n = 0
-        self.last: tuple[float, float] | None = None
-        self.min: tuple[float, float] | None = None
-        self.count = 0
-
-    def __len__(self) -> int:
-        return len(self.points())
-
-    def add(self, x: float, y: float) -> None:
-        self.count += 1
-        self.last = (x, y)
-        if self.min is None or y < self.min[1]:
-            self.min = (x, y)
-        if self._open_n == 0:
-            self._open_x = x
-        self._open_sum += y
-        self._open_n += 1
-        if self._open_n >= self.width:
-            self._x.append(self._open_x)
-            self._y.append(self._open_sum / self._open_n)
-            self._n.append(self._open_n)
-            self._open_n = 0
-            self._open_sum = 0.0
-            # Room for the open bucket and the exact last point.
-            if len(self._x) > self.max_points - 2:
-                self._halve()
-
-    def extend(self, points: Iterable[tuple[float, float]]) -> None:
-        """``add`` each point (the same result, with less overhead per point)."""
-        it = iter(points)
-        while True:
-            if self._open_n == 0 and self.width == 1:
-                # Nothing merged yet: points go straight into closed buckets until the bound.
-                room = self.max_points - 2 - len(self._x)
-                chunk = list(itertools.islice(it, max(room, 0)))
-                if chunk:
-                    xs, ys = zip(*chunk)
-                    self._x.extend(xs)
-                    self._y.extend(ys)
-                    self._n.extend([1] * len(chunk))
-                    self.count += len(chunk)
-                    self.last = chunk[-1]
-                    low = min(chunk, key=lambda p: p[1])
-                    if self.min is None or low[1] < self.min[1]:
-                        self.min = low
-                    if len(chunk) < room:
-                        return
-                point = next(it, None)
-                if point is None:
-                    return
-                self.add(*point)
-                continue
-            # Merging: fill the open bucket a whole bucket at a time.
-            need = self.width - self._open_n
-            chunk = list(itertools.islice(it, need))
-            if not chunk:
-                return
-            if len(chunk) < need:
-                for x, y in chunk:
-                    self.add(x, y)
-                return
-            # All but the last point join the open bucket; the last one closes it (and may merge).
-            head = chunk[:-1]
-            if head:
-                if self._open_n == 0:
-                    self._open_x = head[0][0]
-                ys = [y for _, y in head]
-                acc = self._open_sum
-                for y in ys:  # in order, as add() would: the same sums to the last bit
-                    acc += y
-                self._open_sum = acc
-                self._open_n += len(head)
-                self.count += len(head)
-                low = min(ys)
-                if low < self.min[1]:
-                    self.min = head[ys.index(low)]
-            self.add(*chunk[-1])
-
-    def _halve(self) -> None:
-        xs, ys, ns = self._x, self._y, self._n
-        nx, ny, nn = [], [], []
-        for i in range(0, len(xs) - 1, 2):
-            n = ns[i] + ns[i + 1]
-            nx.append(xs[i])
-            ny.append((ys[i] * ns[i] + ys[i + 1] * ns[i + 1]) / n)
-            nn.append(n)
-        if len(xs) % 2:
-            nx.append(xs[-1])
-            ny.append(ys[-1])
-            nn.append(ns[-1])
-        self._x, self._y, self._n = nx, ny, nn
-        self.width *= 2
-
-    def points(self) -> list[tuple[float, float]]:
-        """The points to draw, oldest first; the last one is the newest raw point."""
-        pts = list(zip(self._x, self._y))
-        if self._open_n:
-            pts.append((self._open_x, self._open_sum / self._open_n))
-        if self.last is not None:
-            if pts and pts[-1][0] >= self.last[0]:
-                pts[-1] = self.last  # the newest point is its own bucket: show it exactly
-            else:
-                pts.append(self.last)
-        return pts
 
 
 # --- the view of one run ----------------------------------------------------------------------------
@@ -166,6 +36,9 @@ class Sample:
     answer: str
     step: int | None
     when: str | None
+    #: A GRPO completion's reward (the weighted sum) and each reward function's score; None and ().
+    reward: float | None = None
+    rewards: tuple[tuple[str, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,9 +84,14 @@ class Snapshot:
     caught_up: bool = True  # False while a long backlog of events is still being read
     sample_rounds: tuple[SampleRound, ...] = ()  # every evaluation round, oldest first
     best_eval: tuple[float, float] | None = None  # (step, lowest eval loss)
-    #: A preference run's (DPO, ORPO) latest reward figures as the events name them
-    #: (``reward_margin``, ``reward_accuracy``, ``eval_reward_margin``, ...); empty for other runs.
+    #: A preference run's (DPO, ORPO) or GRPO run's latest reward figures as the events name them
+    #: (``reward_margin``, ``reward_accuracy``, ``eval_reward_margin``; GRPO: ``reward_mean``,
+    #: ``reward_std``, ``reward_<function>_mean``/``_std``, ``completion_length``, ``kl``, ``clip_ratio``,
+    #: and the ``eval_`` ones); empty for other runs.
     rewards: tuple[tuple[str, float], ...] = ()
+    #: A GRPO run's reward (the weighted sum's mean over the completions) by step, train and eval.
+    reward_points: tuple[tuple[float, float], ...] = ()
+    eval_reward_points: tuple[tuple[float, float], ...] = ()
 
     @property
     def average_tokens_per_s(self) -> float | None:
@@ -232,8 +110,13 @@ class Snapshot:
         return self.average_tokens_per_s, False
 
     def reward(self, name: str) -> float | None:
-        """The latest ``reward_margin``, ``eval_reward_accuracy``, ... of a preference run, or None."""
+        """The latest ``reward_margin``, ``eval_reward_accuracy``, ``reward_mean``, ``kl``, ... or None."""
         return dict(self.rewards).get(name)
+
+    @property
+    def has_reward(self) -> bool:
+        """Whether the run logs a reward to chart (a GRPO run)."""
+        return bool(self.reward_points or self.eval_reward_points)
 
     @property
     def live(self) -> bool:
@@ -272,6 +155,8 @@ class RunView:
     def reset(self) -> None:
         self.loss = Series(self.max_points)
         self.eval = Series(self.max_points)
+        self.reward = Series(self.max_points)       # a GRPO run's reward_mean by step
+        self.eval_reward = Series(self.max_points)
         self.status = "unknown"
         self.error: str | None = None
         self.step = 0
@@ -291,7 +176,7 @@ class RunView:
         self._elapsed_base = 0.0  # training seconds before the latest resume (for workers that restart the count)
         self.checkpoints: list[tuple[int, str]] = []
         self.lifecycle: list[dict] = []
-        self.rewards: dict[str, float] = {}  # a preference run's latest reward_* and eval_reward_* figures
+        self.rewards: dict[str, float] = {}  # a preference or GRPO run's latest reward figures (Snapshot.rewards)
         self.events = 0
 
     # --- events ----------------------------------------------------------------------------
@@ -322,17 +207,23 @@ class RunView:
                 self.elapsed = elapsed if elapsed is not None else self.elapsed
                 self.eta = e.get("eta")
                 self.metrics_time = e.get("time")
-                self._rewards(e, "reward_")
+                self._rewards(e, "")
+                if step is not None and isinstance(e.get("reward_mean"), (int, float)):
+                    self.reward.add(step, e["reward_mean"])
             elif t == "eval":
                 if e.get("step") is not None and e.get("eval_loss") is not None:
                     self.eval.add(e["step"], e["eval_loss"])
                     self.last_eval = e["eval_loss"]
-                self._rewards(e, "eval_reward_")
+                self._rewards(e, "eval_")
+                if e.get("step") is not None and isinstance(e.get("eval_reward_mean"), (int, float)):
+                    self.eval_reward.add(e["step"], e["eval_reward_mean"])
             elif t == "sample":
                 answers = []
                 for a in e.get("answers") or ():
                     prompt = str(a.get("prompt", ""))
-                    s = Sample(prompt, str(a.get("answer", "")), e.get("step"), e.get("when"))
+                    scores = a.get("rewards") if isinstance(a.get("rewards"), dict) else {}
+                    s = Sample(prompt, str(a.get("answer", "")), e.get("step"), e.get("when"),
+                               a.get("reward"), tuple(scores.items()))
                     self.samples[prompt] = s
                     answers.append(s)
                 self.rounds.append(SampleRound(e.get("step"), e.get("when"), tuple(answers)))
@@ -371,10 +262,12 @@ class RunView:
         self.events += n
 
     def _rewards(self, e: dict, prefix: str) -> None:
-        # What TRL's preference trainers log beside the loss (the callback names rewards/margins
-        # reward_margin, ...): taken by prefix, so a figure it adds later needs nothing here.
+        # What TRL's preference and GRPO trainers log beside the loss (the callback names rewards/margins
+        # reward_margin, reward reward_mean, rewards/exact/mean reward_exact_mean, ...): the rewards taken
+        # by prefix, so a figure it adds later needs nothing here; GRPO's others by name.
         for key, value in e.items():
-            if key.startswith(prefix) and isinstance(value, (int, float)):
+            if isinstance(value, (int, float)) and key.startswith(prefix) and (
+                    key.startswith(prefix + "reward_") or key[len(prefix):] in _GRPO_OTHERS):
                 self.rewards[key] = value
 
     def feed_bytes(self, data: bytes) -> None:
@@ -384,8 +277,12 @@ class RunView:
         (step, loss) from all but the newest. Those pairs are picked out of the chunk by
         one regular-expression scan; every other line, and the newest train line, is
         parsed in full and fed in file order. If the scan does not account for every train
-        line (a format it does not know, a null loss), the chunk is parsed line by line.
+        line (a format it does not know, a null loss), or the lines carry a GRPO run's reward (a series
+        of its own; such runs log a step every few seconds, never 100k), the chunk is parsed line by line.
         """
+        if _REWARD_MARK in data:
+            self.feed(parse_lines(data))
+            return
         lines = data.splitlines()
         is_train = [_TRAIN_MARK in line for line in lines]
         n_train = sum(is_train)
@@ -429,11 +326,15 @@ class RunView:
             samples=tuple(self.samples.values()), checkpoints=tuple(self.checkpoints),
             lifecycle=tuple(self.lifecycle), events=self.events, log_tail=tuple(log_tail),
             gpus=tuple(gpus) if gpus is not None else None, caught_up=caught_up,
-            sample_rounds=tuple(self.rounds), best_eval=self.eval.min, rewards=tuple(self.rewards.items()))
+            sample_rounds=tuple(self.rounds), best_eval=self.eval.min, rewards=tuple(self.rewards.items()),
+            reward_points=tuple(self.reward.points()), eval_reward_points=tuple(self.eval_reward.points()))
 
 
 # --- following events.jsonl -------------------------------------------------------------------------
 
 # A train line as the worker writes it (json.dumps: "time" first, then "type", "step", ...).
 _TRAIN_MARK = b'"type": "train"'
+_REWARD_MARK = b'"reward_mean": '
+#: What a GRPO run logs beside its rewards (callbacks.GRPO_LOGS' names), kept with them.
+_GRPO_OTHERS = ("completion_length", "kl", "clip_ratio")
 _TRAIN_RE = re.compile(rb'"type": "train", "step": (-?\d+),[^\n]*?"loss": (-?(?:\d[\d.eE+-]*|NaN|Infinity))[,}]')
