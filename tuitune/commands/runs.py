@@ -104,12 +104,13 @@ def run_list(args) -> int:
 
 
 def format_event(e: dict) -> str | None:
-    from tuitune.train.formatting import format_duration, format_rate, format_rewards
+    from tuitune.train.formatting import format_duration, format_grpo, format_rate, format_rewards, format_scores
 
     t = e.get("type")
     if t == "train":
         parts = [f"step {e.get('step')}/{e.get('total_steps')}", f"loss {e.get('loss'):.4f}"]
         parts += [f"{label} {value}" for label, value in format_rewards(e)]  # a preference run's
+        parts += [f"{label} {value}" for label, value in format_grpo(e)]  # a GRPO run's
         if e.get("lr") is not None:
             parts.append(f"lr {e['lr']:.2e}")
         if e.get("tokens_per_s"):
@@ -119,11 +120,16 @@ def format_event(e: dict) -> str | None:
         return "  ".join(parts)
     if t == "eval":
         return "  ".join([f"step {e.get('step')}", f"eval loss {e.get('eval_loss'):.4f}",
-                          *(f"eval {label} {value}" for label, value in format_rewards(e, "eval_"))])
+                          *(f"eval {label} {value}" for label, value in format_rewards(e, "eval_")),
+                          *(f"eval {label} {value}" for label, value in format_grpo(e, "eval_"))])
     if t == "sample":
-        lines = [f"step {e.get('step')}  sample answers ({e.get('when')}):"]
+        completions = e.get("when") == "completions"  # a GRPO run's sampled completions, scored
+        lines = [f"step {e.get('step')}  " + ("sampled completions and their rewards:" if completions
+                                              else f"sample answers ({e.get('when')}):")]
         for a in e.get("answers", []):
             lines.append(f"  Q: {a['prompt']}\n  A: {a['answer']}")
+            if completions:
+                lines.append(f"     {format_scores(a.get('reward'), a.get('rewards') or {})}")
         return "\n".join(lines)
     if t == "checkpoint":
         return f"step {e.get('step')}  checkpoint saved: {e.get('path')}"

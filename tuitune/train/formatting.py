@@ -99,3 +99,10 @@ def format_grpo(figures: Mapping[str, float], prefix: str = "") -> list[tuple[st
         if value is not None:
             out.append((label, fmt.format(value)))
     return out
+
+
+def format_scores(reward: float | None, scores: Mapping[str, float | None]) -> str:
+    """A sampled completion's reward and each reward function's score: ``reward 0.550 (exact 0, regex 1,
+    length -0.5)``; a function that skipped it shows ``-``."""
+    each = ", ".join(f"{name} {'-' if v is None else f'{v:g}'}" for name, v in scores.items())
+    return f"reward {'-' if reward is None else f'{reward:.3f}'}" + (f" ({each})" if each else "")
