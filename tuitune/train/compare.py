@@ -5,7 +5,9 @@ step shows them (``diff_against``), so a field an older config leaves out compar
 default. The figures are what the Train dashboard shows, read through the same reader
 (``RunFollower`` into a ``RunView``): status, steps, the last and best train and eval loss,
 tokens/s (an ended run's whole-run average, a live run's recent rate), elapsed time and, for a
-preference run (DPO, ORPO), its latest reward margin and accuracy. Headless: no textual, no torch.
+preference run (DPO, ORPO), its latest reward margin and accuracy; for a GRPO run, its reward (last
+and best), each reward function's, the completions' length, the KL and the clipped share.
+Headless: no textual, no torch.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from tuitune.errors import TuituneError
 from tuitune.train.runview import RunView, Snapshot
-from tuitune.train.formatting import format_duration, format_loss, format_rate, format_rewards, format_steps
+from tuitune.train.formatting import (GRPO_SHOWN, format_duration, format_grpo, format_loss, format_rate,
+                                      format_rewards, format_steps)
 from tuitune.train.runfolder import LIVE, RunFolder, RunFollower, find_run
 
 
@@ -54,6 +57,8 @@ def settings_diff(a: RunFolder, b: RunFolder, workspace=None) -> list[tuple[str,
 def figures(snap: Snapshot) -> dict:
     """One run's final figures, as ``runs compare --json`` gives them."""
     best, best_eval = snap.best_loss, snap.best_eval
+    # A GRPO run's highest reward (the chart's points: exact up to Series' bound, bucket means past it).
+    best_reward = max(snap.reward_points, key=lambda p: p[1]) if snap.reward_points else None
     return {
         "status": snap.status, "error": snap.error, "step": snap.step, "total_steps": snap.total_steps,
         "loss": snap.loss, "best_loss": best[1] if best else None, "best_loss_step": best[0] if best else None,
@@ -62,7 +67,9 @@ def figures(snap: Snapshot) -> dict:
         # tokens/s as shown: an ended run's whole-run average, a live run's last window (rate)
         "tokens": snap.tokens, "tokens_per_s": snap.rate[0], "tokens_per_s_average": snap.average_tokens_per_s,
         "tokens_per_s_recent": snap.tokens_per_s, "elapsed": snap.elapsed,
-        "rewards": dict(snap.rewards),  # a preference run's latest reward_* and eval_reward_* figures
+        "rewards": dict(snap.rewards),  # a preference or GRPO run's latest reward figures (Snapshot.rewards)
+        "best_reward": best_reward[1] if best_reward else None,
+        "best_reward_step": best_reward[0] if best_reward else None,
     }
 
 
@@ -102,7 +109,7 @@ def _best(value, step) -> str:
 
 
 def figure_rows(result: dict) -> list[tuple[str, str, str]]:
-    """(figure, A, B) rows of ``compare_runs``' figures; the reward rows only for preference runs."""
+    """(figure, A, B) rows of ``compare_runs``' figures; the reward rows only for preference and GRPO runs."""
     fa, fb = result["figures"]["a"], result["figures"]["b"]
     text = {
         "status": lambda f: f["status"],
@@ -119,6 +126,13 @@ def figure_rows(result: dict) -> list[tuple[str, str, str]]:
         ra, rb = dict(format_rewards(fa["rewards"], prefix)), dict(format_rewards(fb["rewards"], prefix))
         for label in dict.fromkeys([*ra, *rb]):
             rows.append((f"{head} {label}", ra.get(label, "-"), rb.get(label, "-")))
+    others = {label: label for _key, label, _fmt in GRPO_SHOWN} | {"reward": "reward", "completion": "completion length"}
+    for prefix, head in (("", ""), ("eval_", "eval ")):
+        ga, gb = dict(format_grpo(fa["rewards"], prefix)), dict(format_grpo(fb["rewards"], prefix))
+        for label in dict.fromkeys([*ga, *gb]):  # the run's reward, each function's (reward NAME), the others
+            rows.append((head + others.get(label, f"reward {label}"), ga.get(label, "-"), gb.get(label, "-")))
+            if not prefix and label == "reward":
+                rows.append(("reward (best)", *(_best(f["best_reward"], f["best_reward_step"]) for f in (fa, fb))))
     return rows
 
 
