@@ -126,7 +126,8 @@ def figure_rows(result: dict) -> list[tuple[str, str, str]]:
         ra, rb = dict(format_rewards(fa["rewards"], prefix)), dict(format_rewards(fb["rewards"], prefix))
         for label in dict.fromkeys([*ra, *rb]):
             rows.append((f"{head} {label}", ra.get(label, "-"), rb.get(label, "-")))
-    others = {label: label for _key, label, _fmt in GRPO_SHOWN} | {"reward": "reward", "completion": "completion length"}
+    others = {label: label for _key, label, _fmt in GRPO_SHOWN}
+    others.update(reward="reward", completion="completion length")
     for prefix, head in (("", ""), ("eval_", "eval ")):
         ga, gb = dict(format_grpo(fa["rewards"], prefix)), dict(format_grpo(fb["rewards"], prefix))
         for label in dict.fromkeys([*ga, *gb]):  # the run's reward, each function's (reward NAME), the others
