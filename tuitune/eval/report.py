@@ -55,6 +55,8 @@ def summary_line(report: dict) -> str:
         else:
             parts.append(f"chosen-over-rejected margin {t['margin']:+.2f} nats, prefers chosen on "
                          f"{round(t['accuracy'] * n)} of {n}")
+    elif t.get("reward") is not None:
+        parts += reward_parts(t, b)
     elif t.get("loss") is not None:
         if b.get("loss") is not None:
             parts.append(f"held-out loss {b['loss']:.2f} → {t['loss']:.2f} ({_pct(b['loss'], t['loss'])})")
@@ -67,6 +69,31 @@ def summary_line(report: dict) -> str:
         parts.append(f"better on {s['better']} of {report['records']}")
     marks = [f"{s[f'marked_{m}']} marked {m}" for m in MARKS if s.get(f"marked_{m}")]
     return ", ".join(parts + marks) or "nothing measured"
+
+
+def reward_parts(t: dict, b: dict) -> list[str]:
+    """A GRPO report's figures, baseline → target: the weighted reward, exact and format rates, length."""
+    parts = []
+    for title, key, fmt in (("reward", "reward", "{:.2f}"), ("exact", "exact_rate", "{:.0%}"),
+                            ("format", "format_rate", "{:.0%}"), ("answer tokens", "answer_tokens", "{:.1f}")):
+        if t.get(key) is not None:
+            parts.append(f"{title} " + (f"{fmt.format(b[key])} → " if b.get(key) is not None else "")
+                         + fmt.format(t[key]))
+    return parts
+
+
+def reward_rows(report: dict) -> list[tuple[str, str, str]]:
+    """The summary table's rows of a GRPO report: (title, summary key, format)."""
+    rewards = report.get("rewards") or []
+    if not rewards:
+        return []
+    t = report["summary"].get("target") or {}
+    regex = [r["label"] for r in rewards if r["name"] == "regex"]
+    return [("reward, weighted sum (mean)", "reward", "{:.3f}"),
+            *[(f"reward `{r['label']}` (mean, weight {r['weight']:g})", f"reward_{r['label']}", "{:.3f}")
+              for r in rewards],
+            (f"exact pass rate ({t.get('with_answer', 0)} with an answer)", "exact_rate", "{:.1%}"),
+            (f"format rate ({', '.join(regex)} all matched)", "format_rate", "{:.1%}")]
 
 
 def data_text(report: dict, code: bool = False, note: bool = True) -> str:
@@ -98,6 +125,8 @@ def markdown(report: dict, records: list[dict]) -> str:
                                                              f"temperature {st['temperature']}, seed {st['seed']}"))
     lines += [f"- **data**: {data_text(report, code=True)}",
               f"- **settings**: template `{st['template']}`, {sampling}",
+              *([f"- **rewards** (the run's): " + ", ".join(f"`{r['line']}`" for r in report["rewards"])]
+                if report.get("rewards") else []),
               "", "| metric | " + (" baseline |" if base else "") + " target |",
               "| --- | " + ("--- | " if base else "") + "--- |"]
     rows = [("log-prob margin, chosen − rejected", "margin", "{:+.3f}"), ("prefers chosen", "accuracy", "{:.1%}"),
@@ -106,6 +135,7 @@ def markdown(report: dict, records: list[dict]) -> str:
             ("held-out loss" + (" (chosen answers)" if report.get("pairs") else ""), "loss", "{:.4f}"), ("perplexity", "ppl", "{:.2f}"), ("ROUGE-L", "rouge_l", "{:.3f}"),
             ("BLEU-4", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("exact match", "exact", "{:.1%}"),
             ("answer tokens (mean)", "answer_tokens", "{:.1f}"), ("hit the token limit", "hit_limit", "{:.1%}")]
+    rows = reward_rows(report) + rows
     for title, key, fmt in rows:
         vals = [(s.get(side) or {}).get(key) for side in (SIDES if base else ("target",))]
         if all(v is None for v in vals):
@@ -134,14 +164,26 @@ def markdown(report: dict, records: list[dict]) -> str:
         for r in sorted(records, key=lambda r: -abs(r.get("change") or 0)):
             head = f"### {r['index'] + 1}. {r.get('verdict', '')}"
             if r.get("change") is not None:
-                head += f" (ROUGE-L {r['change']:+.2f})"
+                head += f" ({'reward' if report.get('rewards') else 'ROUGE-L'} {r['change']:+.2f})"
             if r.get("mark"):
                 head += f", marked {r['mark']}"
             lines += [head, "", f"**prompt**: {_md_cell(r['prompt'])}", "", f"**reference**: {_md_cell(r['reference'])}", ""]
             for side in SIDES:
                 if r.get(side):
                     lines += [f"**{side}**: {_md_cell(r[side]['answer'])}", ""]
+                    if "rewards" in r[side]:
+                        lines += [f"*{side} reward {r[side]['reward']:.2f}*: " + reward_cells(r[side]), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def reward_cells(side: dict) -> str:
+    """``exact 1 · regex 0 · length -0.5 · answer right · format kept``: one side's scores of a record."""
+    cells = [f"{k} {'none' if v is None else f'{v:g}'}" for k, v in side["rewards"].items()]
+    if side.get("exact_pass") is not None:
+        cells.append("answer right" if side["exact_pass"] else "answer wrong")
+    if side.get("format_ok") is not None:
+        cells.append("format kept" if side["format_ok"] else "format missed")
+    return " · ".join(cells)
 
 
 def write_report(folder: Path, report: dict, records: list[dict]) -> None:
@@ -204,10 +246,15 @@ def side_summary(losses, answers, scores, corpus, max_new_tokens, pairs: list[di
     if answers:
         n = len(answers)
         out.update(rouge_l=sum(s["rouge_l"] for s in scores) / n, exact=sum(s["exact"] for s in scores) / n,
-                   bleu=corpus["bleu"], chrf=corpus["chrf"],
-                   answer_tokens=sum(a.new_tokens for a in answers) / n,
-                   hit_limit=sum(1 for a in answers if a.finish == "length") / n)
+                   bleu=corpus["bleu"], chrf=corpus["chrf"], **answer_stats(answers))
     return out
+
+
+def answer_stats(answers) -> dict:
+    """The answers' mean length in tokens and the share that hit the token limit."""
+    n = len(answers)
+    return {"answer_tokens": sum(a.new_tokens for a in answers) / n if n else None,
+            "hit_limit": sum(1 for a in answers if a.finish == "length") / n if n else None}
 
 
 def now_stamp() -> str:
@@ -215,4 +262,5 @@ def now_stamp() -> str:
 
 
 __all__ = ["REPORT_JSON", "ANSWERS", "REPORT_MD", "MARKS", "verdict", "summary_line", "data_text", "markdown",
-           "write_report", "read_report", "mark", "list_reports", "side_summary"]
+           "write_report", "read_report", "mark", "list_reports", "side_summary", "answer_stats", "reward_parts",
+           "reward_rows", "reward_cells"]

@@ -6,7 +6,8 @@ or the test side of the split whose train side the run trained on), and checks i
 model loads. :func:`evaluate` computes, for each side, the held-out loss (the training encoding
 and mask) and the answers to each record's prompt (:func:`tuitune.generation.answer_batch`, the
 generation path chat and the training samples use), scores them against the references, and
-writes the report.
+writes the report. A GRPO run's held-out prompt records have no answer to measure a loss on: each
+side's answers are scored by the run's own rewards instead (:mod:`tuitune.eval.prompt_scores`).
 Two sides on one base share one copy of it in memory, as Chat's compare mode does.
 """
 
@@ -19,6 +20,7 @@ from typing import Callable
 
 from tuitune.errors import TuituneError
 from tuitune.eval.heldout import HeldOut, pick, run_config, shown
+from tuitune.eval.prompt_scores import RewardSet
 from tuitune.loading import adapter_selector, can_share_base, check_template, load_model, load_tokenizer
 from tuitune.sources import ModelSource
 
@@ -41,6 +43,12 @@ class EvalPlan:
     pairs: bool = False             # preference pairs: chosen-vs-rejected log-probs instead of answers
     held: HeldOut | None = None     # which file, why, and its records (the whole file's)
     workspace: Path = Path(".")
+    rewards: RewardSet | None = None   # prompt records (task grpo): the run's rewards score the answers
+    where: list[str] = field(default_factory=list)   # each prompt record's file and line (a reward's error)
+
+    @property
+    def rewarded(self) -> bool:
+        return self.rewards is not None
 
     @property
     def generates(self) -> bool:
@@ -102,20 +110,35 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     from tuitune.data.io import iter_json_items
     from tuitune.data.preference import conversation_of, is_preference
 
+    from tuitune.data.records import PROMPT_TASKS, is_prompt_record
+
     first = next((item for _, item in iter_json_items(path)), None)
-    pairs = is_preference(first) or (cfg is not None and cfg.is_preference)
-    if task != "pretrain" and not pairs:
-        _need_answers(path)
-    # Pairs are scored as pairs whatever the run learned (an SFT run can be asked which answer it prefers).
-    records = load_records(path, task="dpo" if pairs else ("any" if cfg is None or cfg.is_preference else task))
+    rewards, where = None, []
+    pairs = not (task in PROMPT_TASKS or is_prompt_record(first)) and (
+        is_preference(first) or (cfg is not None and cfg.is_preference))
+    if task in PROMPT_TASKS or is_prompt_record(first):
+        from tuitune.eval.prompt_scores import load_prompt_records
+
+        rewards = RewardSet.of_run(src, cfg, checkpoints)
+        records, where = load_prompt_records(path)
+    else:
+        if task != "pretrain" and not pairs:
+            _need_answers(path)
+        # Pairs are scored as pairs whatever the run learned (an SFT run can be asked which answer it prefers).
+        records = load_records(path, task="dpo" if pairs else ("any" if cfg is None or cfg.is_preference else task))
     if not records:
         raise TuituneError(f"{path}: no records to evaluate on")
     held.records = len(records)
     if max_samples:
-        records = records[:max_samples]
+        records, where = records[:max_samples], where[:max_samples]
     prompts, refs = [], []
     for rec in records:
-        msgs, ref = prompt_of(conversation_of(rec, rec["chosen"]) if pairs else rec)
+        if rewards is not None:
+            from tuitune.eval.prompt_scores import prompt_messages
+
+            msgs, ref = prompt_messages(rec, src.system)
+        else:
+            msgs, ref = prompt_of(conversation_of(rec, rec["chosen"]) if pairs else rec)
         prompts.append(msgs)
         refs.append(ref)
     eps: list[tuple[int, Path]] = []
@@ -129,7 +152,8 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
             raise TuituneError(f"run {src.run} has no complete checkpoint yet (training.save_steps)")
     return EvalPlan(src, baseline, path, records, prompts, refs, template=src.template or "auto",
                     system=src.system or "", max_length=cfg.data.max_length if cfg is not None else 2048,
-                    task=task, checkpoints=eps, pairs=pairs, held=held, workspace=workspace)
+                    task=task, checkpoints=eps, pairs=pairs, held=held, workspace=workspace, rewards=rewards,
+                    where=where)
 
 
 class _Models:
@@ -205,6 +229,8 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
         from tuitune.eval.loss import encode_pair_sides
 
         encoded = encode_pair_sides(tok, p.records, template=p.template, system=p.system, max_length=p.max_length)
+    elif p.rewarded:
+        encoded = []   # prompt records: no answer to measure a loss on
     else:
         encoded = encode_records(tok, p.records, template=p.template, system=p.system, max_length=p.max_length,
                                  task=p.task)
@@ -216,9 +242,11 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     for side in sides:
         model, prepare = models.load(side)
         n = len(encoded)
-        say(f"{side}: held-out loss on {n} " + ("answers of pairs" if p.pairs else "records"))
-        losses = record_losses(model, encoded, pad_id=pad, prepare=prepare, cancelled=cancelled,
-                               on_batch=lambda d, side=side: tell(f"loss ({side})", d, n))
+        losses = []
+        if encoded:
+            say(f"{side}: held-out loss on {n} " + ("answers of pairs" if p.pairs else "records"))
+            losses = record_losses(model, encoded, pad_id=pad, prepare=prepare, cancelled=cancelled,
+                                   on_batch=lambda d, side=side, n=n: tell(f"loss ({side})", d, n))
         answers = scores = []
         corpus = {}
         if p.pairs:
@@ -229,14 +257,19 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
                              "summary": side_summary(losses[0::2], [], [], {}, 0, pairs=scores)}
             continue
         if p.generates:
+            n = len(convs)
             say(f"{side}: answering {n} prompts")
             answers = answer_batch(model, tok, settings, template=p.template, conversations=convs,
                                    batch_size=batch_size, prepare=prepare, cancelled=cancelled,
-                                   on_batch=lambda d, side=side: tell(f"answers ({side})", d, n))
-            scores = [sentence_scores(a.text, ref) for a, ref in zip(answers, p.references)]
-            corpus = corpus_scores([a.text for a in answers], p.references)
+                                   on_batch=lambda d, side=side, n=n: tell(f"answers ({side})", d, n))
+            if p.rewarded:
+                scores = p.rewards.score(tok, p.template, convs, answers, p.references, p.where)
+            else:
+                scores = [sentence_scores(a.text, ref) for a, ref in zip(answers, p.references)]
+                corpus = corpus_scores([a.text for a in answers], p.references)
         results[side] = {"losses": losses, "answers": answers, "scores": scores,
-                         "summary": side_summary(losses, answers, scores, corpus, settings.max_new_tokens)}
+                         "summary": p.rewards.summary(answers, scores) if p.rewarded else
+                         side_summary(losses, answers, scores, corpus, settings.max_new_tokens)}
     curve = []
     if p.checkpoints:
         curve = _checkpoint_losses(p, models, encoded, pad, tell, cancelled, say)
@@ -255,12 +288,13 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
             continue
         for side in sides:
             r = results[side]
-            rec[side] = {"loss": r["losses"][i].loss, "tokens": r["losses"][i].tokens}
+            rec[side] = {"loss": r["losses"][i].loss, "tokens": r["losses"][i].tokens} if r["losses"] else {}
             if p.generates:
                 a = r["answers"][i]
                 rec[side].update(answer=a.text, new_tokens=a.new_tokens, finish=a.finish, **r["scores"][i])
         if p.generates and p.baseline is not None:
-            rec["change"] = rec["target"]["rouge_l"] - rec["baseline"]["rouge_l"]
+            key = "reward" if p.rewarded else "rouge_l"   # a GRPO run: its weighted reward
+            rec["change"] = rec["target"][key] - rec["baseline"][key]
             rec["verdict"] = verdict(rec["change"])
         records.append(rec)
     ident = lambda s: {"label": s.label, "spec": spec_of(s), "base": s.base,  # noqa: E731
@@ -269,6 +303,7 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
               "baseline": ident(p.baseline) if p.baseline else None, "data": shown(p.data, p.workspace),
               "records": len(records),
               "generated": p.generates, "pairs": p.pairs, "task": p.task,
+              **({"rewards": p.rewards.as_dicts()} if p.rewarded else {}),
               "settings": {**settings.to_dict(), "template": p.template, "system": p.system,
                            "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
               "summary": {"data": held_out_summary(p, len(records)),

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from tuitune.eval.report import data_text, summary_line
+from tuitune.eval.report import data_text, reward_cells, summary_line
 
 VERDICT_STYLE = {"better": "green", "worse": "red", "same": "dim"}
 #: The verdict in one cell beside the change (the detail pane spells it out).
@@ -35,6 +35,11 @@ def summary_card(report: dict) -> Text:
             continue
         cells.append(f"{title} {fmt.format(b[key]) + ' → ' if b.get(key) is not None else ''}{fmt.format(t[key])}")
     text.append("  ·  ".join(cells), style="")
+    if report.get("rewards"):   # a GRPO run: each of its rewards, baseline → target
+        text.append(("\n" if cells else "") + "rewards  ", style="bold dim")
+        text.append("  ·  ".join(f"{r['label']} " + (f"{b[k]:.2f} → " if b.get(k) is not None else "")
+                                 + ("none" if t.get(k) is None else f"{t[k]:.2f}")
+                                 for r in report["rewards"] for k in [f"reward_{r['label']}"]))
     if s.get("better") is not None:
         text.append(f"\nbetter {s['better']} · worse {s['worse']} · same {s['same']}", style="")
         text.append(f" · marked good {s['marked_good']}, bad {s['marked_bad']}", style="dim")
@@ -61,12 +66,17 @@ def detail_text(record: dict | None) -> Text:
                 text.append(f"  log p(chosen) {r['chosen_logp']:.2f} · log p(rejected) {r['rejected_logp']:.2f} · "
                             f"margin {r['margin']:+.2f}\n")
         return text
-    text.append("reference\n", style="bold dim").append(record["reference"] + "\n")
+    text.append("reference\n", style="bold dim").append((record["reference"] or "(none)") + "\n")
     for side in ("baseline", "target"):
         r = record.get(side)
         if not r or "answer" not in r:
             continue
         text.append(f"{side}", style="bold dim")
+        if "rewards" in r:   # a GRPO run's answer: its reward and each reward's score
+            text.append(f"  reward {r['reward']:.2f} · {reward_cells(r)}"
+                        f"{' · hit max tokens' if r.get('finish') == 'length' else ''}\n", style="dim")
+            text.append((r["answer"] or "(empty)") + "\n")
+            continue
         text.append(f"  ROUGE-L {r['rouge_l']:.2f} · loss {r['loss']:.2f}"
                     f"{' · hit max tokens' if r.get('finish') == 'length' else ''}\n", style="dim")
         text.append((r["answer"] or "(empty)") + "\n")
@@ -100,7 +110,9 @@ class ReportView(Vertical):
     def _fixed_columns(self) -> list[tuple[str, str, int]]:
         """(label, key, width) of the columns before the prompt: # (with the mark) and the change."""
         digits = len(str(len(self.records)))
-        return [("#", "n", digits + 1), ("Δmargin" if (self.report or {}).get("pairs") else "ΔROUGE", "change", 7)]
+        report = self.report or {}
+        change = "Δmargin" if report.get("pairs") else "Δreward" if report.get("rewards") else "ΔROUGE"
+        return [("#", "n", digits + 1), (change, "change", 7)]
 
     def _prompt_width(self) -> int:
         """What the table leaves for the prompt, so it is never pushed past the right edge (80x24)."""
