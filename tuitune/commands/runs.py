@@ -126,8 +126,12 @@ def format_event(e: dict) -> str | None:
         completions = e.get("when") == "completions"  # a GRPO run's sampled completions, scored
         lines = [f"step {e.get('step')}  " + ("sampled completions and their rewards:" if completions
                                               else f"sample answers ({e.get('when')}):")]
+        prompt = None
         for a in e.get("answers", []):
-            lines.append(f"  Q: {a['prompt']}\n  A: {a['answer']}")
+            if not (completions and a["prompt"] == prompt):  # a group's completions: its prompt once
+                lines.append(f"  Q: {a['prompt']}")
+            prompt = a["prompt"]
+            lines.append(f"  A: {a['answer']}")
             if completions:
                 lines.append(f"     {format_scores(a.get('reward'), a.get('rewards') or {})}")
         return "\n".join(lines)
