@@ -1,10 +1,12 @@
 """The Train step's run dashboard: the selected run's status, progress and numbers, a message
 line, and its loss chart (with another run's loss overlaid, if one is picked), sample answers
-and the end of its log, in tabs.
+and the end of its log, in tabs. A GRPO run also shows its reward (mean±spread, each reward
+function's), completion length, KL and clipped share; its chart can show the reward instead
+of the loss (``toggle_reward``), and its sampled completions are sample rounds with their rewards.
 
 The screen hands it whole snapshots (``show``); the dashboard only draws them. It keeps
-two bits of view state: which evaluation round of sample answers is shown, and the log
-lines last written (the log is rewritten only when they change).
+a few bits of view state: which evaluation round of sample answers is shown, whether the
+chart shows the reward, and the log lines last written (rewritten only when they change).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from screens.workers import failure
 from tuitune.gpus import format_gpus
 from tuitune.render import RUN_STATUS_STYLE
 from tuitune.train.runview import Snapshot
-from tuitune.train.formatting import format_duration, format_loss, format_rate, format_rewards, format_steps
+from tuitune.train.formatting import (GRPO_SHOWN, format_duration, format_grpo, format_loss, format_rate,
+                                      format_rewards, format_scores, format_steps)
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.watch import FOLLOW_EVERY, LOG_LINES, RunWatcher
 
@@ -67,6 +70,10 @@ class RunDashboard(Vertical):
         self._log_lines: tuple[str, ...] | None = None
         self.overlay_id: str | None = None  # the run whose train loss the chart draws over this one's
         self._overlay_path: Path | None = None
+        self._overlay_snap: Snapshot | None = None
+        self.chart_reward = False  # the chart shows the reward (of a run that has one) instead of the loss
+        self.has_reward = False    # the run shown logs a reward (a GRPO run): the screen offers the toggle
+        self._snap: Snapshot | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="train-progress-row"):
@@ -97,10 +104,42 @@ class RunDashboard(Vertical):
             progress.update(total=snap.total_steps, progress=snap.step)
         else:
             progress.update(total=None, progress=0)
-        best = f"  best {snap.best_loss[1]:.4f} @ {snap.best_loss[0]:g}" if snap.best_loss else ""
-        self.query_one(LossChart).set_data(snap.loss_points, snap.eval_points, f"loss{best}", snap.run_id)
+        self._snap = snap
+        if snap.has_reward != self.has_reward:
+            self.has_reward = snap.has_reward
+            self.screen.refresh_bindings()  # the footer offers the reward chart only for a run with a reward
+        self._draw_chart()
         self.show_samples(snap)
         self._show_log(snap.log_tail)
+
+    @property
+    def showing_reward(self) -> bool:
+        """Whether the chart shows the reward now (asked for, and the run has one)."""
+        return self.chart_reward and self.has_reward
+
+    def toggle_reward(self) -> None:
+        """The chart: the reward instead of the loss, or back (for a run without a reward, the loss)."""
+        self.chart_reward = not self.chart_reward
+        self._draw_chart()
+
+    def _draw_chart(self) -> None:
+        chart, snap = self.query_one(LossChart), self._snap
+        self.query_one("#train-tabs", TabbedContent).get_tab("tab-loss").label = (
+            "Reward" if self.showing_reward else "Loss")
+        if snap is None:
+            return
+        other = self._overlay_snap
+        if self.showing_reward:
+            best = max(snap.reward_points, key=lambda p: p[1]) if snap.reward_points else None
+            best_text = f"  best {best[1]:.3f} @ {best[0]:g}" if best else ""
+            chart.set_data(snap.reward_points, snap.eval_reward_points, f"reward{best_text}", snap.run_id)
+            overlay = other.reward_points if other is not None else ()
+        else:
+            best_text = f"  best {snap.best_loss[1]:.4f} @ {snap.best_loss[0]:g}" if snap.best_loss else ""
+            chart.set_data(snap.loss_points, snap.eval_points, f"loss{best_text}", snap.run_id)
+            overlay = other.loss_points if other is not None else ()
+        if self.overlay_id is not None:
+            chart.set_overlay(self.overlay_id, overlay)
 
     def select(self, run_id: str | None) -> None:
         """Another run (or none) is selected: its newest sample round first; say its files are being read."""
@@ -142,8 +181,9 @@ class RunDashboard(Vertical):
                 stats.append(f"{label} ", style="dim")
             stats.append(value, style=style)
 
+        figures = dict(snap.rewards)
         field("loss", format_loss(snap.loss), "bold")
-        for label, value in format_rewards(dict(snap.rewards)):  # a preference run's (DPO, ORPO)
+        for label, value in format_rewards(figures):  # a preference run's (DPO, ORPO)
             field(label, value, "bold")
         if snap.eval_loss is not None:
             field("eval", format_loss(snap.eval_loss))
@@ -152,7 +192,18 @@ class RunDashboard(Vertical):
         if snap.live:
             field("ETA", format_duration(snap.eta_at(now)), "bold")
         stats.append("\n")
+        # A GRPO run's: its reward and each function's on a line, the completions' length, KL and clipped share after.
+        grpo = format_grpo(figures)
+        others = {label for _key, label, _fmt in GRPO_SHOWN}
+        for label, value in grpo:
+            if label not in others:
+                field(label, value, "bold" if label == "reward" else "")
+        if grpo:
+            stats.append("\n")
         field("elapsed", format_duration(snap.elapsed_at(now)))
+        for label, value in grpo:
+            if label in others:
+                field(label, value)
         if snap.checkpoints:
             field("", Path(snap.checkpoints[-1][1]).name)
         field("", format_gpus(snap.gpus), "" if snap.gpus else "dim")
@@ -177,7 +228,7 @@ class RunDashboard(Vertical):
     def overlay(self, run_id: str | None, path: str | Path | None = None) -> None:
         """Follow run ``run_id`` (its folder ``path``) and draw its train loss over the chart; None: no overlay."""
         self.pause_overlay()
-        self.overlay_id, self._overlay_path = run_id, path
+        self.overlay_id, self._overlay_path, self._overlay_snap = run_id, path, None
         self.query_one(LossChart).set_overlay(run_id)
         self.resume_overlay()
 
@@ -196,7 +247,8 @@ class RunDashboard(Vertical):
 
     def on_run_dashboard_overlay_updated(self, message: OverlayUpdated) -> None:
         if message.snapshot.run_id == self.overlay_id:
-            self.query_one(LossChart).set_overlay(self.overlay_id, message.snapshot.loss_points)
+            self._overlay_snap = message.snapshot
+            self._draw_chart()
 
     @on(Worker.StateChanged)
     def _overlay_failed(self, event: Worker.StateChanged) -> None:
@@ -236,6 +288,9 @@ class RunDashboard(Vertical):
 def samples_text(snap: Snapshot, index: int | None = None):
     """One evaluation round's answers (the newest unless ``index``), with where it sits in the history."""
     if not snap.samples:
+        if snap.has_reward:
+            return Text("No sampled completions yet: a GRPO run shows some of its completions with their "
+                        "rewards at its first step, every `evaluation.every` steps, and at the end.", style="dim")
         return Text("No sample answers yet: the run answers the config's evaluation prompts "
                     "before training, every `evaluation.every` steps, and at the end.", style="dim")
     parts = []
@@ -248,17 +303,22 @@ def samples_text(snap: Snapshot, index: int | None = None):
         head.append(f"round {i + 1} of {len(rounds)}: {rounds[i].label()}", style="bold")
         head.append("  ([ older, ] newer)", style="dim")
         parts.append(head)
-    for s in samples:
+    for i, s in enumerate(samples):
         t = Text()
-        t.append("Q ", style="bold cyan")
-        t.append(s.prompt, style="bold")
-        if rounds:
-            t.append("\n")  # the round's step is in its heading
-        else:
-            when = f"step {s.step}" + (f", {s.when}" if s.when else "")
-            t.append(f"  ({when})\n", style="dim")
+        scored = s.rewards or s.reward is not None  # a GRPO run's sampled completion
+        if not (scored and i and samples[i - 1].prompt == s.prompt):  # a group's completions: its prompt once
+            t.append("Q ", style="bold cyan")
+            t.append(s.prompt, style="bold")
+            if rounds:
+                t.append("\n")  # the round's step is in its heading
+            else:
+                when = f"step {s.step}" + (f", {s.when}" if s.when else "")
+                t.append(f"  ({when})\n", style="dim")
         t.append("A ", style="bold green")
         t.append(s.answer or "(empty)")
-        t.append("\n")
+        if scored:
+            t.append("\n  " + format_scores(s.reward, dict(s.rewards)), style="magenta")
+        if not scored or i + 1 == len(samples) or samples[i + 1].prompt != s.prompt:
+            t.append("\n")
         parts.append(t)
     return Group(*parts)
