@@ -98,7 +98,18 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         Binding("g", "tab('tab-loss')", "Loss chart", show=False, id="train-tab-loss"),
         Binding("a", "tab('tab-samples')", "Sample answers", show=False, id="train-tab-samples"),
         Binding("l", "tab('tab-log')", "Log", show=False, id="train-tab-log"),
+        Binding("e", "reward_chart", "Reward", id="train-reward-chart",
+                tooltip="Chart: a GRPO run's reward instead of its loss (e again: the loss)"),
     ]
+
+    def action_reward_chart(self) -> None:
+        self.dashboard.toggle_reward()
+        self.action_tab("tab-loss")
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "reward_chart":  # offered (footer, palette) only for a run with a reward: GRPO
+            return any(d.has_reward for d in self.query(RunDashboard))
+        return super().check_action(action, parameters)
 
     # --- messages from the workers --------------------------------------------------------------
 
