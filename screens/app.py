@@ -18,13 +18,21 @@ from textual.screen import Screen
 
 from screens.base import StepScreen
 from screens.help import HelpScreen, help_markdown
-from screens.steps import STEPS, Step, screen_class
+from screens.steps import screen_class
 from tuitune.doctor import run_checks_subprocess
+from tuitune.steps import KINDS, STEPS, Handover, Step, step
 from tuitune.workspace import Workspace
 
 
 def _factory(s: Step):
     return lambda: screen_class(s)()
+
+
+def _handed(kind: str) -> property:
+    """``app.selected_<kind>``: the hand-over's value when it is a ``kind`` (else None); setting it
+    hands one over (how a test or a script gives a step its selection)."""
+    return property(lambda app: app.handover.value if app.handover and app.handover.kind == kind else None,
+                    lambda app, value: app.hand_over(kind, value))
 
 
 class TuituneApp(App):
@@ -54,12 +62,9 @@ class TuituneApp(App):
         self.workspace = Workspace.at(workspace)
         # How the Environment step gets its report; tests pass a fixed one.
         self.doctor = doctor or run_checks_subprocess
-        # Hand-over between steps: Train sets selected_run before opening Merge or Chat;
-        # Merge sets selected_model before opening Chat.
-        self.selected_run: str | None = None
-        self.selected_model: str | None = None
-        # Evaluate sets selected_pair (baseline, target, prompt) before opening Chat in compare mode.
-        self.selected_pair: tuple[str, str, str] | None = None
+        #: The last hand-over between steps (Train's run to Merge or Chat, Merge's model and
+        #: Evaluate's pair to Chat: the registry's ``gives``); each step takes it once.
+        self.handover: Handover | None = None
         # The Train screen's clock and GPU probe (tests inject fixed ones).
         self.clock = time.time
         self.gpu_probe = None
@@ -67,6 +72,17 @@ class TuituneApp(App):
         self.sub_title = str(self.workspace.root)
         #: Every step screen opened so far, by step key (StepScreen registers itself on mount).
         self.step_screens: dict[str, StepScreen] = {}
+
+    selected_run = _handed("run")
+    selected_model = _handed("model")
+    selected_pair = _handed("pair")
+
+    def hand_over(self, kind: str, value: object) -> Handover:
+        """Keep ``value`` (a ``kind`` of ``tuitune.steps.KINDS``) for the next step to take."""
+        if kind not in KINDS:
+            raise KeyError(f"no hand-over kind {kind!r} (the kinds: {', '.join(KINDS)})")
+        self.handover = Handover(kind, value, (self.handover.seq if self.handover else 0) + 1)
+        return self.handover
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_step)
@@ -77,8 +93,7 @@ class TuituneApp(App):
             return
         current = self.screen
         if isinstance(current, StepScreen):
-            title = next((s.title for s in STEPS if s.key == key), key)
-            current.confirm_leave(f"go to {title}", partial(self.switch_mode, key))
+            current.confirm_leave(f"go to {step(key).title}", partial(self.switch_mode, key))
         else:
             self.switch_mode(key)
 
@@ -108,7 +123,7 @@ class TuituneApp(App):
         """The palette: this step's actions, going to a step, every other step's actions, help."""
         here = screen if isinstance(screen, StepScreen) else None
         if here is not None:
-            yield from step_commands(step_of(here.STEP), type(here), lambda action: partial(here.run_action, action),
+            yield from step_commands(step(here.STEP), type(here), lambda action: partial(here.run_action, action),
                                      here)
         for s in STEPS:
             yield SystemCommand(f"Go to {s.title}", s.summary, partial(self.action_goto, s.key))
@@ -131,7 +146,7 @@ class TuituneApp(App):
         current = self.screen
         go = lambda: (self.switch_mode(key), run())  # noqa: E731
         if isinstance(current, StepScreen):
-            current.confirm_leave(f"go to {step_of(key).title}", go)
+            current.confirm_leave(f"go to {step(key).title}", go)
         else:
             go()
 
@@ -140,11 +155,7 @@ class TuituneApp(App):
 APP_ACTIONS = {"goto", "help", "command_palette", "quit", "leave_field"}
 
 
-def step_of(key: str) -> Step:
-    return next(s for s in STEPS if s.key == key)
-
-
-def step_commands(step: Step, cls: type, callback, screen: Screen | None = None) -> Iterable[SystemCommand]:
+def step_commands(s: Step, cls: type, callback, screen: Screen | None = None) -> Iterable[SystemCommand]:
     """A step's palette entries, from its screen's BINDINGS (and ``ACTIONS`` for keyless ones).
 
     ``callback(action)`` makes the command's callback; with the live ``screen``, actions it
@@ -166,7 +177,7 @@ def step_commands(step: Step, cls: type, callback, screen: Screen | None = None)
         if screen is not None and screen.check_action(name, params) is False:
             continue
         seen.add(action)
-        yield SystemCommand(f"{step.title}: {title}", help_text, callback(action))
+        yield SystemCommand(f"{s.title}: {title}", help_text, callback(action))
 
 
 def run_app(workspace: str | Path = ".") -> int:

@@ -1,15 +1,33 @@
-"""The frame every step screen shares: header, step sidebar, body, footer."""
+"""The frame every step screen shares: header, step sidebar, body, footer; and the hand-overs.
+
+A step's hand-over keys (``tuitune.steps``: ``Step.gives``) become bindings of its screen here,
+in place of :data:`HANDOVER_KEYS` in its ``BINDINGS`` (after them when it has none), and each
+runs :meth:`StepScreen.action_open_in`: the screen says what it hands (:meth:`handover_value`),
+the app keeps it as one ``Handover`` and the target step opens. The receiving screen calls
+:meth:`StepScreen.take_handover`, which gives each hand-over once, by its sequence number.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from screens.widgets.stepnav import StepNav
+from tuitune.steps import Handover, give, step
+
+#: Where a screen's BINDINGS place its step's hand-over keys (in the footer's order).
+HANDOVER_KEYS = "<the step's hand-over keys>"
+
+
+def handover_bindings(key: str) -> list[Binding]:
+    """The bindings of step ``key``'s hand-over keys, from the registry."""
+    return [Binding(g.key, f"open_in('{g.target}')", g.label, id=f"{key}-open-{g.target}", tooltip=g.tooltip)
+            for g in step(key).gives]
 
 
 class StepScreen(Screen):
@@ -28,6 +46,20 @@ class StepScreen(Screen):
     AUTO_FOCUS = "DataTable, Tree, ListView, OptionList, Select, Tabs, RadioSet, Checkbox, Switch, Button"
     #: Palette entries beyond the BINDINGS: (title, action, help), for actions without a key.
     ACTIONS: list[tuple[str, str, str]] = []
+    #: The sequence number of the last hand-over this screen took or gave.
+    _handover_seq = 0
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # Before Textual's own, which merges the class's BINDINGS. A subclass of a step's screen
+        # that names no STEP and no BINDINGS keeps the keys it inherits.
+        own = cls.__dict__.get("BINDINGS")
+        if own is not None or "STEP" in cls.__dict__:
+            keys = handover_bindings(cls.STEP) if cls.STEP else []
+            own = list(own or [])
+            at = own.index(HANDOVER_KEYS) if HANDOVER_KEYS in own else len(own)
+            own[at:at + 1] = keys
+            cls.BINDINGS = own
+        super().__init_subclass__(**kwargs)
 
     @property
     def workspace(self):
@@ -49,6 +81,30 @@ class StepScreen(Screen):
         steps = getattr(self.app, "step_screens", None)
         if steps is not None:
             steps[self.STEP] = self
+
+    # --- hand-overs between steps ---------------------------------------------------------------
+
+    def handover_value(self, kind: str) -> object | None:
+        """What this step hands over as ``kind`` now (its selection), or None, having said why."""
+        return None
+
+    def action_open_in(self, target: str) -> None:
+        """Hand this step's selection to step ``target`` (a registry row's key) and open it."""
+        g = give(self.STEP, target)
+        value = self.handover_value(g.kind)
+        if value is None:
+            return
+        self._handover_seq = self.app.hand_over(g.kind, value).seq  # not taken back on return
+        self.app.switch_mode(target)
+
+    def take_handover(self) -> Handover | None:
+        """The hand-over left for this step, once: None when there is none new, or of a kind the step
+        does not take (``Step.takes``)."""
+        h = self.app.handover
+        if h is None or h.seq <= self._handover_seq or h.kind not in step(self.STEP).takes:
+            return None
+        self._handover_seq = h.seq
+        return h
 
     # --- unsaved edits ------------------------------------------------------------------------
 

@@ -122,8 +122,6 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
         # Not ``loading``: that name is Textual's own (a reactive that veils the whole screen).
         self.loading_models = False
         self._focus_before = None
-        self._handover: tuple = (None, None)
-        self._pair: tuple | None = None
         self.template: str | None = None
 
     # --- layout --------------------------------------------------------------------------------
@@ -160,12 +158,13 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             self._take_handover()
 
     def _take_handover(self) -> None:
-        """A model from Merge (app.selected_model), a run from Train (app.selected_run), or a record
-        from Evaluate (app.selected_pair: baseline, target, prompt): load it (both, side by side)."""
-        pair = getattr(self.app, "selected_pair", None)
-        if pair and pair != self._pair:
-            self._pair = pair
-            baseline, target, prompt = pair
+        """A model from Merge, a run from Train, or a record from Evaluate (baseline, target,
+        prompt): load it (both, side by side)."""
+        handed = self.take_handover()
+        if handed is None:
+            return
+        if handed.kind == "pair":
+            baseline, target, prompt = handed.value
             if not self.compare_mode:
                 self._show_compare(True)
             self.query_one("#chat-model", Input).value = baseline
@@ -173,15 +172,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             self.query_one("#chat-input", ChatInput).text = prompt
             self.action_load()
             return
-        handover = (getattr(self.app, "selected_model", None), getattr(self.app, "selected_run", None))
-        if handover == self._handover:
-            return
-        model, run = handover
-        old_model, _ = self._handover
-        self._handover = handover
-        wanted = model if model and model != old_model else run
-        if not wanted:
-            return
+        wanted = handed.value
         field = self.query_one("#chat-model", Input)
         if field.value == wanted and self.sessions:
             return

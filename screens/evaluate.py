@@ -23,8 +23,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from screens.base import StepScreen
-from screens.steps import handover_keys
+from screens.base import HANDOVER_KEYS, StepScreen
 from screens.widgets.eval.view import ReportView
 from screens.widgets.controls import NumberInput, Toggle, tui_message
 from screens.workers import failure
@@ -73,9 +72,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
         Binding("x", "stop", "Stop", id="eval-stop", tooltip="Stop the evaluation"),
         Binding("g", "mark('good')", "Good", id="eval-good", tooltip="Mark the record good by hand"),
         Binding("b", "mark('bad')", "Bad", id="eval-bad", tooltip="Mark the record bad by hand"),
-        *[Binding(key, f"open_in('{target}')", label, id=f"eval-open-{target}",
-                  tooltip="The record's prompt, baseline and target side by side")
-          for key, target, label in handover_keys("eval")],
+        HANDOVER_KEYS,  # the registry's: o Open in Chat
     ]
 
     @dataclass
@@ -308,13 +305,13 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
             return
         self.open_report(self.folder, keep=i)
 
-    def action_open_in(self, step: str) -> None:
+    def handover_value(self, kind: str) -> tuple[str, str, str] | None:
+        """For `o` (Chat): (baseline, target, the record's prompt), or None without a record."""
         view = self.query_one(ReportView)
         i = view.current()
         if view.report is None or i is None:
-            return
+            return None
         rep = view.report
         target = rep["target"].get("spec") or rep["target"]["label"]
         baseline = (rep.get("baseline") or {}).get("spec") or rep["target"]["base"]
-        self.app.selected_pair = (baseline, target, view.records[i]["prompt"])
-        self.app.switch_mode(step)
+        return (baseline, target, view.records[i]["prompt"])

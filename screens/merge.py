@@ -21,16 +21,14 @@ from textual.message import Message
 from textual.widgets import Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from screens.base import StepScreen
-from screens.steps import handover_keys
+from screens.base import HANDOVER_KEYS, StepScreen
 from screens.widgets.choice import Choice, ChoiceScreen
 from screens.widgets.controls import Toggle, tui_message
 from screens.widgets.merge.adapter_table import MergeSources
 from screens.workers import one_line
+from tuitune.steps import step
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
-#: Keys that hand the merged model to another step (the registry's; Chat only, once it is built).
-HANDOVERS = handover_keys("merge")
 #: The engine's CLI flags as this screen's fields are labelled (errors and notes read "max shard
 #: 'abc': ...", "skipped (verify off)"). The screen has no base-model field (the base is the one
 #: the adapter names): a fix that needs another base says so as the shell command.
@@ -48,11 +46,6 @@ MERGE_LABELS = {
 # The answers when the output folder exists (short labels: the question names the folders).
 OUTPUT_EXISTS_CHOICES = [Choice("overwrite", "Overwrite", "o", "error"), Choice("new", "New name", "n", "primary"),
                          Choice("cancel", "Cancel", "c")]
-
-
-def _handover_bindings() -> list[Binding]:
-    return [Binding(key, f"open_in('{target}')", label, id=f"merge-open-{target}",
-                    tooltip=f"{label}: the merged model") for key, target, label in HANDOVERS]
 
 
 def _export_labels() -> str:
@@ -104,7 +97,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         Binding("r", "refresh", "Reload", id="merge-refresh", tooltip="Re-read the runs and their adapters"),
         # Short labels: with o and the App's f1, q and ^p the footer fits 80 columns.
         Binding("e", "export", "Export", id="merge-export", tooltip=f"Export as {_export_labels()}"),
-        *_handover_bindings(),
+        HANDOVER_KEYS,  # the registry's: o Open in Chat
     ]
 
     @dataclass
@@ -132,7 +125,6 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.merged: Path | None = None
-        self._seen_handover: str | None = None
         self._auto_output: str | None = None
         self._hinted: str | None = None
 
@@ -172,12 +164,8 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         from tuitune.merge import list_sources
 
         table = self.query_one(MergeSources)
-        wanted = getattr(self.app, "selected_run", None)
-        select = None
-        if wanted and wanted != self._seen_handover:
-            self._seen_handover = wanted
-            select = wanted
-        table.fill(list_sources(self.workspace.root), select=select)
+        handed = self.take_handover()  # a run from Train: selected once
+        table.fill(list_sources(self.workspace.root), select=handed.value if handed else None)
         if not table.row_count:
             self._status(Text("No adapters yet: train a LoRA run in the Train step (4), then merge it here.",
                               style="dim"))
@@ -293,7 +281,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         text.append(f"{self._shown_path(r.out)}\n")
         # What to do next comes second, so a short terminal shows it above the details.
         text.append("press ", style="dim")
-        nexts = [("e", f"Export ({_export_labels()})"), *((key, label) for key, _target, label in HANDOVERS)]
+        nexts = [("e", f"Export ({_export_labels()})"), *((g.key, g.label) for g in step(self.STEP).gives)]
         for i, (key, label) in enumerate(nexts):
             text.append(" · " if i else "", style="dim").append(key, style="bold").append(f": {label}", style="dim")
         text.append("\n")
@@ -391,13 +379,12 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
     def action_refresh(self) -> None:
         self.refresh_sources()
 
-    def action_open_in(self, step: str) -> None:
-        """Hand the merged model to another step (Chat) and switch to it."""
+    def handover_value(self, kind: str) -> str | None:
+        """The merged model, for `o` (Chat); None (and a hint) before a merge."""
         if self.merged is None:
             self._status(Text("Merge first (m); then the merged model can be opened in Chat.", style="yellow"))
-            return
-        self.app.selected_model = str(self.merged)
-        self.app.switch_mode(step)
+            return None
+        return str(self.merged)
 
     def _status(self, text: Text) -> None:
         self.query_one("#merge-status", Static).update(text)

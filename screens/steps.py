@@ -1,14 +1,14 @@
-"""The steps the app shows, in order: ``tuitune.steps``' registry, less the steps whose screen is not built.
+"""The app's side of the step registry: a row's screen class.
 
-Layer twin: ``tuitune/steps.py`` is the engine's side (one name, two layers).
+Layer twin: ``tuitune/steps.py`` is the engine's side (one name, two layers): the rows, the
+look-up and the hand-overs live there; this module only imports a screen, which the engine
+must not.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
-from tuitune.steps import STEPS as ALL_STEPS
 from tuitune.steps import Step
 
 
@@ -18,27 +18,4 @@ def screen_class(s: Step):
     return getattr(importlib.import_module(module), cls)
 
 
-def _built(s: Step) -> bool:
-    return importlib.util.find_spec(s.screen_module) is not None
-
-
-#: The steps that are built; a step whose screen module does not exist yet is not shown.
-STEPS: tuple[Step, ...] = tuple(s for s in ALL_STEPS if _built(s))
-BUILT: frozenset[str] = frozenset(s.key for s in STEPS)
-
-
-def step(key: str) -> Step:
-    for s in STEPS:
-        if s.key == key:
-            return s
-    raise KeyError(key)
-
-
-def handover_keys(key: str) -> tuple[tuple[str, str, str], ...]:
-    """(key, target step, label) for each hand-over of step ``key`` to a built step."""
-    from tuitune.steps import handovers
-
-    return handovers(key, set(BUILT))
-
-
-__all__ = ["Step", "STEPS", "ALL_STEPS", "BUILT", "step", "screen_class", "handover_keys"]
+__all__ = ["screen_class"]

@@ -24,12 +24,11 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.worker import Worker
 
-from screens.base import StepScreen
-from screens.steps import handover_keys
+from screens.base import HANDOVER_KEYS, StepScreen
 from screens.widgets.train.dashboard import RunDashboard, watch
 from screens.widgets.train.modals import ConfirmModal, NewRunModal, OverlayModal, ResumeModal
 from screens.widgets.train.runs_table import RunsTable
-from screens.workers import failure, one_line
+from screens.workers import failure
 from tuitune.gpus import GpuProbe
 from tuitune.train.runview import Snapshot
 from tuitune.train.runfolder import RunFolder
@@ -37,12 +36,6 @@ from tuitune.train.watch import LOG_LINES, RunRow, RunWatcher, run_rows
 
 RUNS_EVERY = 2.0      # seconds between polls of the runs' state.json
 WORKSPACE_WIDE = "*"  # a message about the workspace, not one run (kept when the selection moves)
-
-def _handover_bindings() -> list[Binding]:
-    """The registry's hand-over keys (`m` Merge, `c` Chat), once those steps exist."""
-    return [Binding(key, f"open_in('{target}')", label, id=f"train-{target}") for key, target, label in
-            handover_keys("train")]
-
 
 class TrainScreen(StepScreen):
     STEP = "train"
@@ -88,7 +81,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         Binding("w", "save", "Save", id="train-save", show=False, tooltip="Write a checkpoint at the next step"),
         Binding("r", "resume", "Resume", id="train-resume", tooltip="Continue from a checkpoint (pick one)"),
         Binding("d", "delete", "Delete", id="train-delete", tooltip="Delete the run's folder (asks first)"),
-        *_handover_bindings(),
+        HANDOVER_KEYS,  # the registry's: m Merge, c Chat
         Binding("v", "log_scale", "Log scale", show=False, id="train-log-scale",
                 tooltip="Loss chart: linear or log scale"),
         Binding("o", "overlay", "Compare", show=False, id="train-overlay",
@@ -143,7 +136,6 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         self._want_run: str | None = None
         self._message_about: str | None = None
         self._message_live_only = False  # the message is about a live run ("left running"): cleared when it ends
-        self._seen_handover: str | None = None
 
     # --- injectable for tests and snapshots ------------------------------------------------------
 
@@ -186,13 +178,10 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     def on_screen_resume(self) -> None:
         if not self.is_mounted or not hasattr(self, "_runs_timer"):
             return
-        # Another step may hand a run over (app.selected_run, as `m`/`c` here do): show it,
-        # once; a handover already seen does not pull the cursor back.
-        wanted = getattr(self.app, "selected_run", None)
-        if wanted and wanted != self._seen_handover:
-            self._seen_handover = wanted
-            if wanted != self.run_id:
-                self._want_run = wanted
+        # Another step may hand a run over: show it, once; a hand-over already taken (or given
+        # by `m`/`c` here) does not pull the cursor back.
+        if (handed := self.take_handover()) and handed.value != self.run_id:
+            self._want_run = handed.value
         if self._paused:
             self._paused = False
             self._runs_timer.resume()
@@ -399,16 +388,9 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     def action_tab(self, tab: str) -> None:
         self.dashboard.tab(tab)
 
-    def action_open_in(self, step: str) -> None:
-        """Hand the selected run to another step (Merge, Chat) and switch to it."""
-        run_id = self._selected()
-        if not run_id:
-            return
-        self.app.selected_run = self._seen_handover = run_id  # the other step takes it on resume
-        try:
-            self.app.switch_mode(step)
-        except Exception as exc:  # the step is not built yet
-            self._message(f"cannot open {step}: {one_line(exc)}", error=True)
+    def handover_value(self, kind: str) -> str | None:
+        """The selected run, for `m` / `c` (Merge, Chat); None (and a hint) when none is."""
+        return self._selected()
 
     @work(thread=True, exit_on_error=False, group="train-control", description="run control")
     def control(self, what: str, run_id: str, checkpoint: int | None = None) -> None:

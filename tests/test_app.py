@@ -9,8 +9,9 @@ from conftest import widget_text
 
 from screens.app import TuituneApp
 from screens.help import HelpScreen
-from screens.steps import STEPS, screen_class
+from screens.steps import screen_class
 from tuitune.doctor import GPU, Check, Report
+from tuitune.steps import STEPS
 
 FIXED_REPORT = Report(
     checks=[
@@ -158,7 +159,7 @@ async def test_q_quits(workspace):
 
 async def test_palette_offers_each_steps_actions_from_its_bindings(workspace):
     """#17: ctrl+p lists convert, split, generate, save config, load model, send, compare, ... ."""
-    from screens.steps import step
+    from tuitune.steps import step
 
     app = make_app(workspace, start="data")
     async with app.run_test(size=(100, 32)) as pilot:

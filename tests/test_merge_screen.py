@@ -10,7 +10,7 @@ from conftest import widget_text
 from merge_helpers import make_adapter
 
 from screens.app import TuituneApp
-from screens.steps import STEPS
+from tuitune.steps import STEPS
 from tuitune.doctor import Report
 
 RUN = "20261123-150102-quick"

@@ -90,7 +90,7 @@ def tmux(tmp_path):
 
 
 def test_real_app_in_tmux_moves_between_steps_and_quits(tmux, tmp_path, tiny_model):
-    from screens.steps import STEPS
+    from tuitune.steps import STEPS
     from tuitune.sample import write_demo_workspace
 
     ws = write_demo_workspace(tmp_path / "demo").root

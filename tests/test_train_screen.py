@@ -329,7 +329,7 @@ async def test_no_runs_says_how_to_start_one(workspace):
 async def test_merge_and_chat_keys_appear_only_with_those_steps(workspace):
     from textual.screen import Screen
 
-    from screens.steps import STEPS
+    from tuitune.steps import STEPS
     from screens.train import TrainScreen
 
     keys = {s.key for s in STEPS}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from screens.steps import STEPS
+from tuitune.steps import STEPS
 
 
 class StepNav(Static):
