@@ -208,7 +208,8 @@ def test_a_users_reward_is_only_imported_when_named(demo):
 # --- prompt records ------------------------------------------------------------------------------
 
 def test_the_converters_make_prompt_records():
-    from tuitune.data.prompts import detect, to_prompt_mapper
+    from tuitune.data.formats import to_prompt_mapper
+    from tuitune.data.prompts import detect
 
     gsm = {"question": "Natalia sold 48 clips... How many?", "answer": "48 / 2 = 24\n48 + 24 = 72\n#### 1,072"}
     assert detect(gsm).format == "gsm8k"

@@ -13,7 +13,8 @@ import sys
 
 
 def register(sub) -> None:
-    from tuitune.data.formats import FORMAT_NAMES
+    from tuitune.data.formats import FORMAT_NAMES, TARGETS
+    from tuitune.data.records import TASKS
     from tuitune.fsutil import force_help
 
     p = sub.add_parser("data", help="convert, split, generate and inspect training data",
@@ -37,6 +38,9 @@ def register(sub) -> None:
     c.add_argument("--output-col", metavar="COL", help="column (or JSON field) holding the answer")
     c.add_argument("--system-col", metavar="COL", help="column holding a per-row system prompt")
     c.add_argument("--system", metavar="TEXT", help="one system prompt for every record")
+    c.add_argument("--to", choices=TARGETS, help="what to write: conversations (for sft; the default, preference "
+                   "pairs stay pairs) or prompts: prompt records {prompt, answer} for grpo, the last user turn the "
+                   "prompt and its reply (GSM8K: the number after ####) the reference answer")
     c.add_argument("--drop-placeholders", action="store_true", help="drop records whose answer is n/a, "
                    "No answers, ... (they are reported either way)")
     c.add_argument("--dedupe", action="store_true", help="drop exact duplicate records (reported either way)")
@@ -51,12 +55,13 @@ def register(sub) -> None:
                         description="Write DIR/train.jsonl and DIR/test.jsonl from a conversation file, and "
                         "DIR/split.json, their manifest (source file and sha256, seed, ratio, grouping, each side's "
                         "file, records and sha256): `tuitune eval` finds a run's held-out file through it.")
-    s.add_argument("input", metavar="IN", help="a conversation file (JSONL or a JSON array), e.g. from data convert")
+    s.add_argument("input", metavar="IN", help="a file of conversations, preference pairs or prompt records (JSONL "
+                   "or a JSON array), e.g. from data convert")
     s.add_argument("-o", "--output", metavar="DIR", help="output folder (default: IN's folder)")
     s.add_argument("--test-ratio", type=float, default=0.3, metavar="RATIO", help="share of records for test (default 0.3)")
     s.add_argument("--seed", type=int, default=42, metavar="N", help="shuffle seed (default 42); same seed, same files")
     s.add_argument("--group-by", choices=["none", "input"], default="none",
-                   help="input: every record with the same question goes to the same side")
+                   help="input: every record with the same question (a prompt record's prompt) goes to the same side")
     s.add_argument("--force", action="store_true", help=force_help("DIR/train.jsonl, test.jsonl or split.json"))
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=run_split)
@@ -73,18 +78,20 @@ def register(sub) -> None:
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     g.set_defaults(func=run_selfcog)
 
-    i = dsub.add_parser("inspect", help="validate a conversation file and show its tokens",
+    i = dsub.add_parser("inspect", help="validate a record file and show its tokens",
                         description="Validate FILE, print token-length statistics and show which tokens of "
-                        "a record are trained (between ⟦ ⟧) and which are masked.")
-    i.add_argument("file", metavar="FILE", help="a conversation or preference-pair file (JSONL or a JSON array)")
+                        "a record are trained (between ⟦ ⟧) and which are masked; for prompt records (grpo), "
+                        "the prompt as the model sees it and the reference answer.")
+    i.add_argument("file", metavar="FILE", help="a file of conversations, preference pairs or prompt records (JSONL "
+                   "or a JSON array)")
     i.add_argument("--model", required=True, metavar="DIR", help="model folder with the tokenizer")
     i.add_argument("--template", metavar="NAME", help="template name, or auto (default: auto if the tokenizer has a chat "
                    "template, else default)")
     i.add_argument("--max-length", type=int, default=2048, metavar="N",
                    help="tokens per sample; longer ones are cut, as training cuts them (default 2048)")
     i.add_argument("--record", type=int, default=1, metavar="N", help="which record to render (1-based, default 1)")
-    i.add_argument("--task", choices=["sft", "pretrain", "dpo", "orpo"],
-                   help="default: dpo for preference pairs, pretrain if every record is bare text, else sft")
+    i.add_argument("--task", choices=TASKS, help="default: dpo for preference pairs, grpo for prompt records, "
+                   "pretrain if every record is bare text, else sft")
     i.add_argument("--json", action="store_true", help="print the statistics and the record's tokens as JSON")
     i.set_defaults(func=run_inspect)
 
@@ -103,7 +110,7 @@ def run_convert(args) -> int:
                       input_col=args.input_col, output_col=args.output_col, system_col=args.system_col,
                       system=args.system, drop_placeholders=args.drop_placeholders, dedupe=args.dedupe,
                       skip_bad_lines=args.skip_bad_lines, output_format=args.output_format, force=args.force,
-                      progress=progress)
+                      to=args.to, progress=progress)
     if args.json:
         print(json.dumps(rep.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -157,6 +164,13 @@ def run_inspect(args) -> int:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return 0
     print("\n".join(res.lines()))
+    if res.answer is not None or res.task == "grpo":
+        print(f"\nrecord {res.record} ({res.record_where}): {res.record_tokens} tokens, the prompt as the model sees "
+              "it (↵ is a newline):\n")
+        print(render_spans_plain(res.spans))
+        print(f"reference answer: {res.answer}" if res.answer else
+              "no reference answer (the rewards exact and contains need one)")
+        return 0
     print(f"\nrecord {res.record} ({res.record_where}): {res.record_tokens} tokens, {res.record_trained} trained")
     print("trained text is between ⟦ and ⟧ (labels = ids); the rest is masked (-100); ↵ is a newline\n")
     sides = [("chosen", res.spans), ("rejected", res.rejected_spans)] if res.rejected_spans is not None \

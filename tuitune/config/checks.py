@@ -101,16 +101,15 @@ def check_files(cfg: RunConfig) -> list[Issue]:
 
 
 def _check_kind(cfg: RunConfig, field: str, path: Path) -> list[Issue]:
-    """Conversations for sft/pretrain, preference pairs for dpo/orpo: the file's first record says which."""
+    """Conversations for sft/pretrain, preference pairs for dpo/orpo, prompt records for grpo: the file's
+    first record says which."""
     st = path.stat()
     first = _first_record(str(path), st.st_mtime_ns, st.st_size)
     if first is None:
         return []
-    from tuitune.data import preference, prompts
+    from tuitune.data.records import task_mismatch
 
-    wrong = prompts.task_mismatch(first[1], first[0], path, cfg.task)
-    if wrong is None and cfg.task != "grpo":
-        wrong = preference.task_mismatch(first[1], first[0], path, cfg.task)
+    wrong = task_mismatch(first[1], first[0], path, cfg.task)
     return [Issue(ERROR, field, wrong)] if wrong else []
 
 

@@ -1,4 +1,5 @@
-"""``convert``: any supported input → conversation records, with a report of what happened.
+"""``convert``: any supported input → conversation records (or prompt records, ``to="prompts"``;
+preference pairs stay pairs), with a report of what happened.
 
 Nothing is dropped silently: skipped rows carry their reason, placeholder answers and
 exact duplicates are counted and only removed when asked (``drop_placeholders``,
@@ -8,6 +9,7 @@ exact duplicates are counted and only removed when asked (``drop_placeholders``,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -16,8 +18,8 @@ from typing import Callable
 
 from tuitune.data import formats as F
 from tuitune.data.io import JsonSource, RecordWriter, atomic_writer, iter_json_items, wants_array
-from tuitune.data.preference import MAPPERS as PREF_MAPPERS, PREFERENCE_FORMATS
-from tuitune.data.records import first_question
+from tuitune.data.prompts import MAPPING as PROMPT_MAPPING, from_turns
+from tuitune.data.records import first_question, set_system, system_of
 from tuitune.errors import TuituneError
 
 MEDQA_SYSTEM = ("You are a professional, highly experienced doctor professor. You always provide accurate, "
@@ -65,6 +67,7 @@ class Report:
     output: str | None = None
     format: str = ""
     reason: str = ""
+    target: str = "conversations"       # what was written: conversations, pairs or prompts
     mapping: str = ""
     sheet: str | None = None
     encoding: str | None = None
@@ -99,7 +102,8 @@ class Report:
             out.append(f"encoding: {self.encoding.replace('-sig', '')}")
         out.extend(f"note: {n}" for n in self.notes)
         dest = f" → {self.output}" if self.output else ""
-        out.append(f"kept {self.kept} of {self.total} records{dest}")
+        kind = " as prompt records (for grpo)" if self.target == "prompts" else ""
+        out.append(f"kept {self.kept} of {self.total} records{kind}{dest}")
         if self.skipped_count:
             out.append(f"skipped {self.skipped_count}:")
             out.extend(f"  {i.where}: {i.reason}" for i in self.skipped)
@@ -158,10 +162,11 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             preset: str | None = None, sheet: str | None = None, input_col: str | None = None,
             output_col: str | None = None, system_col: str | None = None, system: str | None = None,
             drop_placeholders: bool = False, dedupe: bool = False, skip_bad_lines: bool = False,
-            output_format: str | None = None, force: bool = False,
+            output_format: str | None = None, force: bool = False, to: str | None = None,
             progress: Callable[[int, int | None], None] | None = None,
             cancelled: Callable[[], bool] | None = None) -> Report:
-    """Convert ``src`` to conversation records written to ``out`` (JSONL unless .json).
+    """Convert ``src`` to conversation records written to ``out`` (JSONL unless .json); ``to="prompts"``
+    makes prompt records (for grpo) instead; preference formats make pairs (see ``formats.target_of``).
 
     With ``out=None`` nothing is written (a dry run that still builds the report). An
     existing ``out`` is refused unless ``force`` (the CLI's ``--force``; the TUI asks first).
@@ -191,7 +196,11 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             raise TuituneError(f"{src}: file not found")
     else:
         det = F.detect_format(src, input_col)
-    report = Report(source=str(src), format=det.format, reason=det.reason)
+    to = F.target_of(det.format, to, f"--format {format}" if format else f"{src} ({det.format})")
+    report = Report(source=str(src), format=det.format, reason=det.reason, target=to)
+    if det.format == "gsm8k" and to == "conversations":
+        report.notes.append("GSM8K → conversations (the question → input, the worked answer → output) for sft; "
+                            "--to prompts makes prompt records for grpo (the final answer after #### as reference)")
     if preset:
         report.notes.append(f"preset {preset}: sheet {sheet!r}, {input_col} → input, {output_col} → output, "
                             "fixed system prompt")
@@ -279,31 +288,12 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 raise TuituneError("--format columns needs --input-col and --output-col")
             map_item = F.make_columns_mapper(input_col, output_col, system_col, system)
             report.mapping = f"{input_col!r} → input, {output_col!r} → output"
-        elif det.format in PREFERENCE_FORMATS:
-            base = PREF_MAPPERS[det.format]
-            if system:
-                def map_item(item, base=base):
-                    rec = base(item)
-                    if rec["conversation"]:
-                        rec["conversation"][0] = {"system": system, **{k: v for k, v in rec["conversation"][0].items()
-                                                                       if k != "system"}}
-                    else:
-                        rec = {"conversation": [], "system": system, **{k: v for k, v in rec.items()
-                                                                         if k not in ("conversation", "system")}}
-                    return rec
-                report.mapping = "fixed system prompt"
-            else:
-                map_item = base
         else:
-            base = F.MAPPERS[det.format]
-            if system:
-                def map_item(item, base=base):
-                    turns = base(item)
-                    turns[0] = {"system": system, **{k: v for k, v in turns[0].items() if k != "system"}}
-                    return turns
-                report.mapping = "fixed system prompt on the first turn"
-            else:
-                map_item = base
+            map_item = F.record_mapper(det.format, to)
+            kind = PROMPT_MAPPING.get(det.format, PROMPT_MAPPING[None]) if to == "prompts" else ""
+            fixed = ("fixed system prompt on the first turn" if to == "conversations" else "fixed system prompt") \
+                if system else ""
+            report.mapping = ", ".join(filter(None, (kind, fixed)))
 
         def items():
             yield from iter_json_items(src, skip_bad_lines, js)
@@ -323,18 +313,23 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 if cancelled and cancelled():
                     raise TuituneError("cancelled; no output written")
             try:
-                turns = map_item(item)
+                rec = map_item(item)
+                if isinstance(rec, list):  # a table's, text's or --input-col's turns
+                    rec = from_turns(rec) if to == "prompts" else {"conversation": rec}
+                if system:
+                    rec = set_system(rec, system)
             except F.MapError as exc:
-                if strict:
-                    raise TuituneError(f"{src}: {where}: {exc}; fix it or use --format to pick another format") from None
+                if strict:  # the fix: the mapper's own (after "; "), else fixing the record or the format
+                    fix = "" if "; " in str(exc) else "; fix it or use --format to pick another format"
+                    raise TuituneError(f"{src}: {where}: {exc}{fix}") from None
                 report.add("skipped", where, str(exc))
                 continue
-            if det.format in PREFERENCE_FORMATS:
-                import json
-
-                rec, answers = turns, [turns["chosen"], turns["rejected"]]
+            if to != "conversations":
+                answers = [rec["chosen"], rec["rejected"]] if to == "pairs" else [rec["answer"]] if rec.get("answer") \
+                    else []
                 key, question = _digest(json.dumps(rec, sort_keys=True, ensure_ascii=False)), first_question(rec)
             else:
+                turns = rec["conversation"]
                 if det.format not in ("text", "txt"):
                     for t, turn in enumerate(turns, 1):
                         if not turn["output"].strip():
@@ -348,7 +343,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                 elif not turns[0]["output"].strip():
                     report.add("skipped", where, "empty text")
                     continue
-                rec, answers = {"conversation": turns}, [t["output"] for t in turns]
+                answers = [t["output"] for t in turns]
                 key = _digest(*(f"{t.get('system', '')}\x01{t['input']}\x01{t['output']}" for t in turns))
                 question = turns[0]["input"]
             placeholder = [a for a in answers if is_placeholder(a)]
@@ -405,7 +400,8 @@ def preview(src: str | os.PathLike, *, format: str | None = None, sheet: str | N
     """What the Data screen shows for a file: detected format and the first rows.
 
     ``{"format", "reason", "columns": [...], "rows": [[...]], "sheets": [...], "sheet"}``;
-    for JSON formats ``columns`` are ``system``/``input``/``output`` of the first turn.
+    for JSON formats ``columns`` are ``system``/``input``/``output`` of the first turn (a pair's prompt
+    and chosen answer, a prompt record's prompt and reference answer).
     """
     src = Path(src)
     det = F.Detection(format, "forced") if format else F.detect_format(src)
@@ -428,21 +424,23 @@ def preview(src: str | os.PathLike, *, format: str | None = None, sheet: str | N
                         "system": _guess(t.header, _SYSTEM_GUESS)}
         return res
     res["columns"] = ["where", "system", "input", "output"]
-    if det.format == "txt":
-        it = F.iter_paragraphs(src)
-        mapper = F.map_text
-    else:
-        it = iter_json_items(src, skip_bad_lines=True)
-        mapper = F.MAPPERS.get(det.format, F.map_text)
+    it = F.iter_paragraphs(src) if det.format == "txt" else iter_json_items(src, skip_bad_lines=True)
+    fmt = det.format if det.format in F.JSON_FORMATS and det.format != "columns" else "text"
+    mapper = F.record_mapper(fmt, F.target_of(fmt))
     for where, item in it:
         try:
-            turns = mapper(item)
+            rec = mapper(item)
         except F.MapError as exc:
             res["rows"].append([where, "", f"(bad record: {exc})", ""])
         else:
-            t0 = turns[0]
-            more = f"  (+{len(turns) - 1} turns)" if len(turns) > 1 else ""
-            res["rows"].append([where, t0.get("system", ""), t0["input"], t0["output"] + more])
+            turns = rec.get("conversation") or []
+            if "prompt" in rec:  # a pair (its chosen answer) or a prompt record (its reference answer)
+                shown = [system_of(rec) or "", rec["prompt"], rec.get("chosen", rec.get("answer")) or ""]
+                more = f"  (after {len(turns)} earlier turns)" if turns else ""
+            else:
+                shown = [turns[0].get("system", ""), turns[0]["input"], turns[0]["output"]]
+                more = f"  (+{len(turns) - 1} turns)" if len(turns) > 1 else ""
+            res["rows"].append([where, *shown[:2], shown[2] + more])
         if len(res["rows"]) >= limit:
             break
     return res

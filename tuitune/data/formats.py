@@ -1,7 +1,10 @@
-"""Input formats: detection (with the reason) and mapping of one item to conversation turns.
+"""Input formats: detection (with the reason), mapping of one item to conversation turns, and what
+``data convert`` makes of each format (:func:`target_of`, :func:`record_mapper`).
 
 A turn is ``{"system"?: str, "input": str, "output": str}``; the system prompt sits on
-the first turn only.
+the first turn only. Preference formats map to pairs (:mod:`tuitune.data.preference`), prompt
+formats to prompt records (:mod:`tuitune.data.prompts`); any conversation format also becomes
+prompt records (``--to prompts``: :func:`to_prompt_mapper`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tuitune.data import preference
+from tuitune.data import preference, prompts
 from tuitune.data.io import iter_json_items, table_kind
 from tuitune.data.records import (Detection, MapError, as_text, conversation_turns, need_dict, sharegpt_turns,
                                   turns_from_messages)
@@ -18,7 +21,7 @@ from tuitune.errors import TuituneError
 
 TABLE_FORMATS = ("xlsx", "csv")
 JSON_FORMATS = ("xtuner", "alpaca", "sharegpt", "openai", "oasst1", "text", "columns",
-                "preference", "pref_messages", "pref_text", "sharegpt_ranking")
+                "preference", "pref_messages", "pref_text", "sharegpt_ranking", "prompts", "gsm8k")
 FORMAT_NAMES = TABLE_FORMATS + JSON_FORMATS + ("txt",)
 
 FORMAT_HELP = {
@@ -33,7 +36,10 @@ FORMAT_HELP = {
     "columns": "JSON records with fields named by --input-col/--output-col",
     "txt": "plain text for pretraining: each blank-line separated paragraph is a record",
     **preference.FORMAT_HELP,
+    **prompts.FORMAT_HELP,
 }
+#: What ``data convert --to`` makes (preference formats make pairs, and only pairs).
+TARGETS = ("conversations", "prompts")
 
 
 def _peek_json(path: Path) -> Any:
@@ -50,6 +56,9 @@ def detect_item(item: Any) -> Detection | None:
     pref = preference.detect(item)
     if pref is not None:
         return pref
+    prompt = prompts.detect(item)  # before "conversation": a prompt record may carry earlier turns
+    if prompt is not None:
+        return prompt
     if isinstance(item.get("conversation"), list):
         return Detection("xtuner", "records have a \"conversation\" list (XTuner's format)")
     conv = item.get("conversations")
@@ -172,8 +181,58 @@ def make_columns_mapper(input_col: str, output_col: str, system_col: str | None,
     return map_columns
 
 
+def map_gsm8k(item: Any) -> list[dict]:
+    """GSM8K as a conversation (for sft): the question, and the whole worked answer ending in ``#### N``."""
+    prompts.map_gsm8k(item)  # the same checks as for prompt records
+    return [{"input": item["question"].strip(), "output": item["answer"].strip()}]
+
+
 MAPPERS = {"xtuner": conversation_turns, "alpaca": map_alpaca, "sharegpt": map_sharegpt, "openai": map_openai,
-           "oasst1": map_oasst1, "text": map_text}
+           "oasst1": map_oasst1, "text": map_text, "gsm8k": map_gsm8k}
+
+
+# --- what a format converts to --------------------------------------------------------------
+
+def target_of(fmt: str, to: str | None = None, label: str = "") -> str:
+    """The kind of records converting format ``fmt`` makes: ``pairs``, ``prompts`` or ``conversations``.
+    ``to`` (``--to``) None: the format's own kind (conversations for every other format); ``label``
+    names the input in an error (the file and its format, or the --format given)."""
+    own = "pairs" if fmt in preference.PREFERENCE_FORMATS else "prompts" if fmt == "prompts" else "conversations"
+    if to is None or to == own:
+        return own
+    if to not in TARGETS:
+        raise TuituneError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
+    if own == "pairs":
+        raise TuituneError(f"{label}: preference pairs (for dpo/orpo) stay pairs, so --to {to} cannot use them; "
+                           "leave out --to to check and copy them")
+    if own == "prompts":
+        raise TuituneError(f"{label}: prompt records (for grpo) hold a reference for a reward, not a reply to "
+                           "learn, so --to conversations cannot use them; leave out --to to check and copy them")
+    if fmt in ("text", "txt"):
+        raise TuituneError(f"{label}: pretraining text has no prompt to answer, so --to prompts cannot use it; "
+                           "give conversations, alpaca, GSM8K or prompt records")
+    return to
+
+
+def to_prompt_mapper(fmt: str):
+    """The mapper from records of format ``fmt`` (a prompt format, or any conversation format) to prompt records."""
+    if fmt in prompts.MAPPERS:
+        return prompts.MAPPERS[fmt]
+    if fmt not in MAPPERS or fmt == "text":
+        raise TuituneError(f"format {fmt!r} cannot become prompt records; give conversations, alpaca, GSM8K "
+                           "question/answer, or prompt records")
+    base = MAPPERS[fmt]
+    return lambda item: prompts.from_turns(base(item))
+
+
+def record_mapper(fmt: str, target: str):
+    """One item of JSON format ``fmt`` → one record of kind ``target`` (see :func:`target_of`)."""
+    if target == "pairs":
+        return preference.MAPPERS[fmt]
+    if target == "prompts":
+        return to_prompt_mapper(fmt)
+    base = MAPPERS[fmt]
+    return lambda item: {"conversation": base(item)}
 
 
 def iter_paragraphs(path: Path):

@@ -1,4 +1,5 @@
-"""``inspect``: validate a conversation file and show how a template tokenizes it."""
+"""``inspect``: validate a record file and show how a template tokenizes it: a conversation's trained
+and masked tokens, a preference pair's two sides, a prompt record's prompt as the model sees it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tuitune.data.records import PREFERENCE_TASKS, is_preference
+from tuitune.data.records import PREFERENCE_TASKS, PROMPT_TASKS, is_preference, is_prompt_record, task_mismatch
 from tuitune.errors import TuituneError
 
 
@@ -32,6 +33,8 @@ class InspectResult:
     notes: list[str] = field(default_factory=list)
     #: A preference pair: ``spans`` are the chosen side's, these the rejected side's (same prompt).
     rejected_spans: list[tuple[str, bool]] | None = None
+    #: A prompt record (grpo): ``spans`` are its prompt as rendered for generation; this is its reference.
+    answer: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +45,9 @@ class InspectResult:
             f"template: {self.template}   task: {self.task}   max_length: {self.max_length}",
             *(f"note: {n}" for n in self.notes),
             f"tokens per record: min {self.min}, median {self.median:g}, p95 {self.p95}, max {self.max}",
-            f"truncated at {self.max_length}: {self.truncated} of {self.records} records",
+            f"truncated at {self.max_length}: {self.truncated} of {self.records} records" if self.task not in
+            PROMPT_TASKS else f"prompts of {self.max_length} tokens or more (training skips them): {self.truncated} "
+                              f"of {self.records}",
         ]
 
 
@@ -61,10 +66,12 @@ def default_template(tokenizer) -> str:
 
 
 def guess_task(records: list[dict]) -> str:
-    """``dpo`` for preference pairs; ``pretrain`` when every record is bare text (one turn, no input,
-    no system); else ``sft``."""
+    """``dpo`` for preference pairs; ``grpo`` for prompt records; ``pretrain`` when every record is bare
+    text (one turn, no input, no system); else ``sft``."""
     if records and is_preference(records[0]):
         return "dpo"
+    if records and is_prompt_record(records[0]):
+        return "grpo"
     for r in records:
         c = r["conversation"]
         if len(c) != 1 or (c[0].get("input") or "").strip() or c[0].get("system"):
@@ -101,15 +108,16 @@ def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: st
     get_template(template)
     records = [r for _, r in pairs]
     task = task or guess_task(records)
-    if task in PREFERENCE_TASKS:
-        return _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, notes)
-    lengths = []
-    from tuitune.data.preference import task_mismatch
-
     for where, rec in pairs:
         wrong = task_mismatch(rec, where, path, task)
         if wrong:
             raise TuituneError(wrong)
+    if task in PREFERENCE_TASKS:
+        return _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, notes)
+    if task in PROMPT_TASKS:
+        return _inspect_prompts(path, model, tok, template, max_length, record, task, pairs, notes)
+    lengths = []
+    for where, rec in pairs:
         try:
             lengths.append(len(encode_conversation(tok, rec, template, max_length=0, task=task)["input_ids"]))
         except TuituneError as exc:
@@ -128,14 +136,10 @@ def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: st
 
 def _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, notes) -> InspectResult:
     """Preference pairs: lengths of prompt + the longer answer; record ``record``'s two sides."""
-    from tuitune.data.preference import task_mismatch
     from tuitune.encode import encode_preference, token_spans
 
     lengths, sides = [], None
     for n, (where, rec) in enumerate(pairs, 1):
-        wrong = task_mismatch(rec, where, path, task)
-        if wrong:
-            raise TuituneError(wrong)
         try:
             enc = encode_preference(tok, rec, template, 0)
         except TuituneError as exc:
@@ -158,6 +162,33 @@ def _inspect_pairs(path, model, tok, template, max_length, record, task, pairs, 
         truncated=sum(1 for n in s if n > max_length), record=record, record_where=where,
         record_tokens=len(prompt) + len(sides["chosen_ids"]), record_trained=len(sides["chosen_ids"]),
         spans=spans(sides["chosen_ids"]), notes=notes, rejected_spans=spans(sides["rejected_ids"]),
+    )
+
+
+def _inspect_prompts(path, model, tok, template, max_length, record, task, pairs, notes) -> InspectResult:
+    """Prompt records: each prompt rendered as training renders it (its system prompt and earlier turns,
+    then the template's generation prompt), its length; record ``record``'s text and reference answer."""
+    from tuitune.data.prompts import messages_of
+    from tuitune.encode import token_spans
+    from tuitune.templates import encode_prompt
+
+    ids_of = []
+    for where, rec in pairs:
+        try:
+            ids_of.append(encode_prompt(tok, template, messages_of(rec)))
+        except TuituneError as exc:
+            raise TuituneError(f"{path}: {where}: {exc}") from None
+    where, rec = pairs[record - 1]
+    ids = ids_of[record - 1]
+    notes.append("prompt records: the prompt as the model sees it, ending where its answer starts; GRPO samples "
+                 "completions there and learns from their rewards, so no token of the prompt is trained")
+    s = sorted(map(len, ids_of))
+    return InspectResult(
+        path=str(path), model=str(model), template=template, task=task, max_length=max_length,
+        records=len(s), min=s[0], median=statistics.median(s), p95=_percentile(s, 0.95), max=s[-1],
+        truncated=sum(1 for n in s if n >= max_length), record=record, record_where=where,
+        record_tokens=len(ids), record_trained=0, spans=token_spans(tok, ids, [-100] * len(ids)), notes=notes,
+        answer=rec.get("answer"),
     )
 
 

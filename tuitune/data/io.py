@@ -1,7 +1,8 @@
-"""Reading and writing our conversation files (JSON arrays or JSONL), atomically.
+"""Reading and writing our record files (JSON arrays or JSONL), atomically, and checking each record.
 
 The standard record is XTuner's: ``{"conversation": [{"system": ..., "input": ...,
-"output": ...}, ...]}``. Files are JSON arrays or JSONL; JSONL is written by default,
+"output": ...}, ...]}``; preference pairs and prompt records are the other kinds
+(:mod:`tuitune.data.records`). Files are JSON arrays or JSONL; JSONL is written by default,
 UTF-8 and not ASCII-escaped, so a Chinese answer stays readable in the file.
 """
 
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tuitune.data.preference import task_mismatch, validate_preference
-from tuitune.data.records import is_preference
+from tuitune.data.preference import validate_preference
+from tuitune.data.records import PROMPT_SHAPE, is_preference, is_prompt_record, task_mismatch
 from tuitune.errors import TuituneError
 from tuitune.fsutil import file_mode, refuse_existing
 
@@ -222,13 +223,16 @@ def _jsonl_items(path: Path, lines, skip_bad_lines: bool, source: JsonSource) ->
 
 
 def validate_record(rec: Any, where: str, path: Path | str, task: str = "sft") -> dict:
-    """Check one record (a conversation, or a preference pair for dpo/orpo); return it or raise a
-    TuituneError naming the field. ``task`` "any" takes either kind; a task refuses the other kind."""
-    wrong = task_mismatch(rec, where, path, task) if task != "any" else None
+    """Check one record (a conversation; a preference pair for dpo/orpo; a prompt record for grpo);
+    return it or raise a TuituneError naming the field. ``task`` "any" takes every kind; a task
+    refuses the others."""
+    wrong = task_mismatch(rec, where, path, task)
     if wrong:
         raise TuituneError(wrong)
     if is_preference(rec):
         return validate_preference(rec, where, path)
+    if is_prompt_record(rec):
+        return validate_prompt(rec, where, path)
     if not isinstance(rec, dict):
         raise TuituneError(f"{path}: {where}: expected an object with a \"conversation\" list, got {type(rec).__name__}")
     conv = rec.get("conversation")
@@ -251,6 +255,35 @@ def validate_record(rec: Any, where: str, path: Path | str, task: str = "sft") -
     return rec
 
 
+def validate_prompt(rec: Any, where: str, path: Path | str) -> dict:
+    """Check one prompt record; return it (a numeric answer as text) or raise a TuituneError naming the field."""
+    if not isinstance(rec, dict):
+        raise TuituneError(f"{path}: {where}: expected an object {PROMPT_SHAPE}, got {type(rec).__name__}")
+    if "prompt" not in rec:
+        raise TuituneError(f"{path}: {where}: a prompt record needs \"prompt\" (fields: {', '.join(map(str, rec))}); "
+                           "make prompt records with `tuitune data convert IN -o OUT --to prompts`")
+    if not isinstance(rec["prompt"], str) or not rec["prompt"].strip():
+        raise TuituneError(f"{path}: {where}: \"prompt\" is empty or not a string; fill it in or remove the record")
+    out = dict(rec)
+    answer = rec.get("answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        out["answer"] = format(answer, "g") if isinstance(answer, float) else str(answer)
+    elif answer is not None and not isinstance(answer, str):
+        raise TuituneError(f"{path}: {where}: \"answer\" is {type(answer).__name__}; give the reference answer as "
+                           "text (or a number)")
+    if rec.get("system") is not None and not isinstance(rec["system"], str):
+        raise TuituneError(f"{path}: {where}: \"system\" is {type(rec['system']).__name__}, expected a string")
+    conv = rec.get("conversation", [])
+    if not isinstance(conv, list):
+        raise TuituneError(f"{path}: {where}: \"conversation\" is {type(conv).__name__}; give the earlier turns "
+                           "as a list (or leave it out)")
+    for t, turn in enumerate(conv, 1):
+        if not isinstance(turn, dict) or not all(isinstance(turn.get(k, ""), str) for k in ("system", "input", "output")):
+            raise TuituneError(f"{path}: {where}: conversation turn {t} is not an object of strings "
+                               "{system?, input, output}")
+    return out
+
+
 def iter_records(path: str | os.PathLike, skip_bad_lines: bool = False,
                  source: JsonSource | None = None, task: str = "any") -> Iterator[tuple[str, dict]]:
     path = Path(path)
@@ -259,6 +292,6 @@ def iter_records(path: str | os.PathLike, skip_bad_lines: bool = False,
 
 
 def load_records(path: str | os.PathLike, skip_bad_lines: bool = False, task: str = "any") -> list[dict]:
-    """Read a conversation (or preference pair) JSON/JSONL file; TuituneError with the file and line on
-    bad input, or on a record of the wrong kind for ``task``."""
+    """Read a record file (conversations, preference pairs or prompt records); TuituneError with the file
+    and line on bad input, or on a record of the wrong kind for ``task``."""
     return [rec for _, rec in iter_records(path, skip_bad_lines, task=task)]

@@ -28,9 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuitune.data.records import (PREF_KEYS, PREFERENCE_SHAPE, PREFERENCE_TASKS, SFT_TASKS, Detection, MapError,
-                                  as_text, conversation_turns, is_preference, need_dict, sharegpt_turns,
-                                  turns_from_messages, with_system)
+from tuitune.data.records import (PREF_KEYS, PREFERENCE_SHAPE, Detection, MapError, as_text, conversation_turns,
+                                  is_preference, need_dict, sharegpt_turns, turns_from_messages, with_system)
 # eval/run.py still reads conversation_of here (its import is item 3's file): until it reads records.
 from tuitune.data.records import conversation_of  # noqa: F401
 from tuitune.errors import TuituneError
@@ -74,18 +73,6 @@ def validate_preference(rec: Any, where: str, path: Path | str) -> dict:
             raise TuituneError(f"{path}: {where}: conversation turn {t} is not an object of strings "
                                "{system?, input, output}")
     return rec
-
-
-def task_mismatch(rec: Any, where: str, path: Path | str, task: str) -> str | None:
-    """The error line when a record does not fit ``task`` (a pair for sft, a conversation for dpo)."""
-    fields = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
-    if task in PREFERENCE_TASKS and not is_preference(rec):
-        return (f"{path}: {where}: task {task} learns from preference pairs {SHAPE}, but this record has "
-                f"fields {fields}; convert pairs with `tuitune data convert`, or set task: sft")
-    if task in SFT_TASKS and is_preference(rec):
-        return (f"{path}: {where}: this is a preference pair (fields {fields}), but task is {task}; "
-                "set task: dpo or orpo, or give conversation records")
-    return None
 
 
 # --- the shapes it comes from -------------------------------------------------------------------

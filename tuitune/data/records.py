@@ -12,8 +12,9 @@ Three kinds of record, one JSON object a line (see DESIGN.md, "The data format")
 Here: which tasks learn from which kind, how to tell the kinds apart, the field helpers every mapper
 uses to read a source's fields (:func:`as_text`, :func:`need_dict`, :func:`turns_from_messages`,
 :func:`sharegpt_turns`, :func:`conversation_turns`) with the error they raise (:class:`MapError`) and
-what detection returns (:class:`Detection`), and the one system-prompt rule (:func:`system_of`,
-:func:`with_system`).
+what detection returns (:class:`Detection`), the one system-prompt rule (:func:`system_of`,
+:func:`with_system`, :func:`set_system`), and the one check that a record is the kind its task learns from
+(:func:`task_mismatch`, from the table :data:`KINDS`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ def with_system(rec: dict, system: str | None) -> dict:
     return {**head, "system": system, **{k: v for k, v in rec.items() if k not in head}}
 
 
+def set_system(rec: dict, system: str) -> dict:
+    """The record with ``system`` as its system prompt in place of its own (``data convert --system``):
+    where :func:`with_system` puts one, whatever the record's kind."""
+    turns = rec.get("conversation") or []
+    bare = {k: v for k, v in rec.items() if k != "system"}
+    if turns:
+        bare["conversation"] = [{k: v for k, v in turns[0].items() if k != "system"}, *turns[1:]]
+    return with_system(bare, system)
+
+
 def conversation_of(rec: dict, answer: str) -> dict:
     """The conversation of a pair's (or prompt record's) context, its prompt and ``answer``."""
     turns = [dict(t) for t in rec.get("conversation") or []]
@@ -80,9 +91,59 @@ def conversation_of(rec: dict, answer: str) -> dict:
 
 
 def first_question(rec: dict) -> str:
-    """The record's first user message: what a leak-free split groups by."""
+    """What a leak-free split groups by: a prompt record's prompt (its earlier turns are context, often
+    one worked example shared by every record), else the record's first user message."""
+    if is_prompt_record(rec):
+        return rec["prompt"] or ""
     turns = rec.get("conversation") or []
     return (turns[0].get("input") if turns else rec.get("prompt")) or ""
+
+
+# --- which kind of record a task learns from: one table --------------------------------------------
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of record as the errors name it."""
+
+    tasks: tuple[str, ...]   # the tasks that learn from it
+    plural: str              # "preference pairs"
+    this: str                # "a preference pair": what a record of this kind is
+    shape: str
+    fix: str                 # how to get records of this kind (when a task wants them)
+
+
+KINDS = {
+    "conversation": Kind(SFT_TASKS, "conversation records", "a conversation record",
+                         '{"conversation": [{"system"?, "input", "output"}, ...]}',
+                         "convert them with `tuitune data convert`"),
+    "pair": Kind(PREFERENCE_TASKS, "preference pairs", "a preference pair", PREFERENCE_SHAPE,
+                 "convert pairs with `tuitune data convert`, or set task: sft"),
+    "prompt": Kind(PROMPT_TASKS, "prompt records", "a prompt record for grpo", PROMPT_SHAPE,
+                   "make them with `tuitune data convert IN -o OUT --to prompts`, or set task: sft"),
+}
+
+
+def kind_of(rec: Any) -> str:
+    """``pair``, ``prompt`` or ``conversation`` (anything else is read as a conversation, and its check says why not)."""
+    return "pair" if is_preference(rec) else "prompt" if is_prompt_record(rec) else "conversation"
+
+
+def task_mismatch(rec: Any, where: str, path: Any, task: str) -> str | None:
+    """The error line when record ``rec`` (at ``path``: ``where``) is not the kind ``task`` learns from
+    (a pair or a prompt record for sft, a conversation for dpo or grpo, ...); None when it is, or for a
+    task that takes any kind."""
+    kind = kind_of(rec)
+    want = next((k for k, v in KINDS.items() if task in v.tasks), kind)
+    if kind == want:
+        return None
+    fields = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
+    if kind == "conversation":
+        w = KINDS[want]
+        return (f"{path}: {where}: task {task} learns from {w.plural} {w.shape}, but this record has fields "
+                f"{fields}; {w.fix}")
+    k = KINDS[kind]
+    return (f"{path}: {where}: this is {k.this} (fields {fields}), but task is {task}; set task: "
+            f"{' or '.join(k.tasks)}, or give {KINDS[want].plural}")
 
 
 # --- reading a source's fields (every format's mapper) ---------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuitune.data.records import with_system
+from tuitune.data.records import PROMPT_TASKS, with_system
 from tuitune.errors import TuituneError
 from tuitune.train.tokenized import cached_or_records, save_cached
 
@@ -154,7 +154,7 @@ def build_mix(cfg, build_one, *, log=print):
 def dataset_builder(cfg, tokenizer, *, log=print):
     """``build(path, pack)``: one file tokenized for ``cfg``'s task, cached in the workspace."""
     cache_dir = Path(cfg.workspace) / ".cache" / "tokenized"
-    if cfg.task == "grpo":   # prompts, with their ids for the counts (the trainer takes them from the text)
+    if cfg.task in PROMPT_TASKS:   # prompts, with their ids for the counts (the trainer takes them from the text)
         from tuitune.train.grpo import build_prompt_dataset
 
         def build_prompts(path, pack):
@@ -319,7 +319,7 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
         raise TuituneError(f"data.max_length {cfg.data.max_length} is beyond what {cfg.model} supports "
                            f"({max_pos} positions); set data.max_length to {max_pos} or less")
     train_ds = eval_ds = None
-    if cfg.task != "grpo":   # GRPO's prompts are read by its own builder (train/grpo.py)
+    if cfg.task not in PROMPT_TASKS:   # GRPO's prompts are read by its own builder (train/grpo.py)
         build = dataset_builder(cfg, tokenizer, log=log)
         train_ds = build_mix(cfg, lambda path: build(path, False), log=log) if len(cfg.data.sources()) > 1 \
             else build(cfg.resolve(cfg.data.first_train), cfg.data.pack)
@@ -344,7 +344,7 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
         trainer = make_trainer(cfg, model=model, args=preference_arguments(cfg, args), train_dataset=train_ds,
                                eval_dataset=eval_ds, tokenizer=tokenizer, callbacks=callbacks)
         return trainer, tokenizer
-    if cfg.task == "grpo":
+    if cfg.task in PROMPT_TASKS:
         from tuitune.train.grpo import build_grpo
 
         return build_grpo(cfg, model, args, tokenizer, callbacks, log=log), tokenizer
