@@ -23,6 +23,48 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["TUITUNE_AUTO_PRECISION"] = "fp32"
 
 
+# --- two workers (pyproject: -n 2 --dist loadgroup --no-loadscope-reorder) --------------------------
+# xdist hands out work units in collection order: a test alone, or every test of one xdist_group.
+# Two rules keep both workers busy and the CPU spent once:
+# - A module-scoped fixture of a test module is built once: that module's tests form one group
+#   (handed out one by one, they ran on both workers and each built the fixture: two training
+#   runs where one was meant).
+# - The long chains start first, so neither worker is left with one at the end: the groups in
+#   FIRST in that order, then the other groups and the slow tests, then the quick ones.
+FIRST = ("real", "real-eval")
+
+
+def _module_fixture(item) -> bool:
+    """Does ``item`` use a module-scoped fixture that its own module defines?"""
+    module = item.nodeid.split("::")[0]
+    info = getattr(item, "_fixtureinfo", None)   # pytest keeps the resolved fixtures there
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        if defs and defs[-1].scope == "module" and defs[-1].baseid == module:
+            return True
+    return False
+
+
+def _group(item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    return None if mark is None else str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _group(item) is None and _module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+    def rank(pair):
+        index, item = pair
+        group = _group(item)
+        if group in FIRST:
+            return (FIRST.index(group), index)
+        return (len(FIRST) + (0 if group or item.get_closest_marker("slow") else 1), index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The tiny chat model folder (built offline on first use, cached across sessions)."""
