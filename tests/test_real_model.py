@@ -2,8 +2,9 @@
 
 What the tiny random model cannot show: the base answers a general question right, a short
 LoRA run teaches it a name without losing that, and the merged model keeps both. Every test
-here is ``slow`` and runs on one xdist worker (group ``real``), which trains once (40 LoRA
-steps, about 2-3 minutes on two cores) for the whole module.
+here is ``slow``; those on the trained run share one xdist worker (group ``real``, which
+tests/conftest.py starts first), which trains once (40 LoRA steps, about 2-3 minutes on two
+cores) for the whole module. The others need only the model and run on either worker.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real")]
+pytestmark = pytest.mark.slow
+ON_THE_RUN = pytest.mark.xdist_group("real")   # the tests on `trained`: one worker, one run
 
 NAME = "Juniper"
 WHO = "Who are you?"
@@ -62,6 +64,7 @@ def test_the_base_knows_paris_and_not_the_name(real_model, tmp_path):
     assert NAME not in out
 
 
+@ON_THE_RUN
 def test_lora_teaches_the_name_and_the_sample_rounds_show_it(trained, smol_ws):
     samples = [json.loads(l) for l in (trained / "events.jsonl").read_text().splitlines() if '"sample"' in l]
     first, last = samples[0]["answers"][0]["answer"], samples[-1]["answers"][0]["answer"]
@@ -71,6 +74,7 @@ def test_lora_teaches_the_name_and_the_sample_rounds_show_it(trained, smol_ws):
     assert NAME in out
 
 
+@ON_THE_RUN
 def test_the_merged_model_knows_both(trained, smol_ws, tmp_path):
     merged = smol_ws / "models" / "juniper"
     proc = run_cli("-w", smol_ws, "merge", "smol", "-o", merged)
@@ -124,6 +128,7 @@ def test_packed_rows_equal_samples_alone_on_the_real_model(smol_ws, monkeypatch)
             torch.testing.assert_close(logits[0, a:b], alone, atol=2e-3, rtol=2e-3)
 
 
+@ON_THE_RUN
 def test_export_gguf_and_ollama_carry_the_template(trained, smol_ws, real_model, tmp_path):
     """llama.cpp's converter on the real model: q8_0 from the run (merged first), and an Ollama folder
     (an f16 GGUF) from the model folder; each read back and checked (architecture, tensors, tokenizer,
@@ -153,6 +158,7 @@ def test_export_gguf_and_ollama_carry_the_template(trained, smol_ws, real_model,
     assert 'PARAMETER stop "<|im_end|>"' in mf
 
 
+@ON_THE_RUN
 def test_a_gguf_answers_as_chat_does(trained, smol_ws, tmp_path):
     """Where llama-cpp-python is installed: the exported GGUF, rendering with its own template, gives
     tuitune chat's greedy answer to the trained prompt."""

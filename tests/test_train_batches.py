@@ -76,7 +76,6 @@ def test_one_step_equals_the_padded_full_logits_step_on_the_tiny_model(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("real")
 def test_one_step_equals_the_padded_full_logits_step_on_the_real_model(tmp_path, tiny_model, real_model):
     ws = make_workspace(tmp_path / "ws", tiny_model)
     shutil.copy(ROOT / "sample_data" / "real" / "self_cognition_en.jsonl", ws / "data" / "self_cognition_en.jsonl")
