@@ -218,3 +218,66 @@ def test_inspect_with_the_wrong_task_is_one_line(ws, line, needles):
 def test_data_of_another_task_is_one_line(ws, overrides, needles):
     cfg = write_config(ws, "mismatch", **overrides)
     assert_one_line_error(typed(ws, f"tuitune config check configs/{cfg.name}"), *needles)
+
+
+# --- the Data screen's Convert tab ----------------------------------------------------------------
+
+async def test_the_convert_tab_writes_prompt_records_when_records_says_so(workspace):
+    from textual.widgets import Select, Static
+
+    from screens.app import TuituneApp
+    from tests.test_data_screen import open_file, settle
+
+    _jsonl(workspace / "data" / "gsm8k.jsonl", GSM8K)
+    _jsonl(workspace / "data" / "pairs.jsonl", PAIRS)
+    app = TuituneApp(workspace, start="data")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await open_file(app, pilot, "pairs.jsonl")
+        await pilot.press("f3")
+        screen = app.screen
+        assert not screen.query_one("#conv-to").parent.display  # pairs stay pairs
+        await open_file(app, pilot, "gsm8k.jsonl")
+        await pilot.press("f3")
+        records = screen.query_one("#conv-to", Select)
+        assert records.parent.display and records.value == "conversations"
+        records.focus()
+        await pilot.press("enter", "down", "enter")
+        assert records.value == "prompts"
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        report = str(screen.query_one("#convert-result", Static).render())
+        assert "as prompt records (for grpo)" in report, report
+        written = screen.query_one("#conv-out").value
+        assert _read(workspace / written)[0] == {"prompt": GSM8K[0]["question"], "answer": "72"}
+        # Conversations (the default) from GSM8K: the note says how to get prompts, in the tab's words.
+        records.focus()
+        await pilot.press("enter", "up", "enter")
+        assert records.value == "conversations"
+        screen.query_one("#conv-out").value = "data/gsm8k_sft.jsonl"
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        report = str(screen.query_one("#convert-result", Static).render())
+        assert "Records set to prompt records" in report and "--to" not in report, report
+        assert "conversation" in _read(workspace / "data" / "gsm8k_sft.jsonl")[0]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_snap_convert_tab_prompt_records(snap_compare, fixed_workspace, size):
+    """GSM8K converted to prompt records from the Convert tab (Records: prompt records), and the report."""
+    from screens.app import TuituneApp
+    from tests.test_data_screen import open_file
+    from tests.test_snap_data import _stable
+
+    _jsonl(fixed_workspace / "data" / "gsm8k.jsonl", GSM8K)
+
+    async def run_before(pilot):
+        app = pilot.app
+        await _stable(app, pilot)
+        await open_file(app, pilot, "gsm8k.jsonl")
+        await pilot.press("f3")
+        app.screen.query_one("#conv-to").value = "prompts"
+        await pilot.press("ctrl+r")
+        await _stable(app, pilot)
+
+    assert snap_compare(TuituneApp(fixed_workspace, start="data"), terminal_size=size, run_before=run_before)

@@ -199,8 +199,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
     to = F.target_of(det.format, to, f"--format {format}" if format else f"{src} ({det.format})")
     report = Report(source=str(src), format=det.format, reason=det.reason, target=to)
     if det.format == "gsm8k" and to == "conversations":
-        report.notes.append("GSM8K → conversations (the question → input, the worked answer → output) for sft; "
-                            "--to prompts makes prompt records for grpo (the final answer after #### as reference)")
+        report.notes.append("GSM8K → conversations (the question → input, the worked answer → output) for sft; for "
+                            "grpo, convert with --to prompts (the final answer after #### becomes the reference)")
     if preset:
         report.notes.append(f"preset {preset}: sheet {sheet!r}, {input_col} → input, {output_col} → output, "
                             "fixed system prompt")

@@ -1,5 +1,6 @@
 """The Data step's Convert tab: map a file's columns (or take its format as it is) and write
-conversations, with a progress bar and the engine's report (rows skipped and why)."""
+conversations, or prompt records for grpo (Records), with a progress bar and the engine's report
+(rows skipped and why)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from textual.widgets import Button, Input, ProgressBar, Select, Static
 from textual.worker import get_current_worker
 
 from screens.widgets.data.tab_form import DataForm, engine_error, field_row
-from screens.widgets.controls import Toggle
+from screens.widgets.controls import Toggle, tui_message
 from tuitune.fsutil import next_free_path
 
 TABULAR = ("xlsx", "csv")  # the formats with columns to map
 #: Report lines that say what was done; the others (a note, a skipped row) are warnings.
 PLAIN = ("  ", "format", "mapping", "note", "encoding")
+#: What the engine's ``--to`` is called here: the Records list.
+TO_LABELS = {"--to prompts": "Records set to prompt records", "--to conversations": "Records set to conversations"}
 
 
 class ConvertForm(DataForm):
@@ -38,6 +41,9 @@ class ConvertForm(DataForm):
         "conv-dedupe": "Drop exact duplicate records (reported either way).",
         "conv-preset": "The tutorial's MedQA mapping: sheet DrugQA, Question → input, Answer → output, "
                        "and its doctor system prompt.",
+        "conv-to": "What to write: conversations (the question → input, the answer → output) to learn answers "
+                   "(sft), or prompt records for grpo: the last question is the prompt and its answer the reference "
+                   "a reward checks (GSM8K: the number after ####); earlier turns and the system prompt stay.",
         "conv-out": "Where to write the records: .jsonl (one a line) or .json (an array). Relative to the "
                     "workspace.",
     }
@@ -77,6 +83,9 @@ class ConvertForm(DataForm):
             yield Toggle("drop placeholders", id="conv-drop", compact=True)
             yield Toggle("dedupe", id="conv-dedupe", compact=True)
             yield Button("MedQA preset", id="conv-preset", compact=True)
+        yield field_row("Records", Select([("conversations (sft)", "conversations"),
+                                           ("prompt records (grpo)", "prompts")], value="conversations",
+                                          allow_blank=False, id="conv-to", compact=True))
         yield field_row("Output", Input(placeholder="data/out.jsonl", id="conv-out", compact=True))
         with Horizontal(classes="field"):
             yield Button("Convert", id="conv-run", variant="primary", compact=True)
@@ -120,6 +129,12 @@ class ConvertForm(DataForm):
         self.set_value("conv-out", self.free(default))  # an existing file is never the default: x-2.jsonl
 
     def _set_table_controls(self, preview: dict | None) -> None:
+        from tuitune.data.formats import target_of
+
+        # Records: for what can be either (conversation formats, GSM8K, tables); pairs and prompt records stay.
+        fmt = preview["format"] if preview else None
+        self.query_one("#conv-to").parent.display = bool(fmt) and target_of(fmt) == "conversations" \
+            and fmt not in ("text", "txt")
         tabular = bool(preview and preview["format"] in TABULAR)
         for wid in ("conv-sheet", "conv-input", "conv-output", "conv-system-col"):
             self.query_one(f"#{wid}").parent.display = tabular
@@ -211,6 +226,7 @@ class ConvertForm(DataForm):
             system=(self.value("conv-system") or None) if not system_col else None,
             drop_placeholders=self.query_one("#conv-drop", Toggle).value,
             dedupe=self.query_one("#conv-dedupe", Toggle).value,
+            to=self.select("conv-to") if self.query_one("#conv-to").parent.display else None,
         )
         src, target = self.source, self.path_of(out)
 
@@ -248,7 +264,7 @@ class ConvertForm(DataForm):
         self.query_one("#conv-progress", ProgressBar).update(total=total, progress=min(done, total or done))
 
     def show_error(self, message: str) -> None:
-        super().show_error(message)
+        super().show_error(tui_message(message, TO_LABELS))
         self.query_one("#conv-progress", ProgressBar).display = False
 
     def show_result(self, rep) -> None:
@@ -256,7 +272,7 @@ class ConvertForm(DataForm):
         bar.update(total=max(rep.total, 1), progress=max(rep.total, 1))
         t = Text()
         root = str(self.workspace.root) + "/"
-        for line in (engine_error(self.TAB, l.replace(root, "")) for l in rep.lines()):
+        for line in (engine_error(self.TAB, tui_message(l.replace(root, ""), TO_LABELS)) for l in rep.lines()):
             style = "bold" if line.startswith("kept") else ("yellow" if not line.startswith(PLAIN) else "")
             t.append(line + "\n", style=style)
         self.say(t)
