@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from tuitune.config import (
@@ -20,6 +22,7 @@ from tuitune.config import (
     unflatten,
 )
 from tuitune.config.fields import field_specs
+from tuitune.notify import notify_settings
 
 # A config where every section is in use: QLoRA, an eval file, ZeRO, two nodes of two GPUs.
 EVERYTHING = {
@@ -49,6 +52,10 @@ def _other(spec, value):
         return [*value, "tensorboard"]
     if spec.name == "grpo.rewards":
         return [*value, {"name": "regex", "pattern": "####"}]
+    if spec.name == "notify.urls":
+        return [*value, "ntfy://ntfy.sh/another-topic"]
+    if spec.name == "notify.events":
+        return [*value, "evaluation"]
     if spec.kind in ("list", "lines"):
         return ["q_proj", "v_proj"] if value == "all-linear" else [*value, "extra"]
     if spec.numeric:
@@ -82,6 +89,7 @@ def library_view(cfg: RunConfig) -> dict:
         "launch": to_launch_command(cfg, ["-m", "tuitune.train.worker"]),
         "DPOConfig": _preference_view(cfg),
         "GRPOConfig": _grpo_view(cfg),
+        "notify": asdict(notify_settings(cfg)),  # the worker's sender, watchdog and environment
     }
 
 

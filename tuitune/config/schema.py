@@ -17,6 +17,7 @@ from typing import Any, Iterator, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from tuitune.config.schema_grpo import GrpoConfig
+from tuitune.config.schema_notify import NotifyConfig
 from tuitune.data.records import PREFERENCE_TASKS  # the record kinds' bottom layer: it never imports tuitune.config
 from tuitune.train.tracking import TRACKER_NAMES  # it never imports tuitune.config: no cycle
 
@@ -242,6 +243,8 @@ class RunConfig(_Section):
                                          description="preference tuning (tasks dpo and orpo)")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="reinforcement learning from rewards (task grpo)")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig, description="GPUs, nodes, DeepSpeed")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="who hears when the run ends, fails or "
+                                 "stalls (Apprise URLs), and what else the run may send out")
 
     # Where relative paths resolve, and where each key sits in the YAML it came from.
     _workspace: Optional[Path] = PrivateAttr(None)
@@ -379,7 +382,7 @@ def template_names() -> tuple[str, ...]:
 SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "lora": LoraSection, "quantization": QuantizationConfig,
     "training": TrainingConfig, "evaluation": EvaluationConfig, "preference": PreferenceConfig,
-    "grpo": GrpoConfig, "distributed": DistributedConfig,
+    "grpo": GrpoConfig, "distributed": DistributedConfig, "notify": NotifyConfig,
 }
 TOP_FIELDS = ("preset", "model", "template", "task", "method", "trust_remote_code")
 
