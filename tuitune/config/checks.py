@@ -243,6 +243,17 @@ def _check_machine(cfg: RunConfig) -> list[Issue]:
     return out
 
 
+def check_notify(cfg: RunConfig) -> list[Issue]:
+    """notify: a secrets file that is missing or readable by others, a ``${NAME}`` with no value here
+    (a warning), a URL Apprise cannot read once its variables are filled in (``tuitune.notify``)."""
+    if not cfg.notify.urls and not cfg.notify.secrets_file:
+        return []
+    from tuitune.notify import notify_problems, notify_settings
+
+    s = notify_settings(cfg)
+    return [Issue(level, field, msg) for level, field, msg in notify_problems(list(s.urls), s.secrets_file)]
+
+
 def check_trackers(cfg: RunConfig) -> list[Issue]:
     """An error when a tracker of ``training.report_to`` is not installed (the rows of ``tuitune.train.tracking``)."""
     problem = trackers_problem(cfg.training.report_to)
@@ -294,6 +305,7 @@ def check_config(cfg: RunConfig, *, machine: bool = True, tokenizer: bool = True
     issues = check_files(cfg)
     if not any(i.level == ERROR for i in issues):
         issues += check_rewards(cfg)
+    issues += check_notify(cfg)
     if machine:
         issues += _check_machine(cfg) + check_trackers(cfg)
     if tokenizer:
