@@ -111,6 +111,22 @@ def test_conversations_become_prompts_keeping_the_system_prompt_and_earlier_turn
         {"system": "Be brief.", "prompt": "Name the capital of Italy", "answer": "Rome"}]
 
 
+def test_chats_that_end_on_the_user_become_prompts_without_an_answer(ws):
+    _jsonl(ws / "data" / "asks.jsonl", [
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a prime."}]},
+        {"messages": [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"},
+                      {"role": "user", "content": "And doubled?"}]}])
+    _jsonl(ws / "data" / "asks_sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "Say hi."}]}])
+    proc = typed(ws, "tuitune data convert data/asks.jsonl -o data/asks_prompts.jsonl --to prompts")
+    assert proc.returncode == 0, proc.stderr
+    assert _read(ws / "data" / "asks_prompts.jsonl") == [
+        {"system": "Be brief.", "prompt": "Name a prime."},
+        {"conversation": [{"input": "2 + 2?", "output": "4"}], "prompt": "And doubled?"}]
+    proc = typed(ws, "tuitune data convert data/asks_sharegpt.jsonl -o data/asks_sharegpt_prompts.jsonl --to prompts")
+    assert proc.returncode == 0, proc.stderr
+    assert _read(ws / "data" / "asks_sharegpt_prompts.jsonl") == [{"prompt": "Say hi."}]
+
+
 def test_prompt_records_are_detected_checked_and_kept(ws):
     _jsonl(ws / "data" / "mine.jsonl", [{"prompt": "1 + 1?", "answer": 2}, {"prompt": "Say hi"}])
     proc = typed(ws, "tuitune data convert data/mine.jsonl -o data/mine_checked.jsonl")

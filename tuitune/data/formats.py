@@ -126,11 +126,11 @@ def map_alpaca(item: Any) -> list[dict]:
     return [turn]
 
 
-def map_sharegpt(item: Any) -> list[dict]:
-    return turns_from_messages(sharegpt_turns(need_dict(item)), "conversations")
+def map_sharegpt(item: Any, open_end: bool = False) -> list[dict]:
+    return turns_from_messages(sharegpt_turns(need_dict(item)), "conversations", open_end)
 
 
-def map_openai(item: Any) -> list[dict]:
+def map_openai(item: Any, open_end: bool = False) -> list[dict]:
     d = need_dict(item)
     msgs = d.get("messages")
     if not isinstance(msgs, list):
@@ -141,13 +141,13 @@ def map_openai(item: Any) -> list[dict]:
             raise MapError(f"messages[{i}] has no \"role\"")
         role = {"developer": "system"}.get(m["role"], m["role"])
         turns.append((role, as_text(m.get("content"), f"messages[{i}].content")))
-    return turns_from_messages(turns, "messages")
+    return turns_from_messages(turns, "messages", open_end)
 
 
 _OASST = re.compile(r"###\s*(Human|Assistant)\s*:\s?")
 
 
-def map_oasst1(item: Any) -> list[dict]:
+def map_oasst1(item: Any, open_end: bool = False) -> list[dict]:
     d = need_dict(item)
     text = as_text(d.get("text"), "text")
     parts = _OASST.split(text)
@@ -155,7 +155,7 @@ def map_oasst1(item: Any) -> list[dict]:
         raise MapError("\"text\" has no \"### Human:\"/\"### Assistant:\" turns")
     turns = [("user" if who == "Human" else "assistant", body.strip())
              for who, body in zip(parts[1::2], parts[2::2])]
-    return turns_from_messages(turns, "text")
+    return turns_from_messages(turns, "text", open_end)
 
 
 def map_text(item: Any) -> list[dict]:
@@ -189,6 +189,8 @@ def map_gsm8k(item: Any) -> list[dict]:
 
 MAPPERS = {"xtuner": conversation_turns, "alpaca": map_alpaca, "sharegpt": map_sharegpt, "openai": map_openai,
            "oasst1": map_oasst1, "text": map_text, "gsm8k": map_gsm8k}
+#: Message formats whose records may end on the user: as prompts, that last message is the prompt.
+OPEN_ENDED = ("sharegpt", "openai", "oasst1")
 
 
 # --- what a format converts to --------------------------------------------------------------
@@ -222,6 +224,8 @@ def to_prompt_mapper(fmt: str):
         raise TuituneError(f"format {fmt!r} cannot become prompt records; give conversations, alpaca, GSM8K "
                            "question/answer, or prompt records")
     base = MAPPERS[fmt]
+    if fmt in OPEN_ENDED:
+        return lambda item: prompts.from_turns(base(item, open_end=True))
     return lambda item: prompts.from_turns(base(item))
 
 

@@ -181,8 +181,9 @@ def need_dict(item: Any) -> dict:
     return item
 
 
-def turns_from_messages(turns: list[tuple[str, str]], what: str) -> list[dict]:
-    """(role, text) with role in system/user/assistant → conversation turns."""
+def turns_from_messages(turns: list[tuple[str, str]], what: str, open_end: bool = False) -> list[dict]:
+    """(role, text) with role in system/user/assistant → conversation turns. ``open_end``: user
+    messages after the last reply are a last turn with an empty output (a prompt still to answer)."""
     out: list[dict] = []
     system = ""
     pending: list[str] = []
@@ -201,6 +202,9 @@ def turns_from_messages(turns: list[tuple[str, str]], what: str) -> list[dict]:
             pending = []
         else:
             raise MapError(f"unknown role {role!r} in {what}")
+    if pending and open_end:
+        turn = {"input": "\n".join(pending), "output": ""}
+        out.append({"system": system, **turn} if system and not out else turn)
     if not out:
         raise MapError(f"no assistant reply in {what}")
     return out
