@@ -178,7 +178,7 @@ def markdown(report: dict, records: list[dict]) -> str:
 
 def reward_cells(side: dict) -> str:
     """``exact 1 · regex 0 · length -0.5 · answer right · format kept``: one side's scores of a record."""
-    cells = [f"{k} {'none' if v is None else f'{v:g}'}" for k, v in side["rewards"].items()]
+    cells = [f"{k} {'none' if v is None else f'{v + 0.0:g}'}" for k, v in side["rewards"].items()]  # -0 reads 0
     if side.get("exact_pass") is not None:
         cells.append("answer right" if side["exact_pass"] else "answer wrong")
     if side.get("format_ok") is not None:
