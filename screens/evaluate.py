@@ -55,6 +55,9 @@ For each: the held-out loss on the answer tokens (the training template and mask
 its perplexity, and the answers, scored against the references: ROUGE-L (characters
 for Chinese, words otherwise), BLEU-4 and chrF (sacrebleu), exact match. With
 **checkpoints** on, the loss of every checkpoint too, to pick the best one.
+A GRPO run's held-out prompts are scored by its own rewards instead: each reward's mean,
+the exact pass rate (records with an answer), the format rate (its regex rewards), answer
+length; the table sorts the records by the change of their reward.
 
 - **r** runs the evaluation (the report goes to `evals/<target>-<time>/`: report.json,
   answers.jsonl, report.md); **x** stops it.
