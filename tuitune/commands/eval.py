@@ -35,9 +35,10 @@ def register(sub) -> None:
         description="Evaluate MODEL_OR_RUN (a run: its final adapter; RUN:checkpoint-N; an adapter folder; a model folder) "
         "against a baseline (default: the run's base model) on the same held-out records: loss and perplexity "
         "on the answer tokens, and answers scored against the references (ROUGE-L, BLEU-4, chrF, exact "
-        "match). Writes report.json, answers.jsonl and report.md.")
+        "match); a GRPO run's held-out prompt records are scored by its own rewards (each reward's mean, the "
+        "exact pass rate, the format rate, answer length). Writes report.json, answers.jsonl and report.md.")
     p.add_argument("target", nargs="?", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
-    p.add_argument("--data", metavar="FILE", help="held-out conversation JSONL (default: the run's data.eval, "
+    p.add_argument("--data", metavar="FILE", help="held-out conversation JSONL, prompt records for a grpo run (default: the run's data.eval, "
                    "else the test side of the split whose train side the run trained on, found through the "
                    "split.json `tuitune data split` writes; else give this)")
     p.add_argument("--against", metavar=MODEL_OR_RUN, help="the baseline: base (default: the base model the run "
