@@ -18,14 +18,18 @@ from tuitune.sources import resolve
 
 pytestmark = pytest.mark.slow
 RUN = "chat-run"
+PROMPTS = ["Who are you?", "What can you do?"]
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, tiny_model) -> Path:
-    """A workspace with one finished 3-step LoRA run that saved checkpoints 1, 2 and 3."""
+    """A workspace with one finished 4-step LoRA run that saved checkpoints 1 to 4 and logged its
+    answers to PROMPTS at steps 0, 2 and 4 (with its own system prompt and token budget). One run
+    for every test here (each was a training process of its own)."""
     ws = make_workspace(tmp_path_factory.mktemp("chatruns") / "ws", tiny_model)
-    cfg = write_config(ws, "quick", **{"training.max_steps": 3, "training.save_steps": 1,
-                                       "evaluation.prompts": []})
+    cfg = write_config(ws, "quick", **{"training.max_steps": 4, "training.save_steps": 1, "evaluation.every": 2,
+                                       "training.lr": 0.02, "evaluation.prompts": PROMPTS,
+                                       "evaluation.max_new_tokens": 10, "data.system": "You are Tiny."})
     proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", RUN, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return ws
@@ -54,10 +58,10 @@ def test_a_run_still_training_uses_its_latest_checkpoint(ws, tmp_path):
     shutil.copytree(ws, copy, symlinks=True)
     run = copy / "runs" / RUN
     shutil.rmtree(run / "adapter")
-    (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()  # a save still being written
+    (run / "checkpoints" / "checkpoint-4" / "trainer_state.json").unlink()  # a save still being written
     src = resolve(RUN, copy)
-    assert src.adapter == run / "checkpoints" / "checkpoint-2"
-    assert "no final adapter yet" in src.notes[0] and "checkpoint-2" in src.notes[0]
+    assert src.adapter == run / "checkpoints" / "checkpoint-3"
+    assert "no final adapter yet" in src.notes[0] and "checkpoint-3" in src.notes[0]
 
 
 def test_compare_two_checkpoints_on_one_base(ws):
@@ -122,26 +126,19 @@ async def test_screen_compare_fills_in_the_runs_base(ws):
         assert str(screen.query_one("#chat-title-b").render()) == f"B: {RUN}"
 
 
-def test_a_logged_sample_is_what_chat_answers_from_that_checkpoint(tmp_path, tiny_model):
+def test_a_logged_sample_is_what_chat_answers_from_that_checkpoint(ws):
     """One generation path: the answer a run logged at step N is `chat RUN:checkpoint-N --temperature 0`'s.
 
     With the run's own system prompt and template (chat takes both from the run), and its token budget.
     """
-    ws = make_workspace(tmp_path / "ws", tiny_model)
-    prompts = ["Who are you?", "What can you do?"]
-    cfg = write_config(ws, "samples", **{"training.max_steps": 4, "training.save_steps": 2, "evaluation.every": 2,
-                                         "training.lr": 0.02, "evaluation.prompts": prompts,
-                                         "evaluation.max_new_tokens": 10, "data.system": "You are Tiny."})
-    proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", "samples", timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     from train_helpers import events
 
-    logged = {e["step"]: [a["answer"] for a in e["answers"]] for e in events(ws / "runs" / "samples", "sample")}
+    logged = {e["step"]: [a["answer"] for a in e["answers"]] for e in events(ws / "runs" / RUN, "sample")}
     assert set(logged) == {0, 2, 4}
     assert logged[0] != logged[4], "training changed nothing the samples show: the test would prove little"
     # One prompt per checkpoint (each chat is a process start); the second prompt on the final adapter.
-    for spec, step, k in (("samples:checkpoint-2", 2, 0), ("samples", 4, 1), ("samples:base", 0, 0)):
-        prompt, want = prompts[k], logged[step][k]
+    for spec, step, k in ((f"{RUN}:checkpoint-2", 2, 0), (RUN, 4, 1), (f"{RUN}:base", 0, 0)):
+        prompt, want = PROMPTS[k], logged[step][k]
         got = run_cli("-w", ws, "chat", spec, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "10")
         assert got.returncode == 0, got.stderr
         assert got.stdout.strip() == want, (spec, prompt)
