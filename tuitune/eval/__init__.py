@@ -2,7 +2,8 @@
 
 ``run`` (plan and evaluate: held-out loss and answers for the target and its baseline),
 ``loss`` (per-record loss with the training encoding), ``metrics`` (ROUGE-L, BLEU-4,
-chrF, exact match) and ``report`` (the report's files, marks, the list of reports).
+chrF, exact match), ``prompt_scores`` (a GRPO run's held-out prompts scored by its own rewards)
+and ``report`` (the report's files, marks, the list of reports).
 Light to import: torch, transformers and sacrebleu load when an evaluation runs.
 """
 
