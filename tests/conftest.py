@@ -30,8 +30,10 @@ os.environ["TUITUNE_AUTO_PRECISION"] = "fp32"
 #   (handed out one by one, they ran on both workers and each built the fixture: two training
 #   runs where one was meant).
 # - The long chains start first, so neither worker is left with one at the end: the groups in
-#   FIRST in that order, then the other groups and the slow tests, then the quick ones.
-FIRST = ("real", "real-eval")
+#   FIRST in that order (the longest units of the last timed runs), then the other groups and the
+#   slow tests, then the quick ones. A unit of minutes handed out last would hold one worker alone.
+FIRST = ("real", "real-eval", "cli-as-typed", "export-mini", "tests/test_eval_data.py", "tests/test_eval.py",
+         "tests/test_chat_runs.py", "tests/test_multinode.py")
 
 
 def _module_fixture(item) -> bool:

@@ -87,6 +87,7 @@ def test_auto_keeps_the_tokenizers_own_template():
     assert to_jinja(tok, "auto", "x") is None
 
 
+@pytest.mark.slow   # a run, a merge and two chats: out first on two workers (tests/conftest.py)
 def test_a_runs_artifacts_carry_its_template_and_the_merged_model_answers_as_the_run(tmp_path, tiny_model):
     """Trained with a named template and a system prompt: each checkpoint, the adapter and the merged
     model hold it as their chat_template, the merged model stops on the end-of-turn token, and
