@@ -206,10 +206,8 @@ async def test_the_evaluate_screen_shows_the_rewards(ws):
         screen.query_one("#eval-samples").value = "3"
         screen.query_one("#eval-tokens").value = "6"
         await pilot.press("r")
-        for _ in range(1200):
-            await pilot.pause(0.1)
-            if screen.folder is not None and not screen.running:
-                break
+        await app.workers.wait_for_complete()
+        await pilot.pause()
         assert screen.folder is not None, str(screen.query_one("#eval-status").render())
         rep = json.loads((screen.folder / "report.json").read_text())
         t, b = rep["summary"]["target"], rep["summary"]["baseline"]
