@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from tuitune.data.preference import validate_preference
-from tuitune.data.records import PROMPT_SHAPE, is_preference, is_prompt_record, task_mismatch
+from tuitune.data.records import PROMPT_SHAPE, check_context, is_preference, is_prompt_record, task_mismatch
 from tuitune.errors import TuituneError
 from tuitune.fsutil import file_mode, refuse_existing
 
@@ -273,14 +273,7 @@ def validate_prompt(rec: Any, where: str, path: Path | str) -> dict:
                            "text (or a number)")
     if rec.get("system") is not None and not isinstance(rec["system"], str):
         raise TuituneError(f"{path}: {where}: \"system\" is {type(rec['system']).__name__}, expected a string")
-    conv = rec.get("conversation", [])
-    if not isinstance(conv, list):
-        raise TuituneError(f"{path}: {where}: \"conversation\" is {type(conv).__name__}; give the earlier turns "
-                           "as a list (or leave it out)")
-    for t, turn in enumerate(conv, 1):
-        if not isinstance(turn, dict) or not all(isinstance(turn.get(k, ""), str) for k in ("system", "input", "output")):
-            raise TuituneError(f"{path}: {where}: conversation turn {t} is not an object of strings "
-                               "{system?, input, output}")
+    check_context(rec, where, path)
     return out
 
 

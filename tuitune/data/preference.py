@@ -28,8 +28,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuitune.data.records import (PREF_KEYS, PREFERENCE_SHAPE, Detection, MapError, as_text, conversation_turns,
-                                  is_preference, need_dict, sharegpt_turns, turns_from_messages, with_system)
+from tuitune.data.records import (PREF_KEYS, PREFERENCE_SHAPE, Detection, MapError, as_text, check_context,
+                                  conversation_turns, is_preference, need_dict, sharegpt_turns, turns_from_messages,
+                                  with_system)
 # eval/run.py still reads conversation_of here (its import is item 3's file): until it reads records.
 from tuitune.data.records import conversation_of  # noqa: F401
 from tuitune.errors import TuituneError
@@ -64,14 +65,7 @@ def validate_preference(rec: Any, where: str, path: Path | str) -> dict:
     if rec["chosen"] == rec["rejected"]:
         raise TuituneError(f"{path}: {where}: \"chosen\" and \"rejected\" are the same answer, which teaches "
                            "nothing; fix or remove the record")
-    conv = rec.get("conversation", [])
-    if not isinstance(conv, list):
-        raise TuituneError(f"{path}: {where}: \"conversation\" is {type(conv).__name__}; give the earlier turns "
-                           "as a list (or [] for none)")
-    for t, turn in enumerate(conv, 1):
-        if not isinstance(turn, dict) or not all(isinstance(turn.get(k, ""), str) for k in ("system", "input", "output")):
-            raise TuituneError(f"{path}: {where}: conversation turn {t} is not an object of strings "
-                               "{system?, input, output}")
+    check_context(rec, where, path)
     return rec
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tuitune.errors import TuituneError
+
 #: Tasks that learn from conversations (answers, or plain text for pretrain).
 SFT_TASKS = ("sft", "pretrain")
 #: Tasks that learn from preference pairs (chosen over rejected) rather than from answers.
@@ -144,6 +146,19 @@ def task_mismatch(rec: Any, where: str, path: Any, task: str) -> str | None:
     k = KINDS[kind]
     return (f"{path}: {where}: this is {k.this} (fields {fields}), but task is {task}; set task: "
             f"{' or '.join(k.tasks)}, or give {KINDS[want].plural}")
+
+
+def check_context(rec: dict, where: str, path: Any) -> None:
+    """A pair's or prompt record's earlier turns (``conversation``, absent for none): a list of objects of
+    strings; else a TuituneError naming the field (the check of each kind's record calls it)."""
+    conv = rec.get("conversation", [])
+    if not isinstance(conv, list):
+        raise TuituneError(f"{path}: {where}: \"conversation\" is {type(conv).__name__}; give the earlier turns "
+                           "as a list ([] or no \"conversation\" for none)")
+    for t, turn in enumerate(conv, 1):
+        if not isinstance(turn, dict) or not all(isinstance(turn.get(k, ""), str) for k in ("system", "input", "output")):
+            raise TuituneError(f"{path}: {where}: conversation turn {t} is not an object of strings "
+                               "{system?, input, output}")
 
 
 # --- reading a source's fields (every format's mapper) ---------------------------------------------
