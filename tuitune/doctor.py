@@ -304,6 +304,44 @@ def check_tmux() -> list[Check]:
                   "optional: apt-get install tmux to keep your own shell across disconnects")]
 
 
+def _workspace_configs(workspace: Path) -> list:
+    """The workspace's run configs that load (configs/*.yaml); one that does not is `config check`'s business."""
+    from tuitune.config import load_config
+    from tuitune.errors import TuituneError
+
+    out = []
+    for path in sorted((workspace / "configs").glob("*.y*ml")):
+        try:
+            out.append((path.relative_to(workspace), load_config(path, workspace=workspace)))
+        except (TuituneError, OSError):
+            continue
+    return out
+
+
+def check_sends(workspace: Path) -> list[Check]:
+    """What a run may send out of this machine, and whether each is on (issue 23: nothing leaves unasked):
+    hub downloads, trackers that report to a hosted service, notifications, the libraries' telemetry."""
+    from tuitune.train.tracking import tracking_env
+    from tuitune.vram import hub_offline
+
+    configs = _workspace_configs(workspace)
+    rows = [Check("sends: hub", OK, "off: HF_HUB_OFFLINE is set, models come from local folders or the cache"
+                  if hub_offline() else "on: a model given as a hub id (org/name) is downloaded from the hub")]
+    hosted = [f"{path}: {line.split(': ', 1)[1]}" for path, cfg in configs
+              for line in tracking_env(cfg.training.report_to, workspace / "runs" / "_", os.environ).lines
+              if "reports to" in line]
+    rows.append(Check("sends: trackers", OK, "on: " + "; ".join(hosted) if hosted else
+                      "off: no config reports to a hosted tracker (trackers write files in the run folder)"))
+    told = [f"{path} tells {', '.join(cfg.notify.urls)} ({', '.join(cfg.notify.events)})"
+            for path, cfg in configs if cfg.notify.urls]
+    rows.append(Check("sends: notify", OK, "on: " + "; ".join(told) if told else
+                      "off: no config in configs/ has notify.urls"))
+    asked = [str(path) for path, cfg in configs if cfg.notify.telemetry]
+    rows.append(Check("sends: telemetry", OK, f"on in {', '.join(asked)} (notify.telemetry: true)" if asked else
+                      "off: runs set HF_HUB_DISABLE_TELEMETRY=1 (TRL's usage pings) unless notify.telemetry asks"))
+    return rows
+
+
 def run_checks(workspace: str | Path = ".") -> Report:
     """Run every check. Never raises: a crashing check becomes a ``fail``."""
     report = Report()
@@ -319,6 +357,7 @@ def run_checks(workspace: str | Path = ".") -> Report:
         ("ram", check_ram),
         ("hf-cache", check_hf_cache),
         ("tmux", check_tmux),
+        ("sends", lambda: check_sends(Path(workspace).resolve())),
     ]
     for name, fn in steps:
         try:

@@ -317,7 +317,9 @@ class Sender:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
 
-    def send(self, event: str, title: str, body: str) -> None:
+    def send(self, event: str, title: str, body: str | Callable[[], str]) -> None:
+        """Queue a message; ``body`` may be a function, called in the sending thread (so what it reads
+        costs the caller nothing)."""
         if not self.urls:
             return
         if self._thread is None:
@@ -338,11 +340,16 @@ class Sender:
             item = self._queue.get()
             if item is None:
                 return
+            event, title, body = item
+            try:
+                text = body() if callable(body) else body
+            except Exception as exc:  # noqa: BLE001 - a message never takes the run down
+                text = f"{title} ({type(exc).__name__} while reading the run: {exc})"
             for url in self.urls:
                 try:
-                    self._send_one(url, *item)
+                    self._send_one(url, event, title, text)
                 except Exception as exc:  # noqa: BLE001 - a message never takes the run down
-                    self.warn(f"warning: notification ({item[0]}) to {url} was not sent: {type(exc).__name__}")
+                    self.warn(f"warning: notification ({event}) to {url} was not sent: {type(exc).__name__}")
 
     def _send_one(self, url: str, event: str, title: str, body: str) -> None:
         import apprise

@@ -126,6 +126,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         run.append_event({"type": "lifecycle", "event": "worker_start", "pid": os.getpid(), "resume": resume,
                            "world_size": world, **({"rank": rank} if rank else {})})
     stopped = False
+    notifier = watch = None  # notify: and the stall watchdog (tuitune.train.watchdog), once the config is read
     try:
         log = (lambda msg: print(msg, flush=True)) if keeps_folder else (lambda msg: None)
         # Before torch's thread pools start: this run's share of the CPU beside other tuitune processes
@@ -137,6 +138,11 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
+        from tuitune.notify import keep_telemetry_off
+        from tuitune.train.watchdog import RunNotifier, Watchdog
+
+        notifier = RunNotifier(run, cfg, log, enabled=is_main)
+        log(notifier.describe(keep_telemetry_off(notifier.settings)))  # before any trainer could ping the hub
         use_trackers(cfg.training.report_to, run, log)
         from tuitune.hardware import keep_bitsandbytes_out, needs_bitsandbytes
 
@@ -151,6 +157,9 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         cb = RunCallback(run, cfg, tokenizer, is_main=is_main, distributed=world > 1,
                          zero3=cfg.distributed.deepspeed.startswith("zero3"), node_main=keeps_folder, cores=cores)
         trainer.add_callback(cb)
+        if keeps_folder:
+            watch = Watchdog(run, notifier if is_main else None, notifier.settings.stall_seconds)
+            trainer.add_callback(watch)
         checkpoint = None
         if resume:
             cps = run.list_checkpoints()
@@ -171,6 +180,8 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
                 run.append_event({"type": "lifecycle", "event": "resume", "checkpoint": checkpoint})
         reuse_freed_memory()
         trainer.train(resume_from_checkpoint=checkpoint)
+        if watch is not None:
+            watch.close()
         stopped = cb.stopped_on_request
         step = trainer.state.global_step
         if stopped:
@@ -180,6 +191,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
                                   "checkpoint": str(latest) if latest else None})
                 run.write_state(status="stopped", stopped_at=time.time(), step=step,
                                 **({"last_checkpoint": str(latest) if latest else None} if is_main else {}))
+            notifier.tell("stopped")
             if cfg.distributed.nnodes > 1:  # `runs resume` continues one machine's runs only
                 log(f"stopped at step {step}, every node" + (f"; the checkpoint is {latest}" if latest else ""))
             else:
@@ -189,12 +201,15 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         if is_main:
             run.append_event({"type": "lifecycle", "event": "finished", "step": step, "output": str(final)})
             run.write_state(status="finished", finished_at=time.time(), output=str(final), step=step)
+            notifier.tell("finished")
         elif keeps_folder:  # another node: the output is node 0's
             run.append_event({"type": "lifecycle", "event": "finished", "step": step, "output": None})
             run.write_state(status="finished", finished_at=time.time(), step=step)
         log(f"finished: {final}" if is_main else "finished; the output is in node 0's run folder")
         return 0
     except BaseException as exc:  # noqa: BLE001 - the run must say why it ended, whatever it was
+        if watch is not None:
+            watch.close()
         if isinstance(exc, TuituneError):
             line = str(exc)
         elif isinstance(exc, KeyboardInterrupt):
@@ -210,8 +225,12 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         if keeps_folder:
             run.append_event({"type": "lifecycle", "event": "failed", "error": line})
             run.write_state(status="failed", error=line, failed_at=time.time())
+            if notifier is not None:
+                notifier.tell("failed")
         return 2 if isinstance(exc, TuituneError) else 1
     finally:
+        if notifier is not None:
+            notifier.close()  # the last message leaves (or gives up) before the process ends
         if lock is not None:
             lock.close()
 
