@@ -127,6 +127,15 @@ def test_chats_that_end_on_the_user_become_prompts_without_an_answer(ws):
     assert _read(ws / "data" / "asks_sharegpt_prompts.jsonl") == [{"prompt": "Say hi."}]
 
 
+def test_a_table_becomes_prompts_and_the_mapping_says_so(ws):
+    (ws / "data" / "qa.csv").write_text("question,answer\n2 + 2?,4\nCapital of France?,Paris\n", encoding="utf-8")
+    proc = typed(ws, "tuitune data convert data/qa.csv -o data/qa_prompts.jsonl --to prompts")
+    assert proc.returncode == 0, proc.stderr
+    assert "'question' → prompt, 'answer' → answer" in proc.stdout
+    assert _read(ws / "data" / "qa_prompts.jsonl") == [{"prompt": "2 + 2?", "answer": "4"},
+                                                       {"prompt": "Capital of France?", "answer": "Paris"}]
+
+
 def test_prompt_records_are_detected_checked_and_kept(ws):
     _jsonl(ws / "data" / "mine.jsonl", [{"prompt": "1 + 1?", "answer": 2}, {"prompt": "Say hi"}])
     proc = typed(ws, "tuitune data convert data/mine.jsonl -o data/mine_checked.jsonl")

@@ -299,6 +299,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             yield from iter_json_items(src, skip_bad_lines, js)
         total_hint = None
 
+    if to == "prompts":  # a table's or --input-col's mapping, in a prompt record's fields
+        report.mapping = report.mapping.replace("→ input", "→ prompt").replace("→ output", "→ answer")
     seen: dict[bytes, str] = {}
     answers_by_q: dict[int, bytes] = {}
     repeated: set[int] = set()
