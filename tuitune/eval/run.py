@@ -109,16 +109,14 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     task = cfg.task if cfg is not None else "sft"
     from tuitune.data.io import iter_json_items
     from tuitune.data.preference import conversation_of, is_preference
-
     from tuitune.data.records import PROMPT_TASKS, is_prompt_record
+    from tuitune.eval.prompt_scores import load_prompt_records, prompt_messages
 
     first = next((item for _, item in iter_json_items(path)), None)
     rewards, where = None, []
     pairs = not (task in PROMPT_TASKS or is_prompt_record(first)) and (
         is_preference(first) or (cfg is not None and cfg.is_preference))
     if task in PROMPT_TASKS or is_prompt_record(first):
-        from tuitune.eval.prompt_scores import load_prompt_records
-
         rewards = RewardSet.of_run(src, cfg, checkpoints)
         records, where = load_prompt_records(path)
     else:
@@ -134,8 +132,6 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     prompts, refs = [], []
     for rec in records:
         if rewards is not None:
-            from tuitune.eval.prompt_scores import prompt_messages
-
             msgs, ref = prompt_messages(rec, src.system)
         else:
             msgs, ref = prompt_of(conversation_of(rec, rec["chosen"]) if pairs else rec)
