@@ -30,7 +30,7 @@ from screens.base import StepScreen
 from screens.workers import failure
 from screens.widgets.chat.columns import ChatColumns
 from screens.widgets.chat.input import ChatInput
-from screens.widgets.chat.settings_panel import ChatSettings, engine_words as _words
+from screens.widgets.chat.settings_panel import LABELS, ChatSettings
 from screens.widgets.chat.transcript import ChatTranscript
 from tuitune.generation.settings import GenerationSettings
 
@@ -141,7 +141,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
             yield Static(Text("No model loaded: press Enter in the model field (or ctrl+l) to load it.",
                               style="dim"), id="chat-status")
         with Horizontal(id="chat-main"):
-            yield ChatColumns(_words, id="chat-columns")
+            yield ChatColumns(LABELS, id="chat-columns")
             yield ChatSettings(self.settings, DEFAULT_SAVE, id="chat-settings")
         yield ChatInput(id="chat-input", placeholder="Message (Enter sends, ctrl+j new line)")
 
@@ -273,10 +273,9 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
 
     @on(Worker.StateChanged)
     async def _worker_changed(self, event: Worker.StateChanged) -> None:
-        text = failure(event)
-        if text is None:
+        error = failure(event, LABELS)
+        if error is None:
             return
-        error = _words(text)
         if event.worker.group == "chat-load":
             self.loading_models = False
             self.query_one("#chat-loading").display = False

@@ -23,25 +23,18 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import HANDOVER_KEYS, StepScreen
 from screens.widgets.choice import Choice, ChoiceScreen
-from screens.widgets.controls import Toggle, tui_message
+from screens.widgets.controls import Toggle
 from screens.widgets.merge.adapter_table import MergeSources
 from screens.workers import one_line
+from tuitune.errors import said
 from tuitune.steps import step
 
 DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")]
-#: The engine's CLI flags as this screen's fields are labelled (errors and notes read "max shard
-#: 'abc': ...", "skipped (verify off)"). The screen has no base-model field (the base is the one
-#: the adapter names): a fix that needs another base says so as the shell command.
-MERGE_LABELS = {
-    "--max-shard-size": "max shard",
-    "--dtype": "dtype",
-    "--no-verify": "verify off",
-    "merge a checkpoint with --checkpoint": "pick a checkpoint's row above, e.g. checkpoint",
-    "--checkpoint": "checkpoint",
-    "pass --force": "choose Overwrite",
-    "pass --base DIR": "merge from a shell with `tuitune merge RUN --base DIR`",
-    "pass --base with": "merge from a shell with `tuitune merge RUN --base DIR`, DIR being",
-}
+#: The engine's fields as this screen's controls are labelled (compose_body writes these labels;
+#: errors and notes name their field so: "max shard 'abc': ...", "skipped (verify off)"). The
+#: screen has no base-model field: the engine's fix for another base is the shell command.
+LABELS = {"out": "output", "max_shard_size": "max shard", "dtype": "dtype", "verify": "verify off",
+          "checkpoint": "checkpoint"}
 
 # The answers when the output folder exists (short labels: the question names the folders).
 OUTPUT_EXISTS_CHOICES = [Choice("overwrite", "Overwrite", "o", "error"), Choice("new", "New name", "n", "primary"),
@@ -132,15 +125,15 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         yield Static("Adapters in this workspace", classes="section-title", id="merge-title")
         yield MergeSources(id="merge-sources")
         with Horizontal(classes="form-row", id="merge-form"):
-            yield Label("output", classes="field-label")
+            yield Label(LABELS["out"], classes="field-label")
             yield Input(id="merge-out", compact=True, placeholder="folder for the merged model",
                         tooltip="Where the merged model goes (relative to the workspace). It must not exist or "
                         "be empty; it appears only when the merge is complete and verified.")
         with Horizontal(classes="form-row", id="merge-form2"):
-            yield Label("max shard", classes="field-label")
+            yield Label(LABELS["max_shard_size"], classes="field-label")
             yield Input("2GB", id="merge-shard", compact=True,
                         tooltip="Largest output shard, e.g. 500MB, 2GB, 5GB.")
-            yield Label("dtype", classes="field-label")
+            yield Label(LABELS["dtype"], classes="field-label")
             yield Select(DTYPE_CHOICES, value="auto", allow_blank=False, id="merge-dtype", compact=True,
                          tooltip="The merged weights' dtype: as the base (default), bf16, fp16 or fp32.")
             yield Toggle("verify", True, id="merge-verify", compact=True,
@@ -264,7 +257,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         self._status(Text(f"shard {message.shard}/{message.shards}, tensor {message.done}/{message.total}"))
 
     def on_merge_screen_log(self, message: Log) -> None:
-        self._status(Text(tui_message(message.text, MERGE_LABELS)))
+        self._status(Text(said(message.text, LABELS)))
 
     def on_merge_screen_done(self, message: Done) -> None:
         r = message.result
@@ -292,7 +285,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
                         "differently\n", style="yellow")
         v = r.verification
         if v is None:
-            text.append(f"verification {tui_message(r.verify_note or 'skipped', MERGE_LABELS)}", style="yellow")
+            text.append(f"verification {said(r.verify_note or 'skipped', LABELS)}", style="yellow")
         else:
             text.append(v.line(), style="green" if v.ok else "bold red")
         if r.replaced_to:
@@ -311,7 +304,7 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
             return
         if event.state == WorkerState.ERROR:
             self.query_one("#merge-progress", ProgressBar).display = False
-            self._status(Text(f"error: {tui_message(one_line(event.worker.error), MERGE_LABELS)}", style="bold red"))
+            self._status(Text(f"error: {one_line(event.worker.error, LABELS)}", style="bold red"))
         elif event.state == WorkerState.CANCELLED:
             self.query_one("#merge-progress", ProgressBar).display = False
             self._status(Text("merge stopped; nothing was written", style="yellow"))

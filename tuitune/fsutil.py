@@ -153,7 +153,7 @@ def refuse_existing(path: str | os.PathLike, force: bool = False, folder: bool =
     :func:`publish_dir` (a model), so a file there is refused even with ``force``, and what is
     replaced is moved aside, never deleted.
     """
-    from tuitune.errors import TuituneError
+    from tuitune.errors import FIELD, TuituneError
 
     p = Path(path).expanduser()
     if folder and p.exists() and not p.is_dir():
@@ -161,7 +161,10 @@ def refuse_existing(path: str | os.PathLike, force: bool = False, folder: bool =
     if force or not output_exists(p):
         return
     kind = "folder exists and is not empty" if p.is_dir() else "exists"
-    raise TuituneError(f"{path}: {kind}; choose another output, or pass --force to replace it ({FORCE_KEPT})")
+    # The TUI asks before it replaces anything (overwrite / new name / cancel): its fix is that answer.
+    raise TuituneError(f"{path}: {kind}; choose another output, or ", field="force",
+                       fix=f"pass {FIELD} to replace it ({FORCE_KEPT})",
+                       tui_fix=f"choose Overwrite to replace it ({FORCE_KEPT})")
 
 
 def aside_path(out: str | os.PathLike) -> Path:

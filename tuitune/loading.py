@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from tuitune.errors import TuituneError, first_line
+from tuitune.errors import FIELD, TuituneError, first_line
 from tuitune.generation import GENERATE_LOCK
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -53,7 +53,7 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     adapters = dict(adapters or {})
     say = progress or (lambda _msg: None)
     if bits is not None and bits not in BITS:
-        raise TuituneError(f"--bits must be 4 or 8, got {bits}")
+        raise TuituneError(f"{FIELD} must be 4 or 8, got {bits}", field="bits")
     from tuitune.hardware import allow_bitsandbytes, keep_bitsandbytes_out
     from tuitune.cores import share_cores
 
@@ -67,8 +67,8 @@ def load_model(base: str, adapters: dict[str, Path] | None = None, dtype: str = 
     hf_logging.disable_progress_bar()
     cuda = torch.cuda.is_available()
     if bits is not None and not cuda:
-        raise TuituneError(f"--bits {bits} quantizes the weights with bitsandbytes, which needs a CUDA GPU, and "
-                           "this machine has none; drop --bits to load the model unquantized")
+        raise TuituneError(f"{FIELD} {bits} quantizes the weights with bitsandbytes, which needs a CUDA GPU, and "
+                           f"this machine has none; drop {FIELD} to load the model unquantized", field="bits")
     torch_dtype = _torch_dtype(dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if bits is not None:
@@ -223,7 +223,7 @@ def check_template(tokenizer, template: str, where: str) -> str:
     get_template(template)  # unknown name: a one-line error listing them
     if template == "auto" and not getattr(tokenizer, "chat_template", None):
         raise TuituneError(f"{where}: the model has no chat template; choose a named template "
-                           f"(--template) from: {', '.join(TEMPLATES)}")
+                           f"({FIELD}) from: {', '.join(TEMPLATES)}", field="template")
     return template
 
 

@@ -26,10 +26,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 
 MODEL_HELP = ("a model folder (config.json), an adapter folder (adapter_config.json), a run id, "
               "RUN:checkpoint-N or RUN:base")
+#: The fix where a merge needs another base, as the TUI says it (its Merge step has no base field).
+SHELL_BASE = "merge from a shell with `tuitune merge RUN --base DIR`"
 
 
 @dataclass
@@ -244,15 +246,17 @@ def resolve(spec: str, workspace: str | Path = ".", *, adapter: str | Path | Non
         if base:
             b = _local_model(str(base), Path.cwd(), Path(workspace))
             if b is None:
-                raise TuituneError(f"--base {base}: no model folder with config.json there; give the folder of the "
-                                   "base model the adapter was trained on")
+                raise TuituneError(f"{FIELD} {base}: no model folder with config.json there; give the folder of the "
+                                   "base model the adapter was trained on", field="base")
             src.base = str(b)
         elif not is_model_dir(Path(src.base)) and src.config_path is not None:
             raise TuituneError(f"{src.config_path}: the run's base model {src.base} is not a model folder (no "
-                               "config.json); put the model back there, or pass --base DIR")
+                               "config.json); put the model back there, or ", field="base",
+                               fix=f"pass {FIELD} DIR", tui_fix=SHELL_BASE)
         elif not is_model_dir(Path(src.base)):
             raise TuituneError(f"{src.adapter / 'adapter_config.json'}: base model {src.base!r} is not a local "
-                               "folder; download it and pass --base DIR")
+                               "folder; download it and ", field="base", fix=f"pass {FIELD} DIR",
+                               tui_fix=SHELL_BASE)
     elif base:
         raise TuituneError("--base goes with merge; to chat with an adapter on a base give MODEL --adapter DIR")
     return src
@@ -286,16 +290,18 @@ def _resolve(spec, workspace: Path, adapter, checkpoint, need) -> ModelSource:
             raise TuituneError(f"{spec}: no such folder, and {exc}; give {MODEL_HELP}") from None
     if run is not None:
         if adapter is not None:
-            raise TuituneError(f"{spec} is a run, which brings its own adapter; give --adapter with a model folder")
+            raise TuituneError(f"{spec} is a run, which brings its own adapter; give {FIELD} with a model folder",
+                               field="adapter")
         if checkpoint is not None:
             if selector:
-                raise TuituneError(f"{spec}: give the checkpoint once, either as RUN:checkpoint-N or --checkpoint N")
+                raise TuituneError(f"{spec}: give the checkpoint once, either as RUN:checkpoint-N or {FIELD} N",
+                                   field="checkpoint")
             selector = f"checkpoint-{checkpoint}"
         return _from_run(run, workspace, selector, need)
     assert path is not None
     if checkpoint is not None:
-        raise TuituneError(f"--checkpoint {checkpoint} needs a run, and {spec} is a folder; "
-                           "give the run id (or the checkpoint folder itself)")
+        raise TuituneError(f"{FIELD} {checkpoint} needs a run, and {spec} is a folder; "
+                           "give the run id (or the checkpoint folder itself)", field="checkpoint")
     if not path.is_dir():
         raise TuituneError(f"{path}: not a folder; give {MODEL_HELP}")
     if is_model_dir(path):
@@ -317,7 +323,8 @@ def _resolve(spec, workspace: Path, adapter, checkpoint, need) -> ModelSource:
         return src
     if is_adapter_dir(path):
         if adapter is not None:
-            raise TuituneError(f"{path} is already an adapter; give the base model folder as MODEL and it as --adapter")
+            raise TuituneError(f"{path} is already an adapter; give the base model folder as MODEL and it as {FIELD}",
+                               field="adapter")
         return _adapter_source(path, workspace)
     raise TuituneError(f"{path}: not a model folder (no config.json), not an adapter (no adapter_config.json) "
                        f"and not a run; give {MODEL_HELP}")

@@ -293,7 +293,7 @@ class Together:
                 out.put(Event(side, text=piece))
             out.put(Event(side, done=True, answer=session.last))
         except Exception as exc:  # noqa: BLE001 - this side's error; the others go on
-            out.put(Event(side, done=True, error=str(exc) if isinstance(exc, TuituneError) else
+            out.put(Event(side, done=True, error=exc.note if isinstance(exc, TuituneError) else
                           f"{type(exc).__name__}: {first_line(exc)}"))
         finally:
             turns.leave(side)  # a side that failed before its first token must not hold the others up

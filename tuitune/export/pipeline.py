@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 from tuitune.export.llamacpp import OUTTYPES, check_gguf, convert, find_converter
 from tuitune.export.registry import ExportFormat, get_format
 
@@ -90,7 +90,7 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
 
     form = get_format(fmt)
     if outtype not in OUTTYPES:
-        raise TuituneError(f"--type {outtype}: choose one of {', '.join(OUTTYPES)}")
+        raise TuituneError(f"{FIELD} {outtype}: choose one of {', '.join(OUTTYPES)}", field="type")
     out = Path(out).expanduser().absolute()   # as typed: relative to the folder the user is in
     refuse_existing(out, force=force, folder=form.kind == "folder")
     src = resolve(spec, workspace)

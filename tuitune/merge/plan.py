@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 from tuitune.hardware import DTYPE_NAMES
-from tuitune.sources import ModelSource
+from tuitune.sources import SHELL_BASE, ModelSource
 
 DTYPES = ("fp16", "bf16", "fp32")
 FROM_TORCH = {v: k for k, v in DTYPE_NAMES.items()}
@@ -37,12 +37,12 @@ def parse_size(text: str | int) -> int:
         return text
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*", str(text), flags=re.I)
     if not m:
-        raise TuituneError(f"--max-shard-size {text!r}: write a size such as 500MB, 2GB or 1GiB")
+        raise TuituneError(f"{FIELD} {text!r}: write a size such as 500MB, 2GB or 1GiB", field="max_shard_size")
     num, unit = float(m.group(1)), m.group(2).upper()
     mult = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}.get(unit)
     if mult is None or num <= 0:
-        raise TuituneError(f"--max-shard-size {text!r}: write a size such as 500MB, 2GB or 1GiB")
+        raise TuituneError(f"{FIELD} {text!r}: write a size such as 500MB, 2GB or 1GiB", field="max_shard_size")
     return int(num * mult)
 
 
@@ -147,7 +147,8 @@ def make_plan(src: ModelSource, out_dtype: str | None = None) -> Plan:
     if bcfg.get("quantization_config"):
         method = bcfg["quantization_config"].get("quant_method", "quantized")
         raise TuituneError(f"{src.base_dir}: the base is stored quantized ({method}); merge into the 16-bit "
-                           "original instead: pass --base with the unquantized model folder")
+                           "original instead: ", field="base", fix=f"pass {FIELD} with the unquantized model folder",
+                           tui_fix=f"{SHELL_BASE}, DIR being the unquantized model folder")
     shards, weight_map = base_index(src.base_dir)
     plan = Plan(shards=shards, keys_by_shard={}, shapes={}, dtypes={}, loras={}, replace={}, extra={})
     if not shards:
@@ -196,7 +197,8 @@ def make_plan(src: ModelSource, out_dtype: str | None = None) -> Plan:
     def mismatch(adapter_key: str, got, base_key: str, want) -> TuituneError:
         return TuituneError(
             f"{weights}: tensor {adapter_key} has shape {list(got)} but the base's {base_key} is {list(want)} "
-            f"in {src.base_dir}: the adapter was trained on another base; pass --base with that model")
+            f"in {src.base_dir}: the adapter was trained on another base; ", field="base",
+            fix=f"pass {FIELD} with that model", tui_fix=f"{SHELL_BASE}, DIR being that model")
 
     for key in sorted(tensors):
         if not key.startswith(ADAPTER_PREFIX):

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, Note, TuituneError
 from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir, publish_dir, refuse_existing
 from tuitune.hardware import DTYPE_NAMES
 from tuitune.merge.plan import (CARD_JSON, DTYPES, FROM_TORCH, TOKENIZER_FILES, Plan, Progress, human_size, make_plan,
@@ -136,7 +136,7 @@ def merge(src: ModelSource, out: str | Path, *, max_shard_size: str | int = "2GB
     log = log or (lambda s: None)
     out = Path(out).expanduser().absolute()
     if dtype is not None and dtype not in DTYPES:
-        raise TuituneError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+        raise TuituneError(f"{FIELD} {dtype}: choose one of {', '.join(DTYPES)}", field="dtype")
     max_shard = parse_size(max_shard_size)
     refuse_existing(out, force, folder=True)
     if out.resolve() in (src.base_dir.resolve(), src.adapter.resolve()):
@@ -166,8 +166,8 @@ def merge(src: ModelSource, out: str | Path, *, max_shard_size: str | int = "2GB
                              streamed=plan.fallback is None, fallback=plan.fallback, untied=plan.untie,
                              seconds=0.0, verification=None)
         if not verify_result:
-            result.verify_note = "skipped (--no-verify)"
-            log(f"verification {result.verify_note}")
+            result.verify_note = Note(f"skipped ({FIELD})", field="verify", flag="--no-verify")
+            log(Note(f"verification skipped ({FIELD})", field="verify", flag="--no-verify"))
         else:
             log("verifying: logits of the merged model vs base + adapter (peft)")
             result.verification = verify(src, tmp, dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Mapping
 
 from rich.text import Text
 from textual import on, work
@@ -24,6 +25,7 @@ from textual.worker import Worker, get_current_worker
 
 from screens.widgets.chat.transcript import ChatTranscript
 from screens.workers import failure
+from tuitune.errors import said
 
 POST_EVERY = 0.05          # seconds between streamed updates to the view
 GROUP = "chat-generate"
@@ -52,10 +54,10 @@ class ChatColumns(Horizontal):
         stats: object
         error: str = ""
 
-    def __init__(self, words=lambda text: text, **kwargs):
-        """``words(line)``: the screen's wording of an engine error (flags become field names)."""
+    def __init__(self, labels: Mapping[str, str] | None = None, **kwargs):
+        """``labels``: the screen's words for the engine's fields (an error names its field so)."""
         super().__init__(**kwargs)
-        self._words = words
+        self._labels = labels
         self._blocks: dict[int, object] = {}
         self._together = None
         self.timings = True
@@ -112,7 +114,7 @@ class ChatColumns(Horizontal):
                         last[side] = now
                 if event.done:
                     stats = event.answer.stats if event.answer and not event.error else None
-                    error = self._words(event.error) if event.error else ""
+                    error = said(event.error, self._labels) if event.error else ""
                     self.post_message(self._Done(event.side, stats, error))
         finally:
             self._together = None
@@ -143,11 +145,10 @@ class ChatColumns(Horizontal):
 
     @on(Worker.StateChanged)
     async def _failed(self, event: Worker.StateChanged) -> None:
-        text = failure(event) if event.worker.group == GROUP else None
-        if text is None:
+        error = failure(event, self._labels) if event.worker.group == GROUP else None
+        if error is None:
             return
         event.stop()
-        error = self._words(text)
         blocks, self._blocks = list(self._blocks.values()), {}
         for block in blocks:
             await block.finish(error, error=True)

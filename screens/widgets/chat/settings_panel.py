@@ -117,24 +117,18 @@ class ChatSettings(VerticalScroll):
             self.post_message(self.Changed(settings))
 
 
-def _flag_labels() -> dict[str, str]:
-    """The engine's errors are written for the CLI; here they name the field or setting instead.
-    The generation flags' names come from the settings' one declaration."""
+def _labels() -> dict[str, str]:
+    """The Chat step's words for the engine's fields (an error names its field by these): the
+    settings' labels from their one declaration, and the model field's forms."""
     from tuitune.generation.settings import FIELDS, info
 
-    labels = {"--template": "the template setting", "--adapter": "an adapter folder in the model field",
-              "--checkpoint": "RUN:checkpoint-N in the model field", "--bits": "4/8-bit loading"}
+    labels = {"template": "the template setting", "adapter": "an adapter folder in the model field",
+              "checkpoint": "RUN:checkpoint-N in the model field", "bits": "4/8-bit loading"}
     for name in FIELDS:
         label = info(name)["label"]
-        labels[f"--{name.replace('_', '-')}"] = f"the {label} setting" if name in ("system", "seed") else label
+        labels[name] = f"the {label} setting" if name in ("system", "seed") else label
     return labels
 
 
-FLAG_LABELS = _flag_labels()
-
-
-def engine_words(text: str) -> str:
-    """An engine error in the screen's words: flags become the settings' and fields' names."""
-    from screens.widgets.controls import tui_message
-
-    return tui_message(" ".join(text.split()), FLAG_LABELS)
+#: field -> the Chat step's label for it (``screens.workers.failure``, ``tuitune.errors.said``).
+LABELS = _labels()
