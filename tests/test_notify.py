@@ -249,6 +249,23 @@ def test_telemetry_is_off_unless_the_config_asks(monkeypatch):
     assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1" and constants.HF_HUB_DISABLE_TELEMETRY is True
 
 
+def test_events_name_the_ends_together_or_alone():
+    from tuitune.config import get_preset
+    from tuitune.notify import notify_settings
+
+    cfg = get_preset("tiny-demo")
+    cfg.notify.urls = ["ntfy://ntfy.sh/topic"]
+    wants = lambda: [e for e in ("finished", "failed", "stopped", "stalled", "evaluation")  # noqa: E731
+                     if notify_settings(cfg).wants(e)]
+    assert wants() == ["finished", "failed", "stopped", "stalled"]  # the default: ended, stalled
+    cfg.notify.events = ["failed", "stalled"]
+    assert wants() == ["failed", "stalled"]
+    cfg.notify.events = ["ended", "evaluation"]
+    assert wants() == ["finished", "failed", "stopped", "evaluation"]
+    cfg.notify.urls = []
+    assert wants() == []
+
+
 def test_env_lists_what_a_run_may_send_out(workspace):
     from tuitune.doctor import check_sends
 
@@ -260,8 +277,7 @@ def test_env_lists_what_a_run_may_send_out(workspace):
     (workspace / "configs" / "loud.yaml").write_text(
         "model: org/model\nnotify: {urls: ['ntfy://ntfy.sh/${TOPIC}'], telemetry: true}\n", encoding="utf-8")
     rows = {c.name: c.detail for c in check_sends(workspace)}
-    assert rows["sends: notify"] == ("on: configs/loud.yaml tells ntfy://ntfy.sh/${TOPIC} "
-                                     "(finished, failed, stalled, stopped)")
+    assert rows["sends: notify"] == "on: configs/loud.yaml tells ntfy://ntfy.sh/${TOPIC} (ended, stalled)"
     assert rows["sends: telemetry"].startswith("on in configs/loud.yaml")
 
 

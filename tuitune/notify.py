@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-#: What a run can tell you about, in the order the form lists them.
-EVENTS = ("finished", "failed", "stalled", "stopped", "evaluation")
-DEFAULT_EVENTS = ("finished", "failed", "stalled", "stopped")
+#: What a run can tell you about: ``ended`` is any of the three ends (finished, failed, stopped), each of
+#: which may be named alone (``[failed, stalled]``: only what went wrong).
+ENDS = ("finished", "failed", "stopped")
+EVENTS = ("ended", *ENDS, "stalled", "evaluation")
+DEFAULT_EVENTS = ("ended", "stalled")
 #: A secret in a URL: ``${NAME}``.
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Seconds the worker waits, at its end, for messages still being sent.
@@ -55,7 +57,7 @@ class NotifySettings:
     environment: tuple[tuple[str, str], ...]
 
     def wants(self, event: str) -> bool:
-        return bool(self.urls) and event in self.events
+        return bool(self.urls) and (event in self.events or (event in ENDS and "ended" in self.events))
 
 
 def notify_settings(cfg) -> NotifySettings:

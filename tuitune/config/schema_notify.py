@@ -38,8 +38,8 @@ class NotifyConfig(BaseModel):
                     "${NAME}, read from the environment or secrets_file when a message is sent")
     events: list[Literal[EVENTS]] = Field(
         default_factory=lambda: list(DEFAULT_EVENTS),
-        description="what the urls hear about: finished, failed, stalled, stopped, and evaluation (each "
-                    "evaluation's loss)")
+        description="what the urls hear about: ended (the run finished, failed or stopped; or name some of "
+                    "those alone), stalled, and evaluation (each evaluation's loss)")
     secrets_file: Optional[str] = Field(
         None, description="a file of NAME=value lines (mode 0600) for the ${NAME}s of the urls, read when "
                           "a message is sent; relative paths are in the workspace; empty: the environment only")
