@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tuitune.cores import share_cores
 from tuitune.errors import TuituneError
+from tuitune.train.ladder import SIMULATE_OOM_ENV, SimulatedOOM, is_out_of_memory, oom_line
 from tuitune.train.runfolder import RunFolder
 from tuitune.train.tracking import use_trackers
 
@@ -111,7 +112,9 @@ def reuse_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed heap top
 
 
-def run_worker(run_dir: str, resume: bool = False) -> int:
+def run_worker(run_dir: str, resume: bool = False, probe=None) -> int:
+    """Train the run in ``run_dir``; ``probe``: a ``tuitune.train.probe.ProbeHook`` (its callbacks measure,
+    its ``prepare`` feeds the longest batch; ``tuitune train --probe`` runs this on a temporary folder)."""
     run = RunFolder(Path(run_dir))
     rank, world, local_rank = _rank()
     is_main = rank == 0
@@ -126,7 +129,7 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         run.append_event({"type": "lifecycle", "event": "worker_start", "pid": os.getpid(), "resume": resume,
                            "world_size": world, **({"rank": rank} if rank else {})})
     stopped = False
-    notifier = watch = None  # notify: and the stall watchdog (tuitune.train.watchdog), once the config is read
+    notifier = watch = trainer = cfg = None  # notify: and the stall watchdog (tuitune.train.watchdog), once the config is read
     try:
         log = (lambda msg: print(msg, flush=True)) if keeps_folder else (lambda msg: None)
         # Before torch's thread pools start: this run's share of the CPU beside other tuitune processes
@@ -153,7 +156,11 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
         from tuitune.train.build import build_trainer
         from tuitune.train.callbacks import RunCallback
 
-        trainer, tokenizer = build_trainer(cfg, run, log=log)
+        trainer, tokenizer = build_trainer(cfg, run, log=log, callbacks=probe.callbacks if probe else ())
+        if probe is not None:
+            probe.prepare(trainer, cfg, log)
+        elif os.environ.get(SIMULATE_OOM_ENV):
+            trainer.add_callback(SimulatedOOM(int(os.environ[SIMULATE_OOM_ENV])))
         cb = RunCallback(run, cfg, tokenizer, is_main=is_main, distributed=world > 1,
                          zero3=cfg.distributed.deepspeed.startswith("zero3"), node_main=keeps_folder, cores=cores)
         trainer.add_callback(cb)
@@ -214,6 +221,9 @@ def run_worker(run_dir: str, resume: bool = False) -> int:
             line = str(exc)
         elif isinstance(exc, KeyboardInterrupt):
             line = "interrupted (ctrl+c) before a checkpoint could be written"
+        elif is_out_of_memory(exc):  # one line with the step, the peak and the ladder's next rung
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            line = oom_line(run, cfg, trainer.state.global_step + 1 if trainer is not None else None)
         else:
             traceback.print_exc()
             line = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
