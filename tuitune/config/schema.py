@@ -153,6 +153,9 @@ class TrainingConfig(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the steps spent warming the lr up from 0")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="clip the gradient norm to this value")
+    max_nonfinite_steps: int = Field(
+        3, ge=0, description="stop the run when the loss is NaN or inf this many logged steps in a row, keeping "
+                             "the last checkpoint with finite weights (0: never stop)")
     optimizer: Literal[OPTIMIZERS] = Field("adamw_torch_fused",
                                            description="optimizer (paged_adamw_* save memory)")
     gradient_checkpointing: bool = Field(True, description="recompute activations in backward: less memory, ~30% slower")

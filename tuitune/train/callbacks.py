@@ -13,6 +13,8 @@ import time
 
 from transformers import TrainerCallback
 
+from tuitune.train.nonfinite import NonFiniteGuard
+
 
 EMA_ALPHA = 0.3  # weight of the newest interval in the smoothed seconds per step
 
@@ -78,6 +80,7 @@ class RunCallback(TrainerCallback):
         self.stop_signal = False
         self.stopped_on_request = False
         self._prev_sigterm = None
+        self.guard = NonFiniteGuard(cfg)
 
     # --- helpers -------------------------------------------------------------------------
     def event(self, **event) -> None:
@@ -100,6 +103,10 @@ class RunCallback(TrainerCallback):
         mine = self.run.take_request(what) if self.node_main else False
         if what == "stop":
             mine = mine or self.stop_signal
+        return self.any_rank(mine)
+
+    def any_rank(self, mine: bool) -> bool:
+        """True on every rank when ``mine`` is true on any."""
         if not self.distributed:
             return mine
         import torch
@@ -178,6 +185,7 @@ class RunCallback(TrainerCallback):
             signal.signal(signal.SIGINT, self._sigterm)
         except ValueError:  # not the main thread
             self._prev_sigterm = None
+        self.guard.begin(args, state.global_step)
         self.state(status="running", step=state.global_step, total_steps=state.max_steps,
                    epochs=args.num_train_epochs)
         self.event(type="lifecycle", event="train_begin", step=state.global_step, total_steps=state.max_steps,
@@ -209,9 +217,13 @@ class RunCallback(TrainerCallback):
                    grad_norm=_float(logs.get("grad_norm")), tokens=tokens,
                    tokens_per_s=round(tps, 1) if tps is not None else None,
                    elapsed=round(elapsed, 2), eta=eta, **_preference(logs), **_grpo(logs))
+        from tuitune.train.ladder import peak_memory
+
+        peak, of = peak_memory()
         self.state(step=step, total_steps=state.max_steps, last_loss=_float(logs.get("loss")),
                    eta=eta, elapsed=round(elapsed, 2),
-                   sec_per_step=round(rate, 4) if rate is not None else None)
+                   sec_per_step=round(rate, 4) if rate is not None else None, peak_memory=peak, peak_memory_of=of)
+        self.guard.check(self.run, args, step, _float(logs.get("loss")), _float(logs.get("grad_norm")))
 
     def on_step_end(self, args, state, control, model=None, **kw):
         step = state.global_step
@@ -226,6 +238,7 @@ class RunCallback(TrainerCallback):
             self.stopped_on_request = True
             self.state(status="stopping")
             self.event(type="lifecycle", event="stop_requested", step=step)
+        self.guard.step_end(self, control, model, step)
         every = self.cfg.evaluation.every
         if (model is not None and every and step % every == 0 and step < state.max_steps
                 and not control.should_training_stop):
