@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "deepspeed", "accelerate")
+HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "deepspeed", "accelerate", "lm_eval")
 
 
 def _light_modules() -> list[str]:

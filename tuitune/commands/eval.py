@@ -45,6 +45,17 @@ def register(sub) -> None:
                    "or adapter was trained on), or any other MODEL_OR_RUN, e.g. RUN:checkpoint-N")
     p.add_argument("--checkpoints", action="store_true", help="also the held-out loss of every checkpoint of the run")
     p.add_argument("--max-samples", type=_count, metavar="N", help="evaluate the first N records only")
+    b = p.add_argument_group("general ability (lm-evaluation-harness, base against tuned)")
+    b.add_argument("--bench", metavar="TASKS", help="lm-eval tasks, comma-separated: any task or group name "
+                   "(English: mmlu, arc_easy, hellaswag; Chinese: cmmlu, ceval-valid; their data comes from the "
+                   "Hugging Face Hub), a local task's YAML file or folder, or common (the 60-question offline set "
+                   "in sample_data/bench/); each task's score ± its standard error for the run and its base, and "
+                   "worse where the tuned score falls by more than two of the base's standard errors. Without "
+                   "a held-out file, only this is measured")
+    b.add_argument("--limit", metavar="N", help="questions per task (per subtask of a group), or all (default: "
+                   "100: minutes on one GPU)")
+    b.add_argument("--shots", type=_count, metavar="K", help="few-shot examples per question (default: each "
+                   "task's own, 0 for most)")
     g = p.add_argument_group("generation")
     add_arguments(g, names=("temperature", "max_new_tokens", "seed"),
                   defaults={"temperature": 0.0, "max_new_tokens": 256})
@@ -86,11 +97,20 @@ def run(args) -> int:
     from tuitune.generation.settings import from_arguments
 
     settings = from_arguments(args)
+    if args.bench is None and (args.limit is not None or args.shots is not None):
+        raise TuituneError(f"{'--limit' if args.limit is not None else '--shots'} goes with --bench TASKS")
     p = plan(args.target, args.workspace, data=args.data, against=args.against, checkpoints=args.checkpoints,
-             max_samples=args.max_samples)
+             max_samples=args.max_samples, need_data=args.bench is None)
+    if args.bench is not None:   # each task's data loaded here, before the model
+        from tuitune.eval import bench
+
+        if not args.json:
+            print(f"general ability: loading {args.bench}", file=sys.stderr, flush=True)
+        p.bench = bench.plan(args.bench, args.workspace, limit=args.limit, shots=args.shots)
     out = args.output or default_output(args.workspace, p.target.label)
     if not args.json:  # before anything loads: which file, how many records, and why that one
-        print(f"data: {p.held.line(evaluated=len(p.records))}", file=sys.stderr, flush=True)
+        print(f"data: {p.held.line(evaluated=len(p.records))}" if p.held is not None else
+              f"data: none, general ability only ({p.no_data})", file=sys.stderr, flush=True)
     quiet = args.json or not sys.stderr.isatty()
     last = [""]
 

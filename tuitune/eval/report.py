@@ -68,7 +68,10 @@ def summary_line(report: dict) -> str:
     if s.get("better") is not None:
         parts.append(f"better on {s['better']} of {report['records']}")
     marks = [f"{s[f'marked_{m}']} marked {m}" for m in MARKS if s.get(f"marked_{m}")]
-    return ", ".join(parts + marks) or "nothing measured"
+    from tuitune.eval.bench import bench_line
+
+    general = bench_line(report.get("bench"))   # --bench: lm-eval's tasks, base → tuned
+    return "; ".join(x for x in (", ".join(parts + marks), general) if x) or "nothing measured"
 
 
 def reward_parts(t: dict, b: dict) -> list[str]:
@@ -100,6 +103,8 @@ def data_text(report: dict, code: bool = False, note: bool = True) -> str:
     """``data/split/test.jsonl, 6 of 36 records (the test side of ...)``: the report's held-out file."""
     d = report["summary"].get("data") or {}
     name = d.get("file") or report["data"]
+    if name is None:   # --bench alone: general ability, no held-out file
+        return "no held-out data"
     kind = "pairs" if report.get("pairs") else "records"
     n, total = report["records"], d.get("records")
     count = f"{n} of {total} {kind}" if total and total != n else f"{n} {kind}"
@@ -135,12 +140,17 @@ def markdown(report: dict, records: list[dict]) -> str:
             ("held-out loss" + (" (chosen answers)" if report.get("pairs") else ""), "loss", "{:.4f}"), ("perplexity", "ppl", "{:.2f}"), ("ROUGE-L", "rouge_l", "{:.3f}"),
             ("BLEU-4", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("exact match", "exact", "{:.1%}"),
             ("answer tokens (mean)", "answer_tokens", "{:.1f}"), ("hit the token limit", "hit_limit", "{:.1%}")]
-    rows = reward_rows(report) + rows
+    rows = reward_rows(report) + rows if report["records"] else []   # none: --bench alone, no held-out table
+    if not rows:
+        lines[-2:] = []
     for title, key, fmt in rows:
         vals = [(s.get(side) or {}).get(key) for side in (SIDES if base else ("target",))]
         if all(v is None for v in vals):
             continue
         lines.append(f"| {title} | " + " | ".join("" if v is None else fmt.format(v) for v in vals) + " |")
+    from tuitune.eval.bench import markdown as bench_markdown
+
+    lines += bench_markdown(report.get("bench"))   # "General ability", beside the held-out results
     if report.get("checkpoints"):
         lines += ["", "## Held-out loss by checkpoint", "", "| step | loss |", "| --- | --- |"]
         best = min(report["checkpoints"], key=lambda c: c["loss"])

@@ -31,7 +31,7 @@ Progress = Callable[[str, int, int], None]   # (what, done, total)
 class EvalPlan:
     target: ModelSource
     baseline: ModelSource | None
-    data: Path
+    data: Path | None               # None: no held-out file (--bench alone; no_data says why)
     records: list[dict]
     prompts: list[list[dict]]       # each record's messages up to its last question
     references: list[str]           # each record's last answer ('' for pretraining text)
@@ -45,6 +45,8 @@ class EvalPlan:
     workspace: Path = Path(".")
     rewards: RewardSet | None = None   # prompt records (task grpo): the run's rewards score the answers
     where: list[str] = field(default_factory=list)   # each prompt record's file and line (a reward's error)
+    bench: object = None            # tuitune.eval.bench.BenchPlan: general ability (--bench)
+    no_data: str = ""               # why there is no held-out file (with --bench, the evaluation goes on)
 
     @property
     def rewarded(self) -> bool:
@@ -76,10 +78,12 @@ def _need_answers(path: Path) -> None:
 
 
 def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = None, against: str | None = None,
-         checkpoints: bool = False, max_samples: int | None = None, base: str | Path | None = None) -> EvalPlan:
+         checkpoints: bool = False, max_samples: int | None = None, base: str | Path | None = None,
+         need_data: bool = True) -> EvalPlan:
     """Everything checked before a model is loaded; TuituneError names what is wrong.
 
     ``base``: the folder that paths in messages are relative to (the CLI's current folder).
+    ``need_data=False`` (``--bench``): a target with no held-out file is no error, the plan has no records.
     """
     from tuitune.data import load_records
     from tuitune.sources import resolve
@@ -101,11 +105,17 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
                                    trust_remote_code=src.trust_remote_code, system=src.system, run=src.run)
     else:
         baseline = resolve(against, workspace)
-    held = pick(src, cfg, data, workspace, base)
+    try:
+        held = pick(src, cfg, data, workspace, base)
+        if not held.path.is_file():
+            raise TuituneError(f"{shown(held.path, base)}: no such data file; give --data with a conversation "
+                               "JSONL (the held-out split)")
+    except TuituneError as exc:
+        if data is not None or need_data or checkpoints:
+            raise
+        return EvalPlan(src, baseline, None, [], [], [], template=src.template or "auto", system=src.system or "",
+                        task=cfg.task if cfg is not None else "sft", workspace=workspace, no_data=str(exc))
     path = held.path
-    if not path.is_file():
-        raise TuituneError(f"{shown(path, base)}: no such data file; give --data with a conversation JSONL "
-                           "(the held-out split)")
     task = cfg.task if cfg is not None else "sft"
     from tuitune.data.io import iter_json_items
     from tuitune.data.preference import conversation_of, is_preference
@@ -209,6 +219,7 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     """Run the plan and write the report to ``out``; returns (folder, report)."""
     from tuitune.eval.loss import encode_records, record_losses
     from tuitune.eval.metrics import corpus_scores, sentence_scores
+    from tuitune.eval.bench import compare as bench_compare
     from tuitune.eval.report import side_summary, verdict, write_report
     from tuitune.fsutil import fix_modes, make_temp_dir, publish_dir, refuse_existing
     from tuitune.generation import GenerationSettings, answer_batch
@@ -225,8 +236,8 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
         from tuitune.eval.loss import encode_pair_sides
 
         encoded = encode_pair_sides(tok, p.records, template=p.template, system=p.system, max_length=p.max_length)
-    elif p.rewarded:
-        encoded = []   # prompt records: no answer to measure a loss on
+    elif p.rewarded or not p.records:
+        encoded = []   # prompt records: no answer to measure a loss on; --bench alone: no held-out records
     else:
         encoded = encode_records(tok, p.records, template=p.template, system=p.system, max_length=p.max_length,
                                  task=p.task)
@@ -235,8 +246,23 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
              for m in p.prompts]
     results: dict[str, dict] = {}
     sides = ["target"] + (["baseline"] if p.baseline is not None else [])
+    bench_scores, clock = {}, None
+    if p.bench is not None:
+        from tuitune.eval.bench import Clock
+
+        clock, bench_tok = Clock(len(sides), tell), load_tokenizer(p.target.tokenizer_dir, p.target.trust_remote_code)
     for side in sides:
         model, prepare = models.load(side)
+        if p.bench is not None:   # general ability: lm-eval's tasks on this side (tuitune.eval.bench)
+            from tuitune.eval.bench import score
+
+            say(f"{side}: general ability ({', '.join(p.bench.names)})")
+            clock.start_side("tuned" if side == "target" else "base")
+            bench_scores[side] = score(model, bench_tok, prepare, p.bench, batch_size=batch_size, clock=clock,
+                                       cancelled=cancelled)
+        if not p.records:
+            results[side] = {"summary": {}}
+            continue
         n = len(encoded)
         losses = []
         if encoded:
@@ -296,14 +322,17 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
     ident = lambda s: {"label": s.label, "spec": spec_of(s), "base": s.base,  # noqa: E731
                        "adapter": str(s.adapter) if s.adapter else None, "run": s.run, "checkpoint": s.checkpoint}
     report = {"version": 1, "created": time.time(), "target": ident(p.target),
-              "baseline": ident(p.baseline) if p.baseline else None, "data": shown(p.data, p.workspace),
+              "baseline": ident(p.baseline) if p.baseline else None,
+              "data": shown(p.data, p.workspace) if p.data is not None else None,
               "records": len(records),
-              "generated": p.generates, "pairs": p.pairs, "task": p.task,
+              "generated": p.generates and bool(records), "pairs": p.pairs, "task": p.task,
               **({"rewards": p.rewards.as_dicts()} if p.rewarded else {}),
               "settings": {**settings.to_dict(), "template": p.template, "system": p.system,
                            "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
-              "summary": {"data": held_out_summary(p, len(records)),
+              "summary": {"data": held_out_summary(p, len(records)) if p.data is not None else None,
                           **{side: results[side]["summary"] for side in sides}}, "checkpoints": curve,
+              **({"bench": bench_compare(p.bench, bench_scores, time.time() - t0)} if p.bench is not None else {}),
+              **({"no_data": p.no_data} if p.no_data else {}),
               "seconds": round(time.time() - t0, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(prefix=f".{out.name}.partial-", dir=out.parent)
