@@ -1,0 +1,107 @@
+"""GRPO learns what it is rewarded for (#24 section 3), resumes after kill -9 where it stopped (section 4),
+and a reward that raises ends the run `failed`, saying where, its checkpoint kept (section 2).
+
+The learning outcomes are measured as a user measures them: `tuitune train` trains, Evaluate
+(:func:`tuitune.eval.run.evaluate`) answers held-out prompts with the base (the adapter off) and the tuned
+model, and scores them with the run's own rewards. Fixed seed, fp32.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from train_helpers import events, kill_group, make_workspace, state, wait_until, write_config
+
+#: The token the tiny model is paid to say. The tiny model is random (tuitune.sample): every token is
+#: about as likely as any other, so "Linus" is in a few percent of its 32-token answers.
+TOKEN = "Linus"
+TINY_GRPO = {"task": "grpo", "data.train": "data/prompts.jsonl", "data.pack": False, "data.max_length": 128,
+             "evaluation.prompts": [], "training.logging_steps": 1, "training.save_total_limit": None,
+             "training.warmup_ratio": 0.0}
+
+
+def _jsonl(path: Path, items: list) -> Path:
+    path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    return path
+
+
+def _evaluate(ws: Path, run: str, data: str, settings) -> tuple[dict, dict]:
+    """Evaluate's summary of the base (adapter off) and the tuned model on held-out prompts, in fp32."""
+    from tuitune.eval.run import evaluate, plan
+
+    _, report = evaluate(plan(run, ws, data=ws / data), ws / "evals" / run, settings=settings, dtype="fp32",
+                         batch_size=64)
+    return report["summary"]["baseline"], report["summary"]["target"]
+
+
+@pytest.fixture
+def ws(tmp_path, tiny_model) -> Path:
+    """The tiny model's workspace with prompt records: 128 to train on, 64 held out (other numbers)."""
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    _jsonl(ws / "data" / "prompts.jsonl", [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)}
+                                           for i in range(128)])
+    _jsonl(ws / "data" / "held.jsonl", [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)}
+                                        for i in range(500, 564)])
+    return ws
+
+
+# --- the tiny model learns a rewarded token (fast suite) -------------------------------------------
+
+def test_the_tiny_model_learns_to_say_the_rewarded_token(ws):
+    """A reward that pays for one token: the share of held-out answers that hold it rises from a few
+    percent (the base, adapter off) to most of them in a few steps. Sampled as training samples (T 1, no
+    top-k or top-p), seeded."""
+    from tuitune.generation import GenerationSettings
+
+    cfg = write_config(ws, "token", **TINY_GRPO, **{
+        "training.max_steps": 6, "training.batch_size": 128, "training.lr": 0.03, "training.save_steps": 6,
+        "grpo.num_generations": 16, "grpo.max_completion_length": 32, "grpo.temperature": 1.0,
+        "grpo.rewards": [{"name": "contains", "text": TOKEN}]})
+    proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", "token", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rewards = [e["reward_contains_mean"] for e in events(ws / "runs" / "token", "train")]
+    sampled = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, seed=0, max_new_tokens=32)
+    base, tuned = _evaluate(ws, "token", "data/held.jsonl", sampled)
+    print(f"\nheld-out answers holding {TOKEN!r}: base {base['reward_contains']:.1%}, tuned "
+          f"{tuned['reward_contains']:.1%}; training reward by step {[round(r, 2) for r in rewards]}")
+    assert 0 < base["reward_contains"] <= 0.2, "the tiny model changed: reward a token its base says sometimes"
+    assert tuned["reward_contains"] >= 0.6 and rewards[-1] > rewards[0] + 0.5
+
+
+# --- a reward that raises during training ----------------------------------------------------------
+
+#: The user's reward: fine while the config check tries it (no trainer state) and for two steps, then it raises.
+FLAKY_PY = """\
+def judge(completions, trainer_state=None, **kwargs):
+    if trainer_state is not None and trainer_state.global_step >= 2:
+        raise ConnectionError("the judge at 10.0.0.7 did not answer\\nretry 1 of 3 ...")
+    return [float(len(c) % 2) for c in completions]
+"""
+
+
+def test_a_reward_that_raises_fails_the_run_saying_where_and_keeps_the_checkpoint(ws):
+    (ws / "flaky.py").write_text(FLAKY_PY, encoding="utf-8")
+    cfg = write_config(ws, "flaky", **TINY_GRPO, **{
+        "training.max_steps": 6, "training.batch_size": 8, "training.save_steps": 1,
+        "grpo.num_generations": 2, "grpo.max_completion_length": 6, "grpo.rewards": ["flaky.py:judge"]})
+    proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", "flaky", timeout=600)
+    run = ws / "runs" / "flaky"
+    st = state(run)
+    assert st["status"] == "failed", st
+    # The function, the record (file and line) and the exception's first line; no traceback's rest.
+    line = st["error"]
+    assert line.startswith("reward flaky.py:judge failed on prompts.jsonl line "), line
+    assert line.endswith("ConnectionError: the judge at 10.0.0.7 did not answer") and "retry" not in line, line
+    assert_one_line_error(proc, f"run flaky failed: {line}")
+    failed = [e for e in events(run, "lifecycle") if e.get("event") == "failed"]
+    assert [e["error"] for e in failed] == [line]
+    # The steps before it are kept: the last checkpoint is whole, and `runs resume` would start from it.
+    assert [e["step"] for e in events(run, "train")] == [1, 2]
+    assert (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert (run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    listed = json.loads(run_cli("-w", ws, "runs", "list", "--json").stdout)
+    assert next(r for r in listed if r["id"] == "flaky")["status"] == "failed"
