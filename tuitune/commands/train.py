@@ -43,7 +43,20 @@ def register(sub) -> None:
                        help="print an sbatch script that runs this config on every node of an allocation, "
                             "and start nothing")
     nodes.add_argument("-o", "--output", metavar="FILE", help="with --print-launch: write the script to FILE")
-    nodes.add_argument("--force", action="store_true", help=f"with -o: {force_help('FILE')}")
+    nodes.add_argument("--force", action="store_true", help=f"with -o or --write: {force_help('FILE')}; with "
+                       "--probe: probe while a run of this workspace trains")
+    probe = p.add_argument_group("will it fit, and when will it end (start nothing)")
+    probe.add_argument("--probe", action="store_true",
+                       help="run a few optimizer steps of CONFIG here on the longest batch its data makes: peak memory, "
+                            "step time, tokens/s, one save and one evaluation round, the ETA of the whole run, the "
+                            "estimate beside them; where it does not fit, the first change of the ladder that does. "
+                            "Leaves probes/CONFIG-TIME/probe.json only. Exit 0: fits; 1: does not fit as it is")
+    probe.add_argument("--warmup", type=_count, default=2, metavar="N", help="with --probe: untimed steps first (2)")
+    probe.add_argument("--steps", type=_count, default=3, metavar="N", help="with --probe: timed steps (3)")
+    probe.add_argument("--max-memory", metavar="SIZE", help="with --probe: the most memory a run may take here "
+                       "(2GB, 1.5GiB): RSS on a CPU, per GPU on GPUs; default what the box has")
+    probe.add_argument("--write", metavar="FILE", help="with --probe: save the first change that fits as a new config")
+    probe.add_argument("--json", action="store_true", help="with --probe: print probe.json instead of the lines")
     p.set_defaults(func=run)
 
 
@@ -51,6 +64,11 @@ def run(args) -> int:
     from tuitune.errors import TuituneError
 
     nodes = {key: getattr(args, key) for key in ("node_rank", "nnodes", "master_addr", "master_port")}
+    if args.probe:
+        return probe(args)
+    for flag, given in (("--write", args.write), ("--max-memory", args.max_memory), ("--json", args.json)):
+        if given:
+            raise TuituneError(f"{flag} is for --probe (tuitune train CONFIG --probe {flag} ...)")
     if args.print_launch:
         return print_launch(args, nodes)
     if args.output:
@@ -68,6 +86,24 @@ def run(args) -> int:
     print(f"  stop:    tuitune runs stop {run_folder.id}")
     print(f"  folder:  {run_folder.path}")
     return 0
+
+
+def probe(args) -> int:
+    """``--probe``: measure CONFIG here (tuitune.train.probe); 0 when it fits as it is, 1 when not."""
+    import json
+
+    from tuitune.errors import TuituneError
+    from tuitune.train.probe import parse_memory, probe_config
+
+    if args.steps < 1:
+        raise TuituneError("--steps 0: time at least one step (--steps 3 is the default)")
+    if args.print_launch or args.output or args.foreground or args.name:
+        raise TuituneError("--probe starts no run: leave out --print-launch, -o, --foreground and --name")
+    result = probe_config(args.config, args.workspace, warmup=args.warmup, steps=args.steps,
+                          max_memory=parse_memory(args.max_memory), force=args.force, write=args.write,
+                          log=(lambda line: None) if args.json else (lambda line: print(line, flush=True)))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else "\n".join(result.lines()))
+    return 0 if result.fits else 1
 
 
 def print_launch(args, nodes: dict) -> int:

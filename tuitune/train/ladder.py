@@ -11,13 +11,17 @@ fits; a run that ran out of memory names the next one as its fix):
 4. ``max_length`` halved (again, down to 64): longer records are cut, the probe says how many;
 5. ``qlora`` for ``lora``: the base held in 4 bits; GPU only.
 
+Also the probe's verdict as data (:class:`RungResult`, :class:`ProbeResult`, whose ``lines()`` a
+terminal or a screen shows) and the run's ETA from a rung's measurements (:func:`eta`).
 Standard library only: the CLI and the worker's failure path import it.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 #: How a run's error line that ran out of memory starts (the probe reads a rung's outcome by it).
 OOM_PREFIX = "out of memory"
@@ -36,7 +40,7 @@ class Rung:
     skipped: str = ""                              # why it is not tried on this machine ("" = tried)
 
     def yaml(self) -> str:
-        return ", ".join(f"{k}: {v}" for k, v in self.changes.items())
+        return ", ".join(f"{k}: {json.dumps(v)}" for k, v in self.changes.items())  # true, not True
 
 
 def _get(cfg, dotted: str):
@@ -156,3 +160,145 @@ def oom_line(run, cfg, step: int | None) -> str:
         why = "no checkpoint was saved" if latest is None else "the saved optimizer state does not carry over"
         how = f"start a new run with it ({why}); `tuitune train CONFIG --probe` finds the first change that fits"
     return f"{line}; next: {rung.label} ({rung.yaml()}): {how}"
+
+
+# --- the probe's verdict -----------------------------------------------------------------------
+
+def shown(path: Path) -> str:
+    """A path as the user would type it from here: relative where it is under the current folder."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def gib_text(n: float | None) -> str:
+    return "?" if n is None else f"{n / GIB:.2f} GiB"
+
+
+def duration(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(round(s))
+    h, rest = divmod(s, 3600)
+    return (f"{h}h {rest // 60:02d}m" if h else f"{rest // 60}m {rest % 60:02d}s") if s >= 60 else f"{s}s"
+
+
+def eta(cfg, m: dict) -> tuple[float | None, str]:
+    """The whole run's time from a rung's measurements: start + steps x step + saves + evaluation rounds."""
+    if m.get("sec_per_step") is None or not m.get("total_steps"):
+        return None, ""
+    steps, every = m["total_steps"], cfg.evaluation.every
+    saves = steps // cfg.training.save_steps + 1                       # the checkpoints and the final save
+    evals = steps // every if m.get("has_eval") else 0                 # eval loss on data.eval
+    samples = ((steps - 1) // every + 2) if cfg.evaluation.prompts else 0  # the answers: before, during, after
+    parts = [(m.get("start_s") or 0.0, f"start {duration(m.get('start_s'))}"),
+             (steps * m["sec_per_step"], f"{steps} steps × {m['sec_per_step']:.2f} s"),
+             (saves * (m.get("save_s") or 0.0), f"{saves} save{'s' if saves > 1 else ''} × {m.get('save_s') or 0:.2f} s")]
+    if evals:
+        parts.append((evals * (m.get("eval_s") or 0.0), f"{evals} eval-loss rounds × {m.get('eval_s') or 0:.2f} s"))
+    if samples:
+        parts.append((samples * (m.get("sample_s") or 0.0), f"{samples} sample rounds × {m.get('sample_s') or 0:.2f} s"))
+    return sum(p for p, _ in parts), " + ".join(words for _, words in parts)
+
+
+@dataclass
+class RungResult:
+    """One probed configuration: the ladder's changes so far, what was measured, the verdict."""
+
+    label: str
+    changes: dict
+    fits: bool | None
+    peak: float | None           # bytes: max RSS on a CPU, the largest GPU's max reserved on GPUs
+    reason: str
+    measured: dict = field(default_factory=dict)
+    eta_s: float | None = None
+    eta_words: str = ""
+    skipped: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ProbeResult:
+    """What ``probe_config`` found; ``lines()`` is the text for a terminal or a screen."""
+
+    config: str
+    folder: Path
+    device: str                  # "CPU" or "GPU"
+    limit: float                 # bytes a rung may peak at
+    limit_from: str
+    settings: dict
+    hardware: dict
+    rungs: list[RungResult]
+    estimate: float | None       # bytes: the estimator's figure for the config as it is
+    estimate_of: str
+    diff: list = field(default_factory=list)
+    written: Path | None = None
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.rungs and self.rungs[0].fits)
+
+    @property
+    def chosen(self) -> RungResult | None:
+        return next((r for r in self.rungs[1:] if r.fits), None)
+
+    def to_dict(self) -> dict:
+        first = self.rungs[0] if self.rungs else None
+        err = (self.estimate - first.peak) / first.peak if self.estimate and first and first.peak else None
+        return {"config": self.config, "device": self.device, "limit": self.limit, "limit_from": self.limit_from,
+                "settings": self.settings, "hardware": self.hardware, "fits": self.fits,
+                "estimate": {"bytes": self.estimate, "of": self.estimate_of, "error": err},
+                "rungs": [r.to_dict() for r in self.rungs],
+                "chosen": self.chosen.changes if self.chosen else None,
+                "diff": [list(d) for d in self.diff], "written": str(self.written) if self.written else None}
+
+    def lines(self) -> list[str]:
+        first, hw = self.rungs[0], self.hardware
+        m = first.measured
+        box = f"{hw['cores']} cores, {hw['ram_gib']:.1f} GiB RAM" if self.device == "CPU" else \
+            ", ".join(f"{g['name']} {g['total_gib']:.0f} GiB" for g in hw["gpus"])
+        what = "peak RSS" if self.device == "CPU" else "peak GPU memory (reserved)"
+        rows = m.get("longest_batch") or []
+        batch = f"{len(rows)} rows, {sum(rows):,} tokens, the longest {max(rows)}" if rows else "?"
+        out = [f"probe of {self.config} on {self.device} ({box}): {self.settings['warmup']} warm-up + "
+               f"{self.settings['steps']} timed steps on the longest batch ({batch})",
+               f"  {what} {gib_text(first.peak)} of {gib_text(self.limit)} ({self.limit_from}): {first.reason}"]
+        if m.get("sec_per_step") is not None:
+            tps = f", {m['tokens_per_s']:,.0f} tokens/s" if m.get("tokens_per_s") else ""
+            ev = [f"eval loss {m['eval_s']:.2f} s" for _ in [0] if m.get("eval_s") is not None]
+            ev += [f"sample answers {m['sample_s']:.2f} s" for _ in [0] if m.get("sample_s") is not None]
+            out.append(f"  step {m['sec_per_step']:.2f} s{tps}; one save {m.get('save_s') or 0:.2f} s"
+                       + (f"; one evaluation round: {', '.join(ev)}" if ev else ""))
+            out.append(f"  ETA of the whole run: {first.eta_words} = {duration(first.eta_s)}")
+        if self.estimate is not None and first.peak:
+            err = (self.estimate - first.peak) / first.peak
+            out.append(f"  estimate {gib_text(self.estimate)} ({self.estimate_of}) beside the measured {gib_text(first.peak)}: "
+                       f"{abs(err):.0%} {'high' if err > 0 else 'low'}")
+        if first.fits:
+            out.append(f"verdict: fits, {gib_text(self.limit - first.peak)} headroom; the run takes about {duration(first.eta_s)}")
+        else:
+            out += self._ladder_lines()
+        out.append(f"wrote {shown(self.folder / 'probe.json')}" + (f" and {shown(self.written)}" if self.written else ""))
+        return out
+
+    def _ladder_lines(self) -> list[str]:
+        out = ["ladder (each rung adds to the ones before):"]
+        for i, r in enumerate(self.rungs[1:], 1):
+            out.append(f"  {i}. {r.label}: " + (f"skipped: {r.skipped}" if r.skipped else
+                                                 f"peak {gib_text(r.peak)}: {r.reason}"))
+        chosen = self.chosen
+        if chosen is None:
+            return out + ["verdict: does not fit, and no rung of the ladder fits here; use a smaller model, "
+                          "or a machine with more memory"]
+        out.append("first that fits, as a change to the config:")
+        out += [f"  {k}: {json.dumps(old)} -> {json.dumps(new)}" for k, old, new in self.diff]
+        if chosen.measured.get("truncated"):
+            t = chosen.measured["truncated"]
+            out.append(f"  ({t['cut']} of {t['records']} training records are longer than {t['max_length']} tokens "
+                       "and get cut)")
+        out.append(f"  ETA with it: {chosen.eta_words} = {duration(chosen.eta_s)}")
+        tail = "" if self.written else " (--write FILE saves it as a new config)"
+        return out + [f"verdict: does not fit as it is; with the change above it does{tail}"]
