@@ -1,9 +1,11 @@
-"""Startup time: `tuitune --help` and the TUI's first paint, next to `python -c pass` and
-`python -c "import torch"`, measured in the same run and printed as ratios.
+"""Startup time: `tuitune --help`, `tuitune runs status` and the TUI's first paint, next to
+`python -c pass` and `python -c "import torch"`, measured in the same run and printed as ratios.
 
     python bench/startup.py [--repeat 5]
 
-The goal: `tuitune --help` and first paint cost a small fraction of importing torch.
+The goal: `tuitune --help` and first paint cost a small fraction of importing torch; `tuitune runs
+status` (a script's one line per run) answers in under 0.3 s on the sample workspace (`tuitune demo`'s,
+with the two recorded runs of tests/data in its runs/).
 """
 
 from __future__ import annotations
@@ -56,16 +58,31 @@ def first_paint(workspace: str) -> float:
     return float(paint[0].split()[1])
 
 
+def sample_workspace() -> str:
+    """The sample workspace with the recorded runs (a finished SFT run, a GRPO run) in its runs/."""
+    import shutil
+
+    from tuitune.sample import write_demo_workspace
+
+    ws = write_demo_workspace(tempfile.mkdtemp(prefix="tuitune-bench-ws-")).root
+    data = Path(__file__).resolve().parent.parent / "tests" / "data"
+    for name, source in (("tiny-demo", "train_run"), ("tiny-grpo", "grpo_run")):
+        shutil.copytree(data / source, ws / "runs" / name)
+    return str(ws)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     py = sys.executable
     ws = tempfile.mkdtemp(prefix="tuitune-bench-")
+    sample = sample_workspace()
     cases = {
         "python -c pass": lambda: timed([py, "-c", "pass"]),
         "python -c 'import torch'": lambda: timed([py, "-c", "import torch"]),
         "tuitune --help": lambda: timed([py, "-m", "tuitune", "--help"]),
+        "tuitune runs status": lambda: timed([py, "-m", "tuitune", "-w", sample, "runs", "status"]),
         "TUI first paint": lambda: first_paint(ws),
     }
     results = {}
@@ -76,6 +93,9 @@ def main() -> None:
     print(f"{'case':28} {'median s':>9} {'x python':>9} {'x torch':>8}")
     for name, t in results.items():
         print(f"{name:28} {t:9.3f} {t / base:9.1f} {t / torch_t:8.2f}")
+    status = results["tuitune runs status"]
+    print(f"tuitune runs status: {status:.3f} s on the sample workspace "
+          f"({'under' if status < 0.3 else 'OVER'} the goal of 0.3 s)")
 
 
 if __name__ == "__main__":

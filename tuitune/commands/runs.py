@@ -1,8 +1,9 @@
-"""``tuitune runs``: list, follow, stop, save, resume, delete and compare runs."""
+"""``tuitune runs``: list, status, follow, stop, save, resume, delete and compare runs."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -10,7 +11,7 @@ RUN_HELP = "run id (or a unique part of it), as `tuitune runs list` shows it"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("runs", help="list, follow, stop, save, resume, delete or compare training runs",
+    p = sub.add_parser("runs", help="list, status, follow, stop, save, resume, delete or compare training runs",
                        description="Runs live in the workspace's runs/ folder. Without an action: list them.")
     acts = p.add_subparsers(dest="action", metavar="ACTION")
     p.set_defaults(func=run_list, json=False)
@@ -18,10 +19,19 @@ def register(sub) -> None:
                          description="Each run of the workspace: status, step, last loss, age, method, model.")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=run_list)
+    st = acts.add_parser("status", help="one line per run: status (or stalled), step, loss, ETA, tok/s, ...",
+                         description="One line per run (RUN: that run only): status (stalled: how long since its "
+                         "last step), step/total, last loss, ETA, tokens/s, elapsed training time, the newest "
+                         "checkpoint, the worker's peak memory, and a live run's GPU utilisation where there "
+                         "is a GPU. --json: an object for RUN, a list without it.")
+    st.add_argument("run", metavar="RUN", nargs="?", help=RUN_HELP + "; all runs when left out")
+    st.add_argument("--json", action="store_true", help="print JSON (NaN and inf losses as the strings nan, inf)")
+    st.set_defaults(func=run_status)
     f = acts.add_parser("follow", help="print a run's events as they come, until it ends",
                         description="Print RUN's train and eval losses, sample answers, checkpoints and "
                         "lifecycle events from its start, then each as it comes; ends when the run does "
-                        "(exit 1 if it failed). Stopping this stops nothing.")
+                        "(exit 1 if it failed). Stopping this stops nothing. To a pipe or file: one plain "
+                        "line per event line (a sample answer's line breaks and control characters escaped).")
     f.add_argument("run", metavar="RUN", help=RUN_HELP)
     f.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
     f.set_defaults(func=run_follow)
@@ -68,7 +78,9 @@ def runs_table(workspace, now: float | None = None) -> list[dict]:
     from tuitune.train.watch import run_rows
 
     now = time.time() if now is None else now
-    return [{**asdict(r), "age": now - r.created if r.created else None} for r in run_rows(workspace)]
+    return [{**asdict(r), "status": "stalled" if r.shown_status(now) != r.status else r.status,
+             "stalled_for": now - r.stalled_since if r.shown_status(now) != r.status else None,
+             "age": now - r.created if r.created else None} for r in run_rows(workspace)]
 
 
 def run_list(args) -> int:
@@ -83,7 +95,7 @@ def run_list(args) -> int:
     from rich.table import Table
 
     from tuitune.render import RUN_STATUS_STYLE
-    from tuitune.train.formatting import format_age
+    from tuitune.train.formatting import format_age, format_duration
 
     table = Table(expand=False)
     for col in ("run", "status", "step", "loss", "age", "method", "model"):
@@ -93,19 +105,94 @@ def run_list(args) -> int:
         total = r["total_steps"]
         step = f"{r['step']}/{total}" if total else str(r["step"])
         loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-"
-        table.add_row(r["id"], f"[{RUN_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", step, loss,
+        shown = f"stalled {format_duration(r['stalled_for'])}" if r["status"] == "stalled" else r["status"]
+        table.add_row(r["id"], f"[{RUN_STATUS_STYLE.get(r['status'], STALLED_STYLE)}]{shown}[/]", step, loss,
                       format_age(r["age"]), r["method"] or "", r["model"] or "")
     console = Console()
     console.print(table)
     for r in rows:
         if r["status"] == "failed" and r["error"]:
             console.print(f"[red]{r['id']}[/]: {r['error']}", highlight=False)
+        elif r["status"] == "stalled":
+            console.print(f"[{STALLED_STYLE}]{r['id']}[/]: {stalled_hint(r['id'], r['stalled_for'])}", highlight=False)
     return 0
 
 
-def format_event(e: dict) -> str | None:
+STALLED_STYLE = "bold yellow"
+
+
+def stalled_hint(run_id: str, seconds: float) -> str:
+    from tuitune.train.formatting import format_duration
+
+    return (f"stalled: no step for {format_duration(seconds)}; `tuitune runs follow {run_id}` shows its events, "
+            f"`tuitune runs stop {run_id} --kill` ends it")
+
+
+def _plain_json(value):
+    """NaN and inf as the strings ``nan``, ``inf``, ``-inf`` (JSON has no such numbers; jq refuses them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_json(v) for v in value]
+    return value
+
+
+def status_line(s: dict) -> str:
+    """One run's ``runs status`` line: fields apart by two spaces, ``-`` for what is not known."""
+    from tuitune.train.formatting import format_duration, format_loss, format_rate, format_steps
+
+    status = s["status"] + (f" (no step for {format_duration(s['stalled_for'])})" if s["status"] == "stalled" else "")
+    peak = (f"peak {s['peak_memory'] / 2**30:.2f} GiB {s['peak_memory_of'] or ''}".rstrip()
+            if s.get("peak_memory") else "peak -")
+    parts = [s["id"], status, f"step {format_steps(s['step'], s['total_steps'])}", f"loss {format_loss(s['loss'])}",
+             f"eta {format_duration(s['eta'])}",
+             f"{format_rate(s['tokens_per_s'])} tok/s" + (" (recent)" if s["tokens_per_s_recent"] and s["tokens_per_s"] else ""),
+             f"elapsed {format_duration(s['elapsed'])}",
+             "checkpoint " + (s["last_checkpoint"].rsplit("/", 1)[-1] if s["last_checkpoint"] else "-"), peak]
+    if s.get("gpus"):
+        parts.append("gpu " + ", ".join(f"{g['index']}: {'-' if g['util'] is None else g['util']}% "
+                                        f"{g['used_gib']:.1f}/{g['total_gib']:.0f} GiB" for g in s["gpus"]))
+    if s.get("error") and s["status"] in ("failed", "stopped"):
+        parts.append(f"error: {s['error']}")
+    return "  ".join(parts)
+
+
+def run_status(args) -> int:
+    from tuitune.gpus import GpuProbe, gpu_driver_present
+    from tuitune.train.runfolder import find_run, list_runs
+    from tuitune.train.watch import run_status as status_of
+
+    runs = [find_run(args.workspace, args.run)] if args.run else list_runs(args.workspace)
+    probe = GpuProbe() if gpu_driver_present() else None  # no NVML (and no import of it) without a GPU driver
+    found = [status_of(r, probe=probe) for r in runs]
+    if args.json:
+        print(json.dumps(_plain_json(found[0] if args.run else found), ensure_ascii=False, indent=2))
+        return 0
+    if not found:
+        print("no runs yet; start one with `tuitune train configs/NAME.yaml`")
+    for s in found:
+        print(status_line(s))
+    return 0
+
+
+#: Control characters as escapes (a line break as \\n): a pipe gets one line per line of an event.
+_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7f, 0xa0))} | {
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def one_line(text: str) -> str:
+    """``text`` on one plain line: line breaks, carriage returns and terminal escapes written as escapes."""
+    return text.translate(_ESCAPES)
+
+
+def format_event(e: dict, plain: bool = False) -> str | None:
+    """An event as ``runs follow`` prints it. ``plain`` (a pipe or file): a prompt's, answer's or message's
+    line breaks and control characters escaped, so each printed line is one line of the event."""
     from tuitune.train.formatting import format_duration, format_grpo, format_rate, format_rewards, format_scores
 
+    text = one_line if plain else str
     t = e.get("type")
     if t == "train":
         parts = [f"step {e.get('step')}/{e.get('total_steps')}", f"loss {e.get('loss'):.4f}"]
@@ -129,9 +216,9 @@ def format_event(e: dict) -> str | None:
         prompt = None
         for a in e.get("answers", []):
             if not (completions and a["prompt"] == prompt):  # a group's completions: its prompt once
-                lines.append(f"  Q: {a['prompt']}")
+                lines.append(f"  Q: {text(a['prompt'])}")
             prompt = a["prompt"]
-            lines.append(f"  A: {a['answer']}")
+            lines.append(f"  A: {text(a['answer'])}")
             if completions:
                 lines.append(f"     {format_scores(a.get('reward'), a.get('rewards') or {})}")
         return "\n".join(lines)
@@ -139,8 +226,16 @@ def format_event(e: dict) -> str | None:
         return f"step {e.get('step')}  checkpoint saved: {e.get('path')}"
     if t == "lifecycle":
         ev = e.get("event")
-        extra = e.get("error") or e.get("output") or e.get("checkpoint") or ""
-        return f"[{ev}] {extra}".rstrip()
+        if ev == "stalled":  # the worker's watchdog (tuitune.train.watchdog)
+            extra = (f"step {e.get('step')}: no step for {format_duration(e.get('idle'))} (the slowest took "
+                     f"{format_duration(e.get('slowest_step'))})")
+        elif ev == "resumed progress":
+            extra = f"step {e.get('step')}, after {format_duration(e.get('stalled_for'))} stalled"
+        elif ev == "save_skipped":
+            extra = f"step {e.get('step')}: {e.get('reason')}"
+        else:
+            extra = e.get("error") or e.get("output") or e.get("checkpoint") or ""
+        return f"[{ev}] {text(str(extra))}".rstrip()
     return None
 
 
@@ -152,10 +247,11 @@ def run_follow(args) -> int:
     run = find_run(args.workspace, args.run)
     # The Train screen's watcher, without the log tail or GPUs; the state at every look.
     watcher = RunWatcher(run, log_lines=0, state_every=0)
+    plain = not sys.stdout.isatty()  # a pipe or a file: one plain line per line
     while True:
         poll = watcher.poll()
         for e in parse_lines(poll.data):
-            line = json.dumps(e, ensure_ascii=False) if args.json else format_event(e)
+            line = json.dumps(e, ensure_ascii=False) if args.json else format_event(e, plain)
             if line:
                 print(line)
         sys.stdout.flush()

@@ -92,6 +92,8 @@ class Snapshot:
     #: A GRPO run's reward (the weighted sum's mean over the completions) by step, train and eval.
     reward_points: tuple[tuple[float, float], ...] = ()
     eval_reward_points: tuple[tuple[float, float], ...] = ()
+    #: A running run that is stalled: the time of its last sign of life (tuitune.train.watch.judge_stall).
+    stalled_since: float | None = None
 
     @property
     def average_tokens_per_s(self) -> float | None:
@@ -121,6 +123,12 @@ class Snapshot:
     @property
     def live(self) -> bool:
         return self.status in LIVE
+
+    def stalled_for(self, now: float) -> float | None:
+        """Seconds since a stalled run's last step; None for a run that is not stalled."""
+        if self.status != "running" or self.stalled_since is None:
+            return None
+        return max(0.0, now - self.stalled_since)
 
     @property
     def fraction(self) -> float | None:
@@ -159,6 +167,7 @@ class RunView:
         self.eval_reward = Series(self.max_points)
         self.status = "unknown"
         self.error: str | None = None
+        self.stalled_since: float | None = None
         self.step = 0
         self.total_steps: int | None = None
         self.epoch: float | None = None
@@ -311,6 +320,7 @@ class RunView:
         """Take status, error and (when newer than the events) step counts from ``RunFolder.status()``."""
         self.status = state.get("status", "unknown")
         self.error = state.get("error")
+        self.stalled_since = state.get("stalled_since")
         if state.get("total_steps") and not self.total_steps:
             self.total_steps = state["total_steps"]
         if (state.get("step") or 0) > self.step:
@@ -327,7 +337,8 @@ class RunView:
             lifecycle=tuple(self.lifecycle), events=self.events, log_tail=tuple(log_tail),
             gpus=tuple(gpus) if gpus is not None else None, caught_up=caught_up,
             sample_rounds=tuple(self.rounds), best_eval=self.eval.min, rewards=tuple(self.rewards.items()),
-            reward_points=tuple(self.reward.points()), eval_reward_points=tuple(self.eval_reward.points()))
+            reward_points=tuple(self.reward.points()), eval_reward_points=tuple(self.eval_reward.points()),
+            stalled_since=self.stalled_since)
 
 
 # --- following events.jsonl -------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Following a run folder for a front end: one watcher (``RunWatcher``) for the Train screen and
-``tuitune runs follow``, and the workspace's runs list (``run_rows``, from ``state.json`` only)."""
+``tuitune runs follow``, the workspace's runs list (``run_rows``, from ``state.json`` only), a run's
+status in one record (``run_status``, ``tuitune runs status``), and whether a live run is stalled
+(``judge_stall``, which all of them use)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tuitune.train.runview import RunView, Snapshot
@@ -55,8 +60,6 @@ class RunWatcher:
 
     def __init__(self, run: RunFolder, run_id: str | None = None, probe=None, log_lines: int = LOG_LINES,
                  state_every: float = FOLLOW_EVERY, chunk_bytes: int = CHUNK_BYTES, clock=None):
-        import time
-
         self.run = run
         self.follower = RunFollower(run, chunk_bytes=chunk_bytes)
         self.view = RunView(run_id or run.id)
@@ -74,10 +77,10 @@ class RunWatcher:
         changed = self._first
         if t >= self._next_state:
             self._next_state = t + self.state_every
-            before = (view.status, view.error, view.step, view.total_steps)
-            self._state = self.run.status()
+            before = (view.status, view.error, view.step, view.total_steps, view.stalled_since)
+            self._state = judge_stall(self.run, self.run.status())
             view.set_state(self._state)
-            changed |= before != (view.status, view.error, view.step, view.total_steps)
+            changed |= before != (view.status, view.error, view.step, view.total_steps, view.stalled_since)
             if self.log_lines:
                 key = _stat_key(self.run.log_path)
                 if key != self._log_key:
@@ -116,14 +119,135 @@ class RunRow:
     path: str
     method: str | None = None
     model: str | None = None
+    #: A running run that is stalled: the time of its last sign of life (see ``judge_stall``); else None.
+    stalled_since: float | None = None
+
+    def shown_status(self, now: float | None = None) -> str:
+        """The status as a list shows it: ``stalled 12m03s`` (since the last step) for a stalled run."""
+        return stalled_text(self.status, self.stalled_since, now)
 
 
 def run_rows(workspace) -> list[RunRow]:
     """The workspace's runs, newest first, from their ``state.json`` (and the worker's liveness)."""
     rows = []
     for r in list_runs(workspace):
-        st = r.status()
+        st = judge_stall(r, r.status())
         rows.append(RunRow(r.id, st.get("status", "unknown"), st.get("step") or 0, st.get("total_steps"),
                            st.get("last_loss"), st.get("created"), st.get("error"), str(r.path),
-                           st.get("method"), st.get("model")))
+                           st.get("method"), st.get("model"), st.get("stalled_since")))
     return rows
+
+
+# --- a stalled run ----------------------------------------------------------------------------------
+
+#: notify.stall_minutes' default (tuitune.config.schema_notify; a test holds them equal). Read here from the
+#: run's frozen config.yaml as plain YAML, so that listing runs needs no pydantic.
+STALL_MINUTES = 10.0
+
+_TRAIN_LINE = b'"type": "train"'
+_ELAPSED = re.compile(rb'"elapsed": (-?[0-9][0-9.eE+-]*)')
+_slowest_cache: dict[str, tuple[int, float]] = {}
+
+
+def stall_seconds(run: RunFolder) -> float:
+    """The run's ``notify.stall_minutes`` in seconds (its default where the config says nothing)."""
+    try:
+        import yaml
+
+        notify = (yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}).get("notify") or {}
+        minutes = float(notify.get("stall_minutes") or STALL_MINUTES)
+    except Exception:  # no config, or not one this reader understands: the default
+        minutes = STALL_MINUTES
+    return minutes * 60
+
+
+def slowest_interval(run: RunFolder) -> float:
+    """The most training seconds between two logged steps of one session of the run (0 with fewer than
+    two). Read only for a run that has been quiet for its stall time; kept while events.jsonl does not grow."""
+    try:
+        size = run.events_path.stat().st_size
+    except OSError:
+        return 0.0
+    key = str(run.events_path)
+    if key in _slowest_cache and _slowest_cache[key][0] == size:
+        return _slowest_cache[key][1]
+    slowest, prev = 0.0, None
+    with open(run.events_path, "rb") as fh:
+        for line in fh:
+            if b'"event": "train_begin"' in line:
+                prev = None  # a new session: the time it was stopped is no interval
+            elif _TRAIN_LINE in line and (m := _ELAPSED.search(line)):
+                elapsed = float(m.group(1))
+                if prev is not None:
+                    slowest = max(slowest, elapsed - prev)
+                prev = elapsed
+    _slowest_cache[key] = (size, slowest)
+    return slowest
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def judge_stall(run: RunFolder, state: dict, now: float | None = None) -> dict:
+    """``state`` (from ``RunFolder.status()``) with ``stalled_since`` where a running run is stalled.
+
+    The worker's watchdog (tuitune.train.watchdog) writes ``stalled_since`` when no step has finished for
+    ``notify.stall_minutes`` past the slowest step so far. A worker that cannot write it (paused with
+    SIGSTOP, its watchdog thread gone, or a worker from before the watchdog) is judged here from its files:
+    running, and no sign of life (state.json, events.jsonl or train.log written) for the stall time past
+    the slowest interval between two logged steps; ``stalled_since`` is then its last sign of life and
+    ``stalled_by`` says ``reader``.
+    """
+    if state.get("status") != "running":
+        return {**state, "stalled_since": None} if state.get("stalled_since") else state
+    if state.get("stalled_since"):
+        return state
+    now = time.time() if now is None else now
+    last = max(float(state.get("updated") or 0), _mtime(run.events_path), _mtime(run.log_path))
+    limit = stall_seconds(run)
+    if now - last <= limit or now - last <= limit + slowest_interval(run):
+        return state
+    return {**state, "stalled_since": last, "stalled_by": "reader"}
+
+
+def stalled_text(status: str, stalled_since: float | None, now: float | None = None) -> str:
+    """``stalled 12m03s`` for a stalled run (how long since its last step); else the status as it is."""
+    from tuitune.train.formatting import format_duration
+
+    if status != "running" or stalled_since is None:
+        return status
+    return f"stalled {format_duration((time.time() if now is None else now) - stalled_since)}"
+
+
+# --- one run's status, for scripts ------------------------------------------------------------------
+
+def run_status(run: RunFolder, now: float | None = None, probe=None) -> dict:
+    """One run as ``tuitune runs status`` gives it (its events read once, through ``RunWatcher``):
+    status (``stalled`` for a stalled run, with ``stalled_for`` seconds since its last step), step and
+    total steps, last loss, ETA, tokens/s (a live run's recent rate, an ended run's average), elapsed
+    training time, the newest complete checkpoint, the worker's peak memory (state.json's: bytes, of the
+    GPU or RSS) and, for a live run where ``probe`` (a ``GpuProbe``) sees GPUs, their memory and
+    utilisation."""
+    watcher = RunWatcher(run, log_lines=0, state_every=0)
+    while not (poll := watcher.poll()).caught_up:
+        pass
+    snap, state = watcher.view.snapshot(), poll.state
+    now = time.time() if now is None else now
+    stalled = snap.status == "running" and snap.stalled_since is not None
+    rate, recent = snap.rate
+    latest = run.latest_checkpoint()
+    gpus = probe.read() if probe is not None and snap.live else None
+    return {
+        "id": run.id, "status": "stalled" if stalled else snap.status,
+        "stalled_for": round(now - snap.stalled_since, 1) if stalled else None,
+        "step": snap.step, "total_steps": snap.total_steps, "loss": snap.loss,
+        "eta": None if stalled else snap.eta_at(now), "tokens_per_s": rate, "tokens_per_s_recent": recent,
+        "elapsed": snap.elapsed_at(now), "last_checkpoint": str(latest) if latest else None,
+        "peak_memory": state.get("peak_memory"), "peak_memory_of": state.get("peak_memory_of"),
+        "gpus": [asdict(g) for g in gpus] if gpus else None,
+        "error": snap.error, "path": str(run.path),
+    }
