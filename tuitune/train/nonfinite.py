@@ -20,8 +20,7 @@ class NonFiniteGuard:
     logged, so the count is of steps. Driven by ``RunCallback`` (after its stop and save requests)."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.limit = cfg.training.max_nonfinite_steps
+        self.cfg = cfg  # training.max_nonfinite_steps is read at the first non-finite loss
         self.count = 0
         self.first: int | None = None  # the step where it went wrong
         self.suspect: int | None = None  # the first of the steps with a finite loss but gradients that were not
@@ -52,7 +51,8 @@ class NonFiniteGuard:
         self.count += 1
         if self.first is None:
             self.first = self.suspect or window_start
-        if not self.limit or self.count < self.limit:
+        limit = self.cfg.training.max_nonfinite_steps
+        if not limit or self.count < limit:
             return
         what = "nan" if loss is None or math.isnan(loss) else "inf"
         start = (f"the gradients were not finite at step {self.first} and the loss {what} after it" if self.suspect
