@@ -73,7 +73,7 @@ def everything_in(folder: Path) -> str:
 
 @pytest.mark.slow
 def test_a_finished_run_is_heard_and_an_unreachable_receiver_is_a_warning(ws, receiver):
-    """The finished message carries the summary line; the password comes from the secrets file at send
+    """The finished message carries the summary line (and an evaluation's, asked for); the password comes from the secrets file at send
     time and is nowhere in the run folder, its log or `config show`; a dead receiver is a warning."""
     secrets = ws / "notify.env"
     secrets.write_text(f"# for notify.urls\nH8_PW={SECRET}\n", encoding="utf-8")
@@ -81,6 +81,8 @@ def test_a_finished_run_is_heard_and_an_unreachable_receiver_is_a_warning(ws, re
     dead = closed_port()
     cfg = write_config(ws, "heard", **{
         "training.max_steps": 3, "training.logging_steps": 1, "training.save_steps": 100,
+        "data.eval": "data/self_cognition.jsonl", "evaluation.every": 2, "evaluation.eval_loss": True,
+        "notify.events": ["ended", "evaluation"],
         "notify.urls": [f"json://tuitune:${{H8_PW}}@127.0.0.1:{receiver.port}/hook",
                         f"json://127.0.0.1:{dead}/nobody"],
         "notify.secrets_file": "notify.env"})
@@ -98,6 +100,9 @@ def test_a_finished_run_is_heard_and_an_unreachable_receiver_is_a_warning(ws, re
     line = msg["message"]
     assert line.startswith("run heard finished at step 3/3: loss ") and " tok/s" in line, line
     assert line.endswith(f"; output {run / 'adapter'}") and " tokens in " in line, line
+    evaluations = [m["message"] for m in receiver.titled("evaluation")]  # each evaluation, when asked for
+    assert evaluations[0].startswith("run heard at step 2/3: loss ") and ", eval loss " in evaluations[0], evaluations
+    assert len(evaluations) == len(events(run, "eval"))
     assert base64.b64decode(msg["auth"].split()[1]).decode() == f"tuitune:{SECRET}"  # filled in when sent
     log = (run / "train.log").read_text(encoding="utf-8")
     assert f"warning: notification (finished) to json://127.0.0.1:{dead}/nobody was not sent" in log, log[-2000:]
