@@ -161,6 +161,8 @@ class Watchdog(TrainerCallback):
 
     # --- the callback API --------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kw):
+        if self.run.read_state().get("stalled_since") is not None:  # an earlier session killed while stalled
+            self.run.write_state(stalled_since=None)
         self._alive(state)
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="tuitune-watchdog", daemon=True)
