@@ -37,16 +37,6 @@ from tuitune.generation.settings import GenerationSettings
 DEFAULT_SAVE = "data/chat-transcripts.jsonl"
 
 
-def default_model(workspace) -> str:
-    """The first model folder in the workspace's models/ (relative), or empty."""
-    models = Path(workspace.models)
-    if models.is_dir():
-        for p in sorted(models.iterdir()):
-            if (p / "config.json").is_file():
-                return str(p.relative_to(workspace.root))
-    return ""
-
-
 class ChatScreen(StepScreen):
     STEP = "chat"
     HELP = """\
@@ -129,7 +119,7 @@ The same from a shell: `tuitune chat MODEL [--adapter A] [--prompt TEXT]`.
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-models"):
             yield Label("model", classes="field-label")
-            yield Input(default_model(self.app.workspace), id="chat-model", compact=True,
+            yield Input(self.workspace.first_model(), id="chat-model", compact=True,
                         placeholder="model folder, run id, RUN:checkpoint-N or RUN:base",
                         tooltip="A model folder (config.json), an adapter folder, a run id (its adapter on "
                         "its base), RUN:checkpoint-N or RUN:base. Enter loads it.")

@@ -86,7 +86,7 @@ The same from a shell: `tuitune config list | new | check | show`.
     # --- layout -------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="cfg-top"):
-            yield SourceSelect(self.workspace.configs, id="cfg-source")
+            yield SourceSelect(self.workspace, id="cfg-source")
             yield Input("", id="cfg-file", compact=True, placeholder="configs/NAME.yaml",
                         tooltip="The file Save writes, in the workspace's configs/ folder.")
             yield Button("Save", id="cfg-save", compact=True, disabled=True, variant="primary",

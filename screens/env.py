@@ -29,16 +29,6 @@ from tuitune.render import estimate_settings, estimate_table, status_text
 METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("full", "full")]
 
 
-def default_model_dir(workspace) -> str:
-    """The first model folder in the workspace's models/, or empty."""
-    models = Path(workspace.models)
-    if models.is_dir():
-        for p in sorted(models.iterdir()):
-            if (p / "config.json").is_file():
-                return str(p.relative_to(workspace.root)) if p.is_relative_to(workspace.root) else str(p)
-    return ""
-
-
 class EnvScreen(StepScreen):
     STEP = "env"
     HELP = """\
@@ -80,7 +70,7 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
                 # Three short rows, so that every label reads whole at 80 columns.
                 with Horizontal(id="env-estimate-form", classes="form-row"):
                     yield Label("model", classes="field-label")
-                    yield Input(default_model_dir(self.app.workspace), id="est-model", compact=True,
+                    yield Input(self.workspace.first_model(), id="est-model", compact=True,
                                 placeholder="model folder, or a hub id (owner/name)",
                                 tooltip="A model folder (with config.json), absolute or relative to the workspace, "
                                 "or a hub id: its config.json from the hub cache, Enter fetches it.")

@@ -138,9 +138,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
         self.update_heldout()
 
     def _default_target(self) -> str:
-        from tuitune.train.runfolder import list_runs
-
-        runs = list_runs(self.app.workspace.root)
+        runs = self.workspace.run_folders()
         return runs[0].id if runs else ""
 
     def refresh_reports(self, select: Path | None = None) -> None:

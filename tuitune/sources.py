@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuitune.errors import FIELD, TuituneError
+from tuitune.workspace import Workspace, has_tokenizer, is_adapter_dir, is_model_dir
 
 MODEL_HELP = ("a model folder (config.json), an adapter folder (adapter_config.json), a run id, "
               "RUN:checkpoint-N or RUN:base")
@@ -75,18 +76,6 @@ class ModelSource:
             what = f"checkpoint {self.checkpoint}" if self.checkpoint is not None else "final adapter"
             return f"run {self.run_dir.name} ({what})"
         return str(self.adapter) if self.adapter is not None else self.label
-
-
-def is_model_dir(p: Path) -> bool:
-    return (p / "config.json").is_file()
-
-
-def is_adapter_dir(p: Path) -> bool:
-    return (p / "adapter_config.json").is_file()
-
-
-def has_tokenizer(p: Path) -> bool:
-    return (p / "tokenizer_config.json").is_file() or (p / "tokenizer.json").is_file()
 
 
 def _run_of(p: Path):
@@ -222,15 +211,6 @@ def looks_like_hub_id(spec: str, workspace=".") -> bool:
         and not Path(parts[0]).exists()
 
 
-def workspace_models(workspace) -> list[str]:
-    """The model folders (config.json) in the workspace's models/, as ``models/NAME``, sorted."""
-    models = Path(workspace) / "models"
-    try:
-        return [f"models/{p.name}" for p in sorted(models.iterdir()) if is_model_dir(p)]
-    except OSError:
-        return []
-
-
 def resolve(spec: str, workspace: str | Path = ".", *, adapter: str | Path | None = None,
             checkpoint: int | str | None = None, base: str | Path | None = None,
             need: str | None = None) -> ModelSource:
@@ -284,7 +264,7 @@ def _resolve(spec, workspace: Path, adapter, checkpoint, need) -> ModelSource:
                 return ModelSource(spec, None, spec)
             if "/" in spec or "\\" in spec or spec.startswith("~"):  # a path, not a run id: say so, list the models
                 where = "here" if Path(workspace).resolve() == Path.cwd() else f"here or in the workspace {workspace}"
-                models = ", ".join(workspace_models(workspace)) or "none yet"
+                models = ", ".join(f"models/{p.name}" for p in Workspace(Path(workspace)).model_dirs()) or "none yet"
                 raise TuituneError(f"{spec}: no such folder {where} (models in the workspace: {models}); "
                                    f"give {MODEL_HELP}, or a hub id such as org/name")
             raise TuituneError(f"{spec}: no such folder, and {exc}; give {MODEL_HELP}") from None
@@ -330,5 +310,5 @@ def _resolve(spec, workspace: Path, adapter, checkpoint, need) -> ModelSource:
                        f"and not a run; give {MODEL_HELP}")
 
 
-__all__ = ["ModelSource", "MODEL_HELP", "resolve", "is_model_dir", "is_adapter_dir", "has_tokenizer", "looks_like_hub_id",
-           "workspace_models"]
+# What makes a folder a model, an adapter or a tokenizer is tuitune.workspace's (is_model_dir, ...).
+__all__ = ["ModelSource", "MODEL_HELP", "SHELL_BASE", "resolve", "looks_like_hub_id"]

@@ -84,12 +84,8 @@ class TokensForm(DataForm):
 
     def _default_model(self) -> str:
         """The first model folder in the workspace with a tokenizer, or nothing."""
-        models = self.workspace.models
-        if models.is_dir():
-            for p in sorted(models.iterdir()):
-                if p.is_dir() and (p / "tokenizer_config.json").exists():
-                    return self.rel(p)
-        return ""
+        found = self.workspace.tokenizer_dirs()
+        return self.rel(found[0]) if found else ""
 
     def use(self, path: Path) -> None:
         """Inspect ``path`` next."""

@@ -4,7 +4,6 @@ resume continues from, pick a run whose loss the chart overlays, and confirm a k
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -21,14 +20,6 @@ from screens.workers import failure
 from tuitune.render import RUN_STATUS_STYLE
 from tuitune.train.formatting import format_loss, format_steps
 from tuitune.train.watch import RunRow
-
-
-def saved_configs(workspace) -> list[Path]:
-    """The YAML configs in the workspace's configs/, by name."""
-    folder = Path(workspace.configs)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
 class NewRunModal(ModalScreen[str | None]):
@@ -50,7 +41,7 @@ class NewRunModal(ModalScreen[str | None]):
         self.workspace = workspace
 
     def compose(self) -> ComposeResult:
-        configs = saved_configs(self.workspace)
+        configs = self.workspace.config_files()
         with Vertical(id="train-new-box"):
             yield Label("Start a run from a saved config", classes="section-title")
             options = [Option(p.name, id=str(p)) for p in configs]
