@@ -42,4 +42,4 @@ def estimate_table(est) -> Table:
 
 
 RUN_STATUS_STYLE = {"starting": "cyan", "running": "bold cyan", "stopping": "yellow", "stopped": "yellow",
-                    "finished": "green", "failed": "bold red"}
+                    "finished": "green", "failed": "bold red", "stalled": "bold yellow"}
