@@ -310,3 +310,23 @@ async def test_the_config_screen_shows_the_url_without_the_secret(workspace, mon
         error = str(row.query_one(".cfg-error").render())
         assert row.has_class("-invalid") and "${JSON_PASSWORD}" in error and "hunter2" not in error
         assert app.screen.query_one("#cfg-save").disabled
+
+
+def test_a_resumed_run_starts_unstalled(tmp_path):
+    """A session killed while stalled leaves stalled_since in state.json; the next session's watchdog
+    takes it back when training begins (no reader shows a running run as stalled from before)."""
+    from types import SimpleNamespace
+
+    from tuitune.train.runfolder import RunFolder
+    from tuitune.train.watchdog import Watchdog
+
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.write_state(status="running", stalled_since=123.0)
+    watch = Watchdog(run, None, stall_seconds=600)
+    watch.on_train_begin(None, SimpleNamespace(global_step=4), None)
+    try:
+        assert run.read_state()["stalled_since"] is None
+    finally:
+        watch.close()
+    assert not [e for e in events(run.path) if e.get("event") in ("stalled", "resumed progress")]
