@@ -96,3 +96,21 @@ def test_bad_input_is_one_line_and_leaves_no_report(ws, args, needles):
     proc = run_cli("eval", RUN, *args, "-o", "evals/bad", cwd=ws, timeout=600)
     assert_one_line_error(proc, *needles)
     assert not (ws / "evals" / "bad").exists()
+
+
+def test_the_evaluate_screen_card_shows_general_ability(ws):
+    """The Evaluate screen's summary card (screens/widgets/eval/view.py) reads the report's bench section:
+    each task's score ± standard error, base → tuned, and its verdict."""
+    from screens.widgets.eval.view import summary_card
+
+    folder = ws / "evals" / "card"
+    proc = run_cli("eval", RUN, "--bench", "common", "--limit", "8", "-o", folder.relative_to(ws), cwd=ws,
+                   timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads((folder / "report.json").read_text())
+    (row,) = rep["bench"]["tasks"]
+    b, t = row["baseline"], row["target"]
+    text = summary_card(rep).plain
+    assert "no held-out data" in text
+    assert (f"general ability  common {row['metric']} {b['score']:.2f} ± {b['stderr']:.2f} → "
+            f"{t['score']:.2f} ± {t['stderr']:.2f}  {row['verdict']}") in text

@@ -9,6 +9,9 @@ from textual.widgets import DataTable, Static
 
 from tuitune.eval.report import data_text, reward_cells, summary_line
 
+#: General ability's verdicts (tuitune eval --bench): the tuned model kept what it knew, or lost it.
+BENCH_STYLE = {"kept": "green", "worse": "bold red"}
+
 VERDICT_STYLE = {"better": "green", "worse": "red", "same": "dim"}
 #: The verdict in one cell beside the change (the detail pane spells it out).
 VERDICT_MARK = {"better": "▲", "worse": "▼", "same": "="}
@@ -43,6 +46,22 @@ def summary_card(report: dict) -> Text:
     if s.get("better") is not None:
         text.append(f"\nbetter {s['better']} · worse {s['worse']} · same {s['same']}", style="")
         text.append(f" · marked good {s['marked_good']}, bad {s['marked_bad']}", style="dim")
+    text.append_text(bench_text(report.get("bench")))
+    return text
+
+
+def bench_text(bench: dict | None) -> Text:
+    """General ability (``--bench``): each task's score ± standard error, base → tuned, and its verdict."""
+    text = Text()
+    for r in (bench or {}).get("tasks") or []:
+        b, t = r.get("baseline"), r["target"]
+        text.append("\ngeneral ability  " if not text else "\n                 ", style="bold dim")
+        text.append(f"{r['task']} {r['metric']} ")
+        if b:
+            text.append(f"{b['score']:.2f} ± {b['stderr']:.2f} → ")
+        text.append(f"{t['score']:.2f} ± {t['stderr']:.2f}")
+        if r.get("verdict"):
+            text.append(f"  {r['verdict']}", style=BENCH_STYLE.get(r["verdict"], ""))
     return text
 
 
