@@ -78,9 +78,13 @@ def runs_table(workspace, now: float | None = None) -> list[dict]:
     from tuitune.train.watch import run_rows
 
     now = time.time() if now is None else now
-    return [{**asdict(r), "status": "stalled" if r.shown_status(now) != r.status else r.status,
-             "stalled_for": now - r.stalled_since if r.shown_status(now) != r.status else None,
-             "age": now - r.created if r.created else None} for r in run_rows(workspace)]
+    rows = []
+    for r in run_rows(workspace):
+        stalled = r.shown_status(now) != r.status
+        rows.append({**asdict(r), "status": "stalled" if stalled else r.status,
+                     "stalled_for": now - r.stalled_since if stalled else None,
+                     "age": now - r.created if r.created else None})
+    return rows
 
 
 def run_list(args) -> int:
@@ -106,7 +110,7 @@ def run_list(args) -> int:
         step = f"{r['step']}/{total}" if total else str(r["step"])
         loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-"
         shown = f"stalled {format_duration(r['stalled_for'])}" if r["status"] == "stalled" else r["status"]
-        table.add_row(r["id"], f"[{RUN_STATUS_STYLE.get(r['status'], STALLED_STYLE)}]{shown}[/]", step, loss,
+        table.add_row(r["id"], f"[{RUN_STATUS_STYLE.get(r['status'], '')}]{shown}[/]", step, loss,
                       format_age(r["age"]), r["method"] or "", r["model"] or "")
     console = Console()
     console.print(table)
@@ -114,11 +118,9 @@ def run_list(args) -> int:
         if r["status"] == "failed" and r["error"]:
             console.print(f"[red]{r['id']}[/]: {r['error']}", highlight=False)
         elif r["status"] == "stalled":
-            console.print(f"[{STALLED_STYLE}]{r['id']}[/]: {stalled_hint(r['id'], r['stalled_for'])}", highlight=False)
+            console.print(f"[{RUN_STATUS_STYLE['stalled']}]{r['id']}[/]: {stalled_hint(r['id'], r['stalled_for'])}",
+                          highlight=False)
     return 0
-
-
-STALLED_STYLE = "bold yellow"
 
 
 def stalled_hint(run_id: str, seconds: float) -> str:

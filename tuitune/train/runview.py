@@ -130,6 +130,11 @@ class Snapshot:
             return None
         return max(0.0, now - self.stalled_since)
 
+    def shown_status(self, now: float) -> str:
+        """The status as the dashboard shows it: ``stalled 12m03s`` for a stalled run (its style is
+        RUN_STATUS_STYLE's of the first word)."""
+        return stalled_text(self.status, self.stalled_since, now)
+
     @property
     def fraction(self) -> float | None:
         if not self.total_steps:
@@ -150,6 +155,15 @@ class Snapshot:
         if self.live and self.metrics_time is not None:
             return self.elapsed + max(0.0, now - self.metrics_time)
         return self.elapsed
+
+
+def stalled_text(status: str, stalled_since: float | None, now: float) -> str:
+    """``stalled 12m03s`` (since the last step) for a running run that is stalled; else ``status``."""
+    from tuitune.train.formatting import format_duration
+
+    if status != "running" or stalled_since is None:
+        return status
+    return f"stalled {format_duration(now - stalled_since)}"
 
 
 class RunView:

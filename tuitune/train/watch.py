@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tuitune.train.runview import RunView, Snapshot
+from tuitune.train.runview import RunView, Snapshot, stalled_text
 from tuitune.train.runfolder import CHUNK_BYTES, LIVE, RunFolder, RunFollower, list_runs
 
 
@@ -123,8 +123,9 @@ class RunRow:
     stalled_since: float | None = None
 
     def shown_status(self, now: float | None = None) -> str:
-        """The status as a list shows it: ``stalled 12m03s`` (since the last step) for a stalled run."""
-        return stalled_text(self.status, self.stalled_since, now)
+        """The status as a list shows it: ``stalled 12m03s`` (since the last step) for a stalled run (its
+        style is RUN_STATUS_STYLE's of the first word)."""
+        return stalled_text(self.status, self.stalled_since, time.time() if now is None else now)
 
 
 def run_rows(workspace) -> list[RunRow]:
@@ -212,15 +213,6 @@ def judge_stall(run: RunFolder, state: dict, now: float | None = None) -> dict:
     if now - last <= limit or now - last <= limit + slowest_interval(run):
         return state
     return {**state, "stalled_since": last, "stalled_by": "reader"}
-
-
-def stalled_text(status: str, stalled_since: float | None, now: float | None = None) -> str:
-    """``stalled 12m03s`` for a stalled run (how long since its last step); else the status as it is."""
-    from tuitune.train.formatting import format_duration
-
-    if status != "running" or stalled_since is None:
-        return status
-    return f"stalled {format_duration((time.time() if now is None else now) - stalled_since)}"
 
 
 # --- one run's status, for scripts ------------------------------------------------------------------
