@@ -316,7 +316,13 @@ def _lm(model, tokenizer, batch_size: int, clock: Clock, cancelled):
             clock.step(int(context.shape[0]))
             return out
 
-    return Counted(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # HFLM ties the model's weights again when it is handed a model: the loader has tied them, and on a
+    # peft model whose adapter carries the tied embeddings (modules_to_save) tying again raises.
+    model.tie_weights = lambda *a, **k: None
+    try:
+        return Counted(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    finally:
+        del model.tie_weights
 
 
 def _pick(result: dict) -> tuple[str, float, float | None] | None:
