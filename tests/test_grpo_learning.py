@@ -105,3 +105,52 @@ def test_a_reward_that_raises_fails_the_run_saying_where_and_keeps_the_checkpoin
     assert (run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
     listed = json.loads(run_cli("-w", ws, "runs", "list", "--json").stdout)
     assert next(r for r in listed if r["id"] == "flaky")["status"] == "failed"
+
+
+# --- kill -9, then `runs resume` -------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_kill9_then_resume_ends_where_an_uninterrupted_grpo_run_ends(ws):
+    # Rewards that some of the tiny model's answers earn and others not, so every step learns something.
+    rewards = ["regex pattern='[0-9]{3}'", "regex pattern='^ ' weight=0.5"]
+    cfg = write_config(ws, "g", **TINY_GRPO, **{
+        "training.max_steps": 20, "training.batch_size": 8, "training.save_steps": 4, "training.lr": 0.005,
+        "grpo.num_generations": 2, "grpo.max_completion_length": 8, "grpo.rewards": rewards})
+    # One thread in both runs: a sampled completion may flip on a last-bit difference in the logits, and
+    # torch's sums differ in their last bits between thread counts (which the worker picks from what
+    # else runs on the machine).
+    one = {"OMP_NUM_THREADS": "1"}
+    proc = run_cli("-w", ws, "train", cfg, "--foreground", "--name", "straight", timeout=600, env=one)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    straight = {e["step"]: e for e in events(ws / "runs" / "straight", "train")}
+
+    assert run_cli("-w", ws, "train", cfg, "--name", "killed", env=one).returncode == 0
+    run = ws / "runs" / "killed"
+    wait_until(lambda: (run / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file(), what="checkpoint-4")
+    kill_group(state(run)["pgid"])
+    assert state(run)["status"] != "finished", "the run finished before the kill landed"
+    proc = run_cli("-w", ws, "runs", "resume", "killed", "--foreground", timeout=600, env=one)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    st = state(run)
+    assert st["status"] == "finished" and st["step"] == 20
+    [resume] = [e for e in events(run, "lifecycle") if e.get("event") == "resume"]
+    start = int(Path(resume["checkpoint"]).name.rsplit("-", 1)[1])
+    assert start in (4, 8, 12, 16)
+    after = [e["step"] for e in events(run)[events(run).index(resume):] if e["type"] == "train"]
+    assert after == list(range(start + 1, 21))   # it went on from the checkpoint, not from the start
+    resumed = {}
+    for e in events(run, "train"):
+        resumed[e["step"]] = e  # the resumed run's values win for repeated steps
+    assert sorted(resumed) == sorted(straight) == list(range(1, 21))
+    # The checkpoint holds the weights, the optimizer and the RNG that samples the completions: the
+    # resumed steps sample the same completions (the same rewards) and take the same gradients. (GRPO's
+    # loss is no test of that: with one update per generation the policy ratio is 1, and the loss is
+    # the mean advantage, about 0 at every step.)
+    for step in range(start + 1, 21):
+        a, b = straight[step], resumed[step]
+        assert b["reward_mean"] == pytest.approx(a["reward_mean"], abs=1e-6), step
+        assert b["reward_regex_2_mean"] == pytest.approx(a["reward_regex_2_mean"], abs=1e-6), step
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4, abs=1e-7), step
+    assert len({straight[s]["reward_mean"] for s in straight}) > 1 and any(straight[s]["grad_norm"] for s in straight)
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run / "checkpoints" / "checkpoint-20" / "trainer_state.json").is_file()
