@@ -162,7 +162,8 @@ def test_a_nan_loss_stops_the_run_with_one_line_and_keeps_the_finite_checkpoint(
     st = state(run)
     assert proc.returncode == 2 and st["status"] == "failed", (proc.returncode, proc.stderr[-2000:])
     error = st["error"]
-    assert error.startswith("the gradients were not finite at step 2 and the loss nan after it (3 logged steps"), error
+    assert error.startswith("the gradients were not finite at step 2 and the loss nan after it, 3 logged steps in "
+                            "a row (the last finite loss 29.2100 at step 2): stopped at step 5, kept checkpoint-1"), error
     assert "stopped at step 5" in error and "kept checkpoint-1" in error and "training.lr 0.99" in error
     assert "alpha/r = 100000" in error and "runs resume nan" in error and "\n" not in error
     losses = [e["loss"] for e in events(run, "train")]
@@ -189,6 +190,41 @@ def test_a_nan_loss_stops_the_run_with_one_line_and_keeps_the_finite_checkpoint(
         ["step 4/8", "loss nan"], ["step 5/8", "loss nan"]]
     assert "[save_skipped] step 2: the weights hold NaN or inf" in follow.stdout
     assert "run nan failed: the gradients were not finite" in follow.stderr
+
+
+def test_the_guard_counts_logged_steps_and_names_a_logs_window(tmp_path):
+    """The count behind the NaN stop (the real run above drives it through the worker): a log of several
+    steps names its window, a finite loss starts the count again, 0 never stops."""
+    from types import SimpleNamespace
+
+    from tuitune.errors import TuituneError
+    from tuitune.train.nonfinite import NonFiniteGuard
+    from tuitune.train.runfolder import RunFolder
+
+    cfg = SimpleNamespace(training=SimpleNamespace(max_nonfinite_steps=2, lr=0.01), method="lora",
+                          lora=SimpleNamespace(alpha=16, r=16))
+    args, run, guard = SimpleNamespace(fp16=False), RunFolder(tmp_path), NonFiniteGuard(cfg)
+    guard.begin(args, 0)
+    assert args.logging_nan_inf_filter is False  # the Trainer's filter would log a NaN step as 0.0
+    guard.check(run, args, 5, 2.0, 1.0)
+    guard.check(run, args, 10, float("inf"), None)
+    guard.check(run, args, 11, 1.5, 1.0)  # finite again: the count starts over
+    guard.check(run, args, 12, float("inf"), None)
+    with pytest.raises(TuituneError) as caught:
+        guard.check(run, args, 13, float("inf"), None)
+    assert str(caught.value) == (
+        "the loss went inf at step 12, 2 logged steps in a row (the last finite loss 1.5000 at step 11): stopped "
+        "at step 13, no checkpoint was saved before it. Usual causes: a learning rate too high (training.lr "
+        "0.01); start a new run with a lower training.lr")
+    window = NonFiniteGuard(cfg)
+    window.begin(args, 0)
+    window.check(run, args, 5, float("nan"), None)
+    with pytest.raises(TuituneError, match=r"^the loss went nan in steps 1-5, 2 logged steps in a row: stopped at "):
+        window.check(run, args, 6, float("nan"), None)
+    cfg.training.max_nonfinite_steps = 0
+    never = NonFiniteGuard(cfg)
+    for step in range(1, 20):
+        never.check(run, args, step, float("nan"), None)
 
 
 @pytest.mark.slow

@@ -51,13 +51,18 @@ class NonFiniteGuard:
         self.count += 1
         if self.first is None:
             self.first = self.suspect or window_start
+            self.window = (window_start, step)  # a log of several steps: it went wrong in one of them
         limit = self.cfg.training.max_nonfinite_steps
         if not limit or self.count < limit:
             return
         what = "nan" if loss is None or math.isnan(loss) else "inf"
-        start = (f"the gradients were not finite at step {self.first} and the loss {what} after it" if self.suspect
-                 else f"the loss went {what} at step {self.first}")
-        before = (f"; the last finite loss {self.last_finite[1]:.4f} at step {self.last_finite[0]}"
+        if self.suspect:
+            start = f"the gradients were not finite at step {self.first} and the loss {what} after it"
+        elif self.window[0] < self.window[1]:
+            start = f"the loss went {what} in steps {self.window[0]}-{self.window[1]}"
+        else:
+            start = f"the loss went {what} at step {self.first}"
+        before = (f" (the last finite loss {self.last_finite[1]:.4f} at step {self.last_finite[0]})"
                   if self.last_finite else "")
         latest = run.latest_checkpoint()
         kept = (f"kept {latest.name} (the newest with finite weights)" if latest is not None
@@ -72,7 +77,7 @@ class NonFiniteGuard:
         again = (f" (`tuitune runs resume {run.id}` would go on from {latest.name} with the same lr)"
                  if latest is not None else "")
         raise TuituneError(
-            f"{start} ({self.count} logged steps in a row{before}): stopped at step {step}, {kept}. Usual causes: "
+            f"{start}, {self.count} logged steps in a row{before}: stopped at step {step}, {kept}. Usual causes: "
             f"{'; '.join(causes)}; start a new run with a lower training.lr{again}")
 
 
