@@ -23,7 +23,8 @@ from train_helpers import make_workspace, state, write_config
 TUITUNE = shutil.which("tuitune")
 #: Packed rows of 1024 tokens, 8 a batch: the logits and activations outweigh the tiny model, so halving
 #: the batch is seen in the peak RSS.
-BIG = {"training.max_steps": 10, "data.pack": True, "data.max_length": 1024, "training.batch_size": 8}
+BIG = {"training.max_steps": 10, "data.pack": True, "data.max_length": 1024, "training.batch_size": 8,
+       "data.eval": "data/held.jsonl", "evaluation.eval_loss": True, "evaluation.every": 5}
 
 
 def tuitune(ws: Path, line: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -41,6 +42,8 @@ def probe_json(ws: Path) -> dict:
 @pytest.fixture(scope="module")
 def ws(tiny_model, tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("probe") / "ws", tiny_model)
+    lines = (root / "data" / "self_cognition.jsonl").read_text().splitlines(keepends=True)
+    (root / "data" / "held.jsonl").write_text("".join(lines[:16]))
     write_config(root, "big", **BIG)
     return root
 
@@ -60,7 +63,9 @@ def test_probe_says_it_fits_with_the_eta_and_the_estimate(fitted, ws):
     out = proc.stdout
     assert "timed steps on the longest batch (" in out and ", the longest 1024)" in out
     assert "peak RSS" in out and "(free RAM): fits" in out
+    assert "one evaluation round: eval loss " in out and ", sample answers " in out
     assert "ETA of the whole run: start " in out and "10 steps × " in out
+    assert "2 eval-loss rounds × " in out and "3 sample rounds × " in out   # at 5 and 10; before, at 5, after
     assert "estimate " in out and "beside the measured" in out
     assert "verdict: fits, " in out and "headroom; the run takes about" in out
     assert "wrote probes/big-" in out   # relative to the workspace the user is in
@@ -78,7 +83,7 @@ def test_probe_json_has_the_settings_measurements_and_hardware(fitted):
     assert m["status"] == "stopped" and m["total_steps"] == 10
     assert len(m["longest_batch"]) == min(8, m["rows"]) and max(m["longest_batch"]) == 1024   # packed rows
     assert m["peak_rss"] == rung["peak"] > 100 * 2 ** 20
-    for key in ("sec_per_step", "tokens_per_s", "save_s", "sample_s", "start_s"):
+    for key in ("sec_per_step", "tokens_per_s", "save_s", "eval_s", "sample_s", "start_s"):
         assert m[key] > 0, key
     assert rung["eta_s"] > 10 * m["sec_per_step"]
     assert data["estimate"]["bytes"] > 0 and abs(data["estimate"]["error"]) < 0.5
