@@ -262,6 +262,8 @@ class Clock:
         self.sides, self.tell, self.side = sides, tell, 0
         self.total = self.done = 0
         self.t0 = None
+        self.label = ""
+        self.seconds = 0.0   # the time spent scoring, both sides (what the report says)
 
     def start_side(self, label: str) -> None:
         self.label = label
@@ -271,8 +273,14 @@ class Clock:
             self.t0 = time.time()
         self.total += n if self.side == 0 else 0
 
+    def finish_side(self) -> None:
+        """A side's requests all scored (lm-eval may score several options of one question in one row)."""
+        self.side += 1
+        self.done = self.total * self.side
+        self.step(0)
+
     def step(self, n: int) -> None:
-        self.done += n
+        self.done = min(self.done + n, self.total * (self.side + 1))
         whole = self.total * self.sides
         done = min(self.done, whole)
         left = ""
@@ -348,9 +356,16 @@ def score(model, tokenizer, prepare, bp: BenchPlan, *, batch_size: int = 8, cloc
         elif task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=1234)
-    lm = _lm(model, tokenizer, batch_size, clock, cancelled)
-    with prepare():
-        res = evaluate(lm=lm, task_dict=bp.loaded, limit=bp.limit, bootstrap_iters=1000, log_samples=False)
+    start = time.time()
+    try:
+        lm = _lm(model, tokenizer, batch_size, clock, cancelled)
+        with prepare():
+            res = evaluate(lm=lm, task_dict=bp.loaded, limit=bp.limit, bootstrap_iters=1000, log_samples=False)
+    except (TuituneError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model lm-eval's HF class cannot drive, a task that fails on it
+        raise TuituneError(f"--bench {', '.join(bp.names)}: lm-eval could not score this model "
+                           f"({' '.join(first_line(exc).split())[:300]})", field="bench") from None
     counts = res.get("n-samples") or {}
     subtasks = res.get("group_subtasks") or {}
 
@@ -367,7 +382,8 @@ def score(model, tokenizer, prepare, bp: BenchPlan, *, batch_size: int = 8, cloc
                                f"({', '.join(METRICS)}) for it", field="bench")
         metric, value, err = picked
         out[t.name] = {"metric": metric, "score": value, "stderr": err, "n": n_of(t.name)}
-    clock.side += 1
+    clock.seconds += time.time() - start
+    clock.finish_side()
     return out
 
 

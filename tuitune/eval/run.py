@@ -331,7 +331,7 @@ def evaluate(p: EvalPlan, out: str | Path, *, settings=None, dtype: str = "auto"
                            "max_length": p.max_length, "batch_size": batch_size, "dtype": dtype},
               "summary": {"data": held_out_summary(p, len(records)) if p.data is not None else None,
                           **{side: results[side]["summary"] for side in sides}}, "checkpoints": curve,
-              **({"bench": bench_compare(p.bench, bench_scores, time.time() - t0)} if p.bench is not None else {}),
+              **({"bench": bench_compare(p.bench, bench_scores, clock.seconds)} if p.bench is not None else {}),
               **({"no_data": p.no_data} if p.no_data else {}),
               "seconds": round(time.time() - t0, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
