@@ -84,8 +84,10 @@ def test_status_says_stalled_where_the_watchdog_marked_it(workspace):
     assert json.loads(tuitune(workspace, "runs", "list", "--json").stdout)[0]["status"] == "stalled"
 
 
-def test_a_running_run_that_is_not_stalled_shows_running(workspace):
-    recorded(workspace, "busy", status="running", finished_at=None, updated=time.time(), **alive_here())
+def test_a_quiet_run_whose_worker_runs_is_left_to_its_watchdog(workspace):
+    """Its files are two weeks old, but its worker runs: only the watchdog, which sees every step (and a long
+    evaluation), says a running worker is stalled."""
+    recorded(workspace, "busy", status="running", finished_at=None, **alive_here())
     line = tuitune(workspace, "runs", "status", "busy").stdout
     assert line.startswith("busy  running  step 100/100"), line
 

@@ -197,11 +197,13 @@ def judge_stall(run: RunFolder, state: dict, now: float | None = None) -> dict:
     """``state`` (from ``RunFolder.status()``) with ``stalled_since`` where a running run is stalled.
 
     The worker's watchdog (tuitune.train.watchdog) writes ``stalled_since`` when no step has finished for
-    ``notify.stall_minutes`` past the slowest step so far. A worker that cannot write it (paused with
-    SIGSTOP, its watchdog thread gone, or a worker from before the watchdog) is judged here from its files:
-    running, and no sign of life (state.json, events.jsonl or train.log written) for the stall time past
-    the slowest interval between two logged steps; ``stalled_since`` is then its last sign of life and
-    ``stalled_by`` says ``reader``.
+    ``notify.stall_minutes`` past the slowest step so far: a hung collective or data loader leaves its
+    thread running. A worker that cannot write it, its process stopped (SIGSTOP, ctrl+z in --foreground,
+    a debugger) so that its watchdog is stopped too, is judged here from its files: no sign of life
+    (state.json, events.jsonl or train.log written) for the stall time past the slowest interval between
+    two logged steps; ``stalled_since`` is then its last sign of life and ``stalled_by`` says ``reader``.
+    A running worker is left to its watchdog, which sees each step (the files show only the logged ones,
+    and nothing of a long evaluation).
     """
     if state.get("status") != "running":
         return {**state, "stalled_since": None} if state.get("stalled_since") else state
@@ -210,9 +212,21 @@ def judge_stall(run: RunFolder, state: dict, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     last = max(float(state.get("updated") or 0), _mtime(run.events_path), _mtime(run.log_path))
     limit = stall_seconds(run)
-    if now - last <= limit or now - last <= limit + slowest_interval(run):
+    if now - last <= limit or not _stopped(state.get("worker_pid") or state.get("pid")):
+        return state
+    if now - last <= limit + slowest_interval(run):
         return state
     return {**state, "stalled_since": last, "stalled_by": "reader"}
+
+
+def _stopped(pid) -> bool:
+    """Whether process ``pid`` is stopped (by a signal or a tracer): it runs nothing, its watchdog neither."""
+    try:
+        import psutil
+
+        return psutil.Process(int(pid)).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except Exception:
+        return False
 
 
 # --- one run's status, for scripts ------------------------------------------------------------------
