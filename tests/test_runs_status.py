@@ -208,6 +208,11 @@ def test_the_guard_counts_logged_steps_and_names_a_logs_window(tmp_path):
     args, run, guard = SimpleNamespace(fp16=False), RunFolder(tmp_path), NonFiniteGuard(cfg)
     guard.begin(args, 0)
     assert args.logging_nan_inf_filter is False  # the Trainer's filter would log a NaN step as 0.0
+    # An evaluation keeps the filter (a batch without a label token is NaN there): on for it, off after.
+    guard.step_end(None, args, SimpleNamespace(should_evaluate=True, should_save=False, should_log=False), None, 1)
+    assert args.logging_nan_inf_filter is True
+    guard.evaluated(args)
+    assert args.logging_nan_inf_filter is False
     guard.check(run, args, 5, 2.0, 1.0)
     guard.check(run, args, 10, float("inf"), None)
     guard.check(run, args, 11, 1.5, 1.0)  # finite again: the count starts over

@@ -238,11 +238,14 @@ class RunCallback(TrainerCallback):
             self.stopped_on_request = True
             self.state(status="stopping")
             self.event(type="lifecycle", event="stop_requested", step=step)
-        self.guard.step_end(self, control, model, step)
+        self.guard.step_end(self, args, control, model, step)
         every = self.cfg.evaluation.every
         if (model is not None and every and step % every == 0 and step < state.max_steps
                 and not control.should_training_stop):
             self.sample_answers(model, step, "during")
+
+    def on_evaluate(self, args, state, control, **kw):
+        self.guard.evaluated(args)
 
     def on_save(self, args, state, control, **kw):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"

@@ -29,11 +29,16 @@ class NonFiniteGuard:
 
     def begin(self, args, step: int) -> None:
         # The Trainer would log a NaN step as the mean of its window's others (0.0 when all are): the guard
-        # and the user need the loss as it is.
+        # and the user need the loss as it is. Evaluation keeps the filter (a batch without a label token
+        # is NaN there, and dropped as before): it is on from a step that evaluates until the evaluation ends.
         args.logging_nan_inf_filter = False
         self.logged = step
 
-    def step_end(self, callback, control, model, step: int) -> None:
+    def evaluated(self, args) -> None:
+        args.logging_nan_inf_filter = False
+
+    def step_end(self, callback, args, control, model, step: int) -> None:
+        args.logging_nan_inf_filter = bool(control.should_evaluate)
         if self.count:
             control.should_log = True
         if control.should_save and model is not None and callback.any_rank(not _finite_weights(model)):
