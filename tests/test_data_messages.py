@@ -38,7 +38,7 @@ def _one_empty_sheet(d: Path) -> str:
 def _medqa_note(d: Path) -> str:
     from tuitune.data.convert import convert
 
-    return "\n".join(convert(ROOT / "sample_data" / "medqa_sample.xlsx", None).lines())
+    return next(l for l in convert(ROOT / "sample_data" / "medqa_sample.xlsx", None).lines() if "--preset" in l)
 
 
 def _no_columns(d: Path) -> str:
@@ -91,8 +91,8 @@ def _spreadsheet(d: Path) -> str:
 def _repeated(d: Path) -> str:
     from tuitune.data.convert import convert
 
-    return "\n".join(convert(workbook(d / "r.xlsx", {"S": [["Question", "Answer"], ["q", "a"], ["q", "b"]]}),
-                             None).lines())
+    return next(l for l in convert(workbook(d / "r.xlsx", {"S": [["Question", "Answer"], ["q", "a"], ["q", "b"]]}),
+                                   None).lines() if "--group-by" in l)
 
 
 #: (engine message maker, what the CLI says, what the Data step says instead)
@@ -118,7 +118,7 @@ def test_each_engine_message_reads_right_in_the_cli_and_in_the_data_step(tmp_pat
     """The engine's message as raised today (so a reworded one fails here, not on a user's screen)."""
     import re
 
-    from screens.widgets.data.tab_form import engine_error
+    from screens.widgets.data.tab_form import words as engine_error
 
     message = make(tmp_path)
     assert cli in message, message

@@ -76,3 +76,32 @@ def test_chat_load_errors_name_the_chat_steps_settings():
     err = _raised(lambda: load_model("models/x", bits=3))
     assert str(err) == "--bits must be 4 or 8, got 3"
     assert err.said(LABELS) == "4/8-bit loading must be 4 or 8, got 3"
+
+
+def test_the_data_step_says_the_sheet_and_the_convert_tab_where_the_cli_says_flags(tmp_path):
+    from screens.widgets.data.tab_form import words
+    from tuitune.data.io import refuse_table
+    from tuitune.data.tabular import NoSheet
+
+    err = NoSheet(tmp_path / "m.xlsx", "Nope", ("QA", "Notes"))
+    assert str(err) == f"{tmp_path / 'm.xlsx'}: no sheet 'Nope'; sheets: QA, Notes; pick one with --sheet"
+    assert words("convert", str(err)).endswith("; sheets: QA, Notes; pick one in the Sheet list")
+    (tmp_path / "t.csv").write_text("q,a\n")
+    err = _raised(lambda: refuse_table(tmp_path / "t.csv"))
+    assert str(err).endswith("not conversation records; convert it first: tuitune data convert "
+                             f"{tmp_path / 't.csv'} -o data/t.jsonl")
+    assert words("split", err).endswith("not conversation records; convert it first in the Convert tab (F3)")
+
+
+def test_no_screen_rewrites_engine_messages_with_flag_maps():
+    """The four flag-to-label maps are gone; tui_message is left to Evaluate alone, for the
+    tuitune/eval messages that do not carry their field yet."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "screens"
+    gone = ("MERGE_LABELS", "FLAG_LABELS", "TUI_FIXES", "engine_error", "engine_words", "TO_LABELS")
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not [g for g in gone if g in text], path
+        if "tui_message(" in text:
+            assert path.name in ("controls.py", "evaluate.py"), path

@@ -89,9 +89,9 @@ def field_label(widget: Widget | None) -> str | None:
 def tui_message(message: str, labels: dict[str, str]) -> str:
     """``message`` with each CLI flag in ``labels`` replaced by the field's label.
 
-    Engine errors are written for the CLI ("--test-ratio 1.5: must be between 0 and 1");
-    in the TUI the same line reads "Test ratio 1.5: ...". One mapping per screen, longest
-    flag first (``--group-by input`` before ``--group-by``).
+    Left for one caller, the Evaluate screen, until ``tuitune/eval``'s errors carry their field
+    (``tuitune/errors.py``: ``field=``, ``FIELD``); every other screen names an error's field
+    from the error itself (``screens/workers.failure(event, labels)``). Goes with that.
     """
     import re
 

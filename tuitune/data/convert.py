@@ -20,7 +20,7 @@ from tuitune.data import formats as F
 from tuitune.data.io import JsonSource, RecordWriter, atomic_writer, iter_json_items, wants_array
 from tuitune.data.prompts import MAPPING as PROMPT_MAPPING, from_turns
 from tuitune.data.records import first_question, set_system, system_of
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, Note, TuituneError
 
 MEDQA_SYSTEM = ("You are a professional, highly experienced doctor professor. You always provide accurate, "
                 "comprehensive, and detailed answers based on the patients' questions.")
@@ -100,7 +100,7 @@ class Report:
             out.append(f"mapping: {self.mapping}")
         if self.encoding:
             out.append(f"encoding: {self.encoding.replace('-sig', '')}")
-        out.extend(f"note: {n}" for n in self.notes)
+        out.extend(n.prefixed("note: ") if isinstance(n, Note) else f"note: {n}" for n in self.notes)
         dest = f" → {self.output}" if self.output else ""
         kind = " as prompt records (for grpo)" if self.target == "prompts" else ""
         out.append(f"kept {self.kept} of {self.total} records{kind}{dest}")
@@ -115,8 +115,8 @@ class Report:
             if not count:
                 continue
             what = "placeholder answers" if kind == "placeholders" else "exact duplicates"
-            verdict = "dropped" if dropped else f"kept; {flag} drops them"
-            out.append(f"{what}: {count} ({verdict}):")
+            verdict = "dropped" if dropped else f"kept; {FIELD} drops them"
+            out.append(Note(f"{what}: {count} ({verdict}):", field=flag[2:].replace("-", "_")))
             issues = getattr(self, kind)
             out.extend(f"  {i.where}: {i.reason}" for i in issues)
             if count > len(issues):
@@ -126,8 +126,10 @@ class Report:
             out.extend(f"  {i.where}: {i.reason}" for i in self.bad_lines)
         if self.repeated_inputs:
             n = self.repeated_inputs
-            out.append(f"{n} question{'s' if n != 1 else ''} appear{'s' if n == 1 else ''} more than once with "
-                       "different answers; split with --group-by input to keep each on one side")
+            out.append(Note(f"{n} question{'s' if n != 1 else ''} appear{'s' if n == 1 else ''} more than once "
+                            "with different answers; ", field="group_by", flag="--group-by input",
+                            fix=f"split with {FIELD} to keep each on one side",
+                            tui_fix="split with Group on (Split tab) to keep each on one side"))
         return out
 
 
@@ -186,7 +188,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
     output_col = output_col or opts.get("output_col")
     system = system if system is not None else opts.get("system")
     if system_col and system:
-        raise TuituneError("--system-col and --system both set the system prompt; pass one")
+        raise TuituneError(f"{FIELD} and {FIELD} both set the system prompt; pass one", field=("system_col", "system"))
 
     if format:
         if format not in F.FORMAT_NAMES:
@@ -199,8 +201,9 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
     to = F.target_of(det.format, to, f"--format {format}" if format else f"{src} ({det.format})")
     report = Report(source=str(src), format=det.format, reason=det.reason, target=to)
     if det.format == "gsm8k" and to == "conversations":
-        report.notes.append("GSM8K → conversations (the question → input, the worked answer → output) for sft; for "
-                            "grpo, convert with --to prompts (the final answer after #### becomes the reference)")
+        report.notes.append(Note("GSM8K → conversations (the question → input, the worked answer → output) for sft; "
+                                 f"for grpo, convert with {FIELD} (the final answer after #### becomes the reference)",
+                                 field="to", flag="--to prompts"))
     if preset:
         report.notes.append(f"preset {preset}: sheet {sheet!r}, {input_col} → input, {output_col} → output, "
                             "fixed system prompt")
@@ -213,7 +216,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
         from tuitune.data.tabular import NoSheet, open_csv, open_xlsx
 
         if det.format == "csv" and user_sheet:
-            raise TuituneError(f"{src}: --sheet {user_sheet!r} applies to .xlsx files only; a csv has one table")
+            raise TuituneError(f"{src}: {FIELD} {user_sheet!r} applies to .xlsx files only; a csv has one table",
+                               field="sheet")
         try:
             table = open_xlsx(src, sheet) if det.format == "xlsx" else open_csv(src)
         except NoSheet as exc:
@@ -233,8 +237,9 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
         if not (input_col and output_col):
             table.close()
             cols = ", ".join(repr(h) for h in header if h.strip())
-            raise TuituneError(f"{src}: can't tell which columns hold the question and the answer; "
-                               f"pass --input-col and --output-col (columns: {cols})")
+            raise TuituneError(f"{src}: can't tell which columns hold the question and the answer; ",
+                               field=("input_col", "output_col"), fix=f"pass {FIELD} and {FIELD} (columns: {cols})",
+                               tui_fix=f"pick them in the {FIELD} and {FIELD} lists (columns: {cols})")
         try:
             ii = _col_index(src, header, input_col, table.sheet)
             oi = _col_index(src, header, output_col, table.sheet)
@@ -246,7 +251,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
                                f"columns with --input-col and --output-col, or drop --preset {preset}") from None
         si = _col_index(src, header, system_col, table.sheet) if system_col else None
         if not system_col and not preset and all(c in header for c in MEDQA_COLUMNS) and system is None:
-            report.notes.append("the columns are MedQA's; --preset medqa adds the tutorial's system prompt")
+            report.notes.append(Note(f"the columns are MedQA's; {FIELD} adds the tutorial's system prompt",
+                                     field="preset", flag="--preset medqa"))
         report.mapping = (f"{input_col!r} → input, {output_col!r} → output"
                           + (f", {system_col!r} → system" if system_col else "")
                           + (", fixed system prompt" if system else "")
@@ -323,7 +329,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             except F.MapError as exc:
                 if strict:  # the fix: the mapper's own (after "; "), else fixing the record or the format
                     fix = "" if "; " in str(exc) else "; fix it or use --format to pick another format"
-                    raise TuituneError(f"{src}: {where}: {exc}{fix}") from None
+                    raise TuituneError(f"{src}: {where}: {exc}", fix=fix,
+                                       tui_fix=fix and "; fix it in the file") from None
                 report.add("skipped", where, str(exc))
                 continue
             if to != "conversations":

@@ -17,7 +17,7 @@ from tuitune.data import preference, prompts
 from tuitune.data.io import iter_json_items, table_kind
 from tuitune.data.records import (Detection, MapError, as_text, conversation_turns, need_dict, sharegpt_turns,
                                   turns_from_messages)
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 
 TABLE_FORMATS = ("xlsx", "csv")
 JSON_FORMATS = ("xtuner", "alpaca", "sharegpt", "openai", "oasst1", "text", "columns",
@@ -97,18 +97,21 @@ def detect_format(path: str | Path, input_col: str | None = None) -> Detection:
             return Detection("xlsx", "file starts like a zip archive (an Excel workbook)")
         old = table_kind(path, head)  # .xls, .ods: openpyxl reads .xlsx only
         if old is not None:
-            raise TuituneError(f"{path}: {old[0]}, which tuitune reads only as .xlsx; {old[1]}")
+            raise TuituneError(f"{path}: {old[0]}, which tuitune reads only as .xlsx; ", fix=old[1], tui_fix=old[2])
         if not head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{"):
-            raise TuituneError(f"{path}: can't tell the format from the extension {ext or '(none)'}; "
-                               f"pass --format ({', '.join(FORMAT_NAMES)})")
+            raise TuituneError(f"{path}: can't tell the format from the extension {ext or '(none)'}; ",
+                               field="format", fix=f"pass {FIELD} ({', '.join(FORMAT_NAMES)})",
+                               tui_fix="rename it to .jsonl, .json, .csv, .xlsx or .txt")
     item = _peek_json(path)
     if input_col:
         return Detection("columns", f"--input-col {input_col!r} maps a field of each JSON record")
     det = detect_item(item)
     if det is None:
         keys = ", ".join(map(str, item)) if isinstance(item, dict) else type(item).__name__
-        raise TuituneError(f"{path}: the first record's fields ({keys}) match no known format; pass "
-                           "--input-col/--output-col to map them, or --format")
+        raise TuituneError(f"{path}: the first record's fields ({keys}) match no known format; ", field="input_col",
+                           fix="pass --input-col/--output-col to map them, or --format",
+                           tui_fix="map them from a shell: `tuitune data convert FILE --input-col FIELD "
+                           "--output-col FIELD -o OUT`")
     return det
 
 
@@ -211,8 +214,8 @@ def target_of(fmt: str, to: str | None = None, label: str = "") -> str:
         raise TuituneError(f"{label}: prompt records (for grpo) hold a reference for a reward, not a reply to "
                            "learn, so --to conversations cannot use them; leave out --to to check and copy them")
     if fmt in ("text", "txt"):
-        raise TuituneError(f"{label}: pretraining text has no prompt to answer, so --to prompts cannot use it; "
-                           "give conversations, alpaca, GSM8K or prompt records")
+        raise TuituneError(f"{label}: pretraining text has no prompt to answer, so {FIELD} cannot use it; "
+                           "give conversations, alpaca, GSM8K or prompt records", field="to", flag="--to prompts")
     return to
 
 

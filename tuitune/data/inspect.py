@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuitune.data.records import PREFERENCE_TASKS, PROMPT_TASKS, is_preference, is_prompt_record, task_mismatch
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 
 
 @dataclass
@@ -98,7 +98,7 @@ def inspect_file(path: str | os.PathLike, model: str | os.PathLike, template: st
     if not pairs:
         raise TuituneError(f"{path}: no records")
     if not 1 <= record <= len(pairs):
-        raise TuituneError(f"--record {record}: the file has records 1 to {len(pairs)}")
+        raise TuituneError(f"{FIELD} {record}: the file has records 1 to {len(pairs)}", field="record")
     tok = tokenizer or load_tokenizer(model)
     notes = []
     if template is None:

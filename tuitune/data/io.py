@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from tuitune.data.preference import validate_preference
 from tuitune.data.records import PROMPT_SHAPE, check_context, is_preference, is_prompt_record, task_mismatch
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 from tuitune.fsutil import file_mode, refuse_existing
 
 
@@ -72,7 +72,7 @@ class RecordWriter:
 def wants_array(path: str | os.PathLike, output_format: str | None = None) -> bool:
     if output_format:
         if output_format not in ("jsonl", "json"):
-            raise TuituneError(f"--output-format {output_format!r}: choose jsonl or json")
+            raise TuituneError(f"{FIELD} {output_format!r}: choose jsonl or json", field="output_format")
         return output_format == "json"
     return Path(path).suffix.lower() == ".json"
 
@@ -117,9 +117,10 @@ TABLE_MAGIC = ((b"PK\x03\x04", "a spreadsheet (a zip archive, as an Excel workbo
                (b"\xd0\xcf\x11\xe0", "a spreadsheet (Excel 97-2003 workbook)", "save"))
 
 
-def table_kind(path: str | os.PathLike, head: bytes = b"") -> tuple[str, str] | None:
-    """``(what it is, how to make records of it)`` when ``path`` is a spreadsheet or a CSV (by its
-    name, or by its first bytes ``head``), else None. The fix is the ``tuitune data convert`` line."""
+def table_kind(path: str | os.PathLike, head: bytes = b"") -> tuple[str, str, str] | None:
+    """``(what it is, how to make records of it, the same in the TUI)`` when ``path`` is a spreadsheet
+    or a CSV (by its name, or by its first bytes ``head``), else None. The CLI's fix is the
+    ``tuitune data convert`` line; the TUI's, its Convert tab."""
     path = Path(path)
     ext = path.suffix.lower()
     kind, fix = TABLE_KINDS.get(ext), "save"
@@ -130,11 +131,12 @@ def table_kind(path: str | os.PathLike, head: bytes = b"") -> tuple[str, str] | 
     out = Path("data") / f"{path.stem}.jsonl"
     xlsx = path.with_suffix(".xlsx")
     if ext in CONVERTIBLE:
-        return kind, f"convert it first: tuitune data convert {path} -o {out}"
-    if fix == "rename":
-        return kind, f"rename it to {xlsx.name}, then convert it: tuitune data convert {xlsx} -o {out}"
-    return kind, (f"save it as .xlsx (Excel or LibreOffice: Save As), then convert it: "
-                  f"tuitune data convert {xlsx} -o {out}")
+        how, src = "convert it first", path
+    elif fix == "rename":
+        how, src = f"rename it to {xlsx.name}, then convert it", xlsx
+    else:
+        how, src = "save it as .xlsx (Excel or LibreOffice: Save As), then convert it", xlsx
+    return kind, f"{how}: tuitune data convert {src} -o {out}", f"{how} in the Convert tab (F3)"
 
 
 def refuse_table(path: Path, head: bytes = b"") -> None:
@@ -142,7 +144,7 @@ def refuse_table(path: Path, head: bytes = b"") -> None:
     verb that reads records (inspect, split, train, eval) says what it is and the convert line."""
     found = table_kind(path, head)
     if found is not None:
-        raise TuituneError(f"{path}: {found[0]}, not conversation records; {found[1]}")
+        raise TuituneError(f"{path}: {found[0]}, not conversation records; ", fix=found[1], tui_fix=found[2])
 
 
 def _read_text(path: Path) -> str:
@@ -207,8 +209,8 @@ def _jsonl_items(path: Path, lines, skip_bad_lines: bool, source: JsonSource) ->
             if skip_bad_lines:
                 source.bad_lines.append(BadLine(f"line {lineno}", f"not UTF-8 at byte {exc.start + 1}"))
                 continue
-            raise TuituneError(f"{path}: line {lineno}: not UTF-8 (byte {exc.start + 1}); save the file as UTF-8 "
-                               "or pass --skip-bad-lines") from None
+            raise TuituneError(f"{path}: line {lineno}: not UTF-8 (byte {exc.start + 1}); save the file as UTF-8",
+                               field="skip_bad_lines", fix=f" or pass {FIELD}", tui_fix="") from None
         if not line.strip():
             continue
         try:
@@ -217,8 +219,9 @@ def _jsonl_items(path: Path, lines, skip_bad_lines: bool, source: JsonSource) ->
             if skip_bad_lines:
                 source.bad_lines.append(BadLine(f"line {lineno}", f"invalid JSON at column {exc.colno}: {exc.msg}"))
                 continue
-            raise TuituneError(f"{path}: line {lineno}: invalid JSON at column {exc.colno}: {exc.msg}; "
-                               "fix the line or pass --skip-bad-lines to skip it") from None
+            raise TuituneError(f"{path}: line {lineno}: invalid JSON at column {exc.colno}: {exc.msg}; ",
+                               field="skip_bad_lines", fix=f"fix the line or pass {FIELD} to skip it",
+                               tui_fix="fix that line in the file") from None
         yield f"line {lineno}", item
 
 

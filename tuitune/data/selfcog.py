@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 
 TUTORIAL_QUESTIONS = ("请介绍一下你自己", "你在实战营做什么")
 
@@ -77,12 +77,12 @@ def generate(name: str, count: int = 150, seed: int = 0) -> list[dict]:
     appear most often. More than :data:`MAX_RECORDS` is an error (the phrasings run out)."""
     name = (name or "").strip()
     if not name:
-        raise TuituneError("--name is empty; give the name the assistant should answer with")
+        raise TuituneError(f"{FIELD} is empty; give the name the assistant should answer with", field="name")
     if count < 1:
-        raise TuituneError(f"--count {count}: must be at least 1")
+        raise TuituneError(f"{FIELD} {count}: must be at least 1", field="count")
     if count > MAX_RECORDS:
-        raise TuituneError(f"--count {count}: the phrasings make only {MAX_RECORDS} distinct records; "
-                           f"ask for {MAX_RECORDS} or fewer (repeating a record teaches nothing new)")
+        raise TuituneError(f"{FIELD} {count}: the phrasings make only {MAX_RECORDS} distinct records; "
+                           f"ask for {MAX_RECORDS} or fewer (repeating a record teaches nothing new)", field="count")
     rng = random.Random(seed)
     pools = _pools()
     intro_first = pools[0][0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuitune.data.records import first_question
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 from tuitune.fsutil import sha256_of
 
 GROUP_BY = ("none", "input")
@@ -65,9 +65,9 @@ def split_records(records: list[dict], test_ratio: float = 0.3, seed: int = 42,
                   group_by: str | None = None) -> tuple[list[dict], list[dict]]:
     """Shuffle with ``seed`` and cut; with ``group_by="input"`` whole groups go to one side."""
     if not 0 < test_ratio < 1:
-        raise TuituneError(f"--test-ratio {test_ratio}: must be between 0 and 1 (e.g. 0.3)")
+        raise TuituneError(f"{FIELD} {test_ratio}: must be between 0 and 1 (e.g. 0.3)", field="test_ratio")
     if group_by not in (None, *GROUP_BY):
-        raise TuituneError(f"--group-by {group_by!r}: choose one of {', '.join(GROUP_BY)}")
+        raise TuituneError(f"{FIELD} {group_by!r}: choose one of {', '.join(GROUP_BY)}", field="group_by")
     if len(records) < 2:
         raise TuituneError(f"{len(records)} record(s): a split needs at least 2")
     rng = random.Random(seed)
@@ -77,7 +77,7 @@ def split_records(records: list[dict], test_ratio: float = 0.3, seed: int = 42,
         rng.shuffle(order)
         test_idx, train_idx = order[:target], order[target:]
         if not train_idx:
-            raise TuituneError(f"--test-ratio {test_ratio} leaves no training records; lower it")
+            raise TuituneError(f"{FIELD} {test_ratio} leaves no training records; lower it", field="test_ratio")
         return [records[i] for i in train_idx], [records[i] for i in test_idx]
     groups: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
@@ -96,7 +96,7 @@ def split_records(records: list[dict], test_ratio: float = 0.3, seed: int = 42,
         else:
             train_idx.extend(g)
     if not train_idx:
-        raise TuituneError(f"--test-ratio {test_ratio} leaves no training records; lower it")
+        raise TuituneError(f"{FIELD} {test_ratio} leaves no training records; lower it", field="test_ratio")
     return [records[i] for i in train_idx], [records[i] for i in test_idx]
 
 
@@ -109,12 +109,13 @@ def split_file(src: str | os.PathLike, out_dir: str | os.PathLike | None = None,
     train, test = split_records(records, test_ratio, seed, group_by)
     out = Path(out_dir) if out_dir else src.parent
     if out.exists() and not out.is_dir():
-        raise TuituneError(f"{out}: is a file; -o takes a folder for train.jsonl and test.jsonl")
+        raise TuituneError(f"{out}: is a file; {FIELD} takes a folder for train.jsonl and test.jsonl", field="out", flag="-o")
     tp, sp, mp = out / TRAIN, out / TEST, out / MANIFEST
     if src.resolve() in (tp.resolve(), sp.resolve(), mp.resolve()):
-        raise TuituneError(f"{src}: would be overwritten by the split; choose another -o folder")
+        raise TuituneError(f"{src}: would be overwritten by the split; choose another {FIELD} folder", field="out", flag="-o")
     if mp.exists() and read_manifest(out) is None:
-        raise TuituneError(f"{mp}: exists and is not a split's manifest; move it, or choose another -o folder")
+        raise TuituneError(f"{mp}: exists and is not a split's manifest; move it, or choose another {FIELD} folder",
+                           field="out", flag="-o")
     write_records(tp, train)
     write_records(sp, test)
     # The manifest last: a split cut short leaves an old manifest whose hashes no longer match.

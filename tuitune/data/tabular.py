@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 
 CSV_ENCODINGS = ("utf-8-sig", "gbk")
 
@@ -151,7 +151,8 @@ class NoSheet(TuituneError):
     """The workbook has no sheet by that name (``names`` are the ones it has)."""
 
     def __init__(self, path: Path, sheet: str, names: tuple[str, ...]):
-        super().__init__(f"{path}: no sheet {sheet!r}; sheets: {', '.join(names)}; pick one with --sheet")
+        super().__init__(f"{path}: no sheet {sheet!r}; sheets: {', '.join(names)}; ", field="sheet",
+                         fix=f"pick one with {FIELD}", tui_fix=f"pick one in the {FIELD} list")
         self.names = names
 
 
@@ -210,8 +211,9 @@ def open_xlsx(path: str | os.PathLike, sheet: str | None = None) -> Table:
                     f"its sheets {', '.join(map(repr, names))} are all empty")
             raise TuituneError(f"{path}: the workbook has no rows ({what}); fill in a header row and "
                                "data rows, or pick another file")
-        raise TuituneError(f"{path}: sheet {sheet!r} is empty; pick another with --sheet "
-                           f"(sheets with rows: {', '.join(others)})")
+        raise TuituneError(f"{path}: sheet {sheet!r} is empty; ", field="sheet",
+                           fix=f"pick another with {FIELD} (sheets with rows: {', '.join(others)})",
+                           tui_fix=f"pick another in the {FIELD} list (sheets with rows: {', '.join(others)})")
     ws = wb[sheet]
     total = ws.max_row if isinstance(ws.max_row, int) else None
 
@@ -304,7 +306,7 @@ def open_table(path: str | os.PathLike, sheet: str | None = None) -> Table:
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         return open_xlsx(path, sheet)
     if sheet:
-        raise TuituneError(f"{path}: --sheet applies to .xlsx files only")
+        raise TuituneError(f"{path}: {FIELD} applies to .xlsx files only", field="sheet")
     return open_csv(path)
 
 

@@ -15,15 +15,13 @@ from textual.message import Message
 from textual.widgets import Button, Input, ProgressBar, Select, Static
 from textual.worker import get_current_worker
 
-from screens.widgets.data.tab_form import DataForm, engine_error, field_row
-from screens.widgets.controls import Toggle, tui_message
+from screens.widgets.data.tab_form import DataForm, field_row, words
+from screens.widgets.controls import Toggle
 from tuitune.fsutil import next_free_path
 
 TABULAR = ("xlsx", "csv")  # the formats with columns to map
 #: Report lines that say what was done; the others (a note, a skipped row) are warnings.
 PLAIN = ("  ", "format", "mapping", "note", "encoding")
-#: What the engine's ``--to`` is called here: the Records list.
-TO_LABELS = {"--to prompts": "Records set to prompt records", "--to conversations": "Records set to conversations"}
 
 
 class ConvertForm(DataForm):
@@ -264,7 +262,7 @@ class ConvertForm(DataForm):
         self.query_one("#conv-progress", ProgressBar).update(total=total, progress=min(done, total or done))
 
     def show_error(self, message: str) -> None:
-        super().show_error(tui_message(message, TO_LABELS))
+        super().show_error(message)
         self.query_one("#conv-progress", ProgressBar).display = False
 
     def show_result(self, rep) -> None:
@@ -272,7 +270,7 @@ class ConvertForm(DataForm):
         bar.update(total=max(rep.total, 1), progress=max(rep.total, 1))
         t = Text()
         root = str(self.workspace.root) + "/"
-        for line in (engine_error(self.TAB, tui_message(l.replace(root, ""), TO_LABELS)) for l in rep.lines()):
+        for line in (words(self.TAB, l).replace(root, "") for l in rep.lines()):
             style = "bold" if line.startswith("kept") else ("yellow" if not line.startswith(PLAIN) else "")
             t.append(line + "\n", style=style)
         self.say(t)

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, DirectoryTree, Static
 from textual.worker import Worker, WorkerState
 
 from screens.widgets.data.filetree import DataFileTree
-from screens.widgets.data.tab_form import engine_error, rel, say
+from screens.widgets.data.tab_form import labels, rel, say
 from screens.workers import failure
 
 CELL_WIDTH = 28
@@ -81,8 +81,8 @@ class FilePane(Horizontal):
         return path, preview(path, sheet=sheet, limit=30)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if (error := failure(event)) is not None:
-            error = engine_error("preview", error).replace(f"{self.root}/", "")  # paths as the tree shows them
+        if (error := failure(event, labels("preview"))) is not None:
+            error = error.replace(f"{self.root}/", "")  # paths as the tree shows them
             self._say(error, error=True)
             self.query_one("#data-preview", DataTable).clear(columns=True)
             self.post_message(self.Previewed(self.source, None, error, self._sheet))

@@ -9,7 +9,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Button, Input, Static
 
-from screens.widgets.data.tab_form import DataForm, engine_error, field_row
+from screens.widgets.data.tab_form import DataForm, field_row, words
 from screens.widgets.controls import NumberInput, Toggle
 from tuitune.errors import TuituneError
 from tuitune.fsutil import next_free_path
@@ -79,6 +79,6 @@ class SplitForm(DataForm):
         return split_file(src, out, ratio, seed, group)
 
     def show_result(self, res) -> None:
-        lines = [engine_error(self.TAB, l.replace(str(self.workspace.root) + "/", "")) for l in res.lines()]
+        lines = [words(self.TAB, l).replace(str(self.workspace.root) + "/", "") for l in res.lines()]
         self.say(Text("\n".join(lines), style="bold"))
         self.post_message(self.Written(self.TAB, Path(res.train_path)))

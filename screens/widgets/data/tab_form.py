@@ -9,7 +9,6 @@ needs to know (a file was written) goes up to the screen as :class:`DataForm.Wri
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,60 +19,41 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from screens.widgets.choice import ChoiceScreen, overwrite_choices
-from screens.widgets.controls import tui_message
 from screens.workers import failure
-from tuitune.errors import TuituneError
+from tuitune.errors import TuituneError, said
 from tuitune.fsutil import next_free_path, output_exists
+from tuitune.workspace import Workspace
 
-#: The engine's errors are written for the CLI; in this step they name the field instead of the flag.
-FLAG_LABELS = {
-    "--test-ratio": "Test ratio", "--seed": "Seed", "--group-by": "Group", "--name": "Name", "--count": "Count",
-    "--max-length": "Max len", "--record": "Record", "--sheet": "Sheet", "--input-col": "Question",
-    "--output-col": "Answer", "--system-col": "System col", "--system": "System", "--model": "Model",
-    "--template": "Template", "--drop-placeholders": "the 'drop placeholders' box",
-    "--dedupe": "the 'dedupe' box", "--group-by input": "grouping (Split tab)",
+#: The engine's fields as this step's controls name them: an engine error or note names its field
+#: by these (``tuitune.errors``), so no flag reaches the screen.
+LABELS = {
+    "test_ratio": "Test ratio", "seed": "Seed", "group_by": "Group", "name": "Name", "count": "Count",
+    "max_length": "Max len", "record": "Record", "sheet": "Sheet", "input_col": "Question",
+    "output_col": "Answer", "system_col": "System col", "system": "System", "model": "Model",
+    "template": "Template", "drop_placeholders": "the 'drop placeholders' box", "dedupe": "the 'dedupe' box",
+    "preset": "the MedQA preset button", "to": "Records set to prompt records",
 }
-#: Per tab, what ``-o`` means there.
+#: Per tab, what the output (``-o``) is called there.
 OUTPUT_LABEL = {"convert": "Output", "split": "Folder", "selfcog": "Output"}
-#: Fixes the engine gives with several flags or a command line, said with this step's controls
-#: (applied before FLAG_LABELS). Where the step has no control for it, the fix says what to do
-#: instead (a shell command, named as one). tests/test_data_screen.py raises each message from the
-#: engine and checks its words here, so a reworded engine message cannot leave a flag on screen.
-TUI_FIXES = (
-    (r"(convert it(?: first)?): tuitune data convert .*$", r"\1 in the Convert tab (F3)"),
-    (r"pick (another|one) with --sheet", r"pick \1 in the Sheet list"),
-    (r"--preset medqa adds", "the MedQA preset button adds"),
-    (r"pass --input-col and --output-col", "pick them in the Question and Answer lists"),
-    (r"pass --input-col/--output-col to map them, or --format",
-     "map them from a shell: `tuitune data convert FILE --input-col FIELD --output-col FIELD -o OUT`"),
-    (r"pass --format \([^)]*\)", "rename it to .jsonl, .json, .csv, .xlsx or .txt"),
-    (r"fix it or use --format to pick another format", "fix it in the file"),
-    (r"fix the line or pass --skip-bad-lines to skip it", "fix that line in the file"),
-    (r"save the file as UTF-8 or pass --skip-bad-lines", "save the file as UTF-8"),
-    (r"split with --group-by input", "split with Group on (Split tab)"),
-)
 
 
 def field_row(label: str, widget) -> Horizontal:
     return Horizontal(Label(label, classes="field-label"), widget, classes="field")
 
 
-def engine_error(tab: str, message: str) -> str:
-    """An engine error (written for the CLI) in this step's words: field labels, not flags."""
-    for pattern, repl in TUI_FIXES:
-        message = re.sub(pattern, repl, message)
-    labels = {**FLAG_LABELS, "-o": OUTPUT_LABEL.get(tab, "Output")}
-    # A command between backticks is for a shell: its flags stay.
-    parts = re.split(r"(`[^`]*`)", message)
-    return "".join(p if p.startswith("`") else tui_message(p, labels) for p in parts)
+def labels(tab: str) -> dict[str, str]:
+    """The field labels of tab ``tab`` (its output's name too)."""
+    return {**LABELS, "out": OUTPUT_LABEL.get(tab, "Output")}
+
+
+def words(tab: str, message) -> str:
+    """An engine error or note in tab ``tab``'s words: a field it names reads as the control's label."""
+    return said(message, labels(tab))
 
 
 def rel(root: Path, p: Path) -> str:
-    """``p`` relative to the workspace ``root`` where it is inside it."""
-    try:
-        return p.resolve().relative_to(root).as_posix()
-    except ValueError:
-        return str(p)
+    """``p`` relative to the workspace ``root`` where it is inside it (``Workspace.rel``)."""
+    return Workspace(Path(root)).rel(p)
 
 
 def say(line: Static, text: Text | str, error: bool = False) -> None:
@@ -115,14 +95,14 @@ class DataForm(VerticalScroll):
         raise NotImplementedError
 
     def show_error(self, message: str) -> None:
-        self.say(engine_error(self.TAB, message), error=True)
+        self.say(words(self.TAB, message), error=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == self.RUN:
             self.run()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if (error := failure(event)) is not None:
+        if (error := failure(event, labels(self.TAB))) is not None:
             self.show_error(error)
         elif event.state == WorkerState.SUCCESS and not event.worker.is_cancelled:
             self.show_result(event.worker.result)
