@@ -46,8 +46,10 @@ def summary_card(report: dict) -> Text:
     if s.get("better") is not None:
         text.append(f"\nbetter {s['better']} · worse {s['worse']} · same {s['same']}", style="")
         text.append(f" · marked good {s['marked_good']}, bad {s['marked_bad']}", style="dim")
-    text.append_text(bench_text(report.get("bench")))
-    return text
+    general = bench_text(report.get("bench"))
+    if text.plain.endswith("\n"):   # no held-out figures above it: no blank line
+        general = general[1:]
+    return text.append_text(general)
 
 
 def bench_text(bench: dict | None) -> Text:
