@@ -116,10 +116,14 @@ def peak_memory() -> tuple[float, str]:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         return float(max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))), "GPU"
+    return peak_rss(), "RSS"
+
+
+def peak_rss() -> float:
+    """This process's peak resident set in bytes (``ru_maxrss``: bytes on macOS, KiB on Linux)."""
     import resource
 
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale), "RSS"
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
 
 
 #: Test-only: a run's worker raises torch.OutOfMemoryError when step N begins (CUDA's out-of-memory
@@ -267,21 +271,23 @@ class ProbeResult:
                f"{self.settings['steps']} timed steps on the longest batch ({batch})",
                f"  {what} {gib_text(first.peak)} of {gib_text(self.limit)} ({self.limit_from}): {first.reason}"]
         if m.get("sec_per_step") is not None:
-            tps = f", {m['tokens_per_s']:,.0f} tokens/s" if m.get("tokens_per_s") else ""
-            ev = [f"eval loss {m['eval_s']:.2f} s" for _ in [0] if m.get("eval_s") is not None]
-            ev += [f"sample answers {m['sample_s']:.2f} s" for _ in [0] if m.get("sample_s") is not None]
-            out.append(f"  step {m['sec_per_step']:.2f} s{tps}; one save {m.get('save_s') or 0:.2f} s"
-                       + (f"; one evaluation round: {', '.join(ev)}" if ev else ""))
+            said = {"tokens_per_s": "{:,.0f} tokens/s", "save_s": "one save {:.2f} s"}
+            bits = [f"step {m['sec_per_step']:.2f} s"] + [w.format(m[k]) for k, w in said.items() if m.get(k)]
+            rounds = {"eval_s": "eval loss {:.2f} s", "sample_s": "sample answers {:.2f} s"}
+            ev = [w.format(m[k]) for k, w in rounds.items() if m.get(k) is not None]
+            out.append("  " + "; ".join(bits + ([f"one evaluation round: {', '.join(ev)}"] if ev else [])))
             out.append(f"  ETA of the whole run: {first.eta_words} = {duration(first.eta_s)}")
         if self.estimate is not None and first.peak:
             err = (self.estimate - first.peak) / first.peak
-            out.append(f"  estimate {gib_text(self.estimate)} ({self.estimate_of}) beside the measured {gib_text(first.peak)}: "
-                       f"{abs(err):.0%} {'high' if err > 0 else 'low'}")
+            out.append(f"  estimate {gib_text(self.estimate)} ({self.estimate_of}) beside the measured "
+                       f"{gib_text(first.peak)}: {abs(err):.0%} {'high' if err > 0 else 'low'}")
         if first.fits:
-            out.append(f"verdict: fits, {gib_text(self.limit - first.peak)} headroom; the run takes about {duration(first.eta_s)}")
+            out.append(f"verdict: fits, {gib_text(self.limit - first.peak)} headroom; the run takes about "
+                       f"{duration(first.eta_s)}")
         else:
             out += self._ladder_lines()
-        out.append(f"wrote {shown(self.folder / 'probe.json')}" + (f" and {shown(self.written)}" if self.written else ""))
+        written = f" and {shown(self.written)}" if self.written else ""
+        out.append(f"wrote {shown(self.folder / 'probe.json')}{written}")
         return out
 
     def _ladder_lines(self) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tuitune.errors import TuituneError
 from tuitune.train.ladder import (GIB, OOM_PREFIX, ProbeResult, Rung, RungResult, apply, diff, eta, gib_text, peak_memory,
-                                   rungs)
+                                   peak_rss, rungs)
 
 WARMUP, STEPS = 2, 3
 SPEC, RESULT = "probe-spec.json", "probe-result"
@@ -86,11 +86,13 @@ class ProbeHook:
             def on_step_begin(self, args, state, control, **kw):
                 hook.begins[state.global_step + 1] = time.time()
 
+            def on_optimizer_step(self, args, state, control, **kw):  # the step's peak is behind it
+                hook.check_cap(f"step {state.global_step + 1}")
+
             def on_step_end(self, args, state, control, **kw):
                 step = state.global_step
                 hook.ends[step] = time.time()
                 hook.tokens[step] = getattr(state, "num_input_tokens_seen", 0) or 0
-                hook.check_cap(f"step {step}")
                 if step >= hook.n:
                     hook.marks["last_step"] = time.time()
                     hook.run.request("stop")  # the run's own stop: it checkpoints (timed) and ends
@@ -152,9 +154,7 @@ class ProbeHook:
         out: dict = {**self.facts, "status": st.get("status"), "error": st.get("error"),
                      "oom": str(st.get("error") or "").startswith(OOM_PREFIX), "marks": self.marks,
                      "torch": torch.__version__, "threads": torch.get_num_threads()}
-        import resource
-
-        out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        out["peak_rss"] = peak_rss()
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # this rank's GPU
             i = torch.cuda.current_device()
             out["gpus"] = [{"index": i, "name": torch.cuda.get_device_name(i),
@@ -311,7 +311,8 @@ def run_rung(cfg, workspace: Path, tmp: Path, spec: dict) -> dict:
 def _verdict(m: dict, limit: float, gpu: bool) -> tuple[bool, float | None, str]:
     peak = max((g["reserved"] for g in m.get("gpus") or []), default=None) if gpu else m.get("peak_rss")
     if m.get("oom"):
-        return False, peak, "does not fit (" + (m.get("error") or "out of memory") + ")"
+        said = (m.get("error") or "out of memory").split("; next:")[0]  # the run's line names the next rung: this is it
+        return False, peak, f"does not fit ({said})"
     if m.get("status") != "stopped":
         raise TuituneError(f"the probe could not train this config: {m.get('error') or 'no result'}")
     if peak is not None and peak > limit:
@@ -323,8 +324,7 @@ def probe_config(config_path, workspace, *, warmup: int = WARMUP, steps: int = S
                  force: bool = False, write: str | Path | None = None, log=lambda line: None) -> ProbeResult:
     """Probe a config on this box (see the module docstring), walk the ladder where it does not fit, and
     leave ``probes/<config>-<time>/probe.json``; ``write``: save the first rung that fits as a new config."""
-    from tuitune.config import save_config
-    from tuitune.fsutil import atomic_write_json, refuse_existing, slug
+    from tuitune.fsutil import refuse_existing, slug
     from tuitune.hardware import probe_hardware
 
     workspace = Path(workspace).resolve()
@@ -347,7 +347,23 @@ def probe_config(config_path, workspace, *, warmup: int = WARMUP, steps: int = S
     while folder.exists():
         folder, n = folder.with_name(f"{folder.name.rsplit('~', 1)[0]}~{n}"), n + 1
     folder.mkdir(parents=True)
-    spec = {"warmup": warmup, "steps": steps, "cap": None if gpu else limit, "gpu_cap": max_memory if gpu else None}
+    spec = {"warmup": warmup, "steps": steps, "gpu": gpu, "max_memory": max_memory, "limit": limit,
+            "limit_from": limit_from, "cap": None if gpu else limit, "gpu_cap": max_memory if gpu else None}
+    try:
+        return _walk(cfg, config_path, workspace, folder, spec, hw, write=write, force=force, log=log)
+    except BaseException:
+        if not (folder / "probe.json").exists():  # a probe that could not finish leaves nothing behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _walk(cfg, config_path, workspace: Path, folder: Path, spec: dict, hw: dict, *, write, force: bool,
+          log) -> ProbeResult:
+    """The rungs in turn until one fits; the result, its probe.json written (and ``write``'s config)."""
+    from tuitune.config import save_config
+    from tuitune.fsutil import atomic_write_json
+
+    gpu, limit = spec["gpu"], spec["limit"]
     ladder = [Rung("the config as it is")] + rungs(cfg, gpu)
     results: list[RungResult] = []
     current = cfg
@@ -365,11 +381,12 @@ def probe_config(config_path, workspace, *, warmup: int = WARMUP, steps: int = S
                                   secs, words))
         if fits:
             break
-    longest = (results[0].measured.get("longest_batch") or []) if results else []
-    est, est_of = _estimate(cfg, gpu, sum(longest) if cfg.data.pack or longest else None)
-    res = ProbeResult(str(config_path), folder, device, limit, limit_from,
-                      {"warmup": warmup, "steps": steps, "max_memory": max_memory, "config": cfg.model_dump(mode="json")},
-                      hw, results, est, est_of)
+    longest = results[0].measured.get("longest_batch") or []
+    est, est_of = _estimate(cfg, gpu, sum(longest) or None)
+    settings = {"warmup": spec["warmup"], "steps": spec["steps"], "max_memory": spec["max_memory"],
+                "config": cfg.model_dump(mode="json")}
+    res = ProbeResult(str(config_path), folder, "GPU" if gpu else "CPU", limit, spec["limit_from"], settings, hw,
+                      results, est, est_of)
     chosen = res.chosen
     if chosen is not None:
         res.diff = diff(cfg, apply(cfg, chosen.changes))
