@@ -80,7 +80,7 @@ def runs_table(workspace, now: float | None = None) -> list[dict]:
     now = time.time() if now is None else now
     rows = []
     for r in run_rows(workspace):
-        stalled = r.shown_status(now) != r.status
+        stalled = r.stalled_since is not None  # (judge_stall sets it for running runs only)
         rows.append({**asdict(r), "status": "stalled" if stalled else r.status,
                      "stalled_for": now - r.stalled_since if stalled else None,
                      "age": now - r.created if r.created else None})
@@ -148,9 +148,10 @@ def status_line(s: dict) -> str:
     status = s["status"] + (f" (no step for {format_duration(s['stalled_for'])})" if s["status"] == "stalled" else "")
     peak = (f"peak {s['peak_memory'] / 2**30:.2f} GiB {s['peak_memory_of'] or ''}".rstrip()
             if s.get("peak_memory") else "peak -")
+    recent = s["tokens_per_s_recent"] and s["tokens_per_s"] is not None  # a live run's last window
     parts = [s["id"], status, f"step {format_steps(s['step'], s['total_steps'])}", f"loss {format_loss(s['loss'])}",
              f"eta {format_duration(s['eta'])}",
-             f"{format_rate(s['tokens_per_s'])} tok/s" + (" (recent)" if s["tokens_per_s_recent"] and s["tokens_per_s"] else ""),
+             f"{format_rate(s['tokens_per_s'])} tok/s" + (" (recent)" if recent else ""),
              f"elapsed {format_duration(s['elapsed'])}",
              "checkpoint " + (s["last_checkpoint"].rsplit("/", 1)[-1] if s["last_checkpoint"] else "-"), peak]
     if s.get("gpus"):
