@@ -1,9 +1,8 @@
 """``convert``: any supported input → conversation records (or prompt records, ``to="prompts"``;
 preference pairs stay pairs), with a report of what happened.
 
-Nothing is dropped silently: skipped rows carry their reason, placeholder answers and
-exact duplicates are counted and only removed when asked (``drop_placeholders``,
-``dedupe``).
+Nothing is dropped silently: skipped rows carry their reason, placeholder answers and exact
+duplicates are counted and only removed when asked (``drop_placeholders``, ``dedupe``).
 """
 
 from __future__ import annotations
@@ -26,9 +25,7 @@ MEDQA_SYSTEM = ("You are a professional, highly experienced doctor professor. Yo
                 "comprehensive, and detailed answers based on the patients' questions.")
 MEDQA_COLUMNS = ("Question", "Focus (Drug)", "Question Type", "Answer", "Section Title", "URL")
 
-PRESETS = {
-    "medqa": dict(sheet="DrugQA", input_col="Question", output_col="Answer", system=MEDQA_SYSTEM),
-}
+PRESETS = {"medqa": dict(sheet="DrugQA", input_col="Question", output_col="Answer", system=MEDQA_SYSTEM)}
 
 #: Answers that stand for "no answer" in real sheets (compared case-insensitively, trimmed).
 PLACEHOLDERS = frozenset({"n/a", "na", "n.a.", "none", "null", "nan", "no answer", "no answers",
@@ -110,13 +107,13 @@ class Report:
             if self.skipped_count > len(self.skipped):
                 out.append(f"  ... and {self.skipped_count - len(self.skipped)} more")
         for kind, count, dropped, flag in (("placeholders", self.placeholder_count, self.placeholders_dropped,
-                                            "--drop-placeholders"),
-                                           ("duplicates", self.duplicate_count, self.duplicates_dropped, "--dedupe")):
+                                            "drop_placeholders"),
+                                           ("duplicates", self.duplicate_count, self.duplicates_dropped, "dedupe")):
             if not count:
                 continue
             what = "placeholder answers" if kind == "placeholders" else "exact duplicates"
             verdict = "dropped" if dropped else f"kept; {FIELD} drops them"
-            out.append(Note(f"{what}: {count} ({verdict}):", field=flag[2:].replace("-", "_")))
+            out.append(Note(f"{what}: {count} ({verdict}):", field=flag))
             issues = getattr(self, kind)
             out.extend(f"  {i.where}: {i.reason}" for i in issues)
             if count > len(issues):
@@ -126,10 +123,9 @@ class Report:
             out.extend(f"  {i.where}: {i.reason}" for i in self.bad_lines)
         if self.repeated_inputs:
             n = self.repeated_inputs
-            out.append(Note(f"{n} question{'s' if n != 1 else ''} appear{'s' if n == 1 else ''} more than once "
-                            "with different answers; ", field="group_by", flag="--group-by input",
-                            fix=f"split with {FIELD} to keep each on one side",
-                            tui_fix="split with Group on (Split tab) to keep each on one side"))
+            out.append(Note(f"{n} question{'s' if n != 1 else ''} appear{'s' if n == 1 else ''} more than once with "
+                            f"different answers; split with {FIELD} to keep each on one side",
+                            field="group_by_input", flag="--group-by input"))
         return out
 
 
@@ -329,8 +325,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, *, for
             except F.MapError as exc:
                 if strict:  # the fix: the mapper's own (after "; "), else fixing the record or the format
                     fix = "" if "; " in str(exc) else "; fix it or use --format to pick another format"
-                    raise TuituneError(f"{src}: {where}: {exc}", fix=fix,
-                                       tui_fix=fix and "; fix it in the file") from None
+                    raise TuituneError(f"{src}: {where}: {exc}", fix=fix, tui_fix=fix and "; fix it in the file") from None
                 report.add("skipped", where, str(exc))
                 continue
             if to != "conversations":

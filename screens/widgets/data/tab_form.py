@@ -31,7 +31,7 @@ LABELS = {
     "max_length": "Max len", "record": "Record", "sheet": "Sheet", "input_col": "Question",
     "output_col": "Answer", "system_col": "System col", "system": "System", "model": "Model",
     "template": "Template", "drop_placeholders": "the 'drop placeholders' box", "dedupe": "the 'dedupe' box",
-    "preset": "the MedQA preset button", "to": "Records set to prompt records",
+    "preset": "the MedQA preset button", "to": "Records set to prompt records", "group_by_input": "Group on (Split tab)",
 }
 #: Per tab, what the output (``-o``) is called there.
 OUTPUT_LABEL = {"convert": "Output", "split": "Folder", "selfcog": "Output"}
