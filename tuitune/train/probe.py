@@ -390,8 +390,11 @@ def _walk(cfg, config_path, workspace: Path, folder: Path, spec: dict, hw: dict,
     chosen = res.chosen
     if chosen is not None:
         res.diff = diff(cfg, apply(cfg, chosen.changes))
-        if write is not None:
-            res.written = save_config(apply(cfg, chosen.changes), write, force=force)
+        if write is not None:  # --force keeps what FILE held beside it, as every verb does
+            from tuitune.fsutil import kept_aside
+
+            with kept_aside(write, force=force, note=log):
+                res.written = save_config(apply(cfg, chosen.changes), write, force=force)
     atomic_write_json(folder / "probe.json", res.to_dict())
     return res
 
