@@ -25,16 +25,12 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from screens.base import HANDOVER_KEYS, StepScreen
 from screens.widgets.eval.view import ReportView
-from screens.widgets.controls import NumberInput, Toggle, tui_message
+from screens.widgets.controls import NumberInput, Toggle
 from screens.workers import failure
 
 #: The engine's fields as this screen's controls name them (an error names its field so).
 LABELS = {"target": "the target field", "data": "the data field", "against": "the against field",
           "max_samples": "samples", "max_new_tokens": "tokens", "checkpoints": "checkpoints"}
-#: Until tuitune/eval's errors carry their field (#21 item 6, left to that package's owner): its
-#: flags as this screen names them. Goes with tui_message when they do.
-EVAL_LABELS = {"--max-samples": "samples", "--data FILE": "a file in the data field", "--data": "the data field",
-               "--against MODEL": "the against field", "--checkpoints": "checkpoints"}
 
 
 class EvalScreen(StepScreen):
@@ -263,7 +259,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
             if event.state == WorkerState.SUCCESS:
                 self._heldout(event.worker.result)
             elif error := failure(event, LABELS):
-                self._heldout(Text(f"error: {tui_message(error, EVAL_LABELS)}", style="bold red"))
+                self._heldout(Text(f"error: {error}", style="bold red"))
             return
         if event.worker.group != "eval" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                                WorkerState.CANCELLED):
@@ -277,7 +273,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
             self.open_report(folder)
             return
         error = failure(event, LABELS)
-        self._status(Text(f"error: {tui_message(error, EVAL_LABELS)}", style="bold red") if error
+        self._status(Text(f"error: {error}", style="bold red") if error
                      else Text("Stopped; nothing was written.", style="yellow"))
 
     def action_stop(self) -> None:

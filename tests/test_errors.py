@@ -94,14 +94,32 @@ def test_the_data_step_says_the_sheet_and_the_convert_tab_where_the_cli_says_fla
 
 
 def test_no_screen_rewrites_engine_messages_with_flag_maps():
-    """The four flag-to-label maps are gone; tui_message is left to Evaluate alone, for the
-    tuitune/eval messages that do not carry their field yet."""
+    """The four flag-to-label maps and the regex rewriter (tui_message) are gone from every screen."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "screens"
-    gone = ("MERGE_LABELS", "FLAG_LABELS", "TUI_FIXES", "engine_error", "engine_words", "TO_LABELS")
+    gone = ("MERGE_LABELS", "FLAG_LABELS", "TUI_FIXES", "engine_error", "engine_words", "TO_LABELS", "EVAL_LABELS",
+            "tui_message")
     for path in root.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert not [g for g in gone if g in text], path
-        if "tui_message(" in text:
-            assert path.name in ("controls.py", "evaluate.py"), path
+
+
+def test_evaluate_errors_name_the_evaluate_screens_fields(tmp_path, tiny_model):
+    """tuitune/eval's errors carry their field: the CLI names the flag, the Evaluate screen its control."""
+    from screens.evaluate import LABELS
+    from tuitune.eval.heldout import default_data
+    from tuitune.eval.run import plan
+    from tuitune.sources import resolve
+
+    err = _raised(lambda: plan(str(tiny_model), tmp_path, max_samples=0))
+    assert str(err) == "--max-samples 0: give 1 or more (leave it out for every record)"
+    assert err.said(LABELS) == "samples 0: give 1 or more (leave it out for every record)"
+    err = _raised(lambda: plan(str(tiny_model), tmp_path, against="base"))
+    assert str(err).endswith("so its base is unknown; give --against MODEL")
+    assert err.said(LABELS).endswith("so its base is unknown; give the against field")
+    err = _raised(lambda: default_data(resolve(str(tiny_model), tmp_path), None))
+    assert str(err).endswith("is not a run, so no held-out file belongs to it; give --data FILE "
+                             "(a conversation JSONL the model never trained on)")
+    assert err.said(LABELS).endswith("is not a run, so no held-out file belongs to it; give a file in the data "
+                                     "field (a conversation JSONL the model never trained on)")

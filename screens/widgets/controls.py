@@ -84,17 +84,3 @@ def field_label(widget: Widget | None) -> str | None:
     if isinstance(widget, Input) and widget.placeholder:
         return widget.placeholder
     return None
-
-
-def tui_message(message: str, labels: dict[str, str]) -> str:
-    """``message`` with each CLI flag in ``labels`` replaced by the field's label.
-
-    Left for one caller, the Evaluate screen, until ``tuitune/eval``'s errors carry their field
-    (``tuitune/errors.py``: ``field=``, ``FIELD``); every other screen names an error's field
-    from the error itself (``screens/workers.failure(event, labels)``). Goes with that.
-    """
-    import re
-
-    for flag in sorted(labels, key=len, reverse=True):
-        message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", lambda _m, f=flag: labels[f], message)
-    return message

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 from tuitune.sources import ModelSource
 
 GIVEN, DATA_EVAL, SPLIT = "given", "data.eval", "split"
@@ -66,8 +66,9 @@ def default_data(src: ModelSource, cfg, base: str | os.PathLike | None = None) -
     from tuitune.data.split import held_out_of
 
     if cfg is None:
-        raise TuituneError(f"{src.label} is not a run, so no held-out file belongs to it; give --data FILE "
-                           "(a conversation JSONL the model never trained on)")
+        raise TuituneError(f"{src.label} is not a run, so no held-out file belongs to it; ", field="data",
+                           fix=f"give {FIELD} FILE (a conversation JSONL the model never trained on)",
+                           tui_fix=f"give a file in {FIELD} (a conversation JSONL the model never trained on)")
     if cfg.data.eval:
         return HeldOut(cfg.resolve(cfg.data.eval), DATA_EVAL, "the run's data.eval", brief="the run's data.eval")
     found, refused = [], []
@@ -88,12 +89,13 @@ def default_data(src: ModelSource, cfg, base: str | os.PathLike | None = None) -
                                          "on its train side", brief=f"test side of {manifest}")
     if found:
         tests = ", ".join(shown(side.test, base) for _, side in found)
-        raise TuituneError(f"run {src.run} trained on the train side of {len(found)} splits; give --data FILE, "
-                           f"one of {tests}")
+        raise TuituneError(f"run {src.run} trained on the train side of {len(found)} splits; ", field="data",
+                           fix=f"give {FIELD} FILE, one of {tests}", tui_fix=f"give a file in {FIELD}, one of {tests}")
     why = refused[0][1].why_not if len(refused) == 1 else "none of its training files has a split manifest " \
         "that names it as the train side"
-    raise TuituneError(f"run {src.run} has no held-out file: no data.eval, and {why}; give --data FILE "
-                       "(held-out records the run never trained on)")
+    raise TuituneError(f"run {src.run} has no held-out file: no data.eval, and {why}; ", field="data",
+                       fix=f"give {FIELD} FILE (held-out records the run never trained on)",
+                       tui_fix=f"give a file in {FIELD} (held-out records the run never trained on)")
 
 
 def count_records(path: Path) -> int:
@@ -130,7 +132,8 @@ def preview(target: str, workspace: str | os.PathLike = ".", data: str | None = 
     src = resolve(target, workspace)
     held = pick(src, run_config(src), data, workspace, base)
     if not held.path.is_file():
-        raise TuituneError(f"{shown(held.path, base)}: no such data file; give --data FILE")
+        raise TuituneError(f"{shown(held.path, base)}: no such data file; ", field="data",
+                           fix=f"give {FIELD} FILE", tui_fix=f"give a file in {FIELD}")
     held.records = count_records(held.path)
     return held
 

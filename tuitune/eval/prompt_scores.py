@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 
 
 def _ignore(*_a, **_k) -> None:
@@ -48,11 +48,11 @@ class RewardSet:
         if cfg is None or cfg.task not in PROMPT_TASKS:
             what = f"run {src.run} is task {cfg.task}" if cfg is not None else f"{src.label} is not a run"
             raise TuituneError(f"prompt records are scored with a GRPO run's rewards (grpo.rewards), and {what}; "
-                               "evaluate a grpo run on them, or give --data with conversation records")
+                               f"evaluate a grpo run on them, or give {FIELD} with conversation records", field="data")
         if checkpoints:
-            raise TuituneError(f"--checkpoints measures each checkpoint's held-out loss, and run {src.run} "
+            raise TuituneError(f"{FIELD} measures each checkpoint's held-out loss, and run {src.run} "
                                "learned from prompts with no answer to measure it on; evaluate a checkpoint "
-                               "as RUN:checkpoint-N instead")
+                               "as RUN:checkpoint-N instead", field="checkpoints")
         return cls.of_specs(list(cfg.grpo.rewards), cfg.workspace)
 
     @classmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tuitune.errors import TuituneError
+from tuitune.errors import FIELD, TuituneError
 from tuitune.eval.heldout import HeldOut, pick, run_config, shown
 from tuitune.eval.prompt_scores import RewardSet
 from tuitune.loading import adapter_selector, can_share_base, check_template, load_model, load_tokenizer
@@ -89,7 +89,8 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     from tuitune.sources import resolve
 
     if max_samples is not None and max_samples < 1:
-        raise TuituneError(f"--max-samples {max_samples}: give 1 or more (leave it out for every record)")
+        raise TuituneError(f"{FIELD} {max_samples}: give 1 or more (leave it out for every record)",
+                           field="max_samples")
     workspace = Path(workspace)
     src = resolve(target, workspace)
     cfg = run_config(src)
@@ -97,7 +98,7 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
         if src.adapter is None and src.run is None:
             if against == "base":
                 raise TuituneError(f"{src.label} is a model folder with no run or adapter, so its base is unknown; "
-                                   "give --against MODEL")
+                                   f"give {FIELD}", field="against", flag="--against MODEL")
             baseline = None
         else:
             baseline = ModelSource(cfg.model_path() if cfg is not None else src.base, label=f"{src.run}:base"
@@ -108,8 +109,8 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     try:
         held = pick(src, cfg, data, workspace, base)
         if not held.path.is_file():
-            raise TuituneError(f"{shown(held.path, base)}: no such data file; give --data with a conversation "
-                               "JSONL (the held-out split)")
+            raise TuituneError(f"{shown(held.path, base)}: no such data file; give {FIELD} with a conversation "
+                               "JSONL (the held-out split)", field="data")
     except TuituneError as exc:
         if data is not None or need_data or checkpoints:
             raise
@@ -150,7 +151,7 @@ def plan(target: str, workspace: str | Path = ".", *, data: str | Path | None = 
     eps: list[tuple[int, Path]] = []
     if checkpoints:
         if src.run_dir is None:
-            raise TuituneError(f"--checkpoints needs a run, and {src.label} is not one")
+            raise TuituneError(f"{FIELD} needs a run, and {src.label} is not one", field="checkpoints")
         from tuitune.train.runfolder import RunFolder
 
         eps = [(int(p.name.rsplit("-", 1)[-1]), p) for p in RunFolder(src.run_dir).list_checkpoints()]
