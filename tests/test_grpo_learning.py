@@ -154,3 +154,51 @@ def test_kill9_then_resume_ends_where_an_uninterrupted_grpo_run_ends(ws):
     assert len({straight[s]["reward_mean"] for s in straight}) > 1 and any(straight[s]["grad_norm"] for s in straight)
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert (run / "checkpoints" / "checkpoint-20" / "trainer_state.json").is_file()
+
+
+# --- the real model learns a format (the `real` group) ---------------------------------------------
+
+#: The worked example before each question: another question's answer in the format. (With an
+#: arithmetic example, as sample_data/real/arithmetic_prompts.jsonl has, SmolLM2 copies the format for
+#: nearly every sum, greedy: nothing left to learn; with none it never ends so, sampled or not, and GRPO
+#: has nothing to learn from. This one leaves it at about a fifth, greedy, and two fifths sampled.)
+CAPITAL = {"input": "What is the capital of France? End your answer with a line: #### <answer>",
+           "output": "The capital of France is Paris.\n#### Paris"}
+FORMAT = r"####\s*-?\d+\s*$"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("real")
+def test_grpo_teaches_the_real_model_the_answer_format(real_model, tmp_path):
+    """smol-grpo's recipe with its format reward alone, one step: the held-out format rate (greedy, as
+    Evaluate answers) at least doubles and rises by 30 points or more."""
+    import time
+
+    from tuitune.config import get_preset, save_config
+    from tuitune.config.schema_grpo import RewardSpec
+    from tuitune.generation import GenerationSettings
+    from tuitune.workspace import Workspace
+
+    ws = Workspace.at(tmp_path / "ws").ensure().root
+    records = [json.loads(line) for line in (ROOT / "sample_data" / "real" / "arithmetic_prompts.jsonl").open()]
+    records = [{"conversation": [CAPITAL], "prompt": r["prompt"], "answer": r["answer"]} for r in records]
+    _jsonl(ws / "data" / "train.jsonl", records[:64])
+    _jsonl(ws / "data" / "held.jsonl", records[64:])   # 16: Evaluate's answers cost as much as the step
+    cfg = get_preset("smol-grpo").model_copy(update={"model": str(real_model)})
+    cfg.data.train = "data/train.jsonl"
+    cfg.training.precision, cfg.training.max_steps, cfg.training.lr = "fp32", 1, 5e-4
+    cfg.grpo.rewards = [RewardSpec(name="regex", pattern=FORMAT)]
+    cfg.evaluation.prompts = []
+    save_config(cfg, ws / "configs" / "format.yaml")
+    t0 = time.monotonic()
+    proc = run_cli("-w", ws, "train", ws / "configs" / "format.yaml", "--foreground", "--name", "format",
+                   timeout=900)
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    [step] = events(ws / "runs" / "format", "train")
+    greedy = GenerationSettings(temperature=0, max_new_tokens=cfg.grpo.max_completion_length)
+    base, tuned = _evaluate(ws, "format", "data/held.jsonl", greedy)
+    print(f"\nheld-out format rate (#### <number> at the end, greedy, {len(records) - 64} prompts): base "
+          f"{base['format_rate']:.1%}, tuned {tuned['format_rate']:.1%}; the run took {took:.0f} s "
+          f"(training reward {step['reward_mean']:.2f})")
+    assert tuned["format_rate"] >= 2 * base["format_rate"] and tuned["format_rate"] >= base["format_rate"] + 0.3
