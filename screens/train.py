@@ -59,6 +59,7 @@ this screen shows it where it is whenever you come back.
 - **m** / **c** open the run in Merge / Chat, which pick it up as their source.
 - **g**, **a**, **l** show the loss chart, the sample answers, the log.
 - **v** switches the loss chart between a linear and a log scale.
+- **e** (a GRPO run) draws the reward on the chart instead of the loss; **e** again: the loss.
 - **o** draws another run's loss over this one's (pick the run; the legend names both);
   **o** again takes it away.
 - **[** / **]** show the sample answers of an earlier / later evaluation round.
@@ -70,8 +71,8 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
 `tuitune runs list|follow|stop|save|resume [--checkpoint N]|delete|compare A B`.
 """
 
-    # Kill and Save are kept out of the footer (it reads whole at 80 columns with the rest);
-    # F1 help and the palette list them.
+    # Kill, Save and a GRPO run's Reward are kept out of the footer (it reads whole at 80 columns
+    # with the rest, q Quit included); F1 help and the palette list them.
     BINDINGS = [
         Binding("n", "new_run", "New", id="train-new", tooltip="Start a run from a config in configs/"),
         Binding("s", "stop", "Stop", id="train-stop", tooltip="Checkpoint and stop after the current step"),
@@ -91,7 +92,7 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
         Binding("g", "tab('tab-loss')", "Loss chart", show=False, id="train-tab-loss"),
         Binding("a", "tab('tab-samples')", "Sample answers", show=False, id="train-tab-samples"),
         Binding("l", "tab('tab-log')", "Log", show=False, id="train-tab-log"),
-        Binding("e", "reward_chart", "Reward", id="train-reward-chart",
+        Binding("e", "reward_chart", "Reward", show=False, id="train-reward-chart",
                 tooltip="Chart: a GRPO run's reward instead of its loss (e again: the loss)"),
     ]
 
