@@ -92,6 +92,54 @@ def test_a_quiet_run_whose_worker_runs_is_left_to_its_watchdog(workspace):
     assert line.startswith("busy  running  step 100/100"), line
 
 
+def test_a_live_runs_status_has_its_gpus_utilisation_where_there_is_a_gpu(workspace):
+    """This box has no GPU: the probe (NVML's reader, tuitune.gpus.GpuProbe) is given one, as the Train
+    screen's tests give theirs; an ended run's line has none."""
+    from tuitune.commands.runs import status_line
+    from tuitune.gpus import GpuStat
+    from tuitune.train.runfolder import RunFolder
+    from tuitune.train.watch import run_status
+
+    class OneGpu:
+        def read(self):
+            return [GpuStat(0, "NVIDIA H100 80GB HBM3", 20.5, 79.6, 87)]
+
+    live = recorded(workspace, "live", status="running", finished_at=None, updated=time.time(), **alive_here())
+    got = run_status(RunFolder(live), probe=OneGpu())
+    assert got["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "used_gib": 20.5, "total_gib": 79.6,
+                            "util": 87}]
+    assert status_line(got).endswith("  gpu 0: 87% 20.5/80 GiB")
+    ended = run_status(RunFolder(recorded(workspace, "ended")), probe=OneGpu())
+    assert ended["gpus"] is None and "gpu" not in status_line(ended)
+
+
+def test_status_of_a_long_run_reads_its_tail_and_agrees_with_the_whole(workspace):
+    """runs status reads the last 256 KB of events.jsonl (every figure it shows is the newest train event's);
+    what it shows is what reading the whole file (runs compare's reader) gives; a tail without a train event
+    (a long sample answer last) reads the whole file."""
+    from tuitune.train.compare import figures, read_run
+    from tuitune.train.runfolder import RunFolder
+    from tuitune.train.watch import STATUS_TAIL, run_status
+
+    run = workspace / "runs" / "long"
+    run.mkdir(parents=True)
+    (run / "state.json").write_text(json.dumps({"status": "finished", "created": 1.0, "step": 4000,
+                                                "total_steps": 4000}))
+    with open(run / "events.jsonl", "w", encoding="utf-8") as fh:
+        for i in range(1, 4001):
+            fh.write(json.dumps({"time": 1e9 + i, "type": "train", "step": i, "total_steps": 4000, "loss": 3 - i / 2000,
+                                 "tokens": 500 * i, "tokens_per_s": 400.0 + i, "elapsed": 1.25 * i, "eta": 0}) + "\n")
+    assert (run / "events.jsonl").stat().st_size > 2 * STATUS_TAIL
+    whole = figures(read_run(RunFolder(run)))
+    got = run_status(RunFolder(run))
+    assert (got["step"], got["total_steps"], got["loss"], got["elapsed"]) == (4000, 4000, whole["loss"], 5000.0)
+    assert got["tokens_per_s"] == whole["tokens_per_s"] == 400.0
+    with open(run / "events.jsonl", "a", encoding="utf-8") as fh:  # a tail with no train event in it
+        fh.write(json.dumps({"time": 2e9, "type": "sample", "step": 4000, "when": "after",
+                             "answers": [{"prompt": "q", "answer": "x" * (STATUS_TAIL + 10)}]}) + "\n")
+    assert run_status(RunFolder(run))["loss"] == whole["loss"]
+
+
 def test_status_bad_input_is_one_line(workspace):
     empty = tuitune(workspace, "runs", "status")
     assert empty.returncode == 0 and empty.stdout.startswith("no runs yet"), empty
@@ -164,8 +212,9 @@ def test_a_nan_loss_stops_the_run_with_one_line_and_keeps_the_finite_checkpoint(
     st = state(run)
     assert proc.returncode == 2 and st["status"] == "failed", (proc.returncode, proc.stderr[-2000:])
     error = st["error"]
-    assert error.startswith("the gradients were not finite at step 2 and the loss nan after it, 3 logged steps in "
-                            "a row (the last finite loss 29.2100 at step 2): stopped at step 5, kept checkpoint-1"), error
+    assert error.startswith("the gradients were not finite at step 2 and the loss nan after it, 3 logged steps "
+                            "in a row (the last finite loss 29.2100 at step 2): stopped at step 5, kept "
+                            "checkpoint-1"), error
     assert "stopped at step 5" in error and "kept checkpoint-1" in error and "training.lr 0.99" in error
     assert "alpha/r = 100000" in error and "runs resume nan" in error and "\n" not in error
     losses = [e["loss"] for e in events(run, "train")]
@@ -265,8 +314,11 @@ def test_a_real_run_paused_with_sigstop_shows_stalled_then_finishes(tmp_path, ti
         wait_until(lambda: (state(run).get("step") or 0) >= 2, what="step 2")
         pgid = state(run)["pgid"]
         os.killpg(pgid, signal.SIGSTOP)
-        line = wait_until(lambda: (out := tuitune(ws, "runs", "status", "s1").stdout).startswith("s1  stalled (no step for")
-                          and out, timeout=60, what="stalled")
+        def stalled_line():
+            out = tuitune(ws, "runs", "status", "s1").stdout
+            return out if out.startswith("s1  stalled (no step for") else None
+
+        line = wait_until(stalled_line, timeout=60, what="stalled")
         assert "step " in line and "/40" in line and "eta -" in line, line
         got = json.loads(tuitune(ws, "runs", "status", "s1", "--json").stdout)
         assert got["status"] == "stalled" and got["stalled_for"] > 1
@@ -278,3 +330,20 @@ def test_a_real_run_paused_with_sigstop_shows_stalled_then_finishes(tmp_path, ti
             kill_group(pgid)
     done = tuitune(ws, "runs", "status", "s1").stdout
     assert done.startswith("s1  finished  step 40/40") and "checkpoint checkpoint-40" in done and " GiB RSS" in done
+
+
+# --- the Train screen ------------------------------------------------------------------------------
+
+async def test_the_train_screen_shows_a_stalled_run_in_its_table_and_dashboard(workspace):
+    from test_train_screen import RUN_ID, first_lines, live_state, make_app, make_run, shown, text, until
+
+    now = time.time()
+    # A run caught mid-way, marked stalled as the worker's watchdog marks it.
+    make_run(workspace, lines=first_lines(4), **live_state(), step=15, stalled_since=now - 700)
+    app = make_app(workspace, now=now)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: shown(app, RUN_ID), "the dashboard")
+        await until(pilot, lambda: text(app, "#train-status").startswith("stalled 11m40s  step 15/100"),
+                    "stalled in the dashboard's status line")
+        table = app.screen.query_one("#train-runs")
+        assert table.get_row_at(0)[1].plain == "stalled 11m40s"

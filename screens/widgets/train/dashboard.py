@@ -165,7 +165,8 @@ class RunDashboard(Vertical):
     def show_stats(self, snap: Snapshot, now: float) -> None:
         """The status line and the numbers (ages and the ETA count from ``now``)."""
         status = Text()
-        status.append(f"{snap.status}", style=RUN_STATUS_STYLE.get(snap.status, "bold"))
+        shown = snap.shown_status(now)  # "stalled 12m03s" for a stalled run
+        status.append(shown, style=RUN_STATUS_STYLE.get(shown.split()[0], "bold"))
         status.append(f"  step {format_steps(snap.step, snap.total_steps)}")
         if snap.epoch is not None:
             status.append(f"  epoch {snap.epoch:.2f}")

@@ -15,7 +15,8 @@ COLUMNS = (("run", "id", 3), ("status", "status", 8), ("step", "step", 7), ("los
 
 def cells(r: RunRow, now: float) -> tuple[Text, ...]:
     """One run's row: its id (wrapped, never cut), status, steps, last loss and age."""
-    status = Text(r.status, style=RUN_STATUS_STYLE.get(r.status, ""))
+    shown = r.shown_status(now)  # "stalled 12m03s" for a stalled run
+    status = Text(shown, style=RUN_STATUS_STYLE.get(shown.split()[0], ""))
     age = format_age(now - r.created) if r.created else "-"
     return (Text(r.id, overflow="fold"), status, Text(format_steps(r.step, r.total_steps), justify="right"),
             Text(format_loss(r.last_loss), justify="right"), Text(age, justify="right"))
