@@ -65,8 +65,13 @@ length; the table sorts the records by the change of their reward.
 - **g** / **b** mark the record good or bad by hand (kept in the report, counted in its
   summary); **o** opens its prompt in Chat, baseline and target side by side.
 - **report** reopens a report already in the workspace.
+- **general** adds general ability, base against tuned: lm-evaluation-harness on the
+  offline 60-question set (`common`) or common sets from the Hub (mmlu, arc_easy,
+  hellaswag; cmmlu, ceval-valid); each task's score ± standard error, and **worse** where
+  the tuned score falls more than two of the base's standard errors (**kept** otherwise).
+  Without a held-out file, only this is measured.
 
-The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--checkpoints]`.
+The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--checkpoints] [--bench TASKS]`.
 """
 
     BINDINGS = [
@@ -120,6 +125,12 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
             yield Label("report", classes="field-label")
             yield Select([], prompt="a report in this workspace", id="eval-reports", compact=True,
                          tooltip="Reopen a report written before.")
+            from tuitune.eval.bench import DEFAULT_LIMIT, choices
+
+            yield Label("general", classes="field-label")
+            yield Select(choices(), prompt="no general ability", id="eval-bench", compact=True,
+                         tooltip="General ability, base against tuned (lm-evaluation-harness, at most "
+                         f"{DEFAULT_LIMIT} questions a task): the offline set, or common sets from the Hub.")
         yield Static(Text("Press r to evaluate the target against its base model.", style="dim"), id="eval-status")
         yield ProgressBar(id="eval-progress", show_eta=False)
         yield ReportView(id="eval-report")
@@ -222,18 +233,25 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
         bar.update(total=None, progress=0)
         self._status(Text(f"evaluating {target} …", style="bold"))
         self.refresh_bindings()
+        bench = self.query_one("#eval-bench", Select).value
         self.evaluate(target, self._value("eval-data") or None, self._value("eval-against") or None,
-                      int(samples) if samples else None, tokens, self.query_one("#eval-checkpoints", Toggle).value)
+                      int(samples) if samples else None, tokens, self.query_one("#eval-checkpoints", Toggle).value,
+                      None if bench in (Select.BLANK, None) else str(bench))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="eval", description="evaluate")
-    def evaluate(self, target, data, against, samples, tokens, checkpoints) -> Path:
+    def evaluate(self, target, data, against, samples, tokens, checkpoints, bench=None) -> Path:
         from tuitune.eval import default_output, evaluate, plan
         from tuitune.generation import GenerationSettings
 
         worker = get_current_worker()
         ws = self.app.workspace.root
         settings = GenerationSettings(temperature=0).updated("max_new_tokens", tokens)
-        p = plan(target, ws, data=data, against=against, checkpoints=checkpoints, max_samples=samples)
+        p = plan(target, ws, data=data, against=against, checkpoints=checkpoints, max_samples=samples,
+                 need_data=bench is None)
+        if bench is not None:   # general ability: each task's data loaded before the model (tuitune.eval.bench)
+            from tuitune.eval.bench import plan as bench_plan
+
+            p.bench = bench_plan(bench, ws, base=ws)
         folder, _report = evaluate(p, default_output(ws, p.target.label), settings=settings,
                                    progress=lambda *a: self.post_message(self.Progress(*a)),
                                    cancelled=lambda: worker.is_cancelled)

@@ -114,3 +114,27 @@ def test_the_evaluate_screen_card_shows_general_ability(ws):
     assert "no held-out data" in text
     assert (f"general ability  common {row['metric']} {b['score']:.2f} ± {b['stderr']:.2f} → "
             f"{t['score']:.2f} ± {t['stderr']:.2f}  {row['verdict']}") in text
+
+
+async def test_the_evaluate_screen_runs_general_ability(ws):
+    """On Evaluate, general: common and r: the run without a held-out file is scored on the local set, base
+    against tuned, and the report's card says it."""
+    from screens.app import TuituneApp
+    from tuitune.doctor import Report
+
+    from conftest import widget_text
+
+    app = TuituneApp(ws, start="eval", doctor=lambda w: Report())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        screen.query_one("#eval-target").value = RUN
+        screen.query_one("#eval-bench").value = "common"
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.folder is not None, str(screen.query_one("#eval-status").render())
+        (row,) = json.loads((screen.folder / "report.json").read_text())["bench"]["tasks"]
+        assert row["n"] == 60 and row["verdict"] in ("kept", "worse")
+        summary = widget_text(screen.query_one("#eval-summary"), 120)
+        assert f"general ability  common {row['metric']} {row['baseline']['score']:.2f} ± " in summary
+        assert f"  {row['verdict']}" in summary

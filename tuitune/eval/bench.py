@@ -33,6 +33,13 @@ from tuitune.errors import TuituneError, first_line
 COMMON = {"English": ("mmlu", "arc_easy", "hellaswag"), "Chinese": ("cmmlu", "ceval-valid")}
 #: The shipped local set (sample_data/bench/common.yaml): 60 questions, half Chinese, four options.
 LOCAL = "common"
+
+
+def choices() -> list[tuple[str, str]]:
+    """The Evaluate screen's short list: (label, --bench value): the offline set, then the common sets."""
+    return [(f"{LOCAL} (60 questions, offline)", LOCAL),
+            *[(f"{lang}: {', '.join(names)}", ",".join(names)) for lang, names in COMMON.items()],
+            *[(name, name) for names in COMMON.values() for name in names]]
 #: Questions per task (per subtask of a group such as mmlu's 57): minutes on one GPU for a 7B model.
 DEFAULT_LIMIT = 100
 #: The score a task is judged on: the first of these it reports with a standard error.
@@ -449,5 +456,5 @@ def markdown(bench: dict | None) -> list[str]:
     return lines
 
 
-__all__ = ["COMMON", "LOCAL", "DEFAULT_LIMIT", "BenchTask", "BenchPlan", "Clock", "parse_limit", "local_tasks",
+__all__ = ["COMMON", "LOCAL", "choices", "DEFAULT_LIMIT", "BenchTask", "BenchPlan", "Clock", "parse_limit", "local_tasks",
            "local_config", "plan", "score", "verdict", "compare", "bench_line", "markdown"]
