@@ -14,8 +14,9 @@ from pydantic import TypeAdapter, ValidationError
 from tuitune.config.loader import explain_error
 from tuitune.config.schema import iter_fields
 
-#: Fields edited as several lines of text (one item a line).
-LINES_FIELDS = ("evaluation.prompts",)
+#: Fields edited as several lines of text (one item a line): free text, where a comma may be part of
+#: an item (a prompt, a URL's query ``?tags=a,b``), so a comma-separated list cannot hold them.
+LINES_FIELDS = ("evaluation.prompts", "notify.urls")
 #: The training data: one file, or a mix written ``a.jsonl; b.jsonl weight=2 max_records=500``.
 MIX_FIELDS = ("data.train",)
 MIX_SEP = ";"
