@@ -30,7 +30,7 @@ from screens.workers import failure
 
 #: The engine's fields as this screen's controls name them (an error names its field so).
 LABELS = {"target": "the target field", "data": "the data field", "against": "the against field",
-          "max_samples": "samples", "max_new_tokens": "tokens", "checkpoints": "checkpoints"}
+          "max_samples": "samples", "max_new_tokens": "tokens", "checkpoints": "checkpoints", "bench": "general"}
 
 
 class EvalScreen(StepScreen):

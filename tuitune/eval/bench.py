@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tuitune.errors import TuituneError, first_line
+from tuitune.errors import FIELD, TuituneError, first_line
 
 #: The common sets, for the screen's list and the help (each is one lm-eval task or group name).
 COMMON = {"English": ("mmlu", "arc_easy", "hellaswag"), "Chinese": ("cmmlu", "ceval-valid")}
@@ -77,10 +77,10 @@ def parse_limit(text: str | int | None) -> int | None:
     try:
         value = int(str(text).strip())
     except ValueError:
-        raise TuituneError(f"--limit {text}: give a whole number of questions per task, or all",
+        raise TuituneError(f"{FIELD} {text}: give a whole number of questions per task, or all",
                            field="limit") from None
     if value < 1:
-        raise TuituneError(f"--limit {value}: give 1 or more questions per task (or all for every question)",
+        raise TuituneError(f"{FIELD} {value}: give 1 or more questions per task (or all for every question)",
                            field="limit")
     return value
 
@@ -163,15 +163,15 @@ def plan(spec: str, workspace: str | Path = ".", *, limit: str | int | None = No
     """``--bench`` resolved and every task's data loaded (before any model); TuituneError says what is wrong."""
     items = [s.strip() for s in str(spec or "").split(",") if s.strip()]
     if not items:
-        raise TuituneError("--bench: give a task: an lm-eval task name (mmlu, arc_easy, cmmlu, ...), a local "
+        raise TuituneError(f"{FIELD}: give a task: an lm-eval task name (mmlu, arc_easy, cmmlu, ...), a local "
                            f"task file, or {LOCAL} (the shipped 60-question set)", field="bench")
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        raise TuituneError("--bench runs lm-evaluation-harness, which is not installed here: pip install "
+        raise TuituneError(f"{FIELD} runs lm-evaluation-harness, which is not installed here: pip install "
                            "'tuitune[bench]' (or pip install lm-eval)", field="bench") from None
     if shots is not None and shots < 0:
-        raise TuituneError(f"--shots {shots}: give 0 or more examples", field="shots")
+        raise TuituneError(f"{FIELD} {shots}: give 0 or more examples", field="shots")
     bp = BenchPlan([], limit=parse_limit(limit), shots=shots)
     workspace = Path(workspace)
     local = local_tasks(workspace)
@@ -183,8 +183,8 @@ def plan(spec: str, workspace: str | Path = ".", *, limit: str | int | None = No
                 path = workspace / path
             files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
             if not path.exists() or not files:
-                raise TuituneError(f"--bench {item}: no such task file" if not path.exists() else
-                                   f"--bench {item}: the folder holds no task YAML", field="bench")
+                raise TuituneError(f"{FIELD} {item}: no such task file" if not path.exists() else
+                                   f"{FIELD} {item}: the folder holds no task YAML", field="bench")
             for f in files:
                 cfg = local_config(f, base)
                 bp.tasks.append(BenchTask(cfg["task"], cfg, _shown(f, base)))
@@ -197,7 +197,7 @@ def plan(spec: str, workspace: str | Path = ".", *, limit: str | int | None = No
     seen = set()
     for t in bp.tasks:
         if t.name in seen:
-            raise TuituneError(f"--bench: task {t.name} is named twice", field="bench")
+            raise TuituneError(f"{FIELD}: task {t.name} is named twice", field="bench")
         seen.add(t.name)
     _load(bp, hub, local)
     return bp
@@ -236,7 +236,7 @@ def _load(bp: BenchPlan, hub: list[str], local: dict[str, Path]) -> None:
             if name not in known:
                 close = difflib.get_close_matches(name, [*local, *known], n=4, cutoff=0.6)
                 hint = f"closest: {', '.join(close)}" if close else "`lm-eval ls tasks` lists them"
-                raise TuituneError(f"--bench {name}: no lm-eval task or local task of that name; {hint}",
+                raise TuituneError(f"{FIELD} {name}: no lm-eval task or local task of that name; {hint}",
                                    field="bench")
     loaded = {"tasks": {}, "groups": {}, "group_map": {}}
     for t in bp.tasks:
@@ -255,7 +255,7 @@ def _load_error(t: BenchTask, exc: Exception) -> str:
     why = " ".join(first_line(exc).split())[:300]
     if t.source != "lm-eval":
         return f"{t.source}: lm-eval could not build task {t.name} ({why}); fix the task file"
-    return (f"--bench {t.name}: its data cannot be fetched ({why}); connect to the Hugging Face Hub (or set "
+    return (f"{FIELD} {t.name}: its data cannot be fetched ({why}); connect to the Hugging Face Hub (or set "
             "HF_ENDPOINT to a mirror), or point it at local files: a task YAML with `task: NAME`, `dataset_path: "
             "json`, `dataset_kwargs: {data_files: {test: FILE.jsonl}}` and the task's doc_to_text/doc_to_choice, "
             "given as --bench FILE.yaml (sample_data/bench/common.yaml is one)")
@@ -371,7 +371,7 @@ def score(model, tokenizer, prepare, bp: BenchPlan, *, batch_size: int = 8, cloc
     except (TuituneError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - a model lm-eval's HF class cannot drive, a task that fails on it
-        raise TuituneError(f"--bench {', '.join(bp.names)}: lm-eval could not score this model "
+        raise TuituneError(f"{FIELD} {', '.join(bp.names)}: lm-eval could not score this model "
                            f"({' '.join(first_line(exc).split())[:300]})", field="bench") from None
     counts = res.get("n-samples") or {}
     subtasks = res.get("group_subtasks") or {}
@@ -385,7 +385,7 @@ def score(model, tokenizer, prepare, bp: BenchPlan, *, batch_size: int = 8, cloc
     for t in bp.tasks:
         picked = _pick(res["results"].get(t.name) or {})
         if picked is None:
-            raise TuituneError(f"--bench {t.name}: lm-eval reported no score with a standard error "
+            raise TuituneError(f"{FIELD} {t.name}: lm-eval reported no score with a standard error "
                                f"({', '.join(METRICS)}) for it", field="bench")
         metric, value, err = picked
         out[t.name] = {"metric": metric, "score": value, "stderr": err, "n": n_of(t.name)}
