@@ -75,6 +75,8 @@ def _dict(obj):
 
 def library_view(cfg: RunConfig) -> dict:
     """Every library object this config turns into, as comparable plain data."""
+    from tuitune.train.nonfinite import NonFiniteGuard
+
     args = to_training_arguments(cfg, "/tmp/out", deepspeed=None)  # DeepSpeed needs GPUs; compared below
     kw = to_model_kwargs(cfg)
     return {
@@ -90,6 +92,7 @@ def library_view(cfg: RunConfig) -> dict:
         "DPOConfig": _preference_view(cfg),
         "GRPOConfig": _grpo_view(cfg),
         "notify": asdict(notify_settings(cfg)),  # the worker's sender, watchdog and environment
+        "NonFiniteGuard": NonFiniteGuard(cfg).limit,  # the worker's stop on a NaN or inf loss
     }
 
 

@@ -20,12 +20,17 @@ class NonFiniteGuard:
     logged, so the count is of steps. Driven by ``RunCallback`` (after its stop and save requests)."""
 
     def __init__(self, cfg):
-        self.cfg = cfg  # training.max_nonfinite_steps is read at the first non-finite loss
+        self.cfg = cfg  # its limit is read at the first non-finite loss
         self.count = 0
         self.first: int | None = None  # the step where it went wrong
         self.suspect: int | None = None  # the first of the steps with a finite loss but gradients that were not
         self.last_finite: tuple[int, float] | None = None
         self.logged = 0  # the step of the previous log
+
+    @property
+    def limit(self) -> int:
+        """``training.max_nonfinite_steps``: non-finite logged losses in a row that end the run (0: never)."""
+        return self.cfg.training.max_nonfinite_steps
 
     def begin(self, args, step: int) -> None:
         # The Trainer would log a NaN step as the mean of its window's others (0.0 when all are): the guard
@@ -57,8 +62,7 @@ class NonFiniteGuard:
         if self.first is None:
             self.first = self.suspect or window_start
             self.window = (window_start, step)  # a log of several steps: it went wrong in one of them
-        limit = self.cfg.training.max_nonfinite_steps
-        if not limit or self.count < limit:
+        if not self.limit or self.count < self.limit:
             return
         what = "nan" if loss is None or math.isnan(loss) else "inf"
         if self.suspect:
