@@ -276,7 +276,35 @@ def probe_copy(cfg):
                        "evaluation.every": 10 ** 9})
 
 
-def run_rung(cfg, workspace: Path, tmp: Path, spec: dict) -> dict:
+def _wait(proc, cancel) -> int:
+    """The child's exit code; ``cancel`` (a threading.Event: a screen's Cancel) set, or the caller
+    interrupted (ctrl+c): the child and its own children end (killed: a probe keeps nothing) and
+    the probe ends with "cancelled"."""
+    import psutil
+
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    raise TuituneError("the probe was cancelled: nothing was kept") from None
+    finally:
+        if proc.poll() is None:
+            try:
+                family = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                family = []
+            for p in family:  # torch.distributed.run's ranks on several GPUs
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            proc.kill()
+            proc.wait()
+
+
+def run_rung(cfg, workspace: Path, tmp: Path, spec: dict, cancel=None) -> dict:
     """Probe ``cfg`` in a child started as a worker is; its measurements, its folder removed."""
     from tuitune.config import save_config, to_launch_command
     from tuitune.train.launcher import worker_env
@@ -291,8 +319,9 @@ def run_rung(cfg, workspace: Path, tmp: Path, spec: dict) -> dict:
         cmd = to_launch_command(cfg, ["-m", "tuitune.train.probe", str(run.path)])
         t0 = time.time()
         with open(tmp / "probe.log", "wb") as log:
-            proc = subprocess.run(cmd, cwd=workspace, env=worker_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=workspace, env=worker_env(), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            proc.returncode = _wait(proc, cancel)
         found = sorted(run.path.glob(f"{RESULT}-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
         if not found:  # killed (the kernel's OOM killer on a CPU box) or broken before it could say
             tail = (tmp / "probe.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
@@ -321,9 +350,11 @@ def _verdict(m: dict, limit: float, gpu: bool) -> tuple[bool, float | None, str]
 
 
 def probe_config(config_path, workspace, *, warmup: int = WARMUP, steps: int = STEPS, max_memory: int | None = None,
-                 force: bool = False, write: str | Path | None = None, log=lambda line: None) -> ProbeResult:
+                 force: bool = False, write: str | Path | None = None, log=lambda line: None,
+                 cancel=None) -> ProbeResult:
     """Probe a config on this box (see the module docstring), walk the ladder where it does not fit, and
-    leave ``probes/<config>-<time>/probe.json``; ``write``: save the first rung that fits as a new config."""
+    leave ``probes/<config>-<time>/probe.json``; ``write``: save the first rung that fits as a new config.
+    ``cancel``: a ``threading.Event`` that, set, ends the probe's child and the probe (a screen's Cancel)."""
     from tuitune.fsutil import refuse_existing, slug
     from tuitune.hardware import probe_hardware
 
@@ -350,7 +381,7 @@ def probe_config(config_path, workspace, *, warmup: int = WARMUP, steps: int = S
     spec = {"warmup": warmup, "steps": steps, "gpu": gpu, "max_memory": max_memory, "limit": limit,
             "limit_from": limit_from, "cap": None if gpu else limit, "gpu_cap": max_memory if gpu else None}
     try:
-        return _walk(cfg, config_path, workspace, folder, spec, hw, write=write, force=force, log=log)
+        return _walk(cfg, config_path, workspace, folder, spec, hw, write=write, force=force, log=log, cancel=cancel)
     except BaseException:
         if not (folder / "probe.json").exists():  # a probe that could not finish leaves nothing behind
             shutil.rmtree(folder, ignore_errors=True)
@@ -358,7 +389,7 @@ def probe_config(config_path, workspace, *, warmup: int = WARMUP, steps: int = S
 
 
 def _walk(cfg, config_path, workspace: Path, folder: Path, spec: dict, hw: dict, *, write, force: bool,
-          log) -> ProbeResult:
+          log, cancel=None) -> ProbeResult:
     """The rungs in turn until one fits; the result, its probe.json written (and ``write``'s config)."""
     from tuitune.config import save_config
     from tuitune.fsutil import atomic_write_json
@@ -374,7 +405,7 @@ def _walk(cfg, config_path, workspace: Path, folder: Path, spec: dict, hw: dict,
         current = apply(current, rung.changes)
         log(f"probing {rung.label} ...")
         cut = {"count_cut_from": cfg.data.max_length} if "data.max_length" in rung.changes else {}
-        m = run_rung(current, workspace, folder / f".rung-{i}", {**spec, **cut})
+        m = run_rung(current, workspace, folder / f".rung-{i}", {**spec, **cut}, cancel)
         fits, peak, reason = _verdict(m, limit, gpu)
         secs, words = eta(current, m)
         results.append(RungResult(rung.label, {k: v for k, _, v in diff(cfg, current)}, fits, peak, reason, m,
