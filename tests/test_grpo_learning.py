@@ -9,6 +9,7 @@ model, and scores them with the run's own rewards. Fixed seed, fp32.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,10 @@ def test_a_reward_that_raises_fails_the_run_saying_where_and_keeps_the_checkpoin
     run = ws / "runs" / "flaky"
     st = state(run)
     assert st["status"] == "failed", st
-    # The function, the record (file and line) and the exception's first line; no traceback's rest.
+    # The function, the records of the batch it was given (file and lines: 4 prompts, 2 completions each)
+    # and the exception's first line; no traceback's rest.
     line = st["error"]
-    assert line.startswith("reward flaky.py:judge failed on prompts.jsonl line "), line
+    assert re.match(r"reward flaky\.py:judge failed on prompts\.jsonl lines \d+, \d+, \d+, \d+ \(one batch\): ", line), line
     assert line.endswith("ConnectionError: the judge at 10.0.0.7 did not answer") and "retry" not in line, line
     assert_one_line_error(proc, f"run flaky failed: {line}")
     failed = [e for e in events(run, "lifecycle") if e.get("event") == "failed"]

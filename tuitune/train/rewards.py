@@ -243,8 +243,10 @@ def _user_function(spec, label: str, workspace: Path):
         try:
             out = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
         except Exception as exc:
-            where = (columns.get("record") or ["its batch"])[0]
-            raise TuituneError(f"reward {spec.name} failed on {where}: {_first_line(exc)}") from exc
+            # Called on a batch, the function does not say which record it failed on: the batch's
+            # records are named (not tried again one by one: a judge that is down would time out on each).
+            raise TuituneError(f"reward {spec.name} failed on {batch_records(columns.get('record'))}: "
+                               f"{_first_line(exc)}") from exc
         problem = return_problem(out, len(completions))
         if problem:
             raise TuituneError(f"reward {spec.name}: {problem}")
@@ -252,6 +254,22 @@ def _user_function(spec, label: str, workspace: Path):
 
     reward.__name__ = label
     return reward
+
+
+def batch_records(records: list[str] | None, most: int = 8) -> str:
+    """The records of a batch as a reward's error names them: ``d.jsonl line 7``, or ``d.jsonl lines
+    7, 12, 40 (one batch)`` when it held several (the first ``most``)."""
+    uniq = list(dict.fromkeys(records or []))
+    if not uniq:
+        return "its batch"
+    if len(uniq) == 1:
+        return uniq[0]
+    more = f" and {len(uniq) - most} more" if len(uniq) > most else ""
+    files = {r.rsplit(" line ", 1)[0] for r in uniq}
+    if len(files) == 1 and all(" line " in r for r in uniq):
+        lines = ", ".join(r.rsplit(" line ", 1)[1] for r in uniq[:most])
+        return f"{files.pop()} lines {lines}{more} (one batch)"
+    return ", ".join(uniq[:most]) + f"{more} (one batch)"
 
 
 def return_problem(out: Any, n: int) -> str | None:
