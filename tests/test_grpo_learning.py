@@ -160,12 +160,11 @@ def test_kill9_then_resume_ends_where_an_uninterrupted_grpo_run_ends(ws):
 
 # --- the real model learns a format (the `real` group) ---------------------------------------------
 
-#: The worked example before each question: another question's answer in the format. (With an
-#: arithmetic example, as sample_data/real/arithmetic_prompts.jsonl has, SmolLM2 copies the format for
-#: nearly every sum, greedy: nothing left to learn; with none it never ends so, sampled or not, and GRPO
-#: has nothing to learn from. This one leaves it at about a fifth, greedy, and two fifths sampled.)
-CAPITAL = {"input": "What is the capital of France? End your answer with a line: #### <answer>",
-           "output": "The capital of France is Paris.\n#### Paris"}
+#: sample_data/real/arithmetic_prompts.jsonl's worked example before each question is another kind of
+#: question answered in the format ("capital of France ... #### Paris"). With an arithmetic example SmolLM2
+#: copied the format for nearly every sum, greedy: nothing left to learn; with none it never ends so,
+#: sampled or not, and GRPO has nothing to learn from. This one leaves it at about a fifth, greedy, and
+#: two fifths sampled.
 FORMAT = r"####\s*-?\d+\s*$"
 
 
@@ -183,7 +182,6 @@ def test_grpo_teaches_the_real_model_the_answer_format(real_model, tmp_path):
 
     ws = Workspace.at(tmp_path / "ws").ensure().root
     records = [json.loads(line) for line in (ROOT / "sample_data" / "real" / "arithmetic_prompts.jsonl").open()]
-    records = [{"conversation": [CAPITAL], "prompt": r["prompt"], "answer": r["answer"]} for r in records]
     _jsonl(ws / "data" / "train.jsonl", records[:64])
     _jsonl(ws / "data" / "held.jsonl", records[64:])   # 16: Evaluate's answers cost as much as the step
     cfg = get_preset("smol-grpo").model_copy(update={"model": str(real_model)})
