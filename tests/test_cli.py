@@ -108,6 +108,7 @@ VOCABULARY = {
     "WORD": "a stop word", "N": "a whole number", "S": "seconds, or a seed", "T": "a temperature",
     "P": "top-p", "K": "top-k", "R": "a rank or a penalty", "RATIO": "a share, 0-1", "SIZE": "a size, 2GB",
     "HOST": "a host name", "PORT": "a TCP port", "slurm": "the one launcher", "good|bad|clear": "a mark",
+    "TASKS": "lm-eval tasks: names or task files, comma-separated",
 }
 #: The arguments the one resolver reads, by (verb, dest): all called MODEL_OR_RUN, and nothing else is.
 RESOLVER_ARGUMENTS = {("chat", "model"), ("eval", "target"), ("eval", "against"), ("export", "source")}
