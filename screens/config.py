@@ -61,7 +61,12 @@ method, max length and batch, the **diff** against the preset, and the **checks*
 files and this machine (GPUs, bitsandbytes, DeepSpeed, the template).
 
 `ctrl+o` opens the file in `$EDITOR`; when you close the editor it is checked again.
-The same from a shell: `tuitune config list | new | check | show`.
+
+`ctrl+t` **probes** the saved config: a few optimizer steps on the longest batch of its
+data, on this machine. It says whether it fits (the peak memory measured beside the
+estimate), when the whole run would end, and, where it does not fit, the first change
+of the ladder that does (`w` writes it as a new config). Esc cancels a probe.
+The same from a shell: `tuitune config list | new | check | show`, `tuitune train CONFIG --probe`.
 """
 
     BINDINGS = [
@@ -69,6 +74,8 @@ The same from a shell: `tuitune config list | new | check | show`.
         Binding("ctrl+o", "edit", "$EDITOR", id="config-edit"),
         Binding("ctrl+r", "check", "Check", id="config-check"),
         Binding("ctrl+l", "focus_source", "Load", id="config-load"),
+        Binding("ctrl+t", "probe", "Probe", id="config-probe",
+                tooltip="Measure the saved config on this machine: fits? ETA? (a few steps)"),
     ]
 
     def __init__(self):
@@ -362,6 +369,27 @@ The same from a shell: `tuitune config list | new | check | show`.
         self.revalidate()
         if self.load_error:
             self.notify(self.load_error, severity="error", timeout=8)
+
+    def action_probe(self) -> None:
+        """Probe the saved config (the file the form shows) in the Probe dialog."""
+        from screens.widgets.config.probe import ProbeModal
+
+        self.revalidate()
+        if self.cfg is None:
+            self.notify("Probe: fix the marked fields first: the config is not valid.", severity="error")
+            return
+        if self.loaded_path is None or self.unsaved_changes():
+            self.notify("Probe: save the config first (ctrl+s): the probe measures the saved file.",
+                        severity="warning")
+            return
+        shown = self.loaded_path
+
+        def closed(result) -> None:
+            if result is not None and result.written is not None:
+                self.query_one(SourceSelect).reload(shown)  # the new file in the list; this one stays
+                self.notify(f"Wrote {self._rel(Path(result.written))}: pick it at the top to load it.")
+
+        self.app.push_screen(ProbeModal(self.workspace, shown), closed)
 
     def action_check(self) -> None:
         self.revalidate()

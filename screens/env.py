@@ -1,4 +1,5 @@
-"""Step 1, Environment: the diagnosis of this machine and a VRAM go/no-go for a model.
+"""Step 1, Environment: the diagnosis of this machine and a VRAM go/no-go for a model, estimated from
+its config.json or measured by probing a config of the workspace (the Probe dialog).
 
 Layer twin: ``tuitune/commands/env.py`` is the same step's CLI verb (one name, two layers).
 
@@ -18,8 +19,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import (Checkbox, DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent, Tabs,
-                             TabPane)
+from textual.widgets import (Button, Checkbox, DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent,
+                             Tabs, TabPane)
 from textual.worker import Worker, WorkerState
 
 from screens.base import StepScreen
@@ -43,13 +44,20 @@ the chosen method, then compares the total with each GPU's free memory. The mode
 a folder, or a hub id such as `internlm/internlm2_5-7b-chat`: its `config.json` comes
 from the local hub cache as you type; **Enter** fetches it from the hub when it is not
 cached (and the machine is online).
-The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
+
+To measure instead of estimating, pick a config of the workspace under **probe** and press
+**p** (or the Probe button): a few optimizer steps of it on this machine. The estimate form
+takes the config's model and settings, and the measured verdict (peak memory, the whole
+run's ETA, the estimate beside the measured peak) shows under it.
+The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune train CONFIG --probe`.
 """
 
     BINDINGS = [
         Binding("r", "refresh", "Re-check", id="env-refresh"),
         Binding("c", "tab('checks')", "Checks", id="env-checks-tab"),
         Binding("v", "tab('vram')", "VRAM estimate", id="env-vram-tab"),
+        Binding("p", "probe", "Probe", id="env-probe",
+                tooltip="Measure a config of the workspace on this machine instead of estimating"),
     ]
 
     @dataclass
@@ -88,7 +96,17 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
                     yield Label("batch", classes="field-label")
                     yield NumberInput("1", id="est-batch", compact=True,
                                       tooltip="Samples per GPU per step.")
+                with Horizontal(id="env-estimate-form4", classes="form-row"):
+                    yield Label("probe", classes="field-label")
+                    configs = [(self._rel(p), str(p)) for p in self.workspace.config_files()]
+                    yield Select(configs, id="est-config", compact=True, prompt="no config in configs/" if not configs
+                                 else "a config", value=configs[0][1] if configs else Select.BLANK,
+                                 tooltip="A config of this workspace to measure on this machine (p): a few "
+                                 "optimizer steps on the longest batch of its data.")
+                    yield Button("Probe (p)", id="est-probe", compact=True, disabled=not configs,
+                                 tooltip="Measure the config: peak memory, fits or not, the whole run's ETA.")
                 with VerticalScroll(id="env-estimate-scroll"):
+                    yield Static("", id="env-probe")
                     yield Static("", id="env-estimate")
 
     def on_mount(self) -> None:
@@ -266,3 +284,50 @@ The same from a shell: `tuitune env` and `tuitune env --estimate MODEL`.
         lines = [verdict, *[Text(f"  - {s}") for s in advice.suggestions], Text(""),
                  Text(estimate_settings(est), style="dim"), estimate_table(est)]
         out.update(Group(*lines))
+
+    # --- probe: measured, beside the estimate -----------------------------------------------------
+
+    def _rel(self, path: Path) -> str:
+        root = self.workspace.root
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    @on(Button.Pressed, "#est-probe")
+    def _probe_pressed(self) -> None:
+        self.action_probe()
+
+    def action_probe(self) -> None:
+        """Probe the config picked under "probe" (the Probe dialog); its verdict then shows in this tab,
+        with the estimate form set to the config's model, method, max length, batch and checkpointing."""
+        from screens.widgets.config.probe import ProbeModal, result_text
+
+        self.action_tab("vram")
+        picked = self.query_one("#est-config", Select).value
+        if picked is Select.BLANK:
+            self.query_one("#env-probe", Static).update(
+                Text("No config to probe: make one in the Config step (3), then press p here.", style="yellow"))
+            return
+        path = Path(str(picked))
+        self._estimate_from(path)
+
+        def closed(result) -> None:
+            if result is not None:
+                head = Text(f"measured on this machine (probe of {self._rel(path)}):\n", style="bold")
+                self.query_one("#env-probe", Static).update(head + result_text(result.lines()) + Text("\n"))
+
+        self.app.push_screen(ProbeModal(self.workspace, path), closed)
+
+    def _estimate_from(self, path: Path) -> None:
+        """The estimate form set to the config's own settings, so the estimate is of what is measured."""
+        from tuitune.config import load_config
+        from tuitune.errors import TuituneError
+
+        try:
+            cfg = load_config(path, workspace=self.workspace.root)
+        except TuituneError:
+            return  # the probe says what is wrong with it
+        self.query_one("#est-model", Input).value = str(cfg.model)
+        if cfg.method in {v for _, v in METHODS}:
+            self.query_one("#est-method", Select).value = cfg.method
+        self.query_one("#est-maxlen", Input).value = str(cfg.data.max_length)
+        self.query_one("#est-batch", Input).value = str(cfg.training.batch_size)
+        self.query_one("#est-ckpt", Checkbox).value = cfg.training.gradient_checkpointing

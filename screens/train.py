@@ -50,7 +50,8 @@ A run is a separate process: it keeps going when you quit tuitune or lose SSH, a
 this screen shows it where it is whenever you come back.
 
 - **n** starts a run from a config in `configs/` (make one in the Config step), with an
-  optional run name.
+  optional run name; there, **p** probes the highlighted config first (a few steps on this
+  machine: fits? when would it end?). **p** here opens it and probes at once.
 - **s** asks the run to checkpoint and stop after its current step; **r** resumes a
   stopped or failed run from the checkpoint you pick (the newest first).
 - **w** saves a checkpoint at the next step.
@@ -75,6 +76,8 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
     # with the rest, q Quit included); F1 help and the palette list them.
     BINDINGS = [
         Binding("n", "new_run", "New", id="train-new", tooltip="Start a run from a config in configs/"),
+        Binding("p", "new_run(True)", "Probe", show=False, id="train-probe",
+                tooltip="Probe a config before starting a run from it: fits? ETA?"),
         Binding("s", "stop", "Stop", id="train-stop", tooltip="Checkpoint and stop after the current step"),
         Binding("K,shift+k", "kill", "Kill", key_display="K", id="train-kill", show=False,
                 tooltip="End the run now (asks first)"),
@@ -280,14 +283,14 @@ The same from a shell: `tuitune train CONFIG [--name N]`,
             self._message("No run selected: press n to start one.", error=True)
         return self.run_id
 
-    def action_new_run(self) -> None:
+    def action_new_run(self, probe: bool = False) -> None:
         def started(run_id: str | None) -> None:
             if run_id:
                 self._want_run = run_id
                 self._message(f"started run {run_id}; it keeps going if you quit tuitune", about=run_id)
                 self.list_runs()
 
-        self.app.push_screen(NewRunModal(self.workspace), started)
+        self.app.push_screen(NewRunModal(self.workspace, probe=probe), started)
 
     def action_stop(self) -> None:
         if run_id := self._selected():

@@ -68,3 +68,210 @@ async def test_notify_urls_are_one_a_line_and_a_comma_stays_in_its_url(demo_ws):
         screen.load_source(f"file:{demo_ws / 'configs' / 'tiny-demo.yaml'}")
         await settle(app, pilot)
         assert screen.query_one("#f-notify-urls", TextArea).text == "\n".join(urls)
+
+
+# --- the Probe action on the Config screen: a real probe of the tiny model ------------------------
+
+#: test_probe's big config without its held-out file: packed rows of 1024 tokens, 8 a batch, so that
+#: halving the batch is seen in the peak RSS.
+BIG = {"training.max_steps": 10, "data.pack": True, "data.max_length": 1024, "training.batch_size": 8}
+
+
+def probe_ws(tmp_path: Path, tiny_model: Path) -> Path:
+    from train_helpers import make_workspace, write_config
+
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    write_config(ws, "big", **BIG)
+    return ws
+
+
+def modal_text(app) -> str:
+    from conftest import widget_text
+
+    return " ".join(widget_text(app.screen.query_one("#probe-result"), width=200).split())
+
+
+async def probed(pilot, app):
+    """Wait for the Probe dialog's result (a real probe: tens of seconds on a loaded box)."""
+    from screens.widgets.config.probe import ProbeModal
+
+    await until(pilot, lambda: isinstance(app.screen, ProbeModal), "the Probe dialog")
+    modal = app.screen
+    await until(pilot, lambda: modal.result is not None or "error" in modal_text(app) or "could not" in
+                modal_text(app), "the probe's result", tries=20 * 600)
+    await pilot.pause()
+    assert modal.result is not None, modal_text(app)
+    return modal
+
+
+async def test_config_probe_shows_the_verdict_and_writes_the_change_only_after_a_yes(tmp_path, tiny_model,
+                                                                                      monkeypatch):
+    import tuitune.train.probe as engine
+    from screens.app import TuituneApp
+    from screens.widgets.choice import ChoiceScreen, PathScreen
+    from screens.widgets.config.source import file_key
+    from tuitune.config import load_config
+
+    ws = probe_ws(tmp_path, tiny_model)
+    app, seen = TuituneApp(ws, start="config"), []
+    async with app.run_test(size=(120, 36), message_hook=seen.append) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        screen = app.screen
+        # A preset is not a saved file: the probe asks for the file first, in one line.
+        screen.load_source("preset:tiny-demo")
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert notes(seen)[-1] == "Probe: save the config first (ctrl+s): the probe measures the saved file."
+        assert app.screen is screen
+
+        screen.load_source(file_key(ws / "configs" / "big.yaml"))
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+t")
+        modal = await probed(pilot, app)
+        text = modal_text(app)
+        assert "big.yaml on CPU" in text and "warm-up + 3 timed steps on the longest batch" in text
+        assert "(free RAM): fits" in text and "ETA of the whole run: start " in text and "10 steps × " in text
+        assert "beside the measured" in text and "verdict: fits, " in text
+        peak = modal.result.rungs[0].peak
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "the dialog to close")
+
+        # A box with 100 MB less than the config's peak free: the ladder's first rung that fits.
+        monkeypatch.setattr(engine, "box_memory", lambda: int(peak - 100 * 2 ** 20))
+        await pilot.press("ctrl+t")
+        modal = await probed(pilot, app)
+        text = modal_text(app)
+        chosen = modal.result.chosen
+        assert chosen is not None, text
+        assert "(free RAM): does not fit" in text and "ladder (each rung adds to the ones before):" in text
+        assert "first that fits, as a change to the config:" in text and "ETA with it: " in text
+        assert "verdict: does not fit as it is; with the change above it does (w writes it as a new config)" in text
+        for name, value in chosen.changes.items():
+            assert f"{name}: " in text and f"-> {str(value).lower() if isinstance(value, bool) else value}" in text
+
+        # w, a name that is taken, and no yes: the file stays as it was.
+        mine = ws / "configs" / "big-fits.yaml"
+        mine.write_text("# mine\n", encoding="utf-8")
+
+        async def name_it() -> None:
+            await pilot.press("w")
+            await until(pilot, lambda: isinstance(app.screen, PathScreen), "the name")
+            app.screen.query_one("#path-input").value = "configs/big-fits.yaml"
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, ChoiceScreen), "Overwrite?")
+
+        await name_it()
+        await pilot.press("c")
+        await until(pilot, lambda: app.screen is modal, "back to the result")
+        assert mine.read_text(encoding="utf-8") == "# mine\n" and modal.result.written is None
+        assert "not written: configs/big-fits.yaml kept" in " ".join(widget_text_of(app, "#probe-hint").split())
+
+        # Again, and yes (overwrite): the config with the change.
+        await name_it()
+        await pilot.press("o")
+        await until(pilot, lambda: app.screen is modal and modal.result.written is not None, "the write")
+        written = load_config(mine, workspace=ws)
+        before = load_config(ws / "configs" / "big.yaml", workspace=ws)
+        for name, value in chosen.changes.items():
+            section, key = name.split(".")
+            assert getattr(getattr(written, section), key) == value
+        assert written.effective_batch_size == before.effective_batch_size
+        assert "wrote configs/big-fits.yaml" in widget_text_of(app, "#probe-hint")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "the dialog to close")
+        assert notes(seen)[-1].startswith("Wrote configs/big-fits.yaml")
+    assert len(list((ws / "probes").iterdir())) == 2   # one probe.json a probe, nothing else
+    assert not list((ws / "runs").iterdir())
+
+
+def notes(messages: list) -> list[str]:
+    """The notifications among the messages a ``message_hook`` collected."""
+    from textual.notifications import Notify
+
+    return [m.notification.message for m in messages if isinstance(m, Notify)]
+
+
+def widget_text_of(app, selector: str) -> str:
+    from conftest import widget_text
+
+    return widget_text(app.screen.query_one(selector), width=200)
+
+
+# --- the Probe action on the Train screen: the config picked for a new run -------------------------
+
+def probe_children() -> list:
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True) if "tuitune.train.probe" in " ".join(p.cmdline())]
+
+
+async def test_train_probe_shows_the_verdict_before_the_run_starts_and_esc_ends_the_probe(tmp_path, tiny_model):
+    from test_app import make_app
+
+    from screens.widgets.config.probe import ProbeModal
+    from screens.widgets.train.modals import NewRunModal
+    from train_helpers import make_workspace, write_config
+
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    write_config(ws, "quick", **{"training.max_steps": 4})
+    app = make_app(ws, start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        await pilot.press("p")   # the new-run dialog, probing its highlighted config at once
+        await probed(pilot, app)
+        text = modal_text(app)
+        assert "quick.yaml on CPU" in text and "verdict: fits, " in text and "ETA of the whole run: " in text
+        assert "4 steps × " in text and "beside the measured" in text
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, NewRunModal), "back to the new-run dialog")
+        shown = " ".join(widget_text_of(app, "#train-new-probe").split())
+        assert shown.startswith("probe of quick.yaml: fits, ") and "the run takes about" in shown
+        assert not list((ws / "runs").iterdir())   # nothing started: Enter starts the run
+
+        # p again, and Esc while it runs: the probe's process ends, nothing is kept.
+        kept = set((ws / "probes").iterdir())
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ProbeModal), "the Probe dialog")
+        await until(pilot, lambda: probe_children(), "the probe's process", tries=20 * 120)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, NewRunModal), "the dialog to close after the cancel",
+                    tries=20 * 30)
+        assert not probe_children()
+        assert set((ws / "probes").iterdir()) == kept
+        assert " ".join(widget_text_of(app, "#train-new-probe").split()).startswith("probe of quick.yaml: fits")
+
+
+# --- Environment's go/no-go: measured beside the estimate -------------------------------------------
+
+async def test_env_probe_measures_a_config_beside_the_estimate(tmp_path, tiny_model):
+    from test_app import make_app
+
+    from screens.widgets.config.probe import ProbeModal
+    from train_helpers import make_workspace, write_config
+
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    write_config(ws, "quick", **{"training.max_steps": 4, "data.max_length": 512, "training.batch_size": 2})
+    app = make_app(ws, start="env")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.screen.query_one("#est-config").value == str(ws / "configs" / "quick.yaml")
+        app.screen.query_one("#est-probe").focus()
+        await pilot.press("enter")
+        await probed(pilot, app)
+        assert "verdict: fits, " in modal_text(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ProbeModal), "the dialog to close")
+        measured = " ".join(widget_text_of(app, "#env-probe").split())
+        assert measured.startswith("measured on this machine (probe of configs/quick.yaml):")
+        assert "peak RSS" in measured and "beside the measured" in measured and "verdict: fits, " in measured
+        # The estimate form now holds the probed config's settings: the estimate is of the same config.
+        values = [app.screen.query_one(f"#est-{k}").value for k in ("model", "maxlen", "batch")]
+        assert values == ["models/tiny-chat", "512", "2"]
+        estimate = " ".join(widget_text_of(app, "#env-estimate").split())
+        assert "lora, max length 512, batch 2, checkpointing off" in estimate, estimate

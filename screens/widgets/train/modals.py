@@ -1,9 +1,11 @@
-"""The Train step's dialogs: start a run from a saved config (with a name), pick the checkpoint a
-resume continues from, pick a run whose loss the chart overlays, and confirm a kill or a delete."""
+"""The Train step's dialogs: start a run from a saved config (with a name; probed first where you
+ask), pick the checkpoint a resume continues from, pick a run whose loss the chart overlays, and
+confirm a kill or a delete."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -23,22 +25,26 @@ from tuitune.train.watch import RunRow
 
 
 class NewRunModal(ModalScreen[str | None]):
-    """Pick a config in configs/, optionally name the run; Enter starts a detached run.
+    """Pick a config in configs/, optionally name the run; Enter starts a detached run; ``p``
+    probes the highlighted config first (the Probe dialog), its verdict then shown here.
 
     Dismissed with the new run's id. An empty name gives the default id (date-time and
     the config's name), as ``tuitune train CONFIG`` without ``--name`` does.
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="train-new-cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="train-new-cancel"),
+                Binding("p", "probe", "Probe", id="train-new-probe",
+                        tooltip="Measure the highlighted config on this machine first: fits? ETA?")]
 
     @dataclass
     class Started(Message):
         run_id: str
         pid: int
 
-    def __init__(self, workspace):
+    def __init__(self, workspace, probe: bool = False):
         super().__init__()
         self.workspace = workspace
+        self.probe_first = probe  # opened by the Train step's p: probe the highlighted config at once
 
     def compose(self) -> ComposeResult:
         configs = self.workspace.config_files()
@@ -55,10 +61,12 @@ class NewRunModal(ModalScreen[str | None]):
                             tooltip="The run's id and folder name under runs/ (letters, digits, . _ -). "
                             "Empty: the date-time and the config's name.")
             if configs:
-                hint = "Enter starts the run (it keeps going if you quit) · Tab: the name · Esc cancels"
+                hint = ("Enter starts the run (it keeps going if you quit) · p probes it first · Tab: the name · "
+                        "Esc cancels")
             else:
                 hint = f"No configs in {self.workspace.configs}: make one in the Config step (3) · Esc closes"
             yield Static(hint, id="train-new-hint", classes="hint")
+            yield Static("", id="train-new-probe")
             yield Static("", id="train-new-error", classes="error")
 
     def on_mount(self) -> None:
@@ -66,6 +74,27 @@ class NewRunModal(ModalScreen[str | None]):
         if lst.option_count:
             lst.highlighted = 0
         lst.focus()
+        if self.probe_first and lst.option_count:
+            self.call_after_refresh(self.action_probe)
+
+    def action_probe(self) -> None:
+        """Probe the highlighted config; its verdict stays here, under the list, when the dialog closes."""
+        from screens.widgets.config.probe import ProbeModal, verdict_style
+
+        lst = self.query_one(OptionList)
+        if lst.highlighted is None:
+            self.query_one("#train-new-error", Static).update(Text("Pick a config first.", style="bold red"))
+            return
+        option = lst.get_option_at_index(lst.highlighted)
+
+        def closed(result) -> None:
+            if result is None:
+                return
+            verdict = next((l for l in result.lines() if l.startswith("verdict:")), "")
+            self.query_one("#train-new-probe", Static).update(
+                Text(f"probe of {option.prompt}: {verdict.removeprefix('verdict: ')}", style=verdict_style(verdict)))
+
+        self.app.push_screen(ProbeModal(self.workspace, Path(option.id)), closed)
 
     @on(OptionList.OptionSelected, "#train-new-configs")
     def _picked(self, event: OptionList.OptionSelected) -> None:
