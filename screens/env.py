@@ -100,7 +100,7 @@ The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune t
                     yield Label("probe", classes="field-label")
                     configs = [(self._rel(p), str(p)) for p in self.workspace.config_files()]
                     yield Select(configs, id="est-config", compact=True, prompt="no config in configs/" if not configs
-                                 else "a config", value=configs[0][1] if configs else Select.BLANK,
+                                 else "a config", value=configs[0][1] if configs else Select.NULL,
                                  tooltip="A config of this workspace to measure on this machine (p): a few "
                                  "optimizer steps on the longest batch of its data.")
                     yield Button("Probe (p)", id="est-probe", compact=True, disabled=not configs,
@@ -291,6 +291,20 @@ The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune t
         root = self.workspace.root
         return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
+    def on_screen_resume(self) -> None:
+        """Back from another step (the Config step may have saved a config): the configs listed again."""
+        if not self.is_mounted:
+            return
+        select = self.query_one("#est-config", Select)
+        configs = [(self._rel(p), str(p)) for p in self.workspace.config_files()]
+        keep = select.value if any(v == select.value for _, v in configs) else (configs[0][1] if configs else None)
+        with select.prevent(Select.Changed):
+            select.set_options(configs)
+            if keep is not None:
+                select.value = keep
+        select.prompt = "a config" if configs else "no config in configs/"
+        self.query_one("#est-probe", Button).disabled = not configs
+
     @on(Button.Pressed, "#est-probe")
     def _probe_pressed(self) -> None:
         self.action_probe()
@@ -302,7 +316,7 @@ The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune t
 
         self.action_tab("vram")
         picked = self.query_one("#est-config", Select).value
-        if picked is Select.BLANK:
+        if picked is Select.NULL:
             self.query_one("#env-probe", Static).update(
                 Text("No config to probe: make one in the Config step (3), then press p here.", style="yellow"))
             return

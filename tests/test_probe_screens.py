@@ -275,3 +275,28 @@ async def test_env_probe_measures_a_config_beside_the_estimate(tmp_path, tiny_mo
         assert values == ["models/tiny-chat", "512", "2"]
         estimate = " ".join(widget_text_of(app, "#env-estimate").split())
         assert "lora, max length 512, batch 2, checkpointing off" in estimate, estimate
+
+
+async def test_env_probe_without_a_config_says_where_to_make_one_and_lists_one_made_later(tmp_path, tiny_model):
+    from test_app import make_app
+
+    from train_helpers import make_workspace, write_config
+
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    app = make_app(ws, start="env")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        app.screen.set_focus(None)
+        await pilot.press("p")
+        await pilot.pause()
+        said = " ".join(widget_text_of(app, "#env-probe").split())
+        assert said == "No config to probe: make one in the Config step (3), then press p here."
+        assert app.screen.query_one("#est-probe").disabled
+        write_config(ws, "quick")   # as the Config step saves one
+        app.switch_mode("config")
+        await pilot.pause()
+        app.switch_mode("env")
+        await pilot.pause()
+        assert app.screen.query_one("#est-config").value == str(ws / "configs" / "quick.yaml")
+        assert not app.screen.query_one("#est-probe").disabled
