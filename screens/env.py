@@ -326,7 +326,8 @@ The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune t
         def closed(result) -> None:
             if result is not None:
                 head = Text(f"measured on this machine (probe of {self._rel(path)}):\n", style="bold")
-                self.query_one("#env-probe", Static).update(head + result_text(result.lines()) + Text("\n"))
+                self.query_one("#env-probe", Static).update(head + result_text(result.lines(), dialog=False)
+                                                           + Text("\n"))
 
         self.app.push_screen(ProbeModal(self.workspace, path), closed)
 

@@ -86,9 +86,11 @@ def probe_ws(tmp_path: Path, tiny_model: Path) -> Path:
 
 
 def modal_text(app) -> str:
+    """The Probe dialog's verdict and measurements, as plain text on one line."""
     from conftest import widget_text
 
-    return " ".join(widget_text(app.screen.query_one("#probe-result"), width=200).split())
+    return " ".join(" ".join(widget_text(app.screen.query_one(f"#probe-{part}"), width=200).split())
+                    for part in ("verdict", "result"))
 
 
 async def probed(pilot, app):
@@ -148,7 +150,7 @@ async def test_config_probe_shows_the_verdict_and_writes_the_change_only_after_a
         assert chosen is not None, text
         assert "(free RAM): does not fit" in text and "ladder (each rung adds to the ones before):" in text
         assert "first that fits, as a change to the config:" in text and "ETA with it: " in text
-        assert "verdict: does not fit as it is; with the change above it does (w writes it as a new config)" in text
+        assert "verdict: does not fit as it is; with the change below it does (w writes it as a new config)" in text
         for name, value in chosen.changes.items():
             assert f"{name}: " in text and f"-> {str(value).lower() if isinstance(value, bool) else value}" in text
 
@@ -300,3 +302,67 @@ async def test_env_probe_without_a_config_says_where_to_make_one_and_lists_one_m
         await pilot.pause()
         assert app.screen.query_one("#est-config").value == str(ws / "configs" / "quick.yaml")
         assert not app.screen.query_one("#est-probe").disabled
+
+
+# --- snapshots: the Config step with a probe's result ------------------------------------------------
+
+def recorded_result(ws: Path):
+    """A probe of configs/big.yaml that does not fit in 1 GiB, whose third rung does (the figures of a real
+    probe of the tiny model, fixed so that the snapshot is the same on every box)."""
+    from tuitune.train.ladder import GIB, ProbeResult, RungResult
+
+    m = {"longest_batch": [1024] * 8, "sec_per_step": 2.41, "tokens_per_s": 3399.0, "save_s": 0.21,
+         "sample_s": 0.25, "total_steps": 10, "start_s": 11.8, "rows": 12}
+    words = "start 12s + 10 steps × {:.2f} s + 1 save × 0.21 s + 3 sample rounds × 0.25 s"
+    rungs = [RungResult("the config as it is", {}, False, 1.21 * GIB, "does not fit (0.21 GiB over)", m, 37.0,
+                        words.format(2.41)),
+             RungResult("gradient checkpointing on", {"training.gradient_checkpointing": True}, False, 1.04 * GIB,
+                        "does not fit (0.04 GiB over)", {**m, "sec_per_step": 3.02}, 43.1, words.format(3.02)),
+             RungResult("batch 4 with grad_accum 2 (the same global batch)",
+                        {"training.gradient_checkpointing": True, "training.batch_size": 4, "training.grad_accum": 2},
+                        True, 0.83 * GIB, "fits, 0.17 GiB headroom", {**m, "sec_per_step": 3.2}, 44.9,
+                        words.format(3.2))]
+    hw = {"cpu": "a CPU", "cores": 2, "ram_gib": 23.5, "gpus": []}
+    return ProbeResult("configs/big.yaml", ws / "probes" / "big-20261207-171500", "CPU", 1.0 * GIB, "free RAM",
+                       {"warmup": 2, "steps": 3, "max_memory": None}, hw, rungs, 1.17 * GIB,
+                       "tuitune.vram.cpu, peak RSS",
+                       diff=[("training.batch_size", 8, 4), ("training.grad_accum", 1, 2),
+                             ("training.gradient_checkpointing", False, True)])
+
+
+def probed_config_app(ws: Path, tiny_model: Path):
+    from screens.app import TuituneApp
+    from train_helpers import write_config
+
+    shutil.copytree(tiny_model, ws / "models" / "tiny-chat")
+    shutil.copy(Path(__file__).parent.parent / "sample_data" / "self_cognition.jsonl", ws / "data")
+    write_config(ws, "big", **BIG)
+    return TuituneApp(ws, start="config")
+
+
+def show_probe(ws: Path):
+    async def run_before(pilot):
+        from screens.widgets.config.probe import ProbeModal
+        from screens.widgets.config.source import file_key
+
+        app = pilot.app
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        app.screen.load_source(file_key(ws / "configs" / "big.yaml"))
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        app.push_screen(ProbeModal(app.workspace, ws / "configs" / "big.yaml", result=recorded_result(ws)))
+        await pilot.pause()
+        await pilot.pause()
+
+    return run_before
+
+
+def test_config_probe_result_80x24(snap_compare, fixed_workspace, tiny_model):
+    app = probed_config_app(fixed_workspace, tiny_model)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=show_probe(fixed_workspace))
+
+
+def test_config_probe_result_120x36(snap_compare, fixed_workspace, tiny_model):
+    app = probed_config_app(fixed_workspace, tiny_model)
+    assert snap_compare(app, terminal_size=(120, 36), run_before=show_probe(fixed_workspace))

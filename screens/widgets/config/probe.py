@@ -11,6 +11,7 @@ process, then closes the dialog.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -37,16 +38,27 @@ def verdict_style(line: str) -> str:
         return "dim" if line.startswith("wrote ") else ""
     if line.startswith("verdict: fits"):
         return "bold green"
-    return "bold yellow" if "with the change above it does" in line else "bold red"
+    return "bold yellow" if "does not fit as it is; with " in line else "bold red"  # a change makes it fit
 
 
-def result_text(lines: list[str]) -> Text:
-    """``ProbeResult.lines()`` as one Text, each line in its colour (never cut: it wraps)."""
+def result_text(lines: list[str], dialog: bool = True) -> Text:
+    """``ProbeResult.lines()`` as one Text, each line in its colour (never cut: it wraps); outside the
+    dialog (``dialog=False``) without the key that writes the change."""
     out = Text()
     for i, line in enumerate(lines):
-        line = line.replace("(--write FILE saves it as a new config)", "(w writes it as a new config)")
+        key = " (w writes it as a new config)" if dialog else ""
+        line = line.replace(" (--write FILE saves it as a new config)", key)
         out.append(("\n" if i else "") + line, style=verdict_style(line))
     return out
+
+
+def verdict_line(result) -> str:
+    """The verdict on one line, the change that fits named in it (for a line under a list)."""
+    line = next((v for v in result.lines() if v.startswith("verdict:")), "verdict: ?").removeprefix("verdict: ")
+    if result.chosen is not None and not result.fits:
+        change = ", ".join(f"{k}: {json.dumps(new)}" for k, _, new in result.diff)
+        line = f"does not fit as it is; with {change} it does"
+    return line
 
 
 class ProbeModal(ModalScreen):
@@ -55,10 +67,11 @@ class ProbeModal(ModalScreen):
 
     DEFAULT_CSS = """
     ProbeModal { align: center middle; }
-    ProbeModal > Vertical { width: 100; max-width: 96%; height: auto; max-height: 90%; border: round $accent;
+    ProbeModal > Vertical { width: 112; max-width: 96%; height: auto; max-height: 96%; border: round $accent;
                             background: $surface; padding: 0 1; }
     ProbeModal .probe-title { text-style: bold; color: $accent; }
-    ProbeModal VerticalScroll { height: auto; max-height: 1fr; }
+    ProbeModal VerticalScroll { height: auto; }
+    ProbeModal #probe-verdict { height: auto; margin: 1 0 0 0; }
     ProbeModal #probe-progress, ProbeModal #probe-result, ProbeModal #probe-hint { height: auto; }
     ProbeModal #probe-hint { color: $text-muted; }
     """
@@ -93,12 +106,19 @@ class ProbeModal(ModalScreen):
         with Vertical():
             yield Static(f"Probe {self.rel(self.config)}: will it fit, and when will it end?", classes="probe-title",
                          markup=False)
+            yield Static("", id="probe-verdict")
             with VerticalScroll():
                 yield Static("", id="probe-progress")
                 yield Static("", id="probe-result")
             yield Static("", id="probe-hint")
 
+    def on_resize(self) -> None:
+        # The verdict and the keys stay on screen; the measurements scroll between them (80x24 included).
+        self.query_one(VerticalScroll).styles.max_height = max(4, int(self.size.height * 0.96) - 8)
+
     def on_mount(self) -> None:
+        self.verdict_widget = self.query_one("#probe-verdict", Static)
+        self.verdict_widget.display = False
         if self.result is not None:
             self.show_result()
             return
@@ -142,7 +162,13 @@ class ProbeModal(ModalScreen):
     def show_result(self) -> None:
         if hasattr(self, "_ticker"):
             self._ticker.stop()
-        self.query_one("#probe-result", Static).update(result_text(self.result.lines()))
+        lines = self.result.lines()
+        verdict = [line for line in lines if line.startswith("verdict:")]
+        # Shown first, above the measurements: the change it speaks of is below it here.
+        self.verdict_widget.update(result_text([v.replace("the change above", "the change below") for v in verdict]))
+        self.verdict_widget.display = bool(verdict)
+        self.query_one("#probe-progress", Static).display = False
+        self.query_one("#probe-result", Static).update(result_text([line for line in lines if line not in verdict]))
         can_write = self.result.chosen is not None and self.result.written is None
         self._hint(("w writes the change as a new config · " if can_write else "") + "Esc closes")
         self.refresh_bindings()

@@ -79,7 +79,7 @@ class NewRunModal(ModalScreen[str | None]):
 
     def action_probe(self) -> None:
         """Probe the highlighted config; its verdict stays here, under the list, when the dialog closes."""
-        from screens.widgets.config.probe import ProbeModal, verdict_style
+        from screens.widgets.config.probe import ProbeModal, verdict_line, verdict_style
 
         lst = self.query_one(OptionList)
         if lst.highlighted is None:
@@ -90,9 +90,9 @@ class NewRunModal(ModalScreen[str | None]):
         def closed(result) -> None:
             if result is None:
                 return
-            verdict = next((l for l in result.lines() if l.startswith("verdict:")), "")
+            verdict = verdict_line(result)
             self.query_one("#train-new-probe", Static).update(
-                Text(f"probe of {option.prompt}: {verdict.removeprefix('verdict: ')}", style=verdict_style(verdict)))
+                Text(f"probe of {option.prompt}: {verdict}", style=verdict_style(f"verdict: {verdict}")))
 
         self.app.push_screen(ProbeModal(self.workspace, Path(option.id)), closed)
 
