@@ -389,7 +389,8 @@ The same from a shell: `tuitune config list | new | check | show`, `tuitune trai
                 self.query_one(SourceSelect).reload(shown)  # the new file in the list; this one stays
                 self.notify(f"Wrote {self._rel(Path(result.written))}: pick it at the top to load it.")
 
-        self.app.push_screen(ProbeModal(self.workspace, shown), closed)
+        checks = [w for w in self.app.workers if w.group == "config-check" and not w.is_finished]
+        self.app.push_screen(ProbeModal(self.workspace, shown, wait_for=checks), closed)
 
     def action_check(self) -> None:
         self.revalidate()

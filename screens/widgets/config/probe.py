@@ -89,8 +89,12 @@ class ProbeModal(ModalScreen):
     class Done(Message):
         result: object
 
-    def __init__(self, workspace, config: Path, result=None):
+    def __init__(self, workspace, config: Path, result=None, wait_for=()):
         super().__init__()
+        #: Workers of the screen below that import transformers (the Config step's machine checks): the
+        #: probe starts when they end, as transformers' lazy module is not safe to import from two
+        #: threads at once (the race raises "cannot import name 'AutoTokenizer'"; tuitune.merge.shards).
+        self.wait_for = [w for w in wait_for if not w.is_finished]
         self.workspace = workspace
         self.config = Path(config)
         self.result = result
@@ -132,6 +136,10 @@ class ProbeModal(ModalScreen):
     def probe(self) -> None:
         from tuitune.train.probe import probe_config
 
+        if self.wait_for:
+            self.post_message(self.Progress("waiting for the config's checks to end first…"))
+        while any(not w.is_finished for w in self.wait_for) and not self.cancel.is_set():
+            time.sleep(0.1)
         result = probe_config(self.config, self.workspace.root, cancel=self.cancel,
                               log=lambda line: self.post_message(self.Progress(line)))
         self.post_message(self.Done(result))
