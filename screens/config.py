@@ -372,7 +372,7 @@ The same from a shell: `tuitune config list | new | check | show`, `tuitune trai
 
     def action_probe(self) -> None:
         """Probe the saved config (the file the form shows) in the Probe dialog."""
-        from screens.widgets.config.probe import ProbeModal
+        from screens.widgets.config.probe_dialog import ProbeModal
 
         self.revalidate()
         if self.cfg is None:

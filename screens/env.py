@@ -312,7 +312,7 @@ The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune t
     def action_probe(self) -> None:
         """Probe the config picked under "probe" (the Probe dialog); its verdict then shows in this tab,
         with the estimate form set to the config's model, method, max length, batch and checkpointing."""
-        from screens.widgets.config.probe import ProbeModal, result_text
+        from screens.widgets.config.probe_dialog import ProbeModal, result_text
 
         self.action_tab("vram")
         picked = self.query_one("#est-config", Select).value

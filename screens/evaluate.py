@@ -159,7 +159,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
 
     @on(Select.Changed, "#eval-reports")
     def _report_picked(self, event: Select.Changed) -> None:
-        if event.value not in (Select.BLANK, None) and (self.folder is None or str(self.folder) != event.value):
+        if event.value not in (Select.NULL, None) and (self.folder is None or str(self.folder) != event.value):
             self.open_report(Path(str(event.value)))
 
     def open_report(self, folder: Path, keep: int | None = None) -> None:
@@ -236,7 +236,7 @@ The same from a shell: `tuitune eval RUN [--data FILE] [--against MODEL] [--chec
         bench = self.query_one("#eval-bench", Select).value
         self.evaluate(target, self._value("eval-data") or None, self._value("eval-against") or None,
                       int(samples) if samples else None, tokens, self.query_one("#eval-checkpoints", Toggle).value,
-                      None if bench in (Select.BLANK, None) else str(bench))
+                      None if bench is Select.NULL or bench is None else str(bench))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="eval", description="evaluate")
     def evaluate(self, target, data, against, samples, tokens, checkpoints, bench=None) -> Path:

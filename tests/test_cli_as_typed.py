@@ -51,6 +51,7 @@ IN_WORKSPACE: dict[str, str] = {
     "runs resume": "tuitune runs resume quick --foreground",
     "runs follow": "tuitune runs follow quick",
     "runs list": "tuitune runs list --json",
+    "runs status": "tuitune runs status quick --json",
     "train scratch": "tuitune train configs/quick.yaml --name scratch",
     "runs stop --kill": "tuitune runs stop scratch --kill",
     "runs compare": "tuitune runs compare quick scratch --json",
@@ -266,6 +267,8 @@ def test_runs_follow_and_list_show_the_finished_run(quick, ws):
     assert "step 6/6" in follow.stdout and "run quick finished" in follow.stderr
     rows = {r["id"]: r for r in json.loads(ok(typed("runs list", ws)).stdout)}
     assert rows["quick"]["status"] == "finished" and rows["quick"]["step"] == 6
+    status = json.loads(ok(typed("runs status", ws)).stdout)
+    assert (status["id"], status["status"], status["step"], status["total_steps"]) == ("quick", "finished", 6, 6)
 
 
 def test_runs_kill_compare_and_delete(quick, scratch, ws):

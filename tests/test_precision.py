@@ -149,7 +149,7 @@ def test_a_lora_run_on_a_bf16_base_keeps_trainable_weights_fp32_and_merges(tmp_p
     import torch
 
     from tuitune import hardware
-    from tuitune.config import convert
+    from tuitune.config import arguments as convert
     from tuitune.train import launcher
     from tuitune.train.build import load_model
     from tuitune.train.worker import run_worker
@@ -207,7 +207,7 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
     from transformers import AutoTokenizer
 
     from tuitune import hardware
-    from tuitune.config import convert
+    from tuitune.config import arguments as convert
     from tuitune.train.build import load_model
 
     tok = AutoTokenizer.from_pretrained(real_model)
@@ -244,7 +244,7 @@ def test_a_bf16_base_computes_the_real_model_s_loss_as_fp32_does(real_model, tmp
 def test_the_environment_step_says_what_auto_picks_and_why(monkeypatch, hw, detail):
     from tuitune import doctor
     from tuitune import hardware
-    from tuitune.config import convert
+    from tuitune.config import arguments as convert
 
     monkeypatch.setattr(hardware, "probe_hardware", lambda: hw)
     (row,) = doctor.check_precision()

@@ -95,7 +95,7 @@ def modal_text(app) -> str:
 
 async def probed(pilot, app):
     """Wait for the Probe dialog's result (a real probe: tens of seconds on a loaded box)."""
-    from screens.widgets.config.probe import ProbeModal
+    from screens.widgets.config.probe_dialog import ProbeModal
 
     await until(pilot, lambda: isinstance(app.screen, ProbeModal), "the Probe dialog")
     modal = app.screen
@@ -213,7 +213,7 @@ def probe_children() -> list:
 async def test_train_probe_shows_the_verdict_before_the_run_starts_and_esc_ends_the_probe(tmp_path, tiny_model):
     from test_app import make_app
 
-    from screens.widgets.config.probe import ProbeModal
+    from screens.widgets.config.probe_dialog import ProbeModal
     from screens.widgets.train.modals import NewRunModal
     from train_helpers import make_workspace, write_config
 
@@ -251,7 +251,7 @@ async def test_train_probe_shows_the_verdict_before_the_run_starts_and_esc_ends_
 async def test_env_probe_measures_a_config_beside_the_estimate(tmp_path, tiny_model):
     from test_app import make_app
 
-    from screens.widgets.config.probe import ProbeModal
+    from screens.widgets.config.probe_dialog import ProbeModal
     from train_helpers import make_workspace, write_config
 
     ws = make_workspace(tmp_path / "ws", tiny_model)
@@ -342,7 +342,7 @@ def probed_config_app(ws: Path, tiny_model: Path):
 
 def show_probe(ws: Path):
     async def run_before(pilot):
-        from screens.widgets.config.probe import ProbeModal
+        from screens.widgets.config.probe_dialog import ProbeModal
         from screens.widgets.config.source import file_key
 
         app = pilot.app

@@ -79,7 +79,7 @@ class NewRunModal(ModalScreen[str | None]):
 
     def action_probe(self) -> None:
         """Probe the highlighted config; its verdict stays here, under the list, when the dialog closes."""
-        from screens.widgets.config.probe import ProbeModal, verdict_line, verdict_style
+        from screens.widgets.config.probe_dialog import ProbeModal, verdict_line, verdict_style
 
         lst = self.query_one(OptionList)
         if lst.highlighted is None:
