@@ -99,8 +99,9 @@ async def probed(pilot, app):
 
     await until(pilot, lambda: isinstance(app.screen, ProbeModal), "the Probe dialog")
     modal = app.screen
-    await until(pilot, lambda: modal.result is not None or "error" in modal_text(app) or "could not" in
-                modal_text(app), "the probe's result", tries=20 * 600)
+    # The result is set before the dialog has drawn it: wait for its verdict line too (a loaded box is slow).
+    await until(pilot, lambda: (modal.result is not None and "verdict:" in modal_text(app)) or "error" in
+                modal_text(app) or "could not" in modal_text(app), "the probe's result", tries=20 * 600)
     await pilot.pause()
     assert modal.result is not None, modal_text(app)
     return modal
