@@ -115,6 +115,9 @@ async def test_config_probe_shows_the_verdict_and_writes_the_change_only_after_a
     from screens.widgets.config.source import file_key
     from tuitune.config import load_config
 
+    # One thread for every probe child: the peak RSS a rung measures then does not move with the threads
+    # the other test worker leaves it (each thread's arena), so the cap below sits between the rungs.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     ws = probe_ws(tmp_path, tiny_model)
     app, seen = TuituneApp(ws, start="config"), []
     async with app.run_test(size=(120, 36), message_hook=seen.append) as pilot:
