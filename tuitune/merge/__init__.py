@@ -60,10 +60,11 @@ the model card, adapter export, what can be merged). What to merge comes from
 from __future__ import annotations
 
 from tuitune.merge.plan import (ADAPTER_PREFIX, CARD_JSON, DEFAULT_PROMPTS, DTYPES, TOKENIZER_FILES, TOLERANCE, Plan,
-                                delta, human_size, make_plan, parse_size)
+                                delta, make_plan)
 from tuitune.merge.publish import (MergeResult, SourceRow, copy_tokenizer, export_adapter, list_sources, merge,
                                    model_card)
 from tuitune.merge.shards import peft_merge, stream_merge
+from tuitune.units import human_size, parse_size
 from tuitune.merge.verify import Verification, verify
 
 __all__ = ["ADAPTER_PREFIX", "CARD_JSON", "DEFAULT_PROMPTS", "DTYPES", "TOKENIZER_FILES", "TOLERANCE", "Plan", "delta",

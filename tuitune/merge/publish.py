@@ -12,11 +12,11 @@ from typing import Callable
 from tuitune.errors import FIELD, Note, TuituneError
 from tuitune.fsutil import atomic_write_json, atomic_write_text, fix_modes, make_temp_dir, publish_dir, refuse_existing
 from tuitune.hardware import DTYPE_NAMES
-from tuitune.merge.plan import (CARD_JSON, DTYPES, FROM_TORCH, TOKENIZER_FILES, Plan, Progress, human_size, make_plan,
-                                parse_size, read_json)
+from tuitune.merge.plan import CARD_JSON, DTYPES, FROM_TORCH, TOKENIZER_FILES, Plan, Progress, make_plan, read_json
 from tuitune.merge.shards import import_in_background, imports_ready, peft_merge, stream_merge
 from tuitune.merge.verify import Verification, verify
 from tuitune.sources import ModelSource
+from tuitune.units import human_size, parse_size
 
 
 @dataclass

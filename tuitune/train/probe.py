@@ -201,7 +201,7 @@ def parse_memory(text: str | None) -> int | None:
     """``--max-memory SIZE`` in bytes (2GB, 1.5GiB, 800MB), or None."""
     if text is None:
         return None
-    from tuitune.merge.plan import parse_size
+    from tuitune.units import parse_size
 
     try:
         return parse_size(text)
