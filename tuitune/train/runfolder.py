@@ -380,6 +380,20 @@ class RunFollower:
         except FileNotFoundError:
             return 0
 
+    def start_at_tail(self, max_bytes: int) -> bool:
+        """Read only the last ``max_bytes`` of the file from here on, from the first line that starts in
+        them; False (the offset left as it is) where the file is no longer than that."""
+        try:
+            with open(self.run.events_path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size <= max_bytes:
+                    return False
+                fh.seek(size - max_bytes)
+                self.offset = size - max_bytes + len(fh.readline())  # past the rest of a line begun before
+                return True
+        except OSError:
+            return False
+
     def read(self) -> list[dict]:
         """The events on the next complete lines (see ``read_bytes``)."""
         return parse_lines(self.read_bytes())

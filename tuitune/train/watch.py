@@ -234,19 +234,6 @@ def _stopped(pid) -> bool:
 STATUS_TAIL = 256 * 1024  # bytes of events.jsonl that runs status reads (at least the newest train event)
 
 
-def _tail_offset(run: RunFolder) -> int:
-    """Where the last ``STATUS_TAIL`` bytes of events.jsonl begin, at the start of a line (0: the whole file)."""
-    try:
-        with open(run.events_path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size <= STATUS_TAIL:
-                return 0
-            fh.seek(size - STATUS_TAIL)
-            skip = fh.readline()  # the rest of a line begun before the tail
-            return size - STATUS_TAIL + len(skip)
-    except OSError:
-        return 0
-
 def run_status(run: RunFolder, now: float | None = None, probe=None) -> dict:
     """One run as ``tuitune runs status`` gives it (its events read once, through ``RunWatcher``):
     status (``stalled`` for a stalled run, with ``stalled_for`` seconds since its last step), step and
@@ -257,12 +244,12 @@ def run_status(run: RunFolder, now: float | None = None, probe=None) -> dict:
     # The state once, before the events (as read_run reads a run): a run that has ended has written its last
     # event by then. Every figure shown is the newest train event's (or the state's), so only the tail of a
     # long events.jsonl is read (100k events: 0.1 s, not 1.5 s); all of it where the tail holds no train event.
-    for offset in (_tail_offset(run), 0):
+    for tail in (True, False):
         watcher = RunWatcher(run, log_lines=0, state_every=float("inf"))
-        watcher.follower.offset = offset
+        tail = tail and watcher.follower.start_at_tail(STATUS_TAIL)
         while not (poll := watcher.poll()).caught_up:
             pass
-        if watcher.view.metrics_time is not None or not offset:
+        if watcher.view.metrics_time is not None or not tail:
             break
     snap, state = watcher.view.snapshot(), poll.state
     now = time.time() if now is None else now
