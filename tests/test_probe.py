@@ -145,6 +145,23 @@ def test_bad_input_is_one_line_and_writes_nothing(ws):
     assert not (ws / "x.yaml").exists()
 
 
+def test_a_probe_child_s_peak_is_its_own_not_the_big_process_that_started_it():
+    """CI's failure: a pytest worker of 2.9 GiB started the probe, ru_maxrss carried its size over fork +
+    exec, and every rung read 2.87 GiB (no rung fit). The child's peak is its own."""
+    import subprocess
+    import sys
+
+    from tuitune.train.ladder import peak_rss
+
+    ballast = bytearray(768 * 2**20)
+    ballast[::4096] = b"\1" * len(range(0, len(ballast), 4096))   # resident, not only reserved
+    assert peak_rss() > 768 * 2**20
+    child = subprocess.run([sys.executable, "-c", "from tuitune.train.ladder import peak_rss; print(peak_rss())"],
+                           capture_output=True, text=True, check=True)
+    assert float(child.stdout) < 256 * 2**20, child.stdout
+    del ballast
+
+
 def test_out_of_memory_mid_run_ends_with_the_next_rung_and_resumes_with_it(tiny_model, tmp_path):
     ws = make_workspace(tmp_path / "ws", tiny_model)
     write_config(ws, "oom", **{"training.max_steps": 4, "training.save_steps": 2, "training.logging_steps": 1,

@@ -120,7 +120,17 @@ def peak_memory() -> tuple[float, str]:
 
 
 def peak_rss() -> float:
-    """This process's peak resident set in bytes (``ru_maxrss``: bytes on macOS, KiB on Linux)."""
+    """This process's peak resident set in bytes: Linux's ``VmHWM``, else ``ru_maxrss`` (bytes on macOS).
+
+    Not ``ru_maxrss`` on Linux: it is carried over from the parent across fork + exec, so a probe or run
+    started from a 3 GiB process read 3 GiB whatever it did (every rung of a ladder the same)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
     import resource
 
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
