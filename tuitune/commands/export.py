@@ -27,6 +27,10 @@ def register(sub) -> None:
                    "in ollama create NAME (default: OUT's name)")
     p.add_argument("--llama-cpp", metavar="DIR", help="a llama.cpp checkout (default: LLAMA_CPP_DIR, else the "
                    "converter vendored in the llama-cpp-python source package, fetched once)")
+    p.add_argument("--check-runtime", action="store_true", help="after the checks, run the GGUF in llama.cpp: "
+                   "each prompt rendered with the GGUF's own chat template, the greedy answers compared with "
+                   "`tuitune chat MODEL_OR_RUN --temperature 0 --dtype fp32` on 5 prompts (the run's evaluation "
+                   "prompts first); needs llama-cpp-python: pip install 'tuitune[runtime]'")
     p.add_argument("--force", action="store_true", help=force_help("OUT"))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -44,7 +48,8 @@ def run(args) -> int:
 
     with replacing(args, args.output):
         res = export(args.source, args.output, workspace=args.workspace, fmt=args.format, outtype=args.outtype,
-                     force=args.force, llama_cpp=args.llama_cpp, name=args.name, log=log)
+                     force=args.force, llama_cpp=args.llama_cpp, name=args.name,
+                     check_runtime=args.check_runtime, log=log)
     if args.json:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return 0
@@ -52,5 +57,9 @@ def run(args) -> int:
     print(f"wrote {res.gguf or res.out}: {res.bytes / 1e6:.1f} MB, {what}in {res.seconds:.1f} s")
     if res.checks:
         print("checked: " + "; ".join(res.checks))
+    if res.runtime:
+        print(res.runtime["line"])
+        for line in res.runtime["details"]:   # where an answer parts, and the two candidates' logits
+            print(f"  {line}")
     print(f"run it: {res.command}")
     return 0

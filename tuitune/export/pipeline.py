@@ -20,6 +20,7 @@ from typing import Callable
 from tuitune.errors import FIELD, TuituneError
 from tuitune.export.llamacpp import OUTTYPES, check_gguf, convert, find_converter
 from tuitune.export.registry import ExportFormat, get_format
+from tuitune.export.runtime import check_runtime as run_check, require_runtime
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ExportResult:
     seconds: float = 0.0
     merged: bool = False
     command: str = ""         # how to run it
+    runtime: dict | None = None   # --check-runtime: RuntimeCheck.to_dict(), its "line" the one to print
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -83,14 +85,23 @@ def _size(path: Path) -> int:
 
 def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str = "gguf", outtype: str = "f16",
            force: bool = False, llama_cpp: str | Path | None = None, name: str | None = None,
-           log: Callable[[str], None] = lambda s: None, on_progress=None) -> ExportResult:
-    """Merge if needed, then write ``fmt`` (converted and checked where it holds a GGUF); returns what was written."""
+           check_runtime: bool = False, log: Callable[[str], None] = lambda s: None,
+           on_progress=None) -> ExportResult:
+    """Merge if needed, then write ``fmt`` (converted and checked where it holds a GGUF); returns what was written.
+
+    ``check_runtime``: before the output is published, the GGUF runs in llama.cpp against tuitune
+    chat on the source (:func:`tuitune.export.runtime.check_runtime`); without llama-cpp-python
+    the export stops before writing anything."""
     from tuitune.fsutil import fix_modes, make_temp_dir, publish_dir, refuse_existing
     from tuitune.sources import resolve
 
     form = get_format(fmt)
     if outtype not in OUTTYPES:
         raise TuituneError(f"{FIELD} {outtype}: choose one of {', '.join(OUTTYPES)}", field="type")
+    if check_runtime:
+        if not form.gguf:
+            raise TuituneError(f"{FIELD} runs the GGUF in llama.cpp; --format {fmt} holds none", field="check_runtime")
+        require_runtime()   # before anything is written
     out = Path(out).expanduser().absolute()   # as typed: relative to the folder the user is in
     refuse_existing(out, force=force, folder=form.kind == "folder")
     src = resolve(spec, workspace)
@@ -120,6 +131,8 @@ def export(spec: str, out: str | Path, *, workspace: str | Path = ".", fmt: str 
         result = ExportResult(out=out, gguf=gguf, bytes=_size(written.gguf or written.path), outtype=outtype,
                               architecture=job.architecture, tensors=job.tensors, checks=job.checks,
                               merged=job.merged, command=written.command)
+        if check_runtime:   # on the file in the temporary folder: a failed check publishes nothing
+            result.runtime = run_check(written.gguf, spec, workspace=workspace, log=log).to_dict()
         fix_modes(written.path)
         if form.kind == "folder":
             publish_dir(written.path, out)
