@@ -34,7 +34,7 @@ DTYPE_CHOICES = [("as the base", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("
 #: errors and notes name their field so: "max shard 'abc': ...", "skipped (verify off)"). The
 #: screen has no base-model field: the engine's fix for another base is the shell command.
 LABELS = {"out": "output", "max_shard_size": "max shard", "dtype": "dtype", "verify": "verify off",
-          "checkpoint": "checkpoint"}
+          "checkpoint": "checkpoint", "check_runtime": "run in llama.cpp"}
 
 # The answers when the output folder exists (short labels: the question names the folders).
 OUTPUT_EXISTS_CHOICES = [Choice("overwrite", "Overwrite", "o", "error"), Choice("new", "New name", "n", "primary"),
@@ -346,14 +346,14 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
 
         typed = f" ({req.outtype})" if FORMATS[req.fmt].gguf else ""
         self._status(Text(f"exporting {spec} as {req.fmt}{typed}…"))
-        self.run_export(spec, req.fmt, req.outtype, out)
+        self.run_export(spec, req.fmt, req.outtype, out, req.check_runtime)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="merge", description="export")
-    def run_export(self, spec: str, fmt: str, outtype: str, out: Path) -> None:
+    def run_export(self, spec: str, fmt: str, outtype: str, out: Path, check_runtime: bool = False) -> None:
         from tuitune.export import export
 
         result = export(spec, out, workspace=self.workspace.root, fmt=fmt, outtype=outtype,
-                        log=lambda line: self.post_message(self.Log(line)),
+                        check_runtime=check_runtime, log=lambda line: self.post_message(self.Log(line)),
                         on_progress=lambda *a: self.post_message(self.Progress(*a)))
         self.post_message(self.Exported(result))
 
@@ -366,8 +366,14 @@ The same from a shell: `tuitune merge RUN -o OUT [--checkpoint N] [--max-shard-s
         text.append(f"{r.bytes / 1e6:.1f} MB" + (f", {r.outtype}, {r.architecture}\n" if r.gguf else "\n"))
         if r.checks:
             text.append("checked: " + "; ".join(r.checks) + "\n", style="green")
+        if r.runtime:   # the Export dialog's "run in llama.cpp"
+            same = r.runtime["same"] == len(r.runtime["answers"])
+            text.append(r.runtime["line"] + "\n", style="green" if same else "yellow")
+            for line in r.runtime["details"]:
+                text.append(f"  {line}\n", style="yellow")
         text.append("run it: ", style="bold").append(r.command)
         self.query_one("#merge-result", Static).update(text)
+        self.query_one("#merge-result", Static).set_class(bool(r.runtime), "-scroll")
 
     def action_refresh(self) -> None:
         self.refresh_sources()

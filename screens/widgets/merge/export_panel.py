@@ -1,4 +1,5 @@
-"""The Merge step's Export dialog: format (from the export registry), tensor type, output."""
+"""The Merge step's Export dialog: format (from the export registry), tensor type, output, and
+whether the GGUF is run in llama.cpp against tuitune chat (``export --check-runtime``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from screens.widgets.controls import Toggle
 from tuitune.export import DEFAULT_FORMAT, FORMATS, OUTTYPES
+
+#: The check's control label: how the screen names the engine's field ``check_runtime``.
+CHECK_LABEL = "run in llama.cpp"
 
 
 @dataclass
@@ -19,6 +24,7 @@ class ExportRequest:
     fmt: str
     outtype: str
     out: str
+    check_runtime: bool = False
 
 
 def default_output(stem: str, fmt: str, outtype: str) -> str:
@@ -63,6 +69,12 @@ class ExportModal(ModalScreen[ExportRequest | None]):
                 yield Input(default_output(self.stem, DEFAULT_FORMAT, "f16"), id="export-out", compact=True,
                             tooltip="The output, relative to the workspace: " + "; ".join(
                                 f"{f.name}: a {f.kind}" for f in FORMATS.values()))
+            with Horizontal(classes="form-row"):
+                yield Label("check", classes="field-label")
+                yield Toggle(CHECK_LABEL, False, id="export-check-runtime", compact=True,
+                             tooltip="After the checks, load the GGUF with llama.cpp, render prompts with its own "
+                             "chat template and compare the greedy answers with tuitune chat's (fp32) on 5 "
+                             "prompts. Needs llama-cpp-python: pip install 'tuitune[runtime]'.")
             with Horizontal(id="export-buttons"):
                 yield Button("Export", id="export-go", variant="primary", compact=True)
                 yield Button("Cancel", id="export-cancel", compact=True)
@@ -72,6 +84,7 @@ class ExportModal(ModalScreen[ExportRequest | None]):
         out = self.query_one("#export-out", Input)
         fmt, typ = self.query_one("#export-format", Select).value, self.query_one("#export-type", Select).value
         self.query_one("#export-type", Select).disabled = not FORMATS[str(fmt)].gguf   # --type is the GGUF's
+        self.query_one("#export-check-runtime", Toggle).disabled = not FORMATS[str(fmt)].gguf
         if out.value in {default_output(self.stem, f, t) for f in FORMATS for t in OUTTYPES}:
             out.value = default_output(self.stem, str(fmt), str(typ))
 
@@ -80,12 +93,14 @@ class ExportModal(ModalScreen[ExportRequest | None]):
     def _go(self) -> None:
         out = self.query_one("#export-out", Input).value.strip()
         if out:
+            check = self.query_one("#export-check-runtime", Toggle)
             self.dismiss(ExportRequest(str(self.query_one("#export-format", Select).value),
-                                       str(self.query_one("#export-type", Select).value), out))
+                                       str(self.query_one("#export-type", Select).value), out,
+                                       check.value and not check.disabled))
 
     @on(Button.Pressed, "#export-cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
 
 
-__all__ = ["ExportModal", "ExportRequest", "default_output"]
+__all__ = ["ExportModal", "ExportRequest", "default_output", "CHECK_LABEL"]
