@@ -23,6 +23,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["TUITUNE_AUTO_PRECISION"] = "fp32"
 
 
+def _share_the_cores_with_the_other_worker() -> None:
+    """Each xdist worker holds one CPU thread, as a tuitune process would (tuitune.cores).
+
+    A worker's own torch work (merges, pilots, exactness tests) took every core, and a training
+    child of the other worker took every core too: twice the threads of the box, each OpenMP pool
+    spinning on the other's. So the worker sizes its pools to one thread (marked as tuitune's
+    sizing, not the user's, so children still plan their own) and claims it in the claims folder;
+    a child then counts this worker while it computes and not while it waits (cores' idle rule)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or int(count) < 2:
+        return
+    from tuitune.cores import SIZED_ENV, Registry
+
+    os.environ["OMP_NUM_THREADS"] = os.environ[SIZED_ENV] = "1"
+    try:
+        with Registry() as reg:
+            path = reg.claim(1, f"pytest worker {worker} (pid {os.getpid()})")
+    except OSError:
+        return
+    import atexit
+
+    atexit.register(lambda: path.unlink(missing_ok=True))
+
+
+_share_the_cores_with_the_other_worker()
+
+
 # --- two workers (pyproject: -n 2 --dist loadgroup --no-loadscope-reorder) --------------------------
 # xdist hands out work units in collection order: a test alone, or every test of one xdist_group.
 # Two rules keep both workers busy and the CPU spent once:
