@@ -1,17 +1,15 @@
 """tuitune export --check-runtime: the exported GGUF run by llama.cpp, against tuitune chat (#25 section 2).
 
 Here, cheap: without llama-cpp-python, one line and nothing written (the console script, typed in
-a workspace); the Merge screen's Export dialog offers the check and shows its result line; the Go
-template renderer the real tests read the Ollama Modelfile with, held to the tiny model's named
-template. The real model after the shared LoRA run (the prompt llama.cpp renders from the GGUF is
+a workspace); the Merge screen's Export dialog offers the check and shows its result line; the
+Ollama Modelfile writes the BOS a named template trained with where the GGUF has none added
+(SmolLM2's tokenizer). The real model after the shared LoRA run (the prompt llama.cpp renders from the GGUF is
 the ids training used, f16 and q8_0 answers against tuitune chat, the Modelfile's TEMPLATE):
 tests/test_real_model.py, on the exports it makes once.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import subprocess
 
@@ -22,118 +20,9 @@ from conftest import assert_one_line_error, run_cli
 TUITUNE = shutil.which("tuitune")
 
 
-# --- Ollama's Go templates, the subset a Modelfile's TEMPLATE uses ------------------------------------
-# Written here: Ollama is not installed on the test machines, and no Python package renders Go's
-# text/template. The subset: text; {{ .Field }}, {{ $.Field }}; if / else if / else / end; range over
-# a list, with or without `$i, $_ :=`; eq; and the {{- / -}} markers that trim the whitespace beside.
-
-_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
-
-
-def _items(template: str) -> list[tuple]:
-    items: list[tuple] = []
-    pos, trim_next = 0, False
-    for m in _ACTION.finditer(template):
-        text = template[pos:m.start()]
-        text = text.lstrip(" \t\r\n") if trim_next else text
-        items.append(("text", text.rstrip(" \t\r\n") if m.group(1) else text))
-        items.append(("act", m.group(2).strip()))
-        pos, trim_next = m.end(), bool(m.group(3))
-    items.append(("text", template[pos:].lstrip(" \t\r\n") if trim_next else template[pos:]))
-    return items
-
-
-def _parse(items, i=0):
-    nodes = []
-    while i < len(items):
-        kind, body = items[i]
-        word = body.split(" ", 1)[0] if kind == "act" else ""
-        if kind == "text":
-            nodes.append(("text", body))
-        elif word in ("end", "else"):
-            return nodes, i, body
-        elif word == "if":
-            branches, cond = [], body[3:]
-            while True:
-                sub, i, term = _parse(items, i + 1)
-                branches.append((cond, sub))
-                if term == "end":
-                    break
-                cond = term[len("else if "):] if term.startswith("else if ") else None
-            nodes.append(("if", branches))
-        elif word == "range":
-            field = re.fullmatch(r"range\s+(?:\$\w+\s*,\s*\$\w+\s*:=\s*)?(\S+)", body).group(1)
-            sub, i, term = _parse(items, i + 1)
-            assert term == "end", term
-            nodes.append(("range", field, sub))
-        else:
-            nodes.append(("expr", body))
-        i += 1
-    return nodes, i, None
-
-
-def _value(expr: str, dot, root):
-    args = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', expr)
-    if args[0] == "eq":
-        return _value(args[1], dot, root) == _value(args[2], dot, root)
-    a = args[0]
-    if a.startswith('"'):
-        return json.loads(a)
-    if a == ".":
-        return dot
-    base, path = (root, a[2:]) if a.startswith("$.") else (dot, a[1:])
-    for name in path.split("."):
-        base = base.get(name) if isinstance(base, dict) else None
-    return base
-
-
-def _run(nodes, dot, root, out: list[str]) -> None:
-    for node in nodes:
-        if node[0] == "text":
-            out.append(node[1])
-        elif node[0] == "expr":
-            out.append(str(_value(node[1], dot, root) or ""))
-        elif node[0] == "if":
-            for cond, sub in node[1]:
-                if cond is None or _value(cond, dot, root):
-                    _run(sub, dot, root, out)
-                    break
-        else:
-            for item in _value(node[1], dot, root) or []:
-                _run(node[2], item, root, out)
-
-
-def render_go(template: str, values: dict) -> str:
-    """``template`` (Go's text/template, the subset above) executed on ``values``."""
-    nodes, _, term = _parse(_items(template))
-    assert term is None, f"an unmatched {{{{ {term} }}}}"
-    out: list[str] = []
-    _run(nodes, values, values, out)
-    return "".join(out)
-
-
-def ollama_values(messages: list[dict], system: str) -> dict:
-    """What Ollama hands a TEMPLATE for a chat request: the Modelfile's SYSTEM as a first system
-    message where the request has none; .System the system messages joined; .Messages with
-    consecutive messages of one role joined by a blank line (server/prompt.go, template.collate)."""
-    if system and not any(m["role"] == "system" for m in messages):
-        messages = [{"role": "system", "content": system}, *messages]
-    collated: list[dict] = []
-    for m in messages:
-        if collated and collated[-1]["Role"] == m["role"]:
-            collated[-1]["Content"] += "\n\n" + m["content"]
-        else:
-            collated.append({"Role": m["role"], "Content": m["content"]})
-    return {"System": "\n\n".join(m["content"] for m in messages if m["role"] == "system"), "Messages": collated}
-
-
-def read_modelfile(text: str) -> dict:
-    """FROM, TEMPLATE, SYSTEM and the stops of a Modelfile as tuitune writes it."""
-    fields = dict(re.findall(r'^(TEMPLATE|SYSTEM) """(.*?)"""$', text, re.S | re.M))
-    return {"from": re.search(r"^FROM (.*)$", text, re.M).group(1), "template": fields["TEMPLATE"],
-            "system": fields.get("SYSTEM", ""), "stops": [json.loads(s) for s in
-                                                        re.findall(r"^PARAMETER stop (.*)$", text, re.M)]}
-
+# --- the Ollama Modelfile: the BOS training put first ---------------------------------------------------
+# Ollama's prompt is computed as Ollama computes it by tests/test_template_parity.py's Go-template
+# renderer (_ollama_prompt: the Modelfile's SYSTEM, .Messages collated, the TEMPLATE run).
 
 #: One and three turns, each with and without a system prompt of its own; the last turn asks.
 def conversations(records: list[dict], system: str = "You are a terse assistant.") -> list[list[dict]]:
@@ -145,27 +34,24 @@ def conversations(records: list[dict], system: str = "You are a terse assistant.
     return [one, three, sys_ + one, sys_ + three]
 
 
-def test_the_go_renderer_gives_the_named_templates_text(tiny_model):
-    """The renderer holds to Go's rules where the Modelfile needs them: the Modelfile tuitune writes
-    for the tiny model's ChatML renders as tuitune renders ChatML (newlines kept, the system first)."""
+@pytest.mark.slow
+@pytest.mark.parametrize("system", ["", "You are Tiny."])
+def test_the_modelfile_writes_the_bos_a_named_template_trained_with(real_model, system):
+    """SmolLM2 has a BOS (<|im_start|>) and its GGUF says the runtime adds none: a run with a named
+    template trained with the BOS first, so the TEMPLATE writes it (Ollama's prompt tokenizes to
+    the ids training encoded, one and three turns); where the GGUF has it added, the TEMPLATE does not."""
+    from test_template_parity import _check_ollama
     from transformers import AutoTokenizer
 
-    from tuitune.export import modelfile, ollama_template
-    from tuitune.templates import render_prompt
+    from tuitune.export import ollama_modelfile
 
-    tok = AutoTokenizer.from_pretrained(str(tiny_model))
-    go, _ = ollama_template(tok, "chatml")
-    mf = read_modelfile(modelfile("m.gguf", go, ["<|im_end|>"], "You are Tiny."))
-    assert mf["system"] == "You are Tiny." and mf["stops"] == ["<|im_end|>"] and mf["from"] == "./m.gguf"
-    records = [{"conversation": [{"input": f"q{i}\nline two", "output": f"a{i}"}]} for i in range(3)]
-    for conv in conversations(records):
-        with_default = conv if conv[0]["role"] == "system" else [
-            {"role": "system", "content": "You are Tiny."}, *conv]
-        assert render_go(mf["template"], ollama_values(conv, mf["system"])) == render_prompt(
-            tok, "chatml", with_default), conv
-    assert render_go("{{- if .A }} a {{- else if .B -}} b {{ else }}c{{ end }}", {"B": 1}) == "b "
-    assert render_go("{{ range $i, $_ := .M }}[{{ .X }}|{{ $.Y }}]{{ end }}", {"M": [{"X": 1}, {"X": 2}],
-                                                                           "Y": "y"}) == "[1|y][2|y]"
+    tok = AutoTokenizer.from_pretrained(real_model)
+    for turns in (1, 3):
+        mf = _check_ollama(tok, system, turns, "chatml")
+        assert 'TEMPLATE """<|im_start|>{{- if .System }}<|im_start|>system' in mf
+    assert 'TEMPLATE """{{- if .System }}' in ollama_modelfile(tok, "chatml", system, "m.gguf", bos_added=True)
+    # SmolLM2's own template writes no BOS (its <|im_start|> opens the system turn): nothing added.
+    assert 'TEMPLATE """{{- if .System }}' in _check_ollama(tok, system, 3, "auto")
 
 
 # --- without llama-cpp-python ----------------------------------------------------------------------------

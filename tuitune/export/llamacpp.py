@@ -113,6 +113,19 @@ def _field(reader, name: str):
         return v.tolist()
 
 
+def adds_bos(path: Path) -> bool:
+    """Whether llama.cpp (and Ollama, which runs it) puts a BOS before a prompt it tokenizes: the
+    GGUF's ``tokenizer.ggml.add_bos_token``, else llama.cpp's default for the vocabulary (SentencePiece
+    and WordPiece add one, byte-level BPE and Unigram do not)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    f = reader.fields.get("tokenizer.ggml.add_bos_token")
+    if f is not None and f.data:
+        return bool(f.parts[f.data[0]][0])
+    return _field(reader, "tokenizer.ggml.model") in ("llama", "bert")
+
+
 def check_gguf(path: Path, model_dir: Path) -> tuple[str, int, list[str]]:
     """(architecture, tensors, the checks passed); TuituneError naming the first that fails."""
     import json
@@ -150,4 +163,4 @@ def check_gguf(path: Path, model_dir: Path) -> tuple[str, int, list[str]]:
     return arch, n, checks
 
 
-__all__ = ["find_converter", "convert", "check_gguf", "OUTTYPES", "LLAMA_CPP_PYTHON"]
+__all__ = ["find_converter", "convert", "check_gguf", "adds_bos", "OUTTYPES", "LLAMA_CPP_PYTHON"]

@@ -21,18 +21,25 @@ def _go_text(text: str, what: str) -> str:
     return text
 
 
-def ollama_template(tokenizer, template: str) -> tuple[str, str]:
-    """(Go template, the named template it was built from); TuituneError naming what cannot be expressed."""
-    from tuitune.templates import TEMPLATES, get_template, render_prompt
+def ollama_template(tokenizer, template: str, bos_added: bool = False) -> tuple[str, str]:
+    """(Go template, the named template it was built from); TuituneError naming what cannot be expressed.
+
+    The BOS training put first (a named template on a tokenizer that has one, or an ``auto`` template
+    that writes it) is in the Go template unless ``bos_added``: the runtime adds it itself, as llama.cpp
+    and Ollama do where the GGUF's ``tokenizer.ggml.add_bos_token`` says so (SmolLM2's says no, so its
+    named-template runs need it written). The BOS a named template puts after each answer's EOS
+    (XTuner's templates without an end-of-turn suffix) is written after the answer.
+    """
+    from tuitune.templates import TEMPLATES, bos_ids, get_template, render_prompt
 
     name = template
+    bos = (tokenizer.bos_token or "") if bos_ids(tokenizer) else ""
     if template == "auto":
         probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
                  {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
         own = render_prompt(tokenizer, "auto", probe)
-        bos = tokenizer.bos_token or ""
 
-        def rendered(n):  # without a leading BOS: llama.cpp adds it from the GGUF, Ollama's template does not
+        def rendered(n):  # without a leading BOS: the tokenizer's own template may leave it out
             text = render_prompt(tokenizer, n, probe)
             return text[len(bos):] if bos and text.startswith(bos) and not own.startswith(bos + bos) else text
 
@@ -41,6 +48,9 @@ def ollama_template(tokenizer, template: str) -> tuple[str, str]:
             raise TuituneError("the tokenizer's own chat template (jinja) renders as none of the named templates, "
                                "so it has no Go-template form here; export --format gguf (the GGUF carries the "
                                "jinja template), or train with a named template")
+        lead = bool(bos) and render_prompt(tokenizer, name, probe) == own   # its own template writes the BOS
+    else:
+        lead = bool(bos)
     tpl = get_template(name)
     for part, text in (("system wrapper", tpl.system), ("instruction", tpl.instruction)):
         if "{round}" in text:
@@ -49,10 +59,13 @@ def ollama_template(tokenizer, template: str) -> tuple[str, str]:
     sys_pre, _, sys_post = tpl.system.partition("{system}")
     ins_pre, _, ins_post = tpl.instruction.partition("{input}")
     eos = "" if tpl.suffix_as_eos else (tokenizer.eos_token or "")
-    body = ("{{- if .System }}" + _go_text(sys_pre, "system wrapper") + "{{ .System }}" + _go_text(sys_post, "system "
+    again = "" if tpl.suffix_as_eos else bos   # the next turn's BOS, after this answer's EOS
+    body = (_go_text(bos if lead and not bos_added else "", "BOS")
+            + "{{- if .System }}" + _go_text(sys_pre, "system wrapper") + "{{ .System }}" + _go_text(sys_post, "system "
             "wrapper") + "{{ end }}{{- range $i, $_ := .Messages }}{{- if eq .Role \"user\" }}"
             + _go_text(ins_pre, "instruction") + "{{ .Content }}" + _go_text(ins_post, "instruction")
-            + "{{ else if eq .Role \"assistant\" }}{{ .Content }}" + _go_text(tpl.suffix + eos + tpl.sep, "suffix")
+            + "{{ else if eq .Role \"assistant\" }}{{ .Content }}"
+            + _go_text(tpl.suffix + eos + tpl.sep + again, "suffix")
             + "{{ end }}{{ end }}")  # no {{- after literal text: it would trim the template's own newlines
     return body, name
 
@@ -95,12 +108,13 @@ def modelfile(gguf_name: str, go_template: str, stops: list[str], system: str) -
 
 
 def ollama_modelfile(tokenizer, template: str, system: str, gguf_name: str,
-                     log: Callable[[str], None] = lambda s: None) -> str:
+                     log: Callable[[str], None] = lambda s: None, bos_added: bool = False) -> str:
     """The Modelfile for ``gguf_name``: the Go template, the stop words, and the system prompt training
-    used: ``system`` (the run's ``data.system``), else for ``auto`` the template's own default."""
+    used: ``system`` (the run's ``data.system``), else for ``auto`` the template's own default.
+    ``bos_added``: the GGUF has the runtime add the BOS (:func:`ollama_template`)."""
     from tuitune.templates import stop_words
 
-    go, named = ollama_template(tokenizer, template)
+    go, named = ollama_template(tokenizer, template, bos_added)
     if not system and template == "auto":
         # Training rendered each record with the template's own default system prompt; Ollama adds a
         # system block only when it has one, so the Modelfile's SYSTEM carries it.
@@ -120,14 +134,18 @@ def _quote(s: str) -> str:
 def write(job) -> Written:
     from transformers import AutoTokenizer
 
+    from tuitune.export.llamacpp import adds_bos
     from tuitune.fsutil import slug
 
     gguf_name = f"{job.model_name}-{job.outtype}.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(job.model_dir)
     # A template Ollama cannot take fails before the conversion.
-    mf = ollama_modelfile(AutoTokenizer.from_pretrained(job.model_dir), job.template, job.system, gguf_name, job.log)
+    ollama_modelfile(tokenizer, job.template, job.system, gguf_name)
     folder = job.tmp / "ollama"
     folder.mkdir()
     gguf = job.gguf(folder / gguf_name)
+    # Whether the BOS goes in the TEMPLATE: the runtime adds one only where the GGUF says so.
+    mf = ollama_modelfile(tokenizer, job.template, job.system, gguf_name, job.log, bos_added=adds_bos(gguf))
     (folder / "Modelfile").write_text(mf, encoding="utf-8")
     return Written(path=folder, gguf=gguf,
                    command=f"ollama create {slug(job.model_name.lower(), 'model')} -f {job.out / 'Modelfile'}")

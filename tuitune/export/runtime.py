@@ -127,8 +127,14 @@ def choose_prompts(own: list[str] | None, n: int = PROMPTS) -> list[str]:
 def load_gguf(path: str | Path, n_ctx: int = 1024, n_threads: int | None = None):
     """The GGUF in llama.cpp (every position's logits kept, for the teacher-forced agreement)."""
     require_runtime()
-    from llama_cpp import Llama
+    import atexit
 
+    from llama_cpp import Llama, _utils
+
+    # llama_cpp._utils opens os.devnull twice at import and never closes it: "ResourceWarning:
+    # unclosed file" twice at exit, after the export's output, unless closed once we are done.
+    atexit.register(lambda: [f.close() for f in (getattr(_utils, "outnull_file", None),
+                                                 getattr(_utils, "errnull_file", None)) if f is not None])
     try:
         return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, logits_all=True, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
