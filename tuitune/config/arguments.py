@@ -31,6 +31,8 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
     """
     from transformers import TrainingArguments
 
+    from tuitune.train.kernels import use_liger
+
     t, ev = cfg.training, cfg.evaluation
     precision = resolve_precision(cfg)
     cuda = hardware.probe_hardware().cuda  # through the module: tests set the probe there
@@ -53,6 +55,8 @@ def to_training_arguments(cfg: RunConfig, output_dir, **overrides):
         bf16=autocast and precision == "bf16",
         fp16=autocast and precision == "fp16",
         use_cpu=not cuda,
+        # training.kernels: transformers applies Liger's kernels to the model (tuitune.train.kernels).
+        use_liger_kernel=use_liger(cfg, cuda),
         seed=t.seed,
         data_seed=t.seed,
         save_strategy="steps",

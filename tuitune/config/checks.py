@@ -219,6 +219,13 @@ def _check_machine(cfg: RunConfig) -> list[Issue]:
         out.append(Issue(ERROR, "training.precision", "fp16 mixed precision needs a CUDA GPU and there is "
                          "none; use precision auto"))
 
+    # training.kernels: liger needs CUDA and the package.
+    from tuitune.train.kernels import kernels_problem
+
+    problem = kernels_problem(t.kernels, cuda)
+    if problem:
+        out.append(Issue(ERROR, "training.kernels", problem))
+
     # DeepSpeed installed?
     if d.deepspeed != "none":
         if importlib.util.find_spec("deepspeed") is None:

@@ -161,6 +161,9 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool = Field(True, description="recompute activations in backward: less memory, ~30% slower")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 on GPUs that have it, else fp16; on a CPU bf16 with AMX/AVX-512 bf16, else fp32")
+    kernels: Literal["auto", "liger", "none"] = Field(
+        "auto", description="the sft/pretrain loss: auto: Liger's fused kernels on a CUDA GPU with liger-kernel, "
+                            "else the head and loss in chunks (no full logits); liger: Liger; none: plain")
     seed: int = Field(42, ge=0, description="random seed for data order and initialisation")
     save_steps: int = Field(500, ge=1, description="save a checkpoint every this many steps")
     save_total_limit: Optional[int] = Field(2, ge=1, description="keep only the newest N checkpoints; empty: keep all")

@@ -361,5 +361,8 @@ def build_trainer(cfg, run, *, callbacks=(), log=print) -> Any:
     if flat:
         log("batches: samples end to end in one row, no padding (attention per sample)")
     trainer = TuituneTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                             data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks))
+                             data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks),
+                             kernels=cfg.training.kernels)
+    if trainer.chunked_loss:
+        log("loss: the head and cross-entropy in chunks of positions (training.kernels), no full logits")
     return trainer, tokenizer

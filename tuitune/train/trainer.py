@@ -19,9 +19,13 @@ Two costs of a plain ``Trainer`` run on chat data that change nothing in what is
   accumulation scaling and ``num_items_in_batch`` stay the library's. No library does this for
   the Trainer's loss: Liger's fused cross-entropy saves the memory but not the work, and needs
   its kernels.
+* **The logits.** Even at those positions the logits are a (positions x vocabulary) float32
+  tensor, kept for the backward. With ``training.kernels`` auto (or liger where Liger cannot
+  patch the model) the model runs without its head and the head and loss run a few hundred
+  positions at a time (:mod:`tuitune.train.loss`), under the Trainer's own ``compute_loss``.
 
-Both are exact: the loss and the gradients equal those of the padded batch with full logits
-(``tests/test_train_batches.py``).
+All are exact: the loss and the gradients equal those of the padded batch with full logits
+(``tests/test_train_batches.py``, ``tests/test_loss_chunked.py``).
 """
 
 from __future__ import annotations
@@ -148,13 +152,28 @@ def trained_positions(labels):
 
 
 class TuituneTrainer(Trainer):
-    """``transformers.Trainer`` with the head computed only at trained positions, and the
-    token count of :class:`BatchCollator`'s batches."""
+    """``transformers.Trainer`` with the head computed only at trained positions, the loss of
+    ``training.kernels`` (:mod:`tuitune.train.kernels`), and the token count of
+    :class:`BatchCollator`'s batches."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, kernels: str = "none", **kwargs):
         super().__init__(*args, **kwargs)
-        self._head_on_labels = head_on_labels_only(self.model) and self.label_smoother is None \
-            and self.compute_loss_func is None
+        plain_loss = self.label_smoother is None and self.compute_loss_func is None
+        self._head_on_labels = head_on_labels_only(self.model) and plain_loss
+        #: Where the chunked loss replaces the model's (None: the model's own loss, or Liger's).
+        self._chunked_head = None
+        if kernels != "none" and self._head_on_labels:
+            from tuitune.train.kernels import liger_has
+            from tuitune.train.loss import chunkable_head
+
+            base = _base(self.model)
+            if not (self.args.use_liger_kernel and liger_has(base)):
+                self._chunked_head = chunkable_head(base)
+
+    @property
+    def chunked_loss(self) -> bool:
+        """Whether the loss is the chunked one (:mod:`tuitune.train.loss`)."""
+        return self._chunked_head is not None
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch=None):
@@ -165,6 +184,12 @@ class TuituneTrainer(Trainer):
             kept = trained_positions(labels)
             if kept is not None:
                 inputs["logits_to_keep"], inputs["shift_labels"] = kept
+        if self._chunked_head is not None and labels is not None and (
+                not return_outputs or self.args.prediction_loss_only):
+            # The Trainer's own compute_loss around the chunked loss: its reduction and scaling
+            # (num_items_in_batch when the model takes it, the mean otherwise, the factor for
+            # tokens averaged across devices) stay the library's.
+            model = _LossFromHidden(model, self._chunked_head)
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
@@ -175,3 +200,33 @@ class TuituneTrainer(Trainer):
         # As the Trainer counts (gathered over the processes), with the count the collator made.
         count = self.accelerator.gather(real.to(self.args.device).sum().reshape(1)).sum()
         self.state.num_input_tokens_seen += int(count.item())
+
+
+class _LossFromHidden:
+    """What ``Trainer.compute_loss`` calls as the model: the model without its head (no logits),
+    then the head and the cross-entropy chunk by chunk over the trained positions, reduced as
+    transformers' ``ForCausalLMLoss`` reduces (the sum over ``num_items_in_batch`` when it is
+    given, else the mean over the labelled positions)."""
+
+    def __init__(self, model, head):
+        self.model, self.head = model, head
+
+    def __call__(self, labels, shift_labels=None, logits_to_keep=None, num_items_in_batch=None, **inputs):
+        import torch
+
+        from tuitune.train.loss import chunked_cross_entropy
+
+        if shift_labels is None:  # every position trained (a pretraining batch)
+            shift_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        none = torch.empty(0, dtype=torch.long, device=labels.device)
+        # The last hidden state is the final norm's output (transformers ties hidden_states[-1]
+        # to last_hidden_state); -1 asks for that one only.
+        hidden = self.model(**inputs, logits_to_keep=none, output_hidden_states=-1).hidden_states[-1]
+        if logits_to_keep is not None:
+            hidden = hidden[:, logits_to_keep]
+        targets = shift_labels.reshape(-1).to(hidden.device)
+        total = chunked_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), targets, self.head)
+        count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
+        if torch.is_tensor(count):
+            count = count.to(total.device)
+        return {"loss": total / count}
