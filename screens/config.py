@@ -40,8 +40,8 @@ VRAM_FIELDS = {"model", "method", "data.max_length", "training.batch_size", "tra
                "lora.r", "lora.target_modules", "distributed.gpus", "distributed.deepspeed", "training.precision"}
 #: Fields the machine checks look at (GPUs, bitsandbytes, DeepSpeed, the tokenizer and template).
 CHECK_FIELDS = {"model", "template", "method", "trust_remote_code", "quantization.compute_dtype",
-                "training.precision", "training.kernels", "distributed.gpus", "distributed.nnodes", "distributed.master_addr",
-                "distributed.deepspeed", "evaluation.prompts", "data.system"}
+                "training.precision", "training.kernels", "distributed.gpus", "distributed.nnodes",
+                "distributed.master_addr", "distributed.deepspeed", "evaluation.prompts", "data.system"}
 
 
 class ConfigScreen(StepScreen):
