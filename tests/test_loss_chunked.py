@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from tests.test_config import demo_ws, edit, line_of  # noqa: F401 - demo_ws is a fixture
 from train_helpers import make_workspace, write_config
 
 ATOL = 2e-5
@@ -162,3 +163,63 @@ def test_the_chunked_loss_on_the_real_model(tmp_path, tiny_model, real_model):
     trainer = _trainer(ws, "auto", model=str(real_model), **{"lora.modules_to_save": []})
     assert trainer.chunked_loss
     _check(trainer, 48)
+
+
+# --- the setting -------------------------------------------------------------------------------
+
+def test_liger_where_it_cannot_run_is_one_line_naming_the_field(demo_ws):
+    """No CUDA here: ``kernels: liger`` is refused by `config check` and `train` (exit 2, nothing
+    started), and auto is not Liger."""
+    from tests.conftest import assert_one_line_error, run_cli
+    from tuitune.config import load_config, to_training_arguments
+
+    cfg_path = demo_ws / "configs" / "tiny-demo.yaml"
+    assert not to_training_arguments(load_config(cfg_path), "/tmp/out").use_liger_kernel  # auto, no CUDA
+    edit(cfg_path, "  kernels: auto", "  kernels: liger")
+    assert to_training_arguments(load_config(cfg_path), "/tmp/out").use_liger_kernel  # what liger asks for
+    line = f"line {line_of(cfg_path, 'kernels: liger')}"
+    proc = run_cli("config", "check", "configs/tiny-demo.yaml", cwd=demo_ws)
+    assert_one_line_error(proc, "training.kernels", line, "CUDA", "kernels: auto")
+    proc = run_cli("train", "configs/tiny-demo.yaml", cwd=demo_ws)
+    assert_one_line_error(proc, "training.kernels", "CUDA", "kernels: auto")
+    assert not any((demo_ws / "runs").iterdir())
+
+
+def test_liger_without_the_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from tuitune.train import kernels
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "liger_kernel" else real(n, *a))
+    assert "pip install liger-kernel" in kernels.kernels_problem("liger", cuda=True)
+    assert kernels.kernels_problem("auto", cuda=True) is None and kernels.kernels_problem("none", cuda=False) is None
+
+
+def test_only_sft_and_pretrain_ask_for_liger():
+    """dpo, orpo and grpo compute their loss in TRL: the setting leaves them as they were."""
+    from tuitune.config import RunConfig
+    from tuitune.train.kernels import use_liger
+
+    for task, wants in (("sft", True), ("pretrain", True), ("dpo", False), ("grpo", False)):
+        cfg = RunConfig.model_validate({"model": "m", "task": task, "data": {"pack": False},
+                                        "training": {"kernels": "liger"}})
+        assert use_liger(cfg, cuda=True) is wants, task
+    assert not use_liger(RunConfig.model_validate({"model": "m", "training": {"kernels": "none"}}), cuda=True)
+
+
+async def test_the_config_step_shows_the_setting_and_its_check(demo_ws):
+    from screens.app import TuituneApp
+
+    app = TuituneApp(demo_ws, start="config")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        select = app.screen.query_one("#f-training-kernels")
+        assert select.value == "auto"
+        select.value = "liger"
+        for _ in range(3):
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+        checks = str(app.screen.query_one("#cfg-issues").render())
+        assert "training.kernels" in checks and "CUDA" in checks, checks
