@@ -65,12 +65,14 @@ def _compare(trainer, atol: float) -> dict:
     return {"loss": ref_loss, **out}
 
 
-def test_one_step_equals_the_padded_full_logits_step_on_the_tiny_model(tmp_path, tiny_model):
+@pytest.mark.parametrize("kernels", ["auto", "none"])  # auto here (no CUDA): the chunked loss
+def test_one_step_equals_the_padded_full_logits_step_on_the_tiny_model(tmp_path, tiny_model, kernels):
     from tuitune.train.trainer import TuituneTrainer
 
     ws = make_workspace(tmp_path / "ws", tiny_model)
-    trainer, _ = _trainer(ws)
+    trainer, _ = _trainer(ws, **{"training.kernels": kernels})
     assert isinstance(trainer, TuituneTrainer) and trainer._head_on_labels
+    assert trainer.chunked_loss == (kernels == "auto")
     assert trainer.data_collator.flatten  # the tiny model runs sdpa
     _compare(trainer, atol=1e-5)
 
