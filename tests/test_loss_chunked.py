@@ -155,6 +155,17 @@ def test_every_position_labelled(tmp_path, tiny_model):
     _check(trainer, 16, all_labelled=True)
 
 
+def test_the_held_out_loss_is_the_same(tmp_path, tiny_model):
+    """Evaluation (no gradients, ``prediction_loss_only``) takes the chunked loss too."""
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    losses = {}
+    for kernels in ("none", "auto"):
+        trainer = _trainer(ws, kernels, **{"data.eval": "data/self_cognition.jsonl", "evaluation.eval_loss": True,
+                                           "evaluation.prompts": []})
+        losses[kernels] = trainer.evaluate()["eval_loss"]
+    assert abs(losses["auto"] - losses["none"]) <= ATOL, losses
+
+
 @pytest.mark.slow
 def test_the_chunked_loss_on_the_real_model(tmp_path, tiny_model, real_model):
     ws = make_workspace(tmp_path / "ws", tiny_model)
