@@ -1,4 +1,4 @@
-"""The loss without the full vocabulary tensor (``training.kernels``, tuitune/train/loss.py).
+"""The loss without the full vocabulary tensor (``training.kernels``, tuitune/train/chunked_loss.py).
 
 One training step of the chunked loss equals the model's own forward and loss (logits at every
 position, transformers' cross-entropy) on the same batch: the loss and every trainable gradient
@@ -115,7 +115,7 @@ def _compare(trainer, n_rows: int, all_labelled: bool = False) -> dict:
 
 
 def _check(trainer, n_rows: int, **kw) -> dict:
-    from tuitune.train.loss import CHUNK_ROWS
+    from tuitune.train.chunked_loss import CHUNK_ROWS
 
     out = _compare(trainer, n_rows, **kw)
     print(f"\nchunked={trainer.chunked_loss}: |loss - plain| {out['loss']:.2e}, max |grad - plain| {out['grad']:.2e}; "

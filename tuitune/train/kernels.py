@@ -7,8 +7,8 @@
   Liger Kernel's fused linear cross-entropy and its RMSNorm, SwiGLU and RoPE kernels, through
   transformers' own switch (``TrainingArguments.use_liger_kernel``, which calls Liger's
   ``_apply_liger_kernel_to_instance``; Liger's patched forward takes our ``logits_to_keep`` and
-  ``shift_labels``). Everywhere else, the chunked loss of :mod:`tuitune.train.loss`: the head and the
-  cross-entropy a few hundred positions at a time, no (positions x vocabulary) tensor.
+  ``shift_labels``). Everywhere else, the chunked loss of :mod:`tuitune.train.chunked_loss`: the
+  head and the cross-entropy a few hundred positions at a time, no (positions x vocabulary) tensor.
 * ``liger``: Liger, or a config error where it cannot run (no CUDA, or the package missing).
 
 This module stays light (no torch): the config checks and ``to_training_arguments`` read it.

@@ -22,7 +22,7 @@ Two costs of a plain ``Trainer`` run on chat data that change nothing in what is
 * **The logits.** Even at those positions the logits are a (positions x vocabulary) float32
   tensor, kept for the backward. With ``training.kernels`` auto (or liger where Liger cannot
   patch the model) the model runs without its head and the head and loss run a few hundred
-  positions at a time (:mod:`tuitune.train.loss`), under the Trainer's own ``compute_loss``.
+  positions at a time (:mod:`tuitune.train.chunked_loss`), under the Trainer's own ``compute_loss``.
 
 All are exact: the loss and the gradients equal those of the padded batch with full logits
 (``tests/test_train_batches.py``, ``tests/test_loss_chunked.py``).
@@ -164,7 +164,7 @@ class TuituneTrainer(Trainer):
         self._chunked_head = None
         if kernels != "none" and self._head_on_labels:
             from tuitune.train.kernels import liger_has
-            from tuitune.train.loss import chunkable_head
+            from tuitune.train.chunked_loss import chunkable_head
 
             base = _base(self.model)
             if not (self.args.use_liger_kernel and liger_has(base)):
@@ -172,7 +172,7 @@ class TuituneTrainer(Trainer):
 
     @property
     def chunked_loss(self) -> bool:
-        """Whether the loss is the chunked one (:mod:`tuitune.train.loss`)."""
+        """Whether the loss is the chunked one (:mod:`tuitune.train.chunked_loss`)."""
         return self._chunked_head is not None
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False,
@@ -214,7 +214,7 @@ class _LossFromHidden:
     def __call__(self, labels, shift_labels=None, logits_to_keep=None, num_items_in_batch=None, **inputs):
         import torch
 
-        from tuitune.train.loss import chunked_cross_entropy
+        from tuitune.train.chunked_loss import chunked_cross_entropy
 
         if shift_labels is None:  # every position trained (a pretraining batch)
             shift_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tuitune.train.trainer import IGNORE_INDEX
+from tuitune.encode import IGNORE_INDEX
 
 #: Positions per chunk. A chunk's logits are ``CHUNK_ROWS x vocabulary`` float32 (50 MB for
 #: SmolLM2's 49152, 155 MB for Qwen's 151936), against ``positions x vocabulary`` (for 16 x 128
