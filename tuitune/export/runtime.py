@@ -226,15 +226,20 @@ def check_runtime(gguf: str | Path, source: str, *, workspace: str | Path = ".",
     longest = max(len(e) + len(a.ids) for e, a in zip(encoded, mine))
     llm = load_gguf(gguf, n_ctx=max(512, longest + max_new_tokens + 8), n_threads=torch.get_num_threads())
     stop_ids = set(_stop_ids(model, tok, session.template))
-    # The user's message alone: the GGUF's template puts in the system prompt the run trained with. A
-    # run with template auto keeps the tokenizer's own template, which knows nothing of data.system.
-    carried = not (session.template == "auto" and session.system)
-    notes = [] if carried else ["the GGUF's chat template does not carry the run's system prompt (data.system, "
-                                "with template auto), so it was sent with each prompt: a client must send it "
-                                "too (an Ollama folder's Modelfile SYSTEM does; a named template carries it)"]
+    notes: list[str] = []
     answers = []
     for p, want_prompt, a in zip(asked, encoded, mine):
-        got_prompt = runtime_prompt(llm, [{"role": "user", "content": p}] if carried else session.messages(p))
+        # The user's message alone, as a client sends it: the GGUF's template puts in the system prompt
+        # the run trained with. A run with template auto keeps the tokenizer's own template, which knows
+        # nothing of data.system: then it is sent, and the result says a client must send it too.
+        got_prompt = runtime_prompt(llm, [{"role": "user", "content": p}])
+        if got_prompt != want_prompt and session.system:
+            sent = runtime_prompt(llm, session.messages(p))
+            if sent == want_prompt:
+                got_prompt = sent
+                notes[:] = ["the GGUF's chat template does not put in the run's system prompt (data.system), so "
+                            "it was sent with each prompt: a client must send it too (an Ollama folder's "
+                            "Modelfile SYSTEM does; a run with a named template has it in the template)"]
         at = _first_difference(got_prompt, want_prompt)
         if at is not None:
             raise TuituneError(f"{gguf}: llama.cpp renders {p!r} otherwise than training did, from prompt token "
