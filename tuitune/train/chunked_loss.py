@@ -33,6 +33,16 @@ from tuitune.encode import IGNORE_INDEX
 #: (fp32), 256 rows 1.03x and 1.2x, 512 rows 1.01x and 1.09x.
 CHUNK_ROWS = 256
 
+#: The last chunk is filled to a multiple of this many rows (rows without a label: no loss, no
+#: gradient), so the head's matmul takes 4 shapes rather than one per batch. oneDNN (a CPU's bf16
+#: matmuls) builds and caches its kernels per shape, each with its own copy of the head's weight
+#: laid out for it; with a new shape each batch the worker grew step after step. bench/train.py
+#: --model real --group matched --rounds 1 (SmolLM2, batch 16, cutoff 128, bf16, 20 steps, 2-core EPYC
+#: with AVX-512 bf16, quiet): peak RSS 2,780 -> 2,442 MB, 218 -> 224 tokens/s (the Trainer script:
+#: 2,247-2,288 MB). Capping oneDNN's cache instead (ONEDNN_PRIMITIVE_CACHE_CAPACITY=8) gave 2,060 MB
+#: at 160 tokens/s; padding the flattened row's width to a multiple of 64 changed nothing (2,966 MB).
+ROUND_ROWS = 64
+
 #: Model types whose causal-LM forward is ``lm_head(last_hidden_state[:, logits_to_keep])`` and
 #: then the library's cross-entropy, with nothing between (no soft-capping as in Gemma 2/3, no
 #: logit scale as in Cohere or Granite, no router loss as in the mixtures of experts): for these
@@ -75,13 +85,18 @@ class ChunkedHeadLoss(torch.autograd.Function):
             target = targets[start:start + rows]
             if not bool((target != IGNORE_INDEX).any()):
                 continue  # no label here: adds nothing to the loss or the gradients
+            part = hidden[start:start + rows].detach()
+            n, tail = part.shape[0], -part.shape[0] % ROUND_ROWS
+            if tail:  # rows without a label to a multiple of ROUND_ROWS: the head sees a few shapes (CHUNK_ROWS)
+                part = torch.cat([part, part.new_zeros(tail, part.shape[1])])
+                target = torch.cat([target, target.new_full((tail,), IGNORE_INDEX)])
             with torch.set_grad_enabled(wants):
-                h = hidden[start:start + rows].detach().requires_grad_(need_hidden)
+                h = part.requires_grad_(need_hidden)
                 loss = F.cross_entropy(head(h).float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
                 if wants:
                     got = torch.autograd.grad(loss, ([h] if need_hidden else []) + list(params), allow_unused=True)
                     if need_hidden:
-                        grad_hidden[start:start + rows] = got[0]
+                        grad_hidden[start:start + n] = got[0][:n]
                     for acc, g in zip(grads, got[int(need_hidden):]):
                         if g is not None:  # a parameter of the head that this forward leaves out
                             acc.add_(g)
