@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 
-KERNELS = ("auto", "liger", "none")
 KERNEL_TASKS = ("sft", "pretrain")  # the TuituneTrainer's tasks; TRL's trainers compute their own losses
 
 
