@@ -117,6 +117,34 @@ def test_what_each_method_holds_and_where_autocast_runs(tmp_path):
     assert resolve_compute_dtype(pinned, CPU_AMX) == "float16"
 
 
+def test_glibc_keeps_freed_heap_for_fp32_and_gpu_runs_and_not_for_bf16_on_a_cpu(tmp_path, monkeypatch):
+    """A bf16 CPU run keeps glibc's defaults (in bf16 the kept heap grew the worker all run: issue 22)."""
+    import ctypes
+
+    from tuitune.train.worker import reuse_freed_memory
+
+    calls = []
+
+    class Libc:
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+
+        def mallopt(self, what, value):
+            calls.append((what, value))
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    auto = _cfg(tmp_path, **{"training.precision": "auto"})
+    kept = {}
+    for name, cfg, hw in (("bf16 cpu", auto, CPU_AMX), ("fp32 cpu", auto, CPU_PLAIN), ("gpu", auto, GPU_BF16),
+                          ("fp32 written", _cfg(tmp_path, **{"training.precision": "fp32"}), CPU_AMX)):
+        calls.clear()
+        reuse_freed_memory(cfg, hw)
+        kept[name] = dict(c for c in calls if c[0] != "trim")
+    assert kept["bf16 cpu"] == {}
+    for name in ("fp32 cpu", "gpu", "fp32 written"):
+        assert kept[name] == {-3: 256 << 20, -1: 1 << 30}, name   # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+
 def test_training_arguments_follow_the_probe(tmp_path, monkeypatch):
     from tuitune import hardware
     from tuitune.config import arguments as convert

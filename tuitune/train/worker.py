@@ -87,8 +87,9 @@ def save_final(trainer, tokenizer, run: RunFolder, adapter: bool, is_main: bool)
     return target
 
 
-def reuse_freed_memory() -> None:
-    """From here on, let glibc keep the memory a training step frees, for the next step to reuse.
+def reuse_freed_memory(cfg, hw=None) -> None:
+    """From here on, let glibc keep the memory a training step frees, for the next step to reuse;
+    on a CPU run in fp32 only.
 
     Each step allocates and frees the same large tensors (activations, their recomputation
     under checkpointing, logits). With glibc's defaults, blocks above its mmap threshold (128 KB,
@@ -98,9 +99,23 @@ def reuse_freed_memory() -> None:
     SmolLM2-135M, LoRA r16, batch 16, length 128, fp32, checkpointing, 2 cores, worker peak RSS:
     glibc's defaults 216 tokens/s, 2.23 GB; every block over 1 MB mmapped 141 tokens/s, 1.43 GB
     (and 127 at the same settings before the padding-free batches); this 243 tokens/s, 2.17 GB.
-    Called once the model is loaded, so what loading freed has been handed back already (on a
-    GPU box the host copies of the weights). Not glibc (macOS, musl): nothing to tune.
+    Again on the 2-core EPYC with AVX-512 bf16, smol-demo in fp32: 214 tokens/s, 2.24 GiB with it,
+    198 and 2.34 GiB without.
+
+    In bf16 on a CPU (issue 22) it costs memory and buys no speed: oneDNN's bf16 matmuls allocate
+    their scratch and laid-out weights per shape, and in a heap that keeps every block up to 256 MB
+    those leave holes the next step's sizes do not fill, so the worker grew all run long.
+    smol-demo (bf16, same box): with it 2.40-2.52 GiB at 256-280 tokens/s, growing ~17 MB a step to
+    the end; without it 2.12 GiB at 271. bench/train.py --model real --group matched: peak RSS
+    2,442 -> 2,180 MB at 224 tokens/s both. So a run whose matmuls are 16-bit on a CPU keeps glibc's
+    defaults. Called once the model is loaded, so what loading freed has been handed back already
+    (on a GPU box the host copies of the weights). Not glibc (macOS, musl): nothing to tune.
     """
+    from tuitune.hardware import probe_hardware, resolve_precision
+
+    hw = probe_hardware() if hw is None else hw  # ``hw``: what the machine is (tests), else this one
+    if resolve_precision(cfg, hw) != "fp32" and not hw.cuda:
+        return
     try:
         import ctypes
 
@@ -185,7 +200,7 @@ def run_worker(run_dir: str, resume: bool = False, probe=None) -> int:
             log(f"resuming from {latest.name}")
             if is_main:
                 run.append_event({"type": "lifecycle", "event": "resume", "checkpoint": checkpoint})
-        reuse_freed_memory()
+        reuse_freed_memory(cfg)
         trainer.train(resume_from_checkpoint=checkpoint)
         if watch is not None:
             watch.close()
