@@ -42,6 +42,27 @@ def test_help_of_every_verb_leaves_heavy_modules_out():
     assert out.stdout.strip().splitlines()[-1] == "HEAVY="
 
 
+def test_config_check_renders_the_prompts_without_torch(tmp_path, tiny_model):
+    """`tuitune config check` (and the check `tuitune train` runs first) loads the model's tokenizer to
+    render the evaluation prompts, and imports no torch for it (0.3 s against 4 to 5 s)."""
+    import shutil
+
+    from tuitune.config import get_preset, save_config
+
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny-chat")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "self_cognition.jsonl").write_text(
+        '{"conversation": [{"input": "Who are you?", "output": "Tiny."}]}\n', encoding="utf-8")
+    save_config(get_preset("tiny-demo"), tmp_path / "tiny-demo.yaml")
+    code = ("import sys\nfrom tuitune.cli import main\n"
+            "try:\n    main(['config', 'check', 'tiny-demo.yaml'])\nexcept SystemExit:\n    pass\n"
+            f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ok: tiny-demo.yaml" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY=transformers", out.stdout
+
+
 def test_engine_never_imports_textual():
     """The headless engine: importing every tuitune module leaves textual out."""
     code = (

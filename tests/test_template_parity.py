@@ -77,6 +77,24 @@ def _check(tokenizer_dir, template, system, turns):
     assert _ids(tok.apply_chat_template(messages[:-1], tokenize=True, add_generation_prompt=True)) == sent
 
 
+@pytest.mark.parametrize("template", ["auto", *sorted(TEMPLATES)])
+def test_the_config_check_s_tokenizer_renders_as_the_worker_s(tokenizer_dir, template):
+    """`config check` reads the tokenizer without torch (``prompt_tokenizer``); what it renders and its
+    special tokens are the full loader's, so it passes and refuses the prompts the run would."""
+    from tuitune.loading import load_tokenizer, prompt_tokenizer
+    from tuitune.templates import render_prompt
+
+    light, full = prompt_tokenizer(tokenizer_dir), load_tokenizer(tokenizer_dir)
+    assert type(light).__name__ == "TokenizersBackend"   # the torch-free path was taken
+    assert (light.bos_token, light.eos_token, light.pad_token) == (full.bos_token, full.eos_token, full.pad_token)
+    for system in ("", "You are Tiny."):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": TURNS[0]["input"]}]
+        assert render_prompt(light, template, messages) == render_prompt(full, template, messages)
+        assert light.encode(render_prompt(light, template, messages), add_special_tokens=False) == \
+            full.encode(render_prompt(full, template, messages), add_special_tokens=False)
+
+
 def test_auto_keeps_the_tokenizers_own_template():
     from transformers import AutoTokenizer
 

@@ -278,16 +278,18 @@ def _check_template(cfg: RunConfig) -> list[Issue]:
         return []  # already reported by check_files
     if importlib.util.find_spec("tuitune.templates") is None:
         return []
-    try:
-        from transformers import AutoTokenizer
+    from tuitune.errors import TuituneError
 
-        from tuitune.errors import TuituneError
+    fix = "copy the tokenizer files from the base model (or set trust_remote_code if it needs it)"
+    try:
+        from tuitune.loading import prompt_tokenizer
         from tuitune.templates import render_prompt
 
-        tok = AutoTokenizer.from_pretrained(str(p), trust_remote_code=cfg.trust_remote_code)
+        tok = prompt_tokenizer(p, trust_remote_code=cfg.trust_remote_code)
+    except TuituneError as exc:  # the loader's line names the folder and the cause
+        return [Issue(ERROR, "model", f"{exc}; {fix}")]
     except Exception as exc:
-        return [Issue(ERROR, "model", f"the tokenizer in {p} does not load: {str(exc).splitlines()[0][:160]}; "
-                      "copy the tokenizer files from the base model (or set trust_remote_code if it needs it)")]
+        return [Issue(ERROR, "model", f"the tokenizer in {p} does not load: {str(exc).splitlines()[0][:160]}; {fix}")]
     prompts = cfg.evaluation.prompts or ["hello"]
     for i, prompt in enumerate(prompts):
         messages = ([{"role": "system", "content": cfg.data.system}] if cfg.data.system else []) + [
