@@ -15,22 +15,24 @@ steps, it measures tokens/s (non-padding input tokens per second, after a warm-u
 and trained tokens/s (label tokens per second) of tuitune with and without packing.
 The faster baseline is the reference: goal, our overhead within 5%; packing at least 2x.
 
-Real mode (issue 11, item 5). SmolLM2-135M-Instruct (``tuitune.sample.real_model_path()``),
-the recipe LLaMA-Factory was measured with: LoRA r16 (alpha 32, no dropout) on all linear
-layers, batch 16, max_length 128, 20 steps, the English self-cognition sample repeated to 1200
-records. Each case runs in a fresh process tree and gets tokens/s (real, non-padding tokens,
-clock from step 5) and peak RSS (the largest sum of the VmHWM of the processes alive at once:
-for tuitune the CLI (once it has handed over to its small copier) and its worker; and the
-largest process image's ru_maxrss). Two groups:
+Real mode (issue 11, item 5; issue 22: bench/train_real.py). SmolLM2-135M-Instruct
+(``tuitune.sample.real_model_path()``), the recipe LLaMA-Factory was measured with: LoRA r16 (alpha
+32, no dropout) on all linear layers, batch 16, max_length 128, 20 steps, the English self-cognition
+sample repeated to 1200 records. It prints the machine first (CPU, flags, what ``auto`` chose, torch's
+threads, the GEMM peaks: bench/machine.py). Each case runs in a fresh process tree and gets tokens/s
+(real, non-padding tokens, clock from step 5), trained (labelled) tokens/s, useful MFU and peak RSS
+(the largest sum of the VmHWM of the processes alive at once: for tuitune the CLI (once it has
+handed over to its small copier) and its worker; and the largest process image's ru_maxrss). Two
+groups:
   - matched: `tuitune train` with checkpointing on and packing off; the two baseline scripts
     get what tuitune's config resolves to here (``resolve_precision``, ``to_model_kwargs``,
     ``to_training_arguments``): the frozen base loaded in the same dtype, the same bf16/fp16
-    flags and optimizer, checkpointing without re-entrance. Goals: tokens/s >= 1.15x the faster
-    baseline, peak RSS <= 0.95x the smaller.
+    flags and optimizer, checkpointing without re-entrance. Goals (issue 22): tokens/s >= 1.5x the
+    faster baseline, peak RSS <= 0.8x the smaller, MFU >= 40% of the peak of auto's precision.
   - defaults: the recipe and nothing else, so each tool does what it does untold (tuitune:
     packing, precision auto, checkpointing on; Trainer: the checkpoint's dtype, no autocast,
     no checkpointing; SFTTrainer: loads the model itself, bf16 autocast, checkpointing on).
-    Goal: real tokens/s >= 1.5x the faster baseline.
+    Goal: trained tokens/s >= 2x the faster baseline at peak RSS <= 1.0x the smaller.
 Validate quickly with ``--model real --steps 2 --warmup 1 --rounds 1 --records 100``.
 """
 
@@ -230,228 +232,6 @@ def _tuitune(ws: Path, steps: int, pack: bool, name: str) -> dict:
             "steps_per_s": (steps - SETTINGS["warmup"]) / seconds}
 
 
-# --- --model real: the anchors' recipe on SmolLM2-135M-Instruct ---------------------------------
-
-REAL = dict(max_length=128, batch=16, lr=1e-3, r=16, alpha=32, warmup=5)
-
-#: Runs one case as its child and reports the peak memory of that child's process tree. Every
-#: 0.1 s it reads the VmHWM (high-water mark, so no peak between two reads is missed) of each
-#: process alive then, and keeps the largest sum: for one process that is its exact peak, for a
-#: tree (tuitune's CLI and its worker) an upper bound of what was resident at once. exec starts
-#: a process's mark afresh (tuitune's foreground CLI execs a small copier before the worker
-#: starts), so memory given back that way is not counted beside the worker. ru_maxrss of the
-#: children (the largest single process image) covers a peak in a process's last 0.1 s. A
-#: fresh wrapper per case, so RUSAGE_CHILDREN holds only that case.
-WRAP = textwrap.dedent(r"""
-    import json, resource, subprocess, sys, time, psutil
-    log, cwd, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-    seen, tree = set(), 0
-    def read(pid):
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-    with open(log, "wb") as fh:
-        p = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
-        root = psutil.Process(p.pid)
-        while p.poll() is None:
-            try:
-                pids = [p.pid] + [c.pid for c in root.children(recursive=True)]
-            except psutil.Error:
-                pids = []
-            seen.update(pids)
-            tree = max(tree, sum(read(pid) for pid in pids))
-            time.sleep(0.1)
-    proc = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(json.dumps({"rc": p.returncode, "tree_mb": max(tree, proc) / 2**20,
-                      "proc_mb": proc / 2**20, "processes": len(seen)}))
-""")
-
-
-def _measured(cmd: list[str], log: Path, cwd: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", WRAP, str(log), str(cwd), *map(str, cmd)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"measuring wrapper failed:\n{proc.stderr[-3000:]}")
-    mem = json.loads(proc.stdout.strip().splitlines()[-1])
-    text = log.read_text(encoding="utf-8", errors="replace")
-    if mem["rc"] != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd[:4]))} ... failed (exit {mem['rc']}):\n{text[-3000:]}")
-    return {**mem, "log": text}
-
-
-def _real_model() -> Path:
-    try:
-        from tuitune.sample import real_model_path
-
-        return real_model_path(log=lambda m: print("  ", m))
-    except ImportError:
-        return Path("/tmp/smol/hf")
-
-
-def _real_config(ws: Path, name: str, steps: int, warmup: int, matched: bool) -> Path:
-    """A run config from tuitune's schema defaults, with the recipe; ``matched`` also fixes
-    what the baselines get at matched settings (checkpointing on, no packing)."""
-    from tuitune.config import RunConfig, save_config
-    from tuitune.config.schema import flatten, unflatten
-
-    flat = flatten(RunConfig(model="models/smollm2").model_dump(mode="json"))
-    flat.update({"method": "lora", "data.train": "data/self_cognition_en.jsonl",
-                 "data.max_length": REAL["max_length"], "training.max_steps": steps,
-                 "training.batch_size": REAL["batch"], "training.grad_accum": 1, "training.lr": REAL["lr"],
-                 "lora.r": REAL["r"], "lora.alpha": REAL["alpha"], "lora.dropout": 0.0,
-                 "lora.target_modules": "all-linear", "lora.modules_to_save": [], "training.warmup_ratio": 0.0,
-                 # Events at the warm-up step and the end (the clock), no checkpoint or sample inside.
-                 "training.logging_steps": warmup, "training.save_steps": 100000, "evaluation.prompts": [],
-                 "evaluation.eval_loss": False})
-    if matched:
-        flat.update({"data.pack": False, "training.gradient_checkpointing": True})
-    path = ws / "configs" / f"{name}.yaml"
-    save_config(RunConfig.model_validate(unflatten(flat)), path)
-    return path
-
-
-def _resolved(ws: Path, cfg_path: Path) -> dict:
-    """What tuitune's config resolves to on this machine: the base's dtype and the Trainer flags."""
-    from tuitune.config import load_config, to_model_kwargs, to_training_arguments
-    from tuitune.hardware import resolve_precision
-
-    cfg = load_config(cfg_path, workspace=ws)
-    targs = to_training_arguments(cfg, ws / ".bench-args")
-    ckpt = "activation_checkpointing" if hasattr(targs, "activation_checkpointing") else "gradient_checkpointing"
-    optim = getattr(targs.optim, "value", targs.optim)
-    return {"precision": resolve_precision(cfg), "dtype": str(to_model_kwargs(cfg)["dtype"]).replace("torch.", ""),
-            "bf16": bool(targs.bf16), "fp16": bool(targs.fp16), "optim": optim, "ckpt_key": ckpt,
-            "pack": cfg.data.pack, "ckpt": bool(getattr(targs, ckpt))}
-
-
-def _real_tuitune(ws: Path, cfg: Path, name: str, steps: int, warmup: int, packed: bool) -> dict:
-    from train_helpers import events
-
-    mem = _measured([sys.executable, "-m", "tuitune", "-w", ws, "train", cfg, "--foreground", "--name", name],
-                    ws / f"{name}.out", ws)
-    ev = {e["step"]: e for e in events(ws / "runs" / name, "train")}
-    a, b = ev[warmup], ev[steps]
-    # The events count real tokens (tuitune's collator says how many; the Trainer alone would count
-    # ids that are not the pad id, and this tokenizer pads with <|im_end|>, which ends every turn).
-    import datasets
-
-    caches = [datasets.load_from_disk(str(p)) for p in (ws / ".cache" / "tokenized").iterdir()
-              if (p / "dataset_info.json").is_file()]
-    ds = next(d for d in caches if ("position_ids" in d.column_names) == packed)
-    seconds = b["time"] - a["time"]
-    return {"tokens_per_s": (b["tokens"] - a["tokens"]) / seconds, "rss_mb": mem["tree_mb"],
-            "proc_mb": mem["proc_mb"], "rows": len(ds)}
-
-
-def _real_baseline(code: str, model: Path, data: Path, steps: int, S: dict, out: Path, ws: Path) -> dict:
-    mem = _measured([sys.executable, "-c", code, model, data, steps, json.dumps(S), out], out.with_suffix(".out"), ws)
-    line = [l for l in mem["log"].splitlines() if l.startswith("RESULT ")]
-    if not line:
-        raise SystemExit(f"baseline printed no result:\n{mem['log'][-3000:]}")
-    r = json.loads(line[-1][7:])
-    return {"tokens_per_s": r["tokens_per_s"], "rss_mb": mem["tree_mb"], "proc_mb": mem["proc_mb"]}
-
-
-def main_real(args) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from tuitune.workspace import Workspace
-
-    steps, warmup = args.steps, args.warmup
-    model_src = _real_model()
-    tmp = Path(tempfile.mkdtemp(prefix="tuitune-bench-train-real-"))
-    ws = Workspace.at(tmp / "ws").ensure().root
-    (ws / "models" / "smollm2").symlink_to(model_src, target_is_directory=True)
-    src = Path(__file__).resolve().parent.parent / "sample_data" / "real" / "self_cognition_en.jsonl"
-    lines = [l for l in src.read_text(encoding="utf-8").splitlines() if l.strip()]
-    data = ws / "data" / "self_cognition_en.jsonl"
-    data.write_text("".join(lines[i % len(lines)] + "\n" for i in range(args.records)), encoding="utf-8")
-    model = ws / "models" / "smollm2"
-    cfg_matched = _real_config(ws, "matched", steps, warmup, matched=True)
-    cfg_default = _real_config(ws, "default", steps, warmup, matched=False)
-    m, d = _resolved(ws, cfg_matched), _resolved(ws, cfg_default)
-    base_S = {**REAL, "warmup": warmup, "modules_to_save": None}
-    # Matched: the baselines take tuitune's resolved choices (base dtype, bf16/fp16 flags, optimizer,
-    # checkpointing without re-entrance, as tuitune asks for it); the data is never packed.
-    S_matched = {**base_S, "dtype": m["dtype"],
-                 "args": {"bf16": m["bf16"], "fp16": m["fp16"], "optim": m["optim"], m["ckpt_key"]: True,
-                          f"{m['ckpt_key']}_kwargs": {"use_reentrant": False}}}
-    # Defaults: the recipe only; the rest is what each library does when not told (transformers 5
-    # loads the checkpoint's dtype; Trainer: no autocast, no checkpointing; SFTConfig: bf16 autocast,
-    # checkpointing on; SFTTrainer loads the model itself).
-    S_default = {**base_S, "dtype": None, "args": {}}
-    print(f"real model: {model_src}")
-    print(f"recipe: LoRA r{REAL['r']} all-linear, batch {REAL['batch']}, max_length {REAL['max_length']}, "
-          f"{steps} steps (clock from step {warmup}), {args.records} records")
-    print(f"tuitune precision: auto -> {m['precision']} on this machine: base loaded in {m['dtype']}, "
-          f"TrainingArguments bf16={m['bf16']} fp16={m['fp16']}, optim {m['optim']}")
-    print(f"tuitune defaults: pack={d['pack']}, gradient checkpointing={d['ckpt']}")
-    cases = {
-        ("matched", "transformers Trainer script"):
-            lambda r: _real_baseline(PLAIN_TRAINER, model, data, steps, S_matched, tmp / f"m1-{r}", ws),
-        ("matched", "TRL SFTTrainer script"):
-            lambda r: _real_baseline(TRL_SFT, model, data, steps, S_matched, tmp / f"m2-{r}", ws),
-        ("matched", "tuitune train"): lambda r: _real_tuitune(ws, cfg_matched, f"matched-{r}", steps, warmup, m["pack"]),
-        ("defaults", "transformers Trainer script"):
-            lambda r: _real_baseline(PLAIN_TRAINER, model, data, steps, S_default, tmp / f"d1-{r}", ws),
-        ("defaults", "TRL SFTTrainer script"):
-            lambda r: _real_baseline(TRL_SFT, model, data, steps, {**S_default, "by_name": True},
-                                     tmp / f"d2-{r}", ws),
-        ("defaults", "tuitune train (packed)"):
-            lambda r: _real_tuitune(ws, cfg_default, f"default-{r}", steps, warmup, d["pack"]),
-    }
-    res: dict[tuple, dict] = {}
-    for r in range(args.rounds):
-        for key, run in cases.items():
-            if args.group and key[0] != args.group:
-                continue
-            print(f"  round {r + 1}: {key[0]}: {key[1]}", flush=True)
-            got = run(r)
-            old = res.get(key)
-            # Each case keeps its best round: load elsewhere slows a run down, never speeds it up.
-            res[key] = got if old is None else {**(got if got["tokens_per_s"] > old["tokens_per_s"] else old),
-                                                "rss_mb": min(got["rss_mb"], old["rss_mb"]),
-                                                "proc_mb": min(got["proc_mb"], old["proc_mb"])}
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
-    for group, tuitune_name in (("matched", "tuitune train"), ("defaults", "tuitune train (packed)")):
-        if args.group and group != args.group:
-            continue
-        names = [k[1] for k in res if k[0] == group]
-        bases = [n for n in names if n != tuitune_name]
-        fast = max(bases, key=lambda n: res[group, n]["tokens_per_s"])
-        small = min(bases, key=lambda n: res[group, n]["rss_mb"])
-        print(f"\n{group} settings" + (" (base in tuitune's dtype, same flags, checkpointing on, no packing)"
-                                       if group == "matched" else " (each tool's own; tokens/s = real tokens)"))
-        print(f"{'case':30} {'tokens/s':>9} {'x fastest':>10} {'peak RSS':>10} {'x smallest':>11} {'1 proc':>8}")
-        for n in names:
-            x = res[group, n]
-            print(f"{n:30} {x['tokens_per_s']:9.0f} {x['tokens_per_s'] / res[group, fast]['tokens_per_s']:10.2f} "
-                  f"{x['rss_mb']:8.0f}MB {x['rss_mb'] / res[group, small]['rss_mb']:11.2f} {x['proc_mb']:6.0f}MB")
-        t = res[group, tuitune_name]
-        tx = t["tokens_per_s"] / res[group, fast]["tokens_per_s"]
-        rx = t["rss_mb"] / res[group, small]["rss_mb"]
-        if group == "matched":
-            print(f"goal: tokens/s >= 1.15x the faster baseline ({fast}): {tx:.2f}x {verdict(tx >= 1.15)}")
-            print(f"goal: peak RSS <= 0.95x the smaller baseline ({small}): {rx:.2f}x {verdict(rx <= 0.95)}")
-        else:
-            print(f"goal: trained (real) tokens/s >= 1.5x the faster baseline ({fast}): {tx:.2f}x "
-                  f"{verdict(tx >= 1.5)}")
-            print(f"  tuitune packed: {t['rows']} rows")
-    print("\npeak RSS: the case's whole process tree (for tuitune: the CLI, then its copier, and the worker), "
-          "the largest sum of the VmHWM of the processes alive at once; 1 proc: the largest single process "
-          "(ru_maxrss)")
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print(f"work folder kept: {tmp}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("tiny", "real"), default="tiny",
@@ -472,6 +252,8 @@ def main() -> None:
         ap.error(f"--steps must be a multiple of --warmup ({args.warmup}) and above it (tuitune logs every "
                  f"--warmup steps)")
     if args.model == "real":
+        from train_real import main_real  # bench/ is sys.path[0] for `python bench/train.py`
+
         return main_real(args)
     SETTINGS["warmup"] = args.warmup
     SETTINGS["max_length"] = args.max_length

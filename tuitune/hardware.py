@@ -54,7 +54,8 @@ def bnb_config(bits: int, compute_dtype: str, quant_type: str = "nf4", double_qu
                               bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype)
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The flags /proc/cpuinfo lists for this CPU (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -88,7 +89,7 @@ def cpu_bf16_evidence(flags: set[str] | None = None, torch_probe=None) -> str:
     bf16, oneDNN converts bf16 to fp32 and back around every kernel: on an AVX-512 Xeon without
     them a (2048x576)@(576x1536) matmul ran at 18 GFLOP/s in bf16 against 56 in fp32.
     """
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     if "amx_bf16" in flags:
         return "AMX (amx_bf16)"
     if "avx512_bf16" in flags:
