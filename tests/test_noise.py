@@ -132,3 +132,22 @@ print("STATUS", row.status, row.detail)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4-bit works on" in proc.stdout, proc.stdout
+
+
+def test_a_lora_run_s_worker_never_imports_bitsandbytes(tiny_model, tmp_path):
+    """The worker hides bitsandbytes before anything imports peft (its stall watchdog's TrainerCallback
+    does, through transformers.trainer_utils): it imported it, 1.1 s of the worker's 6 s start."""
+    from train_helpers import make_workspace, write_config
+
+    ws = make_workspace(tmp_path / "ws", tiny_model)
+    write_config(ws, "quick", **{"training.max_steps": 1, "evaluation.prompts": [], "training.save_steps": 100})
+    env = {**os.environ, "TUITUNE_CORES_DIR": str(tmp_path / ".cores"), "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.run([sys.executable, "-m", "tuitune", "train", "configs/quick.yaml", "--foreground", "--name", "q"],
+                          cwd=ws, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (ws / "runs" / "q" / "train.log").read_text()
+    modules, _ = _split(log)   # the worker's own import report (its output goes to train.log)
+    assert "tuitune.train.build" in modules
+    loaded = [m for m in modules if m.startswith("bitsandbytes.")]
+    assert not loaded, f"the worker imported bitsandbytes: {loaded[:5]}"
+    assert "gemm_4bit" not in log

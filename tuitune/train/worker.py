@@ -156,18 +156,20 @@ def run_worker(run_dir: str, resume: bool = False, probe=None) -> int:
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
+        from tuitune.hardware import keep_bitsandbytes_out, needs_bitsandbytes
+
+        if not needs_bitsandbytes(cfg):
+            # peft imports bitsandbytes where it is installed; unquantized, it is only import
+            # time (1.1 s of the worker's 6, with torch's compiler it pulls in), memory and (on CPUs
+            # with AVX-512 bf16) a warning in train.log. Before anything imports peft: the
+            # watchdog's TrainerCallback does (transformers.trainer_utils -> peft).
+            keep_bitsandbytes_out()
         from tuitune.notify import keep_telemetry_off
         from tuitune.train.watchdog import RunNotifier, Watchdog
 
         notifier = RunNotifier(run, cfg, log, enabled=is_main)
         log(notifier.describe(keep_telemetry_off(notifier.settings)))  # before any trainer could ping the hub
         use_trackers(cfg.training.report_to, run, log)
-        from tuitune.hardware import keep_bitsandbytes_out, needs_bitsandbytes
-
-        if not needs_bitsandbytes(cfg):
-            # peft imports bitsandbytes where it is installed; unquantized, it is only import
-            # time, memory and (on CPUs with AVX-512 bf16) a warning in train.log.
-            keep_bitsandbytes_out()
         from tuitune.train.build import build_trainer
         from tuitune.train.callbacks import RunCallback
 
