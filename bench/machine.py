@@ -1,6 +1,6 @@
-"""The machine is part of a bench's result (issue 22, goal 5): what each bench prints first.
+"""The machine is part of a bench's result (issue 22, goal 5): what the training benches print first.
 
-    python bench/machine.py          # the lines alone (about 2 s: two GEMM mixes timed)
+    python bench/machine.py          # the lines alone, with SmolLM2's GEMM peaks (a few seconds)
 
 The CPU's model and the flags that decide its matmul speed, its cores and torch's threads, what
 ``precision: auto`` picks here and why (``tuitune.hardware.auto_precision``, the one place that

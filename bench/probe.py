@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="what precision auto picks (default: this CPU's pick)")
     args = ap.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    from machine import describe  # bench/machine.py: the CPU, its flags, what auto picks here
+
+    print("\n".join(describe()[0]))
     if args.precision:
         env["TUITUNE_AUTO_PRECISION"] = args.precision
+        print(f"the cases run in {args.precision} (TUITUNE_AUTO_PRECISION)")
     gib = float(1 << 30)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tuitune-bench-probe-") as tmp:
