@@ -89,7 +89,7 @@ def save_final(trainer, tokenizer, run: RunFolder, adapter: bool, is_main: bool)
 
 def reuse_freed_memory(cfg, hw=None) -> None:
     """From here on, let glibc keep the memory a training step frees, for the next step to reuse;
-    on a CPU run in fp32 only.
+    where the run computes in fp32, or on a GPU box (not in bf16 on a CPU).
 
     Each step allocates and frees the same large tensors (activations, their recomputation
     under checkpointing, logits). With glibc's defaults, blocks above its mmap threshold (128 KB,
@@ -102,12 +102,12 @@ def reuse_freed_memory(cfg, hw=None) -> None:
     Again on the 2-core EPYC with AVX-512 bf16, smol-demo in fp32: 214 tokens/s, 2.24 GiB with it,
     198 and 2.34 GiB without.
 
-    In bf16 on a CPU (issue 22) it costs memory and buys no speed: oneDNN's bf16 matmuls allocate
-    their scratch and laid-out weights per shape, and in a heap that keeps every block up to 256 MB
-    those leave holes the next step's sizes do not fill, so the worker grew all run long.
-    smol-demo (bf16, same box): with it 2.40-2.52 GiB at 256-280 tokens/s, growing ~17 MB a step to
-    the end; without it 2.12 GiB at 271. bench/train.py --model real --group matched: peak RSS
-    2,442 -> 2,180 MB at 224 tokens/s both. So a run whose matmuls are 16-bit on a CPU keeps glibc's
+    In bf16 on a CPU (issue 22) it costs memory and buys no speed: the worker grew ~17 MB a step
+    to the end of the run (bf16 matmuls go through oneDNN, which allocates per shape; the kept heap
+    did not give those blocks back). smol-demo (bf16, same box): with it 2.40-2.52 GiB at 256-280
+    tokens/s; without it 2.12 GiB at 271 (some growth remains: 1.80 -> 2.08 GiB over 40 steps).
+    bench/train.py --model real --group matched: peak RSS 2,442 -> 2,180-2,201 MB at 224 and 214
+    tokens/s (the Trainer script: 2,113-2,304 MB). So a run whose matmuls are 16-bit on a CPU keeps glibc's
     defaults. Called once the model is loaded, so what loading freed has been handed back already
     (on a GPU box the host copies of the weights). Not glibc (macOS, musl): nothing to tune.
     """
