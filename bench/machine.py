@@ -13,24 +13,12 @@ precision ``auto`` picks: that is its MFU (model FLOPs utilisation).
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 #: The CPU flags that decide how fast a matmul runs (AVX2/FMA; AVX-512; bf16 in AVX-512 or AMX).
 MATMUL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_flags() -> list[str]:
@@ -44,7 +32,6 @@ def matmul_flags() -> list[str]:
 class Peaks:
     bf16: float  # GFLOP/s
     fp32: float
-    tokens: int
 
     def of(self, precision: str) -> float:
         return self.bf16 if precision == "bf16" else self.fp32
@@ -59,22 +46,23 @@ def gemm_peaks(shape, tokens: int, budget_s: float = 0.6) -> Peaks:
     """
     from tuitune.vram.speed import time_layer_matmuls
 
+    rows = max(64, tokens // 4)
+    f_layer = sum(4.0 * tokens * i * o for i, o in shape.layer_linears()) * shape.num_layers
+    f_head = 4.0 * rows * shape.hidden_size * shape.vocab_size
     out = {}
     for precision in ("bf16", "fp32"):
         layer = time_layer_matmuls(shape, precision, tokens=tokens, budget_s=budget_s)
-        head = _head_gflops(shape, precision, max(64, tokens // 4), budget_s / 2)
-        f_layer = sum(4.0 * tokens * i * o for i, o in shape.layer_linears()) * shape.num_layers
-        f_head = 4.0 * max(64, tokens // 4) * shape.hidden_size * shape.vocab_size
+        head = _head_gflops(shape, precision, rows, budget_s / 2)
         out[precision] = (f_layer + f_head) / (f_layer / layer + f_head / head)
-    return Peaks(out["bf16"], out["fp32"], tokens)
+    return Peaks(out["bf16"], out["fp32"])
 
 
 def _head_gflops(shape, precision: str, rows: int, budget_s: float) -> float:
-    import time
-
+    """GFLOP/s of the head's matmul on ``rows`` positions, forward and input gradient."""
     import torch
 
     from tuitune.hardware import torch_dtype
+    from tuitune.vram.speed import best_seconds
 
     gen = torch.Generator().manual_seed(0)
     dt = torch_dtype(precision)
@@ -85,16 +73,7 @@ def _head_gflops(shape, precision: str, rows: int, budget_s: float) -> float:
         g = x @ w.T
         g @ w  # the input's gradient
 
-    step()
-    best, start = float("inf"), time.perf_counter()
-    while True:
-        t = time.perf_counter()
-        step()
-        now = time.perf_counter()
-        best = min(best, now - t)
-        if now - start > budget_s:
-            break
-    return 4.0 * rows * shape.hidden_size * shape.vocab_size / best / 1e9
+    return 4.0 * rows * shape.hidden_size * shape.vocab_size / best_seconds(step, budget_s) / 1e9
 
 
 def useful_flops_per_token(shape, length: float, label_frac: float, r: int = 0) -> float:
@@ -119,14 +98,12 @@ def describe(shape=None, tokens: int = 2048) -> tuple[list[str], Peaks | None, s
     the precision ``auto`` picks here."""
     import torch
 
-    from tuitune.hardware import auto_precision
+    from tuitune.cores import cpu_cores
+    from tuitune.hardware import auto_precision, cpu_model
 
     precision, why = auto_precision()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    lines = [f"cpu: {cpu_model()}, {cores} cores, flags: {' '.join(matmul_flags()) or 'none of ' + ' '.join(MATMUL_FLAGS)}",
+    flags = " ".join(matmul_flags()) or "none of " + " ".join(MATMUL_FLAGS)
+    lines = [f"cpu: {cpu_model()}, {cpu_cores()} cores (torch's count), flags: {flags}",
              f"precision: auto -> {precision} ({why}); torch {torch.__version__.split('+')[0]}, "
              f"{torch.get_num_threads()} threads; Python {sys.version.split()[0]}"]
     peaks = None

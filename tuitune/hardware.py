@@ -54,6 +54,20 @@ def bnb_config(bits: int, compute_dtype: str, quant_type: str = "nf4", double_qu
                               bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform``'s answer where there is none)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_flags() -> set[str]:
     """The flags /proc/cpuinfo lists for this CPU (empty where there is none)."""
     try:

@@ -227,22 +227,13 @@ def box_memory() -> int:
 
 def hardware() -> dict:
     """What the probe ran on: CPU, cores, RAM, GPUs."""
-    import platform
-
     import psutil
 
     from tuitune.cores import cpu_cores
     from tuitune.gpus import gpu_inventory
+    from tuitune.hardware import cpu_model
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": cpu_cores(), "ram_gib": round(psutil.virtual_memory().total / GIB, 2),
+    return {"cpu": cpu_model(), "cores": cpu_cores(), "ram_gib": round(psutil.virtual_memory().total / GIB, 2),
             "gpus": [g.to_dict() for g in gpu_inventory()]}
 
 

@@ -107,8 +107,8 @@ def reuse_freed_memory(cfg, hw=None) -> None:
     did not give those blocks back). smol-demo (bf16, same box): with it 2.40-2.52 GiB at 256-280
     tokens/s; without it 2.12 GiB at 271 (some growth remains: 1.80 -> 2.08 GiB over 40 steps).
     bench/train.py --model real --group matched: peak RSS 2,442 -> 2,180-2,201 MB at 224 and 214
-    tokens/s (the Trainer script: 2,113-2,304 MB). So a run whose matmuls are 16-bit on a CPU keeps glibc's
-    defaults. Called once the model is loaded, so what loading freed has been handed back already
+    tokens/s (the Trainer script: 2,113-2,304 MB). So a run whose matmuls are 16-bit on a CPU keeps
+    glibc's defaults. Called once the model is loaded, so what loading freed has been handed back already
     (on a GPU box the host copies of the weights). Not glibc (macOS, musl): nothing to tune.
     """
     from tuitune.hardware import probe_hardware, resolve_precision

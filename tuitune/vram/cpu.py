@@ -13,10 +13,11 @@ live in the process's heap, and the process holds more besides:
     As on a GPU: LoRA's adapters in fp32 with their gradients and AdamW's m and v (16 B a parameter),
     plus the ``modules_to_save`` copies (embed_tokens, lm_head: one copy where they are tied), 16 B a parameter too.
 ``activations``, ``logits``
-    The GPU formula's, in the compute dtype (4 bytes in fp32). In fp32 the worker keeps freed heap for the next step
-    (``reuse_freed_memory``; in bf16 it keeps glibc's defaults), so what a step frees still counts: the logits' fp32 pair (logits and
-    log-softmax, the GPU formula's 8 bytes in fp32) is held three times over at the peak (with the
-    gradients of the loss's backward: :data:`LOGIT_COPIES`).
+    The GPU formula's, in the compute dtype (4 bytes in fp32). In fp32 the worker keeps freed heap
+    for the next step (``reuse_freed_memory``; in bf16 it keeps glibc's defaults), so what a step
+    frees still counts: the logits' fp32 pair (logits and log-softmax, the GPU formula's 8 bytes in
+    fp32) is held three times over at the peak (with the gradients of the loss's backward:
+    :data:`LOGIT_COPIES`).
 
 Calibrated on the probe (``bench/probe.py``; 2-core AVX-512 EPYC, fp32, the longest batch), peak RSS
 estimated / measured: the tiny model's tiny-demo 0.68 / 0.64 GiB, its packed 1024-token rows at batch 8

@@ -40,8 +40,6 @@ def lora_flops_per_token(shape, length: int) -> float:
 def time_layer_matmuls(shape, precision: str, tokens: int = 128, budget_s: float = 0.25) -> float:
     """GFLOP/s of one decoder layer's matmuls of ``shape`` (each forward and its input gradient) on
     ``tokens`` tokens in ``precision``, the best of the repeats that fit in ``budget_s`` after a warm-up."""
-    import time
-
     import torch
 
     from tuitune.hardware import torch_dtype
@@ -56,7 +54,15 @@ def time_layer_matmuls(shape, precision: str, tokens: int = 128, budget_s: float
             out = inputs[w.shape[0]] @ w
             out @ w.T  # the backward's gradient of the input
 
-    step()  # the warm-up: oneDNN picks its kernels
+    return sum(4.0 * tokens * i * o for i, o in linears) / best_seconds(step, budget_s) / 1e9
+
+
+def best_seconds(step, budget_s: float) -> float:
+    """The shortest time of ``step()`` over the repeats that fit in ``budget_s``, after one warm-up
+    call (oneDNN picks its kernels there): load elsewhere only ever slows a repeat down."""
+    import time
+
+    step()
     best, start = float("inf"), time.perf_counter()
     while True:
         t = time.perf_counter()
@@ -64,8 +70,7 @@ def time_layer_matmuls(shape, precision: str, tokens: int = 128, budget_s: float
         now = time.perf_counter()
         best = min(best, now - t)
         if now - start > budget_s:
-            break
-    return sum(4.0 * tokens * i * o for i, o in linears) / best / 1e9
+            return best
 
 
 def cpu_lora_rate(precision: str, length: int = 128) -> CpuRate:
