@@ -129,9 +129,12 @@ class Watchdog(TrainerCallback):
                     continue
                 self.stalled_since = time.time() - idle
                 step, slowest = self.step, self.slowest
-            self.run.append_event({"type": "lifecycle", "event": "stalled", "step": step, "idle": round(idle, 1),
-                                   "slowest_step": round(slowest, 2), "since": self.stalled_since})
-            self.run.write_state(stalled_since=self.stalled_since)
+                # Under the lock, the state before the event: a reader that sees the event sees the
+                # state too, and a step that comes back meanwhile (_alive) is not overwritten by this mark.
+                self.run.write_state(stalled_since=self.stalled_since)
+                self.run.append_event({"type": "lifecycle", "event": "stalled", "step": step,
+                                       "idle": round(idle, 1), "slowest_step": round(slowest, 2),
+                                       "since": self.stalled_since})
             if self.notifier is not None:
                 self.notifier.tell("stalled", before=f"no step for {format_duration(idle)} (the slowest so far "
                                    f"took {format_duration(slowest)}): ",
@@ -144,10 +147,10 @@ class Watchdog(TrainerCallback):
             self.last = time.monotonic()
             self.step = state.global_step
             since, self.stalled_since = self.stalled_since, None
-        if since is not None:
-            self.run.append_event({"type": "lifecycle", "event": "resumed progress", "step": state.global_step,
-                                   "stalled_for": round(time.time() - since, 1)})
-            self.run.write_state(stalled_since=None)
+            if since is not None:  # as in _watch: under the lock, the state before the event
+                self.run.write_state(stalled_since=None)
+                self.run.append_event({"type": "lifecycle", "event": "resumed progress", "step": state.global_step,
+                                       "stalled_for": round(time.time() - since, 1)})
 
     def close(self) -> None:
         """Stop watching (the run ended, or failed); a stalled mark is taken back."""
@@ -156,8 +159,8 @@ class Watchdog(TrainerCallback):
             self._thread.join(5)
         with self._lock:
             since, self.stalled_since = self.stalled_since, None
-        if since is not None:
-            self.run.write_state(stalled_since=None)
+            if since is not None:
+                self.run.write_state(stalled_since=None)
 
     # --- the callback API --------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kw):
