@@ -270,7 +270,8 @@ The same from a shell: `tuitune env`, `tuitune env --estimate MODEL`, `tuitune t
         try:
             est = estimate_model_dir(
                 source, online=False, workspace=self.app.workspace.root, method=self.query_one("#est-method", Select).value, max_length=max_len,
-                batch_size=batch, gradient_checkpointing=self.query_one("#est-ckpt", Checkbox).value)
+                batch_size=batch, gradient_checkpointing=self.query_one("#est-ckpt", Checkbox).value,
+                chunked_loss=True)  # an sft run's default loss (training.kernels: auto), as `env --estimate`'s
         except TuituneError as exc:
             text = Text(str(exc), style="bold red")
             if isinstance(source, str) and "hub cache" in str(exc):

@@ -277,3 +277,21 @@ async def test_the_estimate_tab_names_a_missing_folder_as_typed_and_enter_asks_n
         await pilot.pause()
         assert not [w for w in app.workers if w.group == "hub-estimate"]
         assert widget_text(app.screen.query_one("#env-estimate")) == out
+
+
+def test_the_estimate_says_which_loss_it_counts_and_kernels_none_holds_the_logits(demo):
+    """`env --estimate` estimates an sft run as tuitune runs it (kernels: auto, the loss in chunks);
+    `--kernels none` counts the whole (tokens x vocabulary) logits, as such a run holds them."""
+    out = {}
+    for kernels in ("auto", "none"):
+        proc = tuitune(demo, "env", "--estimate", "models/tiny-chat", "--max-length", "1024", "--kernels", kernels)
+        assert proc.returncode == 0, proc.stderr
+        out[kernels] = proc.stdout
+    assert "checkpointing on, loss in chunks, 1 GPU(s)" in out["auto"]
+    assert "checkpointing on, whole logits, 1 GPU(s)" in out["none"]
+    figures = {k: json.loads(tuitune(demo, "env", "--estimate", "models/tiny-chat", "--max-length", "8192",
+                                     "--batch-size", "8", "--kernels", k, "--json").stdout)["parts"]["logits"]
+               for k in ("auto", "none")}
+    assert figures["none"] == pytest.approx(figures["auto"] * 10 / 3, rel=0.01), figures
+    assert_one_line_error(tuitune(demo, "env", "--estimate", "models/tiny-chat", "--kernels", "fast"),
+                          "--kernels", "auto", "liger", "none")

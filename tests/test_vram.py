@@ -538,6 +538,40 @@ async def test_env_screen_estimates_a_hub_id_from_the_cache_and_wraps_the_checks
         assert "offline" in widget_text(app.screen.query_one("#env-estimate"))
 
 
+QWEN25_7B = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+    "tie_word_embeddings": False,
+}
+
+
+@pytest.mark.parametrize("task,kernels,whole", [
+    ("sft", "auto", False), ("pretrain", "liger", False), ("sft", "none", True), ("dpo", "auto", True),
+    ("grpo", "auto", True),
+])
+def test_the_estimate_counts_the_logits_the_runs_loss_holds(tmp_path, task, kernels, whole):
+    """An sft or pretrain run with kernels auto or liger computes its loss in chunks (or Liger's fused
+    loss) and never holds the (tokens x vocabulary) logits; kernels none and the tasks whose loss TRL
+    computes do. A 7B model with a 152k vocabulary at 4 x 2048 tokens: 3.5 GiB of logits, not 11.6,
+    and the verdict on a 24 GiB card turns on it."""
+    from tuitune.config import RunConfig, load_config, save_config
+    from tuitune.vram import LOGIT_BYTES, LOGIT_BYTES_CHUNKED, estimate_for_config
+
+    model = tmp_path / "qwen7b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN25_7B))
+    cfg = RunConfig.model_validate({"model": str(model), "task": task, "method": "lora",
+                                    "data": {"max_length": 2048, "pack": False},
+                                    "training": {"batch_size": 4, "kernels": kernels}})
+    (tmp_path / "configs").mkdir()
+    save_config(cfg, tmp_path / "configs" / "run.yaml")
+    est = estimate_for_config(load_config(tmp_path / "configs" / "run.yaml", workspace=tmp_path))
+    per = LOGIT_BYTES if whole else LOGIT_BYTES_CHUNKED
+    assert est.chunked_loss is not whole
+    assert est.parts["logits"] == pytest.approx(4 * 2048 * 152064 * per / GIB)
+    assert est.parts["logits"] == pytest.approx(11.6 if whole else 3.48, abs=0.01)
+
+
 def test_one_translation_of_a_config_into_an_estimate(tmp_path, tiny_model):
     """`config check` and the Config step show the same figure, from vram.estimate_for_config,
     and it follows the config's settings."""

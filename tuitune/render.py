@@ -27,7 +27,8 @@ def checks_table(checks) -> Table:
 def estimate_settings(est) -> str:
     ds = f", {est.deepspeed}" if getattr(est, "deepspeed", None) else ""
     return (f"{est.method}, max length {est.max_length}, batch {est.batch_size}, "
-            f"checkpointing {'on' if est.gradient_checkpointing else 'off'}, {est.gpus} GPU(s){ds}; "
+            f"checkpointing {'on' if est.gradient_checkpointing else 'off'}, "
+            f"{'loss in chunks' if est.chunked_loss else 'whole logits'}, {est.gpus} GPU(s){ds}; "
             f"{est.n_params / 1e6:,.1f} M parameters, {est.trainable_params / 1e6:,.2f} M trainable")
 
 

@@ -10,6 +10,7 @@ import json
 
 METHODS = ("full", "lora", "qlora")
 DEEPSPEED = ("none", "zero2", "zero3", "zero2_offload", "zero3_offload")
+KERNELS = ("auto", "liger", "none")
 
 
 def register(sub) -> None:
@@ -29,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=int, default=64, metavar="R", help="LoRA rank (default: 64)")
     p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to spread the job over (default: 1)")
     p.add_argument("--deepspeed", choices=DEEPSPEED, default="none", help="DeepSpeed ZeRO stage (default: none)")
+    p.add_argument("--kernels", choices=KERNELS, default="auto",
+                   help="the run's training.kernels: auto or liger compute the loss without the (tokens x vocabulary) "
+                   "logits, none holds them (default: auto)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +74,7 @@ def run_estimate(args) -> int:
     est = estimate_model_dir(
         args.estimate, workspace=args.workspace, method=args.method, max_length=args.max_length, batch_size=args.batch_size,
         gradient_checkpointing=args.gradient_checkpointing, lora_r=args.lora_r, gpus=args.gpus,
-        deepspeed=None if args.deepspeed == "none" else args.deepspeed,
+        deepspeed=None if args.deepspeed == "none" else args.deepspeed, chunked_loss=args.kernels != "none",
     )
     gpus = gpu_inventory(use_torch=False)
     advice = advise(est, [g.free_gib for g in gpus])

@@ -222,7 +222,15 @@ def estimate_model_dir(model_dir: Union[str, Path], online: bool | None = None, 
 def estimate_for_config(cfg, online: bool | None = False) -> Estimate:
     """:func:`estimate` for a run config (a ``RunConfig``): its model, a folder or a hub id (from
     the hub cache unless ``online``), with its method, length, batch, checkpointing, LoRA,
-    GPUs and DeepSpeed. The one translation of a config into estimate settings."""
+    GPUs and DeepSpeed. The one translation of a config into estimate settings.
+
+    The loss: an sft or pretrain run with ``training.kernels`` auto or liger never holds the
+    (tokens x vocabulary) logits (Liger's fused linear cross-entropy on a GPU, else tuitune's chunked
+    loss: ``tuitune.train.kernels``), so it is counted as ``chunked_loss``; ``kernels: none`` and the
+    tasks whose loss TRL computes (dpo, orpo, grpo) hold them whole. For a 7B model with a 152k
+    vocabulary at 4 x 2048 tokens that is 3.5 GiB against 11.6."""
+    from tuitune.train.kernels import KERNEL_TASKS
+
     model = cfg.resolve(cfg.model) if cfg.model_is_local() else cfg.model
     return estimate_model_dir(
         model, online=online, method=cfg.method, max_length=cfg.data.max_length,
@@ -230,6 +238,7 @@ def estimate_for_config(cfg, online: bool | None = False) -> Estimate:
         lora_r=cfg.lora.r, lora_targets=cfg.lora.target_modules, gpus=cfg.distributed.gpus,
         deepspeed=None if cfg.distributed.deepspeed == "none" else cfg.distributed.deepspeed,
         # The estimate is for the GPU box: there auto and the 16-bit choices hold the base in 16 bits.
-        precision="fp32" if cfg.training.precision == "fp32" else "bf16")
+        precision="fp32" if cfg.training.precision == "fp32" else "bf16",
+        chunked_loss=cfg.task in KERNEL_TASKS and cfg.training.kernels != "none")
 
 
