@@ -108,8 +108,9 @@ def _gguf_tensors(path) -> int:
 @pytest.mark.xdist_group("export-mini")   # one worker builds mini_ws once
 def test_export_takes_paths_relative_to_the_folder_the_user_is_in(mini_ws):
     """`-o out/x.gguf`, `-o x.gguf` and `--llama-cpp tools/llama.cpp`, typed in the workspace: each
-    is read from there (the converter runs in its own folder, so a path handed on as typed broke)."""
-    proc = run_cli("export", "models/mini", "--format", "gguf", "-o", "out/mini.gguf", cwd=mini_ws, timeout=600)
+    is read from there (the converter runs in its own folder, so a path handed on as typed broke).
+    The first is typed without --format: a .gguf output says it."""
+    proc = run_cli("export", "models/mini", "-o", "out/mini.gguf", cwd=mini_ws, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _gguf_tensors(mini_ws / "out" / "mini.gguf") == 20
     assert f"wrote {mini_ws / 'out' / 'mini.gguf'}" in proc.stdout
@@ -171,6 +172,23 @@ def test_the_shipped_formats_are_found_in_their_own_modules():
     assert FORMATS["ollama"].default_output("smol", "q8_0") == "smol-ollama"
     with pytest.raises(TuituneError, match="--format mlx: choose gguf or ollama"):
         get_format("mlx")
+
+
+def test_without_format_the_outputs_name_says_it_or_the_error_asks_for_it(tmp_path):
+    """`-o smol.gguf` is a GGUF; a folder or another ending asks for --format with the choices (exit 2,
+    one line, nothing written)."""
+    from tuitune.errors import TuituneError
+    from tuitune.export import FORMATS, format_for_output
+
+    assert format_for_output("out/Smol.GGUF").name == "gguf"
+    assert {f.name: f.suffix for f in FORMATS.values()} == {"gguf": ".gguf", "ollama": ""}
+    for out in ("ollama/smol", "smol.bin", ".gguf"):
+        with pytest.raises(TuituneError, match=r"its name says no format; add --format gguf \(a \.gguf file\) "
+                                               r"or ollama \(a folder\)"):
+            format_for_output(out)
+    proc = run_cli("export", "models/none", "-o", "smol", cwd=tmp_path)
+    assert_one_line_error(proc, "-o smol: its name says no format", "--format gguf")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_third_format_is_one_declaration(safetensors_format, tiny_model, tmp_path, capsys):

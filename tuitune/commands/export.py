@@ -18,8 +18,9 @@ def register(sub) -> None:
         "says. A GGUF is written by llama.cpp's convert_hf_to_gguf.py and read back and checked: architecture, "
         "tensors, tokenizer and chat template.")
     p.add_argument("source", metavar=MODEL_OR_RUN, help=MODEL_OR_RUN_HELP)
-    p.add_argument("--format", choices=list(FORMATS), required=True,
-                   help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
+    p.add_argument("--format", choices=list(FORMATS),
+                   help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + " (default: what OUT's "
+                   "name says: " + ", ".join(f"{f.suffix} is {f.name}" for f in FORMATS.values() if f.suffix) + ")")
     p.add_argument("--type", dest="outtype", choices=OUTTYPES, default="f16", help="GGUF tensor type (default: f16)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the output (" + "; ".join(
                    f"{f.name}: a {f.kind}" for f in FORMATS.values()) + ")")
@@ -40,14 +41,15 @@ def run(args) -> int:
     import sys
 
     from tuitune.commands import replacing
-    from tuitune.export import export
+    from tuitune.export import export, format_for_output
 
     def log(line):
         if not args.json:
             print(line, file=sys.stderr, flush=True)
 
+    fmt = args.format or format_for_output(args.output).name
     with replacing(args, args.output):
-        res = export(args.source, args.output, workspace=args.workspace, fmt=args.format, outtype=args.outtype,
+        res = export(args.source, args.output, workspace=args.workspace, fmt=fmt, outtype=args.outtype,
                      force=args.force, llama_cpp=args.llama_cpp, name=args.name,
                      check_runtime=args.check_runtime, log=log)
     if args.json:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from tuitune.export.llamacpp import LLAMA_CPP_PYTHON, OUTTYPES, check_gguf, find_converter
 from tuitune.export.ollama import default_system_prompt, modelfile, ollama_modelfile, ollama_template
 from tuitune.export.pipeline import ExportJob, ExportResult, export
-from tuitune.export.registry import DEFAULT_FORMAT, FORMATS, ExportFormat, Written, discover, get_format, register
+from tuitune.export.registry import (DEFAULT_FORMAT, FORMATS, ExportFormat, Written, discover, format_for_output,
+                                     get_format, register)
 
 discover()   # every format module in this folder
 
 __all__ = ["export", "find_converter", "check_gguf", "ollama_template", "default_system_prompt", "modelfile",
            "ollama_modelfile", "ExportResult", "ExportJob", "ExportFormat", "Written", "FORMATS", "DEFAULT_FORMAT",
-           "OUTTYPES", "LLAMA_CPP_PYTHON", "register", "get_format"]
+           "OUTTYPES", "LLAMA_CPP_PYTHON", "register", "get_format", "format_for_output"]

@@ -46,6 +46,11 @@ class ExportFormat:
     write: Callable[[ExportJob], Written]    # writes into job.tmp (job.gguf(path) converts and checks)
     gguf: bool = True                        # holds a GGUF: llama.cpp's converter, --type, the read-back check
 
+    @property
+    def suffix(self) -> str:
+        """The file name ending that says this format (``.gguf``); a folder format has none."""
+        return Path(self.output).suffix if self.kind == "file" else ""
+
     def default_output(self, stem: str, outtype: str = "f16") -> str:
         """The output's name for a model called ``stem`` (``smol-f16.gguf``, ``smol-ollama``)."""
         return self.output.format(stem=stem, outtype=outtype)
@@ -74,6 +79,18 @@ def get_format(name: str) -> ExportFormat:
         raise TuituneError(f"--format {name}: choose {' or '.join(FORMATS)}") from None
 
 
+def format_for_output(out: str | Path) -> ExportFormat:
+    """The format an output's name says, for an export given no ``--format``: the file format whose
+    ending it has (``-o smol.gguf``: gguf). A folder or another ending says none: TuituneError
+    asking for ``--format`` with the choices."""
+    name = Path(out).name.lower()
+    for fmt in FORMATS.values():
+        if fmt.suffix and name.endswith(fmt.suffix) and len(name) > len(fmt.suffix):
+            return fmt
+    choices = " or ".join(f"{f.name} ({f'a {f.suffix} file' if f.suffix else f'a {f.kind}'})" for f in FORMATS.values())
+    raise TuituneError(f"-o {out}: its name says no format; add --format {choices}")
+
+
 def discover() -> dict[str, ExportFormat]:
     """Register the ``FORMAT`` of every module in this package (the default first, then by name)."""
     import importlib
@@ -91,4 +108,5 @@ def discover() -> dict[str, ExportFormat]:
     return FORMATS
 
 
-__all__ = ["ExportFormat", "Written", "FORMATS", "DEFAULT_FORMAT", "register", "get_format", "discover"]
+__all__ = ["ExportFormat", "Written", "FORMATS", "DEFAULT_FORMAT", "register", "get_format", "format_for_output",
+           "discover"]
