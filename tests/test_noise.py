@@ -134,9 +134,11 @@ print("STATUS", row.status, row.detail)
     assert "4-bit works on" in proc.stdout, proc.stdout
 
 
-def test_a_lora_run_s_worker_never_imports_bitsandbytes(tiny_model, tmp_path):
+def test_a_lora_run_s_worker_never_imports_bitsandbytes_or_deepspeed(tiny_model, tmp_path):
     """The worker hides bitsandbytes before anything imports peft (its stall watchdog's TrainerCallback
-    does, through transformers.trainer_utils): it imported it, 1.1 s of the worker's 6 s start."""
+    does, through transformers.trainer_utils): it imported it, 1.1 s of the worker's 6 s start. And a
+    run without distributed.deepspeed never imports DeepSpeed (accelerate's unwrap_model did, 0.3 s,
+    with deepspeed's "Setting accelerator to CPU. If you have GPU ... unable to detect it" in train.log)."""
     from train_helpers import make_workspace, write_config
 
     ws = make_workspace(tmp_path / "ws", tiny_model)
@@ -151,3 +153,6 @@ def test_a_lora_run_s_worker_never_imports_bitsandbytes(tiny_model, tmp_path):
     loaded = [m for m in modules if m.startswith("bitsandbytes.")]
     assert not loaded, f"the worker imported bitsandbytes: {loaded[:5]}"
     assert "gemm_4bit" not in log
+    loaded = [m for m in modules if m.startswith("deepspeed.")]
+    assert not loaded, f"the worker imported deepspeed: {loaded[:5]}"
+    assert "Setting accelerator" not in log and "real_accelerator" not in log

@@ -295,6 +295,20 @@ def allow_bitsandbytes() -> None:
             importlib.reload(mod)
 
 
+def keep_deepspeed_out() -> None:
+    """Make a training process that does not use DeepSpeed treat it as absent.
+
+    accelerate's ``unwrap_model`` (which the Trainer calls when it is built) imports ``deepspeed``
+    wherever it is installed, with no switch: 0.3 s of a worker's start and, on a box without a
+    GPU, deepspeed's "Setting accelerator to CPU. If you have GPU or other accelerator, we were
+    unable to detect it." in train.log. The same None in ``sys.modules`` as for bitsandbytes above:
+    ``find_spec`` then answers None, which is how accelerate, transformers and TRL decide that
+    DeepSpeed is not installed. For the worker of a run with ``distributed.deepspeed: none``, before
+    it imports them; something that already imported it keeps it.
+    """
+    sys.modules.setdefault("deepspeed", None)  # type: ignore[arg-type]
+
+
 class BnbProbe(NamedTuple):
     """What bitsandbytes' 4-bit quantization does on this machine: the doctor's row and qlora's config check."""
     status: str          # ok | warn | fail

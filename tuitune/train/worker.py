@@ -156,7 +156,7 @@ def run_worker(run_dir: str, resume: bool = False, probe=None) -> int:
         from tuitune.config import load_config
 
         cfg = load_config(run.config_path, workspace=state.get("workspace"))
-        from tuitune.hardware import keep_bitsandbytes_out, needs_bitsandbytes
+        from tuitune.hardware import keep_bitsandbytes_out, keep_deepspeed_out, needs_bitsandbytes
 
         if not needs_bitsandbytes(cfg):
             # peft imports bitsandbytes where it is installed; unquantized, it is only import
@@ -164,6 +164,8 @@ def run_worker(run_dir: str, resume: bool = False, probe=None) -> int:
             # with AVX-512 bf16) a warning in train.log. Before anything imports peft: the
             # watchdog's TrainerCallback does (transformers.trainer_utils -> peft).
             keep_bitsandbytes_out()
+        if cfg.distributed.deepspeed == "none":
+            keep_deepspeed_out()
         from tuitune.notify import keep_telemetry_off
         from tuitune.train.watchdog import RunNotifier, Watchdog
 
