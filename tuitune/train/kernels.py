@@ -34,12 +34,17 @@ def kernels_problem(kernels: str, cuda: bool) -> str | None:
     return None
 
 
+def no_full_logits(cfg) -> bool:
+    """Whether the run's loss never holds the (tokens x vocabulary) logits: an sft or pretrain run with
+    kernels auto or liger (Liger's fused loss, else the chunked one). The VRAM estimate counts it so."""
+    return cfg.task in KERNEL_TASKS and cfg.training.kernels != "none"
+
+
 def use_liger(cfg, cuda: bool) -> bool:
     """Whether the run asks transformers for Liger (``TrainingArguments.use_liger_kernel``)."""
-    k = cfg.training.kernels
-    if cfg.task not in KERNEL_TASKS or k == "none":
+    if not no_full_logits(cfg):
         return False
-    return k == "liger" or (cuda and importlib.util.find_spec("liger_kernel") is not None)
+    return cfg.training.kernels == "liger" or (cuda and importlib.util.find_spec("liger_kernel") is not None)
 
 
 def liger_has(model) -> bool:

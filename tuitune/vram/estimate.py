@@ -229,7 +229,7 @@ def estimate_for_config(cfg, online: bool | None = False) -> Estimate:
     loss: ``tuitune.train.kernels``), so it is counted as ``chunked_loss``; ``kernels: none`` and the
     tasks whose loss TRL computes (dpo, orpo, grpo) hold them whole. For a 7B model with a 152k
     vocabulary at 4 x 2048 tokens that is 3.5 GiB against 11.6."""
-    from tuitune.train.kernels import KERNEL_TASKS
+    from tuitune.train.kernels import no_full_logits
 
     model = cfg.resolve(cfg.model) if cfg.model_is_local() else cfg.model
     return estimate_model_dir(
@@ -239,6 +239,6 @@ def estimate_for_config(cfg, online: bool | None = False) -> Estimate:
         deepspeed=None if cfg.distributed.deepspeed == "none" else cfg.distributed.deepspeed,
         # The estimate is for the GPU box: there auto and the 16-bit choices hold the base in 16 bits.
         precision="fp32" if cfg.training.precision == "fp32" else "bf16",
-        chunked_loss=cfg.task in KERNEL_TASKS and cfg.training.kernels != "none")
+        chunked_loss=no_full_logits(cfg))
 
 
