@@ -295,3 +295,14 @@ def test_the_estimate_says_which_loss_it_counts_and_kernels_none_holds_the_logit
     assert figures["none"] == pytest.approx(figures["auto"] * 10 / 3, rel=0.01), figures
     assert_one_line_error(tuitune(demo, "env", "--estimate", "models/tiny-chat", "--kernels", "fast"),
                           "--kernels", "auto", "liger", "none")
+
+
+def test_env_estimate_offers_the_configs_kernels_choices():
+    """`env --estimate --kernels` keeps its own tuple (no config import at `tuitune --help`): it must be
+    the config field's choices."""
+    import typing
+
+    from tuitune.commands.env import KERNELS
+    from tuitune.config.schema import TrainingConfig
+
+    assert KERNELS == typing.get_args(TrainingConfig.model_fields["kernels"].annotation)
